@@ -1,0 +1,155 @@
+"""The generalized supervised contrastive loss (GenSCL) and its special cases.
+
+GenSCL is a cross-entropy between two distributions per anchor i over its contrasts j:
+  - the target: the cosine similarity s_ij of the label distributions y_i, y_j, row-normalised;
+  - the prediction: the softmax of the latent similarities z_i . z_j / tau.
+
+With one-hot labels s_ij is 1 for same-class pairs and 0 otherwise, so the loss is SupCon's (Khosla et al.
+2020, "all views" mode, summation outside the log); with "each image is its own class" it is SimCLR's NT-Xent.
+
+Everything is pure and computed in float32: bfloat16 logits at temperature 0.1 lose too much precision.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NORMALIZATIONS = ("label_sum", "count")
+
+# The authors' code adds this to the per-row sum of label similarities before dividing.
+_LABEL_SUM_EPS = 1e-8
+
+
+def label_similarity(labels: jax.Array, contrast_labels: jax.Array) -> jax.Array:
+    """Cosine similarity of label distributions: [N, C] x [M, C] -> [N, M] float32.
+
+    An all-zero label row (e.g. padding) has similarity 0 with everything instead of NaN.
+    """
+    labels = _unit_rows(labels.astype(jnp.float32))
+    contrast_labels = _unit_rows(contrast_labels.astype(jnp.float32))
+    return jnp.matmul(labels, contrast_labels.T, precision=jax.lax.Precision.HIGHEST)
+
+
+def _unit_rows(x: jax.Array) -> jax.Array:
+    norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return x / jnp.maximum(norm, 1e-12)
+
+
+def _check_normalization(normalization: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"normalization={normalization!r} is not supported; use one of {NORMALIZATIONS}")
+
+
+def contrastive_loss_from_similarity(
+    features: jax.Array,
+    contrast_features: jax.Array,
+    similarity: jax.Array,
+    *,
+    exclude_self: bool,
+    temperature: float = 0.1,
+    base_temperature: float = 0.07,
+    normalization: str = "label_sum",
+) -> jax.Array:
+    """The loss given a precomputed target similarity matrix [N, M].
+
+    `exclude_self` removes the diagonal (anchor i against itself) from numerator and denominator; it is
+    only meaningful when the contrasts are the anchors themselves (N == M).
+    """
+    _check_normalization(normalization)
+    anchors = features.astype(jnp.float32)
+    contrasts = contrast_features.astype(jnp.float32)
+    similarity = similarity.astype(jnp.float32)
+    num_anchors, num_contrasts = similarity.shape
+    logits = jnp.matmul(anchors, contrasts.T, precision=jax.lax.Precision.HIGHEST) / temperature
+
+    if exclude_self:
+        keep = ~jnp.eye(num_anchors, num_contrasts, dtype=bool)
+        similarity = jnp.where(keep, similarity, 0.0)
+        num_kept = num_contrasts - 1
+    else:
+        keep = jnp.ones_like(logits, dtype=bool)
+        num_kept = num_contrasts
+
+    # Subtracting the row max (a constant per row, without gradient) keeps exp() finite and changes nothing.
+    row_max = jax.lax.stop_gradient(jnp.max(jnp.where(keep, logits, -jnp.inf), axis=1, keepdims=True))
+    shifted = logits - row_max
+    log_denominator = jnp.log(jnp.sum(jnp.where(keep, jnp.exp(shifted), 0.0), axis=1, keepdims=True))
+    # where() rather than a product so the excluded diagonal never forms 0 * (-inf).
+    log_prob = jnp.where(keep, shifted - log_denominator, 0.0)
+
+    weighted = jnp.sum(similarity * log_prob, axis=1)
+    if normalization == "label_sum":
+        row_loss = -weighted / (jnp.sum(similarity, axis=1) + _LABEL_SUM_EPS)
+    else:
+        row_loss = -weighted / num_kept
+    return (temperature / base_temperature) * jnp.mean(row_loss)
+
+
+def generalized_supcon_loss(
+    features: jax.Array,
+    labels: jax.Array,
+    *,
+    contrast_features: jax.Array | None = None,
+    contrast_labels: jax.Array | None = None,
+    temperature: float = 0.1,
+    base_temperature: float = 0.07,
+    normalization: str = "label_sum",
+) -> jax.Array:
+    """GenSCL loss. Returns a float32 scalar.
+
+    Args:
+      features: [N, D] L2-normalised anchors, all views concatenated.
+      labels: [N, C] label distributions of the anchors (one-hot, mixed, or a teacher's softmax).
+      contrast_features: [M, D] contrasts (e.g. EMA keys + queue). Default: the anchors themselves, all-vs-all
+        with each anchor's own pair excluded. When given, nothing is excluded.
+      contrast_labels: [M, C] label distributions of the contrasts; required with contrast_features.
+      temperature: tau of the latent softmax.
+      base_temperature: the loss is scaled by temperature / base_temperature, as in the authors' code.
+      normalization: "label_sum" divides each row by the sum of its label similarities (the authors' code);
+        "count" divides by the number of contrasts (the other reading of the paper).
+    """
+    if (contrast_features is None) != (contrast_labels is None):
+        raise ValueError("contrast_features and contrast_labels must be given together")
+    exclude_self = contrast_features is None
+    if exclude_self:
+        contrast_features, contrast_labels = features, labels
+    similarity = label_similarity(labels, contrast_labels)
+    return contrastive_loss_from_similarity(
+        features, contrast_features, similarity, exclude_self=exclude_self, temperature=temperature,
+        base_temperature=base_temperature, normalization=normalization)
+
+
+def supcon_loss(
+    features: jax.Array,
+    class_ids: jax.Array,
+    *,
+    contrast_features: jax.Array | None = None,
+    contrast_class_ids: jax.Array | None = None,
+    temperature: float = 0.1,
+    base_temperature: float = 0.07,
+) -> jax.Array:
+    """SupCon (Khosla et al. 2020): GenSCL with one-hot labels, from integer class ids [N]."""
+    if (contrast_features is None) != (contrast_class_ids is None):
+        raise ValueError("contrast_features and contrast_class_ids must be given together")
+    exclude_self = contrast_features is None
+    if exclude_self:
+        contrast_features, contrast_class_ids = features, class_ids
+    same_class = (class_ids[:, None] == contrast_class_ids[None, :]).astype(jnp.float32)
+    return contrastive_loss_from_similarity(
+        features, contrast_features, same_class, exclude_self=exclude_self, temperature=temperature,
+        base_temperature=base_temperature)
+
+
+def simclr_loss(features: jax.Array, *, num_views: int = 2, temperature: float = 0.1,
+                base_temperature: float = 0.07) -> jax.Array:
+    """SimCLR's NT-Xent: the views of one source image are the only positives.
+
+    `features` is [num_views * B, D] with the views concatenated view-major: rows k*B..(k+1)*B-1 are view k.
+    """
+    num_rows = features.shape[0]
+    if num_rows % num_views:
+        raise ValueError(f"features has {num_rows} rows, not a multiple of num_views={num_views}")
+    image_ids = jnp.tile(jnp.arange(num_rows // num_views), num_views)
+    return supcon_loss(features, image_ids, temperature=temperature, base_temperature=base_temperature)

@@ -1,0 +1,189 @@
+"""The GenSCL loss against PAPER.md's formula, written independently in float64 NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genscl_jax import losses
+
+
+def reference_loss(z, y, zc=None, yc=None, tau=0.1, tau_base=0.07, normalization="label_sum"):
+    """PAPER.md's definition, one anchor at a time, in float64."""
+    z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
+    self_contrast = zc is None
+    zc = z if self_contrast else np.asarray(zc, np.float64)
+    yc = y if self_contrast else np.asarray(yc, np.float64)
+    rows = []
+    for i in range(len(z)):
+        others = [j for j in range(len(zc)) if not (self_contrast and j == i)]
+        logits = np.array([z[i] @ zc[j] / tau for j in others])
+        log_p = logits - np.log(np.sum(np.exp(logits)))
+        s = np.array([y[i] @ yc[j] / (np.linalg.norm(y[i]) * np.linalg.norm(yc[j])) for j in others])
+        norm = s.sum() + 1e-8 if normalization == "label_sum" else len(others)
+        rows.append(-(s * log_p).sum() / norm)
+    return tau / tau_base * np.mean(rows)
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def random_problem(seed, n=12, d=8, c=5, m=None):
+    rng = np.random.default_rng(seed)
+    z = unit(rng.normal(size=(n, d))).astype(np.float32)
+    y = rng.dirichlet(np.ones(c) * 0.5, size=n).astype(np.float32)
+    if m is None:
+        return z, y
+    zc = unit(rng.normal(size=(m, d))).astype(np.float32)
+    yc = rng.dirichlet(np.ones(c) * 0.5, size=m).astype(np.float32)
+    return z, y, zc, yc
+
+
+@pytest.mark.parametrize("normalization", losses.NORMALIZATIONS)
+@pytest.mark.parametrize("tau", [0.05, 0.1, 0.5])
+def test_matches_reference_all_vs_all(normalization, tau):
+    z, y = random_problem(0)
+    got = losses.generalized_supcon_loss(z, y, temperature=tau, normalization=normalization)
+    want = reference_loss(z, y, tau=tau, normalization=normalization)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("normalization", losses.NORMALIZATIONS)
+def test_matches_reference_with_separate_contrasts(normalization):
+    z, y, zc, yc = random_problem(1, n=6, m=20)
+    got = losses.generalized_supcon_loss(z, y, contrast_features=zc, contrast_labels=yc,
+                                         normalization=normalization)
+    want = reference_loss(z, y, zc, yc, normalization=normalization)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+def test_one_hot_labels_give_supcon():
+    rng = np.random.default_rng(2)
+    z = unit(rng.normal(size=(16, 8))).astype(np.float32)
+    ids = rng.integers(0, 4, size=16)
+    one_hot = np.eye(4, dtype=np.float32)[ids]
+    gen = losses.generalized_supcon_loss(z, one_hot)
+    sup = losses.supcon_loss(z, jnp.asarray(ids))
+    np.testing.assert_allclose(float(gen), float(sup), rtol=1e-6)
+    # And SupCon itself against the reference (where label cosine is the same-class indicator).
+    np.testing.assert_allclose(float(sup), reference_loss(z, one_hot), rtol=1e-5)
+
+
+def test_supcon_with_contrasts_matches_generalized():
+    z, _, zc, _ = random_problem(3, n=6, m=10)
+    rng = np.random.default_rng(3)
+    ids, cids = rng.integers(0, 3, size=6), rng.integers(0, 3, size=10)
+    eye = np.eye(3, dtype=np.float32)
+    sup = losses.supcon_loss(z, ids, contrast_features=zc, contrast_class_ids=cids)
+    gen = losses.generalized_supcon_loss(z, eye[ids], contrast_features=zc, contrast_labels=eye[cids])
+    np.testing.assert_allclose(float(sup), float(gen), rtol=1e-6)
+
+
+def test_simclr_treats_views_of_one_image_as_the_only_positives():
+    z, _ = random_problem(4, n=10)
+    one_hot_per_image = np.tile(np.eye(5, dtype=np.float32), (2, 1))
+    np.testing.assert_allclose(float(losses.simclr_loss(z)), reference_loss(z, one_hot_per_image), rtol=1e-5)
+
+
+def test_permutation_invariance():
+    z, y = random_problem(5, n=14)
+    perm = np.random.default_rng(5).permutation(14)
+    a = losses.generalized_supcon_loss(z, y)
+    b = losses.generalized_supcon_loss(z[perm], y[perm])
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+
+
+def test_gradient_matches_finite_differences():
+    # The float32 production gradient against central differences of the formula in float64.
+    z, y = random_problem(6, n=6, d=4, c=3)
+    z64, y64 = z.astype(np.float64), y.astype(np.float64)
+    eps = 1e-6
+    numeric = np.zeros_like(z64)
+    with jax.enable_x64(True):
+        for idx in np.ndindex(z64.shape):
+            plus, minus = z64.copy(), z64.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            numeric[idx] = (float(_float64_loss(plus, y64)) - float(_float64_loss(minus, y64))) / (2 * eps)
+    grad = jax.grad(lambda f: losses.generalized_supcon_loss(f, y))(jnp.asarray(z))
+    np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-3, atol=1e-5)
+
+
+def _float64_loss(z, y, tau=0.1, tau_base=0.07):
+    """The formula in jnp float64 (used only to check gradients)."""
+    z, y = jnp.asarray(z), jnp.asarray(y)
+    yn = y / jnp.linalg.norm(y, axis=1, keepdims=True)
+    n = z.shape[0]
+    off = ~jnp.eye(n, dtype=bool)
+    s = jnp.where(off, yn @ yn.T, 0.0)
+    logits = z @ z.T / tau
+    lse = jax.nn.logsumexp(jnp.where(off, logits, -jnp.inf), axis=1, keepdims=True)
+    log_p = jnp.where(off, logits - lse, 0.0)
+    return tau / tau_base * jnp.mean(-(s * log_p).sum(1) / (s.sum(1) + 1e-8))
+
+
+def test_bfloat16_inputs_compute_in_float32():
+    z, y = random_problem(7, n=16)
+    z16 = jnp.asarray(z, jnp.bfloat16)
+    got = losses.generalized_supcon_loss(z16, jnp.asarray(y, jnp.bfloat16))
+    assert got.dtype == jnp.float32
+    # Only the rounding of the inputs to bf16 separates the two.
+    want = reference_loss(np.asarray(z16, np.float32), np.asarray(jnp.asarray(y, jnp.bfloat16), np.float32))
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    grad = jax.grad(lambda f: losses.generalized_supcon_loss(f, y))(z16)
+    assert grad.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(grad, np.float32)))
+
+
+def test_zero_similarity_row_contributes_zero_not_nan():
+    z, _ = random_problem(8, n=6)
+    # Anchor 0's label is orthogonal to every other label; anchor 5 is an all-zero (padding) label.
+    y = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [0, 0, 0]], np.float32)
+    loss = losses.generalized_supcon_loss(z, y)
+    grad = jax.grad(lambda f: losses.generalized_supcon_loss(f, y))(z)
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(grad)))
+    # Rows 0 and 5 add zero to the sum; the mean still divides by all 6 anchors.
+    np.testing.assert_allclose(float(loss), _reference_rows_sum(z, y) / 6, rtol=1e-5)
+
+
+def _reference_rows_sum(z, y):
+    """Sum of the per-row reference losses, counting rows with no positive label similarity as zero."""
+    total = 0.0
+    for i in range(len(z)):
+        if np.linalg.norm(y[i]) == 0:
+            continue
+        others = [j for j in range(len(z)) if j != i]
+        logits = z[i] @ z[others].T / 0.1
+        log_p = logits - np.log(np.exp(logits).sum())
+        yn = lambda v: v / max(np.linalg.norm(v), 1e-12)  # noqa: E731
+        s = np.array([yn(y[i]) @ yn(y[j]) for j in others])
+        total += -(s * log_p).sum() / (s.sum() + 1e-8)
+    return 0.1 / 0.07 * total
+
+
+def test_large_batch_low_temperature_is_finite():
+    rng = np.random.default_rng(9)
+    # Nearly identical features at tau=0.05 give logits up to 20: without the max shift exp() is still fine,
+    # but the loss must stay finite for N = 16k anchors.
+    n = 16384
+    z = unit(rng.normal(size=(n, 16))).astype(np.float32)
+    ids = rng.integers(0, 100, size=n)
+    loss = jax.jit(lambda f, i: losses.supcon_loss(f, i, temperature=0.05))(z, ids)
+    assert np.isfinite(float(loss)) and float(loss) > 0
+
+
+def test_large_logits_are_stable():
+    # A temperature small enough that exp(logit) overflows float32 without the row-max shift.
+    z, y = random_problem(10, n=8)
+    got = losses.generalized_supcon_loss(z, y, temperature=0.01, base_temperature=0.01)
+    want = reference_loss(z, y, tau=0.01, tau_base=0.01)
+    assert np.isfinite(float(got))
+    np.testing.assert_allclose(float(got), want, rtol=1e-4)
+
+
+def test_bad_arguments_raise_clear_errors():
+    z, y = random_problem(11)
+    with pytest.raises(ValueError, match="normalization"):
+        losses.generalized_supcon_loss(z, y, normalization="mean")
+    with pytest.raises(ValueError, match="together"):
+        losses.generalized_supcon_loss(z, y, contrast_features=z)
