@@ -1,0 +1,118 @@
+"""Image mixing (Mixup, CutMix) that turns hard class ids into soft label distributions.
+
+GenSCL compares label *distributions*, so mixing two images yields a label lam * onehot(a) +
+(1 - lam) * onehot(b) and two views of one image are no longer necessarily full positives.
+
+Per call, one random permutation of the batch pairs each image a with a partner b = x[perm], and one
+lam ~ Beta(alpha, alpha) is shared by the whole batch (as in the authors' code). For CutMix, lam is reset to
+the exact fraction of pixels kept from a, so labels match pixels. `mix_views` mixes each augmented view
+independently (own key, permutation and lam), as the paper does.
+
+Everything is pure JAX with static shapes, so it runs under jit/vmap and on sharded batches.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MIX_KINDS = ("none", "mixup", "cutmix", "mixup_cutmix")
+
+
+def one_hot_labels(class_ids: jax.Array, num_classes: int) -> jax.Array:
+    """Class ids [...] -> float32 one-hot distributions [..., num_classes]."""
+    return jax.nn.one_hot(class_ids, num_classes, dtype=jnp.float32)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in MIX_KINDS:
+        raise ValueError(f"Unknown mixing kind {kind!r}; expected one of {MIX_KINDS}.")
+
+
+def _sample_lam(key: jax.Array, alpha: float) -> jax.Array:
+    """lam ~ Beta(alpha, alpha), a float32 scalar."""
+    if isinstance(alpha, (int, float)) and alpha == 1.0:
+        # Beta(1, 1) is exactly U(0, 1); the gamma rejection sampler behind jax.random.beta is a while
+        # loop that costs seconds of compile time per jit for no difference in distribution.
+        return jax.random.uniform(key, (), jnp.float32)
+    return jax.random.beta(key, alpha, alpha, dtype=jnp.float32)
+
+
+def _mix_labels(onehot: jax.Array, perm: jax.Array, lam: jax.Array) -> jax.Array:
+    return lam * onehot + (1.0 - lam) * onehot[perm]
+
+
+def _mixup(images, onehot, perm, lam, box_key):
+    del box_key  # Same signature as _cutmix so the two can be branches of lax.cond.
+    # Blend in (at least) float32 so bfloat16 inputs don't round twice; cast back to keep the caller's dtype.
+    compute = jnp.promote_types(images.dtype, jnp.float32)
+    x = images.astype(compute)
+    mixed = lam.astype(compute) * x + (1.0 - lam.astype(compute)) * x[perm]
+    return mixed.astype(images.dtype), _mix_labels(onehot, perm, lam)
+
+
+def _cutmix_box(key: jax.Array, height: int, width: int, lam: jax.Array):
+    """Integer box [y1, y2) x [x1, x2) with side ratio sqrt(1 - lam), uniform centre, clipped to the image."""
+    ratio = jnp.sqrt(1.0 - lam)
+    cut_h = jnp.floor(height * ratio).astype(jnp.int32)
+    cut_w = jnp.floor(width * ratio).astype(jnp.int32)
+    key_y, key_x = jax.random.split(key)
+    cy = jax.random.randint(key_y, (), 0, height)
+    cx = jax.random.randint(key_x, (), 0, width)
+    y1 = jnp.clip(cy - cut_h // 2, 0, height)
+    y2 = jnp.clip(cy - cut_h // 2 + cut_h, 0, height)
+    x1 = jnp.clip(cx - cut_w // 2, 0, width)
+    x2 = jnp.clip(cx - cut_w // 2 + cut_w, 0, width)
+    return y1, y2, x1, x2
+
+
+def _cutmix(images, onehot, perm, lam, box_key):
+    _, height, width, _ = images.shape
+    y1, y2, x1, x2 = _cutmix_box(box_key, height, width, lam)
+    # iota comparisons instead of dynamic slicing: the box size is data-dependent but the mask shape isn't.
+    rows = jax.lax.broadcasted_iota(jnp.int32, (height, width), 0)
+    cols = jax.lax.broadcasted_iota(jnp.int32, (height, width), 1)
+    in_box = (rows >= y1) & (rows < y2) & (cols >= x1) & (cols < x2)
+    mixed = jnp.where(in_box[None, :, :, None], images[perm], images)
+    # Clipping at the border shrinks the box, so the labels use the area actually pasted, not 1 - lam.
+    box_area = ((y2 - y1) * (x2 - x1)).astype(jnp.float32)
+    kept = 1.0 - box_area / (height * width)
+    return mixed, _mix_labels(onehot, perm, kept)
+
+
+def mix_batch(rng, images, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0):
+    """Mix a batch [B, H, W, C] with a permutation of itself.
+
+    Returns (mixed images [B, H, W, C] in the input dtype, float32 label distributions [B, num_classes]).
+    `kind`, `num_classes` and `alpha` must be static under jit.
+    """
+    _check_kind(kind)
+    onehot = one_hot_labels(class_ids, num_classes)
+    if kind == "none":
+        return images, onehot
+    perm_key, lam_key, box_key, choice_key = jax.random.split(rng, 4)
+    perm = jax.random.permutation(perm_key, images.shape[0])
+    lam = _sample_lam(lam_key, alpha)
+    args = (images, onehot, perm, lam, box_key)
+    if kind == "mixup":
+        return _mixup(*args)
+    if kind == "cutmix":
+        return _cutmix(*args)
+    # mixup_cutmix: one fair coin per call picks the method for the whole batch.
+    use_cutmix = jax.random.bernoulli(choice_key, 0.5)
+    return jax.lax.cond(use_cutmix, _cutmix, _mixup, *args)
+
+
+def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0):
+    """Mix each of V views [B, V, H, W, C] independently (own key, permutation and lam).
+
+    The batch axis stays first because it is the sharded one. Returns (mixed views [B, V, H, W, C],
+    float32 labels [B, V, num_classes]); view v uses key jax.random.split(rng, V)[v].
+    """
+    _check_kind(kind)
+    keys = jax.random.split(rng, views.shape[1])
+
+    def mix_one(key, batch):
+        return mix_batch(key, batch, class_ids, num_classes, kind=kind, alpha=alpha)
+
+    return jax.vmap(mix_one, in_axes=(0, 1), out_axes=1)(keys, views)
