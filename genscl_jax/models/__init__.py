@@ -1,0 +1,30 @@
+"""Model zoo: ResNet encoders, projection / classifier heads and the contrastive wrapper."""
+
+from genscl_jax.models.contrastive import ContrastiveModel
+from genscl_jax.models.heads import HEAD_KINDS, LinearClassifier, ProjectionHead, l2_normalize
+from genscl_jax.models.resnet import (
+    MODEL_NAMES,
+    BasicBlock,
+    BottleneckBlock,
+    ResNet,
+    create_resnet,
+    feature_dim,
+    max_pool_3x3_s2,
+    stage_widths,
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "HEAD_KINDS",
+    "BasicBlock",
+    "BottleneckBlock",
+    "ContrastiveModel",
+    "LinearClassifier",
+    "ProjectionHead",
+    "ResNet",
+    "create_resnet",
+    "feature_dim",
+    "l2_normalize",
+    "max_pool_3x3_s2",
+    "stage_widths",
+]
