@@ -48,6 +48,7 @@ def contrastive_loss_from_similarity(
     similarity: jax.Array,
     *,
     exclude_self: bool,
+    contrast_mask: jax.Array | None = None,
     temperature: float = 0.1,
     base_temperature: float = 0.07,
     normalization: str = "label_sum",
@@ -55,7 +56,8 @@ def contrastive_loss_from_similarity(
     """The loss given a precomputed target similarity matrix [N, M].
 
     `exclude_self` removes the diagonal (anchor i against itself) from numerator and denominator; it is
-    only meaningful when the contrasts are the anchors themselves (N == M).
+    only meaningful when the contrasts are the anchors themselves (N == M). `contrast_mask` [M] bool removes
+    contrasts (e.g. queue slots not yet written) from both as well.
     """
     _check_normalization(normalization)
     anchors = features.astype(jnp.float32)
@@ -64,13 +66,13 @@ def contrastive_loss_from_similarity(
     num_anchors, num_contrasts = similarity.shape
     logits = jnp.matmul(anchors, contrasts.T, precision=jax.lax.Precision.HIGHEST) / temperature
 
+    keep = jnp.ones_like(logits, dtype=bool)
     if exclude_self:
-        keep = ~jnp.eye(num_anchors, num_contrasts, dtype=bool)
-        similarity = jnp.where(keep, similarity, 0.0)
-        num_kept = num_contrasts - 1
-    else:
-        keep = jnp.ones_like(logits, dtype=bool)
-        num_kept = num_contrasts
+        keep = keep & ~jnp.eye(num_anchors, num_contrasts, dtype=bool)
+    if contrast_mask is not None:
+        keep = keep & contrast_mask[None, :]
+    similarity = jnp.where(keep, similarity, 0.0)
+    num_kept = jnp.sum(keep, axis=1)
 
     # Subtracting the row max (a constant per row, without gradient) keeps exp() finite and changes nothing.
     row_max = jax.lax.stop_gradient(jnp.max(jnp.where(keep, logits, -jnp.inf), axis=1, keepdims=True))
@@ -83,7 +85,7 @@ def contrastive_loss_from_similarity(
     if normalization == "label_sum":
         row_loss = -weighted / (jnp.sum(similarity, axis=1) + _LABEL_SUM_EPS)
     else:
-        row_loss = -weighted / num_kept
+        row_loss = -weighted / jnp.maximum(num_kept, 1)
     return (temperature / base_temperature) * jnp.mean(row_loss)
 
 
@@ -93,6 +95,7 @@ def generalized_supcon_loss(
     *,
     contrast_features: jax.Array | None = None,
     contrast_labels: jax.Array | None = None,
+    contrast_mask: jax.Array | None = None,
     temperature: float = 0.1,
     base_temperature: float = 0.07,
     normalization: str = "label_sum",
@@ -105,6 +108,7 @@ def generalized_supcon_loss(
       contrast_features: [M, D] contrasts (e.g. EMA keys + queue). Default: the anchors themselves, all-vs-all
         with each anchor's own pair excluded. When given, nothing is excluded.
       contrast_labels: [M, C] label distributions of the contrasts; required with contrast_features.
+      contrast_mask: optional [M] bool; False drops that contrast entirely (e.g. an empty queue slot).
       temperature: tau of the latent softmax.
       base_temperature: the loss is scaled by temperature / base_temperature, as in the authors' code.
       normalization: "label_sum" divides each row by the sum of its label similarities (the authors' code);
@@ -117,8 +121,8 @@ def generalized_supcon_loss(
         contrast_features, contrast_labels = features, labels
     similarity = label_similarity(labels, contrast_labels)
     return contrastive_loss_from_similarity(
-        features, contrast_features, similarity, exclude_self=exclude_self, temperature=temperature,
-        base_temperature=base_temperature, normalization=normalization)
+        features, contrast_features, similarity, exclude_self=exclude_self, contrast_mask=contrast_mask,
+        temperature=temperature, base_temperature=base_temperature, normalization=normalization)
 
 
 def supcon_loss(

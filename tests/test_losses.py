@@ -187,3 +187,13 @@ def test_bad_arguments_raise_clear_errors():
         losses.generalized_supcon_loss(z, y, normalization="mean")
     with pytest.raises(ValueError, match="together"):
         losses.generalized_supcon_loss(z, y, contrast_features=z)
+
+
+@pytest.mark.parametrize("normalization", losses.NORMALIZATIONS)
+def test_contrast_mask_equals_dropping_those_contrasts(normalization):
+    z, y, zc, yc = random_problem(12, n=6, m=16)
+    mask = np.arange(16) < 9
+    masked = losses.generalized_supcon_loss(z, y, contrast_features=zc, contrast_labels=yc, contrast_mask=mask,
+                                            normalization=normalization)
+    dropped = reference_loss(z, y, zc[:9], yc[:9], normalization=normalization)
+    np.testing.assert_allclose(float(masked), dropped, rtol=1e-5)

@@ -1,0 +1,132 @@
+"""Checks a run's config before anything is compiled or read, so a typo costs a second, not a compile.
+
+Every failure is one `ConfigError` line that names the key, what it got and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+from genscl_jax import config_defaults
+
+DATASETS = ("cifar10", "cifar100", "imagenet2012", "fashion_mnist", "synthetic")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+MIX_KINDS = ("none", "mixup", "cutmix", "mixup_cutmix")
+AUGMENTS = ("simclr", "randaugment", "crop_flip", "none")
+DTYPES = ("float32", "bfloat16")
+STEMS = ("auto", "cifar", "imagenet")
+HEAD_KINDS = ("mlp", "linear")
+NORMALIZATIONS = ("label_sum", "count")
+MODELS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message is one line naming the key and the fix."""
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    items = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if hasattr(value, "items"):
+            items.update(_flatten(value, name + "."))
+        else:
+            items[name] = value
+    return items
+
+
+def _check_keys_and_types(config: Any) -> None:
+    known = _flatten(config_defaults.base_config())
+    given = _flatten(config)
+    for name, value in given.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/config_defaults.py for all keys")
+        expected = type(known[name])
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+        if not ok or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"config.{name}={value!r}: expected {expected.__name__}, got {type(value).__name__}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config.{name}={value!r}: unknown value; allowed: {', '.join(allowed)}")
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"config.{name}={value!r}: must be {bound}")
+
+
+def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
+    """Raises ConfigError on the first problem found. Reads nothing and compiles nothing."""
+    _check_keys_and_types(config)
+    _choice("mode", config.mode, config_defaults.MODES)
+    _choice("dataset", config.dataset, DATASETS)
+    _choice("model", config.model, MODELS)
+    _choice("optimizer", config.optimizer, OPTIMIZERS)
+    _choice("mix.kind", config.mix.kind, MIX_KINDS)
+    _choice("augment", config.augment, AUGMENTS)
+    _choice("dtype", config.dtype, DTYPES)
+    _choice("stem", config.stem, STEMS)
+    _choice("head.kind", config.head.kind, HEAD_KINDS)
+    _choice("loss_normalization", config.loss_normalization, NORMALIZATIONS)
+    for name in ("batch_size", "image_size", "learning_rate", "temperature", "base_temperature", "num_views",
+                 "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size"):
+        _positive(name, config[name])
+    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs"):
+        _positive(name, config[name], allow_zero=True)
+    if config.num_train_steps == 0 and config.num_epochs == 0:
+        raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
+    _check_batch(config, num_devices, num_processes)
+    _check_kd(config)
+    _check_moco(config)
+    if config.mode == "linear_eval" and not config.linear_eval.pretrained_workdir:
+        raise ConfigError("config.linear_eval.pretrained_workdir is empty: mode linear_eval needs the workdir "
+                          "of a pretraining run (or use mode pretrain_and_eval)")
+
+
+def _check_batch(config: Any, num_devices: int, num_processes: int) -> None:
+    if config.batch_size % num_devices:
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the {num_devices} devices; "
+                          f"use a multiple of {num_devices}")
+    if config.batch_size % num_processes:
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the {num_processes} "
+                          "processes")
+    if config.num_views < 1:
+        raise ConfigError(f"config.num_views={config.num_views}: must be >= 1")
+
+
+def _check_kd(config: Any) -> None:
+    _positive("kd.alpha", config.kd.alpha, allow_zero=True)
+    _positive("kd.temperature", config.kd.temperature)
+    if config.kd.alpha > 0 and not config.kd.teacher:
+        raise ConfigError("config.kd.alpha > 0 but config.kd.teacher is empty: give a teacher (a workdir of a "
+                          "supervised run, or a .pth/.safetensors file) or set config.kd.alpha=0")
+    if config.kd.alpha > 0:
+        _choice("kd.teacher_model", config.kd.teacher_model, MODELS)
+        _choice("kd.teacher_dtype", config.kd.teacher_dtype, DTYPES)
+
+
+def _check_moco(config: Any) -> None:
+    if not config.moco.enabled:
+        return
+    if not 0.0 <= config.moco.momentum <= 1.0:
+        raise ConfigError(f"config.moco.momentum={config.moco.momentum}: must be in [0, 1]")
+    queue, batch = config.moco.queue_size, config.batch_size
+    if queue <= 0 or queue % batch:
+        raise ConfigError(f"config.moco.queue_size={queue} is not a positive multiple of the global batch "
+                          f"{batch}; use e.g. {max(1, round(queue / batch)) * batch}")
+    keys_per_step = config.num_views * batch
+    if queue < keys_per_step:
+        raise ConfigError(f"config.moco.queue_size={queue} is smaller than the {keys_per_step} keys enqueued per "
+                          f"step (num_views * batch_size); use at least {keys_per_step}")
+
+
+def is_teacher_only(config: Any) -> bool:
+    """kd.alpha = inf means the teacher's labels replace the (mixed) ground truth."""
+    return math.isinf(config.kd.alpha)

@@ -1,0 +1,64 @@
+"""Devices, mesh and shardings: the one place that knows how arrays are laid out across devices and hosts.
+
+The whole run uses a 1-D mesh over every device of every process (axis "data"). The global batch is one array
+sharded on its leading axis; the train state is replicated. Because jit sees the global batch, BatchNorm
+statistics and the contrast set of the loss span all devices and hosts without any explicit collective.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed() -> None:
+    """Starts JAX's multi-controller runtime when this run spans several processes.
+
+    Cloud TPU pods and SLURM jobs are detected by jax.distributed itself; other clusters set
+    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. A single-process run does nothing.
+    """
+    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
+    on_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    on_tpu_pod = bool(os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))
+    if not (explicit or on_slurm or on_tpu_pod):
+        return
+    if explicit:
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]))
+    else:
+        jax.distributed.initialize()
+
+
+def create_mesh(devices: list[Any] | None = None) -> Mesh:
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def global_batch_from_local(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assembles each process's share of the batch into one global array sharded on the leading axis."""
+    sharding = batch_sharded(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places a host pytree (identical on every process) on all devices."""
+    sharding = replicated(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]), tree)

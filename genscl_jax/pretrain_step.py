@@ -1,0 +1,163 @@
+"""The GenSCL pretraining step: one compiled function from (state, global batch) to (state, metrics).
+
+Inside one step: optional on-device colour augmentation, per-view Mixup/CutMix, the teacher's forward on the
+mixed views (no gradient), the student's forward on all views, the generalized loss against mixed labels and
+teacher labels, the optimizer update, the EMA key-encoder update and the queue update.
+
+No TensorFlow and no config library here: the benchmark imports this module on machines that have neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from genscl_jax import losses, mixing, momentum_encoder
+from genscl_jax.train_state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSettings:
+    """What the step needs to know besides the model and optimizer (all static under jit)."""
+    num_classes: int
+    total_steps: int
+    temperature: float = 0.1
+    base_temperature: float = 0.07
+    loss_normalization: str = "label_sum"
+    mix_kind: str = "none"
+    mix_alpha: float = 1.0
+    kd_alpha: float = 0.0  # 0: no teacher; inf: teacher labels only
+    kd_temperature: float = 1.0
+    moco: bool = False
+    ema_momentum: float = 0.999
+    ema_momentum_cosine: bool = False
+    device_color_augment: bool = False
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.kd_alpha > 0
+
+    @property
+    def uses_mixed_labels(self) -> bool:
+        return not math.isinf(self.kd_alpha)
+
+
+def settings_from_config(config: Any, num_classes: int, total_steps: int, mean=(), std=()) -> PretrainSettings:
+    return PretrainSettings(
+        num_classes=num_classes, total_steps=total_steps, temperature=config.temperature,
+        base_temperature=config.base_temperature, loss_normalization=config.loss_normalization,
+        mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, kd_alpha=float(config.kd.alpha),
+        kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
+        ema_momentum_cosine=config.moco.momentum_cosine,
+        device_color_augment=config.device_color_augment and config.augment == "simclr",
+        mean=tuple(mean), std=tuple(std))
+
+
+TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images) -> logits
+
+
+def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                       settings: PretrainSettings, teacher_fn: TeacherFn | None = None):
+    """Returns step(state, batch, teacher_variables) -> (state, metrics); jit it with the shardings you want."""
+    if settings.uses_teacher and teacher_fn is None:
+        raise ValueError("kd_alpha > 0 needs a teacher_fn")
+    s = settings
+
+    def step(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any = None):
+        aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        views = batch["image"]  # [B, V, H, W, C]
+        batch_size, num_views = views.shape[:2]
+        if s.device_color_augment:
+            from genscl_jax import device_augment
+
+            views = device_augment.color_augment(aug_key, views, mean=s.mean, std=s.std)
+        views, mixed_labels = mixing.mix_views(mix_key, views, batch["label"], s.num_classes,
+                                               kind=s.mix_kind, alpha=s.mix_alpha)
+        # Batch-major flattening keeps the leading (sharded) axis the batch axis; the loss is order-invariant.
+        images = views.reshape((batch_size * num_views,) + views.shape[2:])
+        labels = {"mixed": mixed_labels.reshape(batch_size * num_views, -1)}
+        if s.uses_teacher:
+            logits = jax.lax.stop_gradient(teacher_fn(teacher_variables, images)).astype(jnp.float32)
+            labels["teacher"] = jax.nn.softmax(logits / s.kd_temperature, axis=-1)
+
+        contrasts = _key_contrasts(model, state, images, labels) if s.moco else None
+
+        def loss_fn(params):
+            outputs, new_model_state = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"])
+            terms = _loss_terms(outputs["projection"], labels, contrasts, s)
+            return _combine(terms, s), (new_model_state["batch_stats"], terms)
+
+        (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        metrics = {"loss": loss, "grad_norm": optax.tree_utils.tree_l2_norm(grads), "learning_rate": schedule(state.step),
+                   **{f"loss_{name}": value for name, value in terms.items()}}
+        if s.moco:
+            new_state, queue_metrics = _update_key_encoder(new_state, contrasts, labels, s)
+            metrics.update(queue_metrics)
+        return new_state, metrics
+
+    return step
+
+
+def _key_contrasts(model, state: TrainState, images, labels) -> dict[str, jax.Array]:
+    """The EMA encoder's keys of this batch's views, followed by the queue, with their labels and a mask."""
+    # Train-mode BatchNorm as in MoCo: the key encoder normalises with this batch's statistics.
+    outputs, _ = model.apply(state.ema, images, train=True, mutable=["batch_stats"])
+    keys = jax.lax.stop_gradient(outputs["projection"]).astype(jnp.float32)
+    queue = state.queue
+    contrasts = {
+        "batch_keys": keys,
+        "features": jnp.concatenate([keys, queue["keys"]]),
+        "mask": jnp.concatenate([jnp.ones(keys.shape[0], bool), momentum_encoder.filled_mask(queue)]),
+        "mixed": jnp.concatenate([labels["mixed"], queue["labels"]]),
+    }
+    if "teacher" in labels:
+        contrasts["teacher"] = jnp.concatenate([labels["teacher"], queue["teacher_labels"]])
+    return contrasts
+
+
+def _loss_terms(projection, labels, contrasts, s: PretrainSettings) -> dict[str, jax.Array]:
+    """One GenSCL term per label source: "mixed" (ground truth after mixing) and "teacher" (distillation)."""
+    terms = {}
+    names = (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.uses_teacher else [])
+    for name in names:
+        kwargs = {}
+        if contrasts is not None:
+            kwargs = dict(contrast_features=contrasts["features"], contrast_labels=contrasts[name],
+                          contrast_mask=contrasts["mask"])
+        terms[name] = losses.generalized_supcon_loss(
+            projection, labels[name], temperature=s.temperature, base_temperature=s.base_temperature,
+            normalization=s.loss_normalization, **kwargs)
+    return terms
+
+
+def _combine(terms: dict[str, jax.Array], s: PretrainSettings) -> jax.Array:
+    """L = L_gen(z; y_mix) + alpha_kd * L_gen(z; p_teacher); alpha_kd = inf keeps the teacher term only."""
+    if not s.uses_mixed_labels:
+        return terms["teacher"]
+    total = terms["mixed"]
+    if s.uses_teacher:
+        total = total + s.kd_alpha * terms["teacher"]
+    return total
+
+
+def _update_key_encoder(state: TrainState, contrasts, labels, s: PretrainSettings):
+    momentum = momentum_encoder.ema_momentum(state.step - 1, s.total_steps, s.ema_momentum, s.ema_momentum_cosine)
+    online = {"params": state.params, "batch_stats": state.batch_stats}
+    ema = momentum_encoder.ema_update(state.ema, online, momentum)
+    entries = {"keys": contrasts["batch_keys"], "labels": labels["mixed"]}
+    if "teacher_labels" in state.queue:
+        entries["teacher_labels"] = labels["teacher"]
+    queue = momentum_encoder.enqueue(state.queue, entries)
+    fill = queue["count"] / queue["keys"].shape[0]
+    return state.replace(ema=ema, queue=queue), {"queue_fill": fill, "ema_momentum": momentum}

@@ -1,0 +1,49 @@
+"""The train state: one pytree of arrays that every trainer updates and checkpointing saves whole.
+
+Fields a trainer does not use stay None (e.g. no EMA encoder or queue without MoCo). The optimizer and the
+model are not in the state: they are static parts of the compiled step, so the state is pure data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import optax
+from flax import struct
+from jax.sharding import Mesh
+
+from genscl_jax import compile_utils, parallel
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    # MoCo: the EMA key encoder ({"params", "batch_stats"}) and the key queue (see momentum_encoder.py).
+    ema: Any = None
+    queue: Any = None
+
+
+def create_train_state(init_variables: Callable[[jax.Array], dict], tx: optax.GradientTransformation,
+                       seed: int, mesh: Mesh, *, with_ema: bool = False,
+                       make_queue: Callable[[], Any] | None = None) -> TrainState:
+    """Initialises the state on device, replicated over the mesh, with no host round trip.
+
+    `init_variables(rng)` returns the model's {"params", "batch_stats"}; it runs inside jit so even a
+    ResNet-200's initialisation is one compiled program, compiled cheaply since it runs once.
+    """
+
+    def init(seed_key):
+        init_key, state_key = jax.random.split(seed_key)
+        variables = init_variables(init_key)
+        params, batch_stats = variables["params"], variables.get("batch_stats", {})
+        ema = {"params": params, "batch_stats": batch_stats} if with_ema else None
+        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, batch_stats=batch_stats,
+                          opt_state=tx.init(params), rng=state_key, ema=ema,
+                          queue=make_queue() if make_queue else None)
+
+    return compile_utils.run_once(init, jax.random.PRNGKey(seed), out_shardings=parallel.replicated(mesh))
