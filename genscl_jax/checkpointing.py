@@ -1,0 +1,71 @@
+"""The one place that talks to orbax.
+
+Checkpoints live in <workdir>/checkpoints/<step>/. Orbax writes each one into a temporary directory and renames
+it only once complete (a commit marker on object stores), so an interrupted save leaves an ignored temporary
+and the previous checkpoint is what a resumed run restores.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be restored into this run's state."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, "checkpoints")
+
+
+class Checkpointer:
+    """Periodic, asynchronous saves that keep the last `keep` checkpoints; restore of the newest complete one."""
+
+    def __init__(self, directory: str, *, keep: int = 3, read_only: bool = False):
+        self.directory = directory
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
+                                               cleanup_tmp_directories=not read_only)
+        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        """Saves `state` as `step`; a step already saved (e.g. preempted right after a periodic save) is kept."""
+        if step in self._manager.all_steps():
+            return
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def restore(self, state_template: Any, step: int | None = None) -> Any:
+        """Restores into the structure, dtypes and shardings of `state_template` (a live state or abstract)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no complete checkpoint in {self.directory}")
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state_template)
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"checkpoint {self.directory}/{step} does not match this run's state (a different model, "
+                f"optimizer or MoCo setting?): {str(e).splitlines()[0][:300]}") from e
+
+    def restore_subtree(self, keys: tuple[str, ...], step: int | None = None) -> dict[str, Any]:
+        """Reads only some top-level fields (e.g. params and batch_stats of a pretrained encoder) as host arrays."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no complete checkpoint in {self.directory}")
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore())
+        if hasattr(restored, "items"):
+            return {k: restored[k] for k in keys}
+        return {k: getattr(restored, k) for k in keys}
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -1,0 +1,161 @@
+"""Linear evaluation: a linear classifier on the frozen, pooled features of a pretrained encoder.
+
+The paper's recipe is the default: SGD lr 5, momentum 0.9, no weight decay, 100 epochs, 5 warm-up epochs,
+lr x0.2 at epochs 60, 75 and 90, crop+flip training views, normalised test images. The encoder's variables
+are read from the pretraining workdir and passed to the step as constants: they are never updated and never
+written into this run's checkpoints. With `precompute_features` (and no training augmentation) the encoder runs
+once over the training set and the classifier trains on stored features, far faster on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from genscl_jax import checkpointing, data, model_builder, models, parallel, supervised, train_loop
+from genscl_jax.train_state import TrainState, create_train_state
+
+
+def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
+    """The encoder's {"params", "batch_stats"} from the newest checkpoint of a pretraining run."""
+    ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(pretrained_workdir), read_only=True)
+    if ckpt.latest_step() is None:
+        raise checkpointing.CheckpointError(
+            f"config.linear_eval.pretrained_workdir={pretrained_workdir!r} has no checkpoint; pretrain first")
+    restored = ckpt.restore_subtree(("params", "batch_stats"))
+    return {"params": restored["params"]["encoder"], "batch_stats": restored["batch_stats"]["encoder"]}
+
+
+def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
+    le = config.linear_eval
+    peak = le.learning_rate
+    warmup = int(round(le.warmup_epochs * steps_per_epoch))
+    decays = optax.piecewise_constant_schedule(
+        peak, {int(e * steps_per_epoch) - warmup: le.decay_factor for e in le.decay_epochs})
+    if not warmup:
+        return decays
+    return optax.join_schedules([optax.linear_schedule(peak / max(warmup, 1), peak, warmup), decays], [warmup])
+
+
+def _train_steps(config: Any, steps_per_epoch: int) -> int:
+    return int(config.linear_eval.num_epochs * steps_per_epoch)
+
+
+class _Evaluator:
+    """Test top-1/top-5 of the classifier on frozen features; remembers the best top-1 seen."""
+
+    def __init__(self, config, mesh, features_fn, classifier):
+        self.config, self.mesh, self.features_fn, self.classifier = config, mesh, features_fn, classifier
+        self.best_top1 = 0.0
+        self._logits = jax.jit(lambda params, images: classifier.apply({"params": params}, features_fn(images)))
+
+    def __call__(self, state: TrainState, step: int) -> dict[str, float]:
+        del step
+        metrics = supervised.classification_metrics(lambda images: self._logits(state.params, images),
+                                                    data.eval_batches(self.config, self.mesh))
+        self.best_top1 = max(self.best_top1, metrics["test_top1"])
+        return {"linear_eval_top1": metrics["test_top1"], "linear_eval_top5": metrics["test_top5"],
+                "linear_eval_best_top1": self.best_top1}
+
+
+def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loop.Trainer:
+    le, spec = config.linear_eval, data.data_spec(config)
+    encoder = model_builder.build_encoder(config)
+    frozen = parallel.replicate(encoder_variables, mesh)
+
+    def features_fn(images):
+        return jax.lax.stop_gradient(encoder.apply(frozen, images, train=False))
+
+    classifier = models.LinearClassifier(num_classes=spec.num_classes)
+    steps_per_epoch = data.steps_per_epoch(config, le.batch_size)
+    total_steps = _train_steps(config, steps_per_epoch)
+    schedule = linear_schedule(config, steps_per_epoch)
+    tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
+    feature_dim = models.feature_dim(config.model, config.width_multiplier)
+    state = create_train_state(
+        lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
+
+    precompute = le.precompute_features and le.augment == "none"
+    if precompute:
+        features, labels = _precompute(config, mesh, features_fn)
+        batches = _feature_batches(features, labels, le.batch_size, config.seed, mesh)
+        step_input = lambda x: x  # noqa: E731  (the batch already holds features)
+    else:
+        def batches(start_step):
+            for batch in data.train_batches(config, mesh, start_step=start_step, batch_size=le.batch_size,
+                                            augment=le.augment, num_views=1):
+                yield {"image": batch["image"][:, 0], "label": batch["label"]}
+        step_input = features_fn
+
+    step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
+    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,))
+    evaluator = _Evaluator(config, mesh, features_fn, classifier)
+    eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
+    return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
+                              total_steps=total_steps, examples_per_step=le.batch_size,
+                              periodic_eval=evaluator, eval_every_steps=eval_every)
+
+
+def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):
+    def step(state: TrainState, batch):
+        inputs = batch["features"] if "features" in batch else batch["image"]
+        features = features_fn(inputs)
+        targets = jax.nn.one_hot(batch["label"], num_classes)
+
+        def loss_fn(params):
+            logits = classifier.apply({"params": params}, features)
+            return supervised.soft_cross_entropy(logits, targets), logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  opt_state=opt_state)
+        return new_state, {"loss": loss, "train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+                           "grad_norm": optax.tree_utils.tree_l2_norm(grads), "learning_rate": schedule(state.step)}
+
+    return step
+
+
+def _precompute(config, mesh, features_fn):
+    """Features and labels of every training example (no augmentation), kept on the mesh."""
+    compute = jax.jit(features_fn)
+    features, labels = [], []
+    for batch in data.eval_batches(config, mesh, split="train"):
+        keep = jax.device_get(batch["mask"]).astype(bool)
+        features.append(jax.device_get(compute(batch["image"]))[keep])
+        labels.append(jax.device_get(batch["label"])[keep])
+    import numpy as np
+
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def _feature_batches(features, labels, batch_size: int, seed: int, mesh: Mesh):
+    """Shuffled batches of stored features, a new permutation per epoch keyed by (seed, epoch)."""
+    import numpy as np
+
+    steps_per_epoch = max(len(labels) // batch_size, 1)
+
+    def batches(start_step: int):
+        step = start_step
+        while True:
+            epoch, index = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(len(labels))
+            rows = order[index * batch_size:(index + 1) * batch_size]
+            yield jax.device_put({"features": features[rows], "label": labels[rows]}, parallel.batch_sharded(mesh))
+            step += 1
+
+    return batches
+
+
+def run(config: Any, workdir: str, *, pretrained_workdir: str, mesh: Mesh | None = None) -> dict[str, Any]:
+    """Trains and evaluates the linear classifier; the summary holds linear_eval_top1/top5 (fractions)."""
+    mesh = mesh or parallel.create_mesh()
+    encoder_variables = load_frozen_encoder(config, pretrained_workdir)
+    summary = train_loop.run_and_report(build_trainer(config, mesh, encoder_variables), config, workdir)
+    return summary

@@ -1,0 +1,43 @@
+"""Command line: python -m genscl_jax.main --config configs/X.py [--config.key=value ...] --workdir DIR
+
+Thin on purpose: flags -> validated config -> the mode's run() -> DIR/summary.json. The logic lives in importable
+modules that notebooks call directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from genscl_jax import config_validation, runner
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and summary.json.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    started = time.time()
+    try:
+        summary = runner.run(_CONFIG.value, _WORKDIR.value)
+    except config_validation.ConfigError as e:
+        # One line, no traceback: these are the user's to fix, and the message says how.
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except runner.RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if summary.get("preempted"):
+        logging.warning("Preempted at step %d; the checkpoint is saved and a rerun resumes.", summary["steps"])
+        return
+    logging.info("Done in %.0f s: %s", time.time() - started,
+                 {k: v for k, v in summary.items() if k not in ("config", "final_metrics")})
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

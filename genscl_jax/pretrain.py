@@ -1,0 +1,58 @@
+"""GenSCL pretraining: assembles model, optimizer, state, data and the compiled step, then runs the shared loop."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from genscl_jax import (data, model_builder, momentum_encoder, optimizers, parallel, pretrain_step, teachers,
+                        train_loop)
+from genscl_jax.train_state import create_train_state
+
+
+def total_train_steps(config: Any) -> int:
+    return config.num_train_steps or int(config.num_epochs * data.steps_per_epoch(config))
+
+
+def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
+    spec = data.data_spec(config)
+    total_steps = total_train_steps(config)
+    model = model_builder.build_contrastive_model(config)
+    tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
+    settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, spec.mean, spec.std)
+    if settings.uses_teacher and teacher is None:
+        teacher = teachers.load_teacher(config, spec.num_classes, spec.channels)
+
+    sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
+    make_queue = None
+    if config.moco.enabled:
+        make_queue = functools.partial(momentum_encoder.empty_queue, config.moco.queue_size, config.head.output_dim,
+                                       spec.num_classes, settings.uses_teacher)
+    state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh,
+                               with_ema=config.moco.enabled, make_queue=make_queue)
+
+    step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
+                                            teacher_fn=teacher.logits if teacher else None)
+    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    compiled = jax.jit(step, in_shardings=(replicated, sharded, replicated), out_shardings=replicated,
+                       donate_argnums=(0,))
+    teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
+
+    def batches(start_step: int):
+        return data.train_batches(config, mesh, start_step=start_step, batch_size=config.batch_size,
+                                  augment=config.augment, num_views=config.num_views)
+
+    return train_loop.Trainer(
+        name="pretrain", state=state, train_step=lambda s, b: compiled(s, b, teacher_variables), batches=batches,
+        total_steps=total_steps, examples_per_step=config.batch_size)
+
+
+def run(config: Any, workdir: str, *, mesh: Mesh | None = None, teacher: teachers.Teacher | None = None
+        ) -> dict[str, Any]:
+    """Pretrains to the configured number of steps (resuming from `workdir`) and returns the run's summary."""
+    trainer = build_trainer(config, mesh or parallel.create_mesh(), teacher=teacher)
+    return train_loop.run_and_report(trainer, config, workdir)

@@ -1,0 +1,58 @@
+"""Runs one mode of a config end to end and writes <workdir>/summary.json. main.py and notebooks call `run`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+
+from genscl_jax import checkpointing, config_validation, parallel, reporting, teachers, train_loop
+
+
+class RunError(RuntimeError):
+    """A run that stopped for a reason the user can fix; the message is one line saying how."""
+
+
+def run(config: Any, workdir: str) -> dict[str, Any]:
+    """Validates `config`, runs config.mode, writes and returns the summary."""
+    if not workdir:
+        raise config_validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
+    # Multi-process start-up comes first: device counts (and so validation) depend on it.
+    parallel.initialize_distributed()
+    config_validation.validate(config, jax.device_count(), jax.process_count())
+    started = time.time()
+    try:
+        summary = _run_mode(config, workdir)
+    except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError) as e:
+        raise RunError(str(e)) from e
+    summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started)
+    if not summary.get("preempted"):
+        reporting.write_summary(workdir, summary)
+    return summary
+
+
+def _run_mode(config: Any, workdir: str) -> dict[str, Any]:
+    if config.mode == "pretrain":
+        from genscl_jax import pretrain
+        return pretrain.run(config, workdir)
+    if config.mode == "supervised":
+        from genscl_jax import supervised
+        return supervised.run(config, workdir)
+    if config.mode == "linear_eval":
+        from genscl_jax import linear_eval
+        return linear_eval.run(config, workdir, pretrained_workdir=config.linear_eval.pretrained_workdir)
+    if config.mode == "pretrain_and_eval":
+        import os
+
+        from genscl_jax import linear_eval, pretrain
+        pretrain_dir = os.path.join(workdir, "pretrain")
+        summary = pretrain.run(config, pretrain_dir)
+        if summary.get("preempted"):
+            return summary
+        evaluation = linear_eval.run(config, os.path.join(workdir, "linear_eval"), pretrained_workdir=pretrain_dir)
+        return {**evaluation, "mode": "pretrain_and_eval", "pretrain": summary,
+                "final_loss": summary["final_loss"], "steps": summary["steps"],
+                "images_per_second": summary["images_per_second"], "wall_seconds": summary["wall_seconds"]
+                + evaluation["wall_seconds"]}
+    raise config_validation.ConfigError(f"config.mode={config.mode!r} is unknown")

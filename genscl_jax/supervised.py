@@ -1,0 +1,98 @@
+"""Supervised cross-entropy training: the CE baseline of the paper's table and the project's way to make teachers.
+
+Same state, loop, checkpoints and logging as pretraining; the network is the encoder with its "fc" classifier,
+the targets are Mixup/CutMix label distributions with optional label smoothing. A workdir of this mode is a
+valid `config.kd.teacher`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from genscl_jax import data, mixing, model_builder, optimizers, parallel, pretrain, train_loop
+from genscl_jax.train_state import TrainState, create_train_state
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean cross-entropy against label distributions, smoothed towards uniform by `label_smoothing`."""
+    num_classes = logits.shape[-1]
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+
+
+def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
+                         num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float):
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        key = jax.random.fold_in(state.rng, state.step)
+        views, targets = mixing.mix_views(key, batch["image"], batch["label"], num_classes, kind=mix_kind,
+                                          alpha=mix_alpha)
+        images = views.reshape((-1,) + views.shape[2:])
+        targets = targets.reshape(-1, num_classes)
+
+        def loss_fn(params):
+            logits, new_model_state = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+                                                  train=True, mutable=["batch_stats"])
+            loss = soft_cross_entropy(logits, targets, label_smoothing)
+            return loss, (new_model_state["batch_stats"], logits)
+
+        (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  batch_stats=batch_stats, opt_state=opt_state)
+        # Accuracy against the dominant source label of each (possibly mixed) image.
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
+        return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": optax.tree_utils.tree_l2_norm(grads),
+                           "learning_rate": schedule(state.step)}
+
+    return step
+
+
+def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
+    spec = data.data_spec(config)
+    total_steps = pretrain.total_train_steps(config)
+    model = model_builder.build_encoder(config, num_classes=spec.num_classes)
+    tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
+    sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
+    state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
+    step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
+                                mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing)
+    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,))
+    evaluate = jax.jit(lambda state, images: model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False))
+
+    def batches(start_step: int):
+        return data.train_batches(config, mesh, start_step=start_step, batch_size=config.batch_size,
+                                  augment=config.augment, num_views=1)
+
+    def test_accuracy(state: TrainState, step: int) -> dict[str, float]:
+        del step
+        return classification_metrics(lambda images: evaluate(state, images), data.eval_batches(config, mesh))
+
+    return train_loop.Trainer(name="supervised", state=state, train_step=compiled, batches=batches,
+                              total_steps=total_steps, examples_per_step=config.batch_size,
+                              periodic_eval=test_accuracy, eval_every_steps=config.eval_every_steps)
+
+
+def classification_metrics(logits_fn, batches) -> dict[str, float]:
+    """Top-1 and top-5 accuracy (fractions in [0, 1]) over padded evaluation batches; padding is not counted."""
+    correct1 = correct5 = count = 0.0
+    for batch in batches:
+        logits = logits_fn(batch["image"])
+        top5 = jnp.argsort(-logits, axis=-1)[:, :5]
+        hits = top5 == batch["label"][:, None]
+        mask = batch["mask"]
+        correct1 += float(jnp.sum(hits[:, 0] & mask))
+        correct5 += float(jnp.sum(jnp.any(hits, axis=-1) & mask))
+        count += float(jnp.sum(mask))
+    return {"test_top1": correct1 / max(count, 1), "test_top5": correct5 / max(count, 1)}
+
+
+def run(config: Any, workdir: str, *, mesh: Mesh | None = None) -> dict[str, Any]:
+    """Trains the classifier (resuming from `workdir`) and returns the summary, test top-1/top-5 included."""
+    return train_loop.run_and_report(build_trainer(config, mesh or parallel.create_mesh()), config, workdir)

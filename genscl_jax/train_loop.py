@@ -1,0 +1,212 @@
+"""The one training loop every trainer (pretraining, supervised, linear evaluation) runs.
+
+It owns what all trainers share: resume from the newest checkpoint before anything else, periodic checkpoints,
+SIGTERM (preemption) -> save and return, a NaN/inf guard that stops loudly without saving the bad state, clu
+metric writers and progress reports, and periodic evaluation hooks. A trainer only brings its state, its
+compiled step and its batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+from absl import logging
+
+from genscl_jax import checkpointing
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient became NaN/inf; the run stops and the last good checkpoint stays."""
+
+
+@dataclasses.dataclass
+class Trainer:
+    name: str
+    state: Any  # initial state, already on the mesh
+    train_step: Callable[[Any, Any], tuple[Any, dict]]  # compiled (state, batch) -> (state, metrics)
+    batches: Callable[[int], Iterator[Any]]  # start_step -> global batches from that step on
+    total_steps: int
+    examples_per_step: int
+    # (state, step) -> metrics, run every `every_steps` and at the end (e.g. a kNN monitor).
+    periodic_eval: Callable[[Any, int], dict] | None = None
+    eval_every_steps: int = 0
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: Any
+    steps: int
+    last_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    wall_seconds: float
+    images_per_second: float
+    preempted: bool
+
+
+class _PreemptionFlag:
+    """SIGTERM sets a flag the loop checks between steps; a step in flight is never interrupted."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint after the current step, then exiting.")
+        self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            # Every process must stop at the same step; JAX's preemption service agrees on one.
+            from jax.experimental import multihost_utils
+            return self.requested or multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _host_scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+
+
+def _check_finite(metrics: dict[str, float], step: int, trainer: str) -> None:
+    for key in ("loss", "grad_norm"):
+        if key in metrics and not math.isfinite(metrics[key]):
+            raise NonFiniteLossError(
+                f"{trainer}: {key} is {metrics[key]} at step {step}; stopping. The last good checkpoint is kept; "
+                "lower the learning rate, use float32, or enable grad_clip_norm")
+
+
+class _Throughput:
+    """Images/s since the end of the first step (which includes compilation)."""
+
+    def __init__(self, examples_per_step: int):
+        self.examples_per_step = examples_per_step
+        self.started = None
+        self.steps = 0
+
+    def step_done(self, metrics: dict) -> None:
+        if self.started is None:
+            jax.block_until_ready(metrics)
+            self.started = time.time()
+        else:
+            self.steps += 1
+
+    def images_per_second(self) -> float:
+        if not self.steps:
+            return 0.0
+        return self.steps * self.examples_per_step / max(time.time() - self.started, 1e-9)
+
+
+def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_every_steps: int,
+        keep_checkpoints: int = 3, writer: Any = None, report_progress: Any = None) -> LoopResult:
+    """Runs `trainer` to trainer.total_steps, resuming from <workdir>/checkpoints when one exists."""
+    started = time.time()
+    ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep=keep_checkpoints)
+    state, start = trainer.state, 0
+    try:
+        if ckpt.latest_step() is not None:
+            start = ckpt.latest_step()
+            state = ckpt.restore(trainer.state)
+            logging.info("%s: resumed from step %d in %s", trainer.name, start, ckpt.directory)
+        throughput = _Throughput(trainer.examples_per_step)
+        loop = _Loop(trainer, ckpt, writer, report_progress, checkpoint_every_steps, log_every_steps, throughput)
+        state, step, preempted = loop.run(state, start)
+    finally:
+        ckpt.close()  # waits for an asynchronous save in flight, also when the run fails
+    eval_metrics = loop.eval_metrics
+    needs_final_eval = trainer.eval_every_steps == 0 or step % trainer.eval_every_steps != 0
+    if trainer.periodic_eval and not preempted and step > start and needs_final_eval:
+        eval_metrics = loop.evaluate(state, step)
+    return LoopResult(state=state, steps=step, last_metrics=loop.last_metrics, eval_metrics=eval_metrics,
+                      wall_seconds=time.time() - started, images_per_second=throughput.images_per_second(),
+                      preempted=preempted)
+
+
+@dataclasses.dataclass
+class _Loop:
+    trainer: Trainer
+    ckpt: checkpointing.Checkpointer
+    writer: Any
+    report_progress: Any
+    checkpoint_every_steps: int
+    log_every_steps: int
+    throughput: _Throughput
+    last_metrics: dict = dataclasses.field(default_factory=dict)
+    eval_metrics: dict = dataclasses.field(default_factory=dict)
+
+    def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
+        trainer, step, pending = self.trainer, start, None
+        with _PreemptionFlag() as preemption:
+            batches = trainer.batches(start)
+            while step < trainer.total_steps:
+                if preemption.should_stop(step):
+                    if step > start:
+                        self.ckpt.save(step, state)
+                    return state, step, True
+                state, metrics = trainer.train_step(state, next(batches))
+                step += 1
+                # The previous step's metrics are checked now, one step late, so the device never waits for it.
+                if pending is not None:
+                    _check_finite(_host_scalars(pending[1]), pending[0], trainer.name)
+                pending = (step, metrics)
+                self.throughput.step_done(metrics)
+                if self.report_progress is not None:
+                    self.report_progress(step)
+                self._after_step(state, step, metrics)
+        if pending is not None:
+            self.last_metrics = _host_scalars(pending[1])
+            _check_finite(self.last_metrics, pending[0], trainer.name)
+        return state, step, False
+
+    def _after_step(self, state: Any, step: int, metrics: dict) -> None:
+        save_now = step % self.checkpoint_every_steps == 0 or step == self.trainer.total_steps
+        if step % self.log_every_steps == 0 or save_now:
+            # A state is saved only after its own step's loss was seen to be finite.
+            self.last_metrics = _host_scalars(metrics)
+            _check_finite(self.last_metrics, step, self.trainer.name)
+            self._write(step, {**self.last_metrics, "images_per_second": self.throughput.images_per_second()})
+        if self.trainer.periodic_eval and self.trainer.eval_every_steps and step % self.trainer.eval_every_steps == 0:
+            self.evaluate(state, step)
+        if save_now:
+            self.ckpt.save(step, state)
+
+    def evaluate(self, state: Any, step: int) -> dict:
+        self.eval_metrics = self.trainer.periodic_eval(state, step)
+        self._write(step, self.eval_metrics)
+        return self.eval_metrics
+
+    def _write(self, step: int, scalars: dict) -> None:
+        if self.writer is not None:
+            self.writer.write_scalars(step, scalars)
+
+
+def run_and_report(trainer: Trainer, config: Any, workdir: str) -> dict[str, Any]:
+    """`run` with clu writers, progress reports and a parameter overview; returns the mode's summary."""
+    from genscl_jax import reporting
+
+    reporting.log_parameter_overview(trainer.state.params)
+    writer = reporting.create_writer(workdir)
+    progress = reporting.create_progress_reporter(trainer.total_steps, writer)
+    try:
+        result = run(trainer, workdir, checkpoint_every_steps=config.checkpoint_every_steps,
+                     log_every_steps=config.log_every_steps, keep_checkpoints=config.keep_checkpoints,
+                     writer=writer, report_progress=progress)
+    finally:
+        writer.flush()
+    return {"mode": trainer.name, "steps": result.steps, "wall_seconds": result.wall_seconds,
+            "images_per_second": result.images_per_second, "final_loss": result.last_metrics.get("loss"),
+            "final_metrics": result.last_metrics, **result.eval_metrics, "preempted": result.preempted}

@@ -1,0 +1,63 @@
+"""The command line, as a user runs it: bad configs, preemption by SIGTERM, resume and summary.json."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+# The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny.
+TINY = ["--config", "configs/imagenet_resnet50.py:runlocal", "--config.kd.alpha=0", "--config.model=resnet10",
+        "--config.width_multiplier=0.0625", "--config.image_size=8", "--config.batch_size=8",
+        "--config.moco.queue_size=32", "--config.mode=pretrain"]
+
+
+def main(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "genscl_jax.main", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.model=resnet51"], "config error: config.model='resnet51': unknown value; allowed: resnet10"),
+    (["--config.kd.alpha=1"], "config error: config.kd.alpha > 0 but config.kd.teacher is empty"),
+    (["--config.moco.queue_size=33"], "config error: config.moco.queue_size=33 is not a positive multiple"),
+])
+def test_bad_config_is_one_line_before_any_work(tmp_path, args, message):
+    started = time.time()
+    proc = main(*TINY, *args, "--workdir", str(tmp_path))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in err.splitlines() if line.strip() and "oneDNN" not in line and "cpu_feature" not in line
+             and "rebuild TensorFlow" not in line and "absl::InitializeLog" not in line]
+    assert lines[-1].startswith(message), err
+    assert not os.path.exists(tmp_path / "checkpoints")  # nothing was started
+    assert time.time() - started < 60
+
+
+def test_sigterm_saves_exits_zero_and_a_rerun_resumes(tmp_path):
+    workdir = str(tmp_path)
+    args = [*TINY, "--config.num_train_steps=100000", "--config.checkpoint_every_steps=3", "--workdir", workdir]
+    proc = main(*args)
+    ckdir = os.path.join(workdir, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (os.path.isdir(ckdir) and any(d.isdigit() for d in os.listdir(ckdir))):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    saved = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+    assert saved >= 3
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))  # unfinished runs write no summary
+
+    done = main(*TINY, f"--config.num_train_steps={saved + 2}", "--workdir", workdir)
+    _, err = done.communicate(timeout=240)
+    assert done.returncode == 0, err
+    assert f"resumed from step {saved}" in err
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["steps"] == saved + 2 and summary["mode"] == "pretrain"

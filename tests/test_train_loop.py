@@ -1,0 +1,127 @@
+"""The shared loop: resume equivalence, preemption, the NaN guard, checkpoint safety and the summary."""
+
+import json
+import os
+import shutil
+import signal
+
+import jax
+import numpy as np
+import pytest
+from conftest import make_tiny_config
+
+from genscl_jax import checkpointing, parallel, pretrain, runner, train_loop
+
+
+def params_of(workdir, step=None):
+    ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
+    return ckpt.restore_subtree(("params", "queue", "ema"), step=step)
+
+
+def assert_trees_equal(a, b):
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def loop(config, workdir, batches=None):
+    trainer = pretrain.build_trainer(config, parallel.create_mesh())
+    if batches is not None:
+        trainer.batches = batches(trainer.batches)
+    return train_loop.run(trainer, str(workdir), checkpoint_every_steps=config.checkpoint_every_steps,
+                          log_every_steps=config.log_every_steps)
+
+
+MOCO = {"moco.enabled": True, "mix.kind": "mixup", "moco.queue_size": 32}
+
+
+def test_k_steps_then_crash_then_resume_equals_2k_steps(tmp_path):
+    config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=2, **MOCO)
+    straight = loop(config, tmp_path / "straight")
+    assert straight.steps == 4
+
+    def crash_after_two(batches):
+        def wrapped(start):
+            for i, batch in enumerate(batches(start)):
+                if i == 2:
+                    raise RuntimeError("machine lost")
+                yield batch
+        return wrapped
+
+    with pytest.raises(RuntimeError, match="machine lost"):
+        loop(config, tmp_path / "resumed", batches=crash_after_two)
+    resumed = loop(config, tmp_path / "resumed")
+    assert resumed.steps == 4
+    # Parameters, EMA encoder and queue are bit-identical: the data, rng and schedule all resume exactly.
+    assert_trees_equal(params_of(tmp_path / "straight"), params_of(tmp_path / "resumed"))
+
+
+def test_sigterm_saves_and_a_rerun_finishes_identically(tmp_path):
+    config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=100, **MOCO)
+
+    def preempt_after_three(batches):
+        def wrapped(start):
+            for i, batch in enumerate(batches(start)):
+                if start == 0 and i == 2:  # while fetching the batch of step 3
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+        return wrapped
+
+    result = loop(config, tmp_path / "run", batches=preempt_after_three)
+    assert result.preempted and result.steps == 3
+    assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "run")).latest_step() == 3
+    finished = loop(config, tmp_path / "run")
+    assert finished.steps == 4 and not finished.preempted
+    straight = loop(config, tmp_path / "straight")
+    assert_trees_equal(params_of(tmp_path / "straight"), params_of(tmp_path / "run"))
+    assert straight.steps == 4
+
+
+def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    # Logging and checkpoints do not fall on step 4: the one-step-late check must catch it.
+    config = make_tiny_config(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=100)
+
+    def poison_step_four(batches):
+        def wrapped(start):
+            for i, batch in enumerate(batches(start)):
+                if start + i == 3:  # the batch of step 4
+                    batch = dict(batch, image=batch["image"] * np.nan)
+                yield batch
+        return wrapped
+
+    with pytest.raises(train_loop.NonFiniteLossError, match="loss is nan at step 4"):
+        loop(config, tmp_path, batches=poison_step_four)
+    ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path))
+    assert ckpt.latest_step() == 3
+    restored = params_of(tmp_path)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(restored["params"]))
+
+
+def test_half_written_checkpoint_is_never_restored(tmp_path):
+    config = make_tiny_config(num_train_steps=2)
+    loop(config, tmp_path)
+    ckdir = checkpointing.checkpoint_dir(tmp_path)
+    # What an interrupted orbax save leaves: a temporary directory with no commit.
+    shutil.copytree(os.path.join(ckdir, "2"), os.path.join(ckdir, "4.orbax-checkpoint-tmp-1700000000"))
+    assert checkpointing.Checkpointer(ckdir).latest_step() == 2
+    resumed = loop(make_tiny_config(num_train_steps=3), tmp_path)
+    assert resumed.steps == 3
+
+
+def test_checkpoint_of_another_model_fails_with_a_clear_message(tmp_path):
+    loop(make_tiny_config(num_train_steps=2), tmp_path)
+    with pytest.raises(checkpointing.CheckpointError, match="does not match this run's state"):
+        loop(make_tiny_config(num_train_steps=3, **{"head.output_dim": 16}), tmp_path)
+
+
+def test_runner_writes_the_summary(tmp_path):
+    config = make_tiny_config(num_train_steps=3, **MOCO)
+    summary = runner.run(config, str(tmp_path))
+    with open(tmp_path / "summary.json") as f:
+        written = json.load(f)
+    for key in ("mode", "steps", "wall_seconds", "images_per_second", "final_loss", "config"):
+        assert key in written, key
+    assert written["mode"] == "pretrain" and written["steps"] == 3
+    assert np.isfinite(written["final_loss"]) and written["final_loss"] == summary["final_loss"]
+    assert written["final_metrics"]["queue_fill"] == 1.0  # 3 steps x 16 keys >= 32 slots
+    assert written["config"]["moco"]["queue_size"] == 32
+    # TensorBoard event files are written next to it.
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
