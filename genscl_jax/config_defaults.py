@@ -34,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Schedule and optimizer. batch_size is GLOBAL (all devices, all hosts).
     c.batch_size = 1024
-    c.num_epochs = 500
+    c.num_epochs = 500.0
     c.num_train_steps = 0  # 0 -> derive from num_epochs
     c.optimizer = "sgd"  # sgd | lars | adamw
     c.learning_rate = 0.5
@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Linear evaluation (paper's recipe).
     c.linear_eval = ml_collections.ConfigDict(dict(
-        pretrained_workdir="", batch_size=512, num_epochs=100, learning_rate=5.0, momentum=0.9,
+        pretrained_workdir="", batch_size=512, num_epochs=100.0, learning_rate=5.0, momentum=0.9,
         weight_decay=0.0, warmup_epochs=5.0, decay_epochs=(60, 75, 90), decay_factor=0.2,
         augment="crop_flip", precompute_features=False))
     # Weighted kNN monitor on backbone features (0 = off).

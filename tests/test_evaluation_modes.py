@@ -1,0 +1,38 @@
+"""Supervised training and linear evaluation run through the same loop, and pretrain_and_eval chains them."""
+
+import json
+
+import jax
+import numpy as np
+from conftest import make_tiny_config
+
+from genscl_jax import checkpointing, linear_eval, runner
+
+
+def test_supervised_mode_learns_and_reports_test_accuracy(tmp_path):
+    config = make_tiny_config(mode="supervised", num_train_steps=40, batch_size=32, learning_rate=0.1,
+                              eval_batch_size=256, **{"mix.kind": "mixup"})
+    summary = runner.run(config, str(tmp_path))
+    assert summary["mode"] == "supervised" and summary["steps"] == 40
+    # Ten synthetic classes: chance is 0.1; the classifier must be far above it.
+    assert summary["test_top1"] > 0.5, summary
+    assert summary["test_top5"] >= summary["test_top1"]
+
+
+def test_pretrain_and_eval_writes_one_summary_and_keeps_the_encoder_frozen(tmp_path):
+    config = make_tiny_config(mode="pretrain_and_eval", num_train_steps=3, eval_batch_size=256,
+                              **{"linear_eval.batch_size": 256, "linear_eval.num_epochs": 0.05,
+                                 "linear_eval.learning_rate": 1.0})
+    summary = runner.run(config, str(tmp_path))
+    with open(tmp_path / "summary.json") as f:
+        written = json.load(f)
+    assert written["mode"] == "pretrain_and_eval"
+    for key in ("linear_eval_top1", "linear_eval_top5", "final_loss", "steps", "images_per_second"):
+        assert key in written, key
+    assert 0.0 <= written["linear_eval_top1"] <= written["linear_eval_top5"] <= 1.0
+    assert written["pretrain"]["steps"] == 3 and summary["steps"] == 3
+    # The encoder read by linear evaluation is bit-identical to the pretraining checkpoint's.
+    pretrained = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "pretrain"),
+                                            read_only=True).restore_subtree(("params",))["params"]["encoder"]
+    frozen = linear_eval.load_frozen_encoder(config, str(tmp_path / "pretrain"))["params"]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained, frozen)
