@@ -28,6 +28,8 @@ def initialize_distributed() -> None:
     on_tpu_pod = bool(os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))
     if not (explicit or on_slurm or on_tpu_pod):
         return
+    # Cross-process collectives between CPU devices (tests, CPU clusters) need gloo; GPUs and TPUs ignore it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit:
         jax.distributed.initialize(
             coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
