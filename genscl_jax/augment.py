@@ -1,0 +1,391 @@
+"""Image augmentations as stateless TensorFlow ops, for the tf.data input pipeline.
+
+Every random op takes an explicit `seed` (an int [2] tensor, as tf.random.stateless_* expect) and derives
+sub-seeds with tf.random.experimental.stateless_split, so one example's views depend only on the seed the
+pipeline gives it, derived from (run seed, epoch, example). That is what makes a resumed run see the same
+data as an uninterrupted one.
+
+Images are float32 in [0, 1] unless said otherwise, shape [H, W, C] with C = 1 or 3; the colour ops that
+need three channels (saturation, hue, grayscale) are skipped for one-channel images.
+
+Colour semantics follow torchvision's ColorJitter (the authors' code is PyTorch): brightness multiplies,
+contrast and saturation blend with the grayscale mean / grayscale image, hue rotates in HSV, the four are
+applied in a random order, every result is clipped to [0, 1]. genscl_jax.device_augment implements the
+same maths in JAX for the accelerator.
+
+TensorFlow is imported on first use, not at import time, so that genscl_jax imports on machines without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Sequence
+
+POLICIES = ("simclr", "autoaugment", "randaugment", "crop_flip", "none")
+
+# Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use.
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+class _LazyModule:
+    """Imports a module on first attribute access (keeps TensorFlow out of `import genscl_jax.augment`)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+tf = _LazyModule("tensorflow")
+
+
+def split_seed(seed, num: int):
+    """`num` independent int64 [2] seeds from one (a stateless split: same input, same outputs)."""
+    return tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num))
+
+
+def _uniform(seed, minval=0.0, maxval=1.0, shape=()):
+    return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Geometry: random resized crop, flip, resize/pad.
+
+
+def random_resized_crop_window(seed, image_shape, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Samples a crop (offset [y, x], size [h, w], int32) covering `scale` of the area at aspect `ratio`.
+
+    Uses tf's stateless bounding-box sampler (as SimCLR's TF code does): up to 100 tries, then the whole
+    image (torchvision falls back to a central crop instead; with 100 tries either is rare).
+    """
+    height_width = tf.cast(tf.convert_to_tensor(image_shape)[:2], tf.int32)
+    size_3d = tf.concat([height_width, [1]], axis=0)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        size_3d, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=tf.cast(seed, tf.int64),
+        min_object_covered=0.0, aspect_ratio_range=ratio, area_range=scale, max_attempts=100,
+        use_image_if_no_bounding_boxes=True)
+    return begin[:2], size[:2]
+
+
+def to_unit_float(image):
+    """uint8 [0, 255] -> float32 [0, 1]; float input is assumed to be in [0, 1] already."""
+    if image.dtype == tf.uint8:
+        return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(image, tf.float32)
+
+
+def resize(image, size: int, antialias: bool = True):
+    """Square bilinear resize to float32 [0, 1].
+
+    antialias (like PIL in torchvision) matters when downscaling; it costs ~10x a plain bilinear resize,
+    so training crops leave it out, as TF's SimCLR and big_vision's inception crop do.
+    """
+    scale = 255.0 if image.dtype == tf.uint8 else 1.0
+    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear", antialias=antialias)
+    return tf.clip_by_value(resized / scale, 0.0, 1.0)
+
+
+def random_resized_crop(image, seed, size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision RandomResizedCrop: crop a random window, resize it to size x size. float32 [0, 1]."""
+    offset, crop_size = random_resized_crop_window(seed, tf.shape(image), scale, ratio)
+    crop = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([crop_size, [-1]], 0))
+    crop.set_shape([None, None, image.shape[-1]])  # tf.slice forgets the (static) channel count.
+    return resize(crop, size, antialias=False)
+
+
+def random_flip(image, seed):
+    return tf.image.stateless_random_flip_left_right(image, seed=seed)
+
+
+def pad_or_resize(image, size: int):
+    """Small images (Fashion-MNIST 28 px) to `size`: zero-pad when it is 4 px larger, resize otherwise.
+
+    Padding keeps the original pixels (the usual 28 -> 32 for CIFAR-shaped networks); the background of
+    Fashion-MNIST is black, so zero padding adds no edge.
+    """
+    height = image.shape[0]
+    if height == size:
+        return to_unit_float(image)
+    if height is not None and size - height == 4:
+        return tf.pad(to_unit_float(image), [[2, 2], [2, 2], [0, 0]])
+    return resize(image, size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Colour: torchvision-style jitter in random order, grayscale, Gaussian blur.
+
+
+def _channels(image) -> int:
+    """The static channel count; colour ops branch on it in Python, so it must be known."""
+    channels = image.shape[-1]
+    if channels not in (1, 3):
+        raise ValueError(f"expected a static channel count of 1 or 3, got image shape {image.shape}")
+    return channels
+
+
+# TF's CPU kernels for per-channel broadcasting ([H, W, 3] op [3] or [H, W, 1]) are several times slower
+# than a [H*W, 3] x [3, 3] matmul, so the RGB colour ops below are written as 3x3 colour matrices.
+
+
+def _color_matrix(image, matrix):
+    """Each output channel c = sum_k image[..., k] * matrix[k, c]."""
+    return tf.tensordot(image, tf.cast(matrix, image.dtype), axes=1)
+
+
+def _gray_matrix():
+    """[3, 3] with every column the luma weights: image @ it = three equal luma channels."""
+    return tf.tile(tf.constant(GRAY_WEIGHTS, tf.float32)[:, None], [1, 3])
+
+
+def grayscale(image):
+    """Luma, keeping the channel count (three equal channels for RGB)."""
+    if _channels(image) == 1:
+        return image
+    return _color_matrix(image, _gray_matrix())
+
+
+def blend(degenerate, image, factor):
+    """PIL ImageEnhance / torchvision _blend: factor 0 -> degenerate, 1 -> image, clipped to [0, 1]."""
+    return tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 1.0)
+
+
+def adjust_brightness(image, factor):
+    return tf.clip_by_value(image * factor, 0.0, 1.0)
+
+
+def adjust_contrast(image, factor):
+    """Blend with the mean luma (a scalar: the luma of the mean colour, the same by linearity)."""
+    mean_color = tf.reduce_mean(image, axis=[0, 1])
+    mean = mean_color[0] if _channels(image) == 1 else tf.tensordot(mean_color, GRAY_WEIGHTS, axes=1)
+    return tf.clip_by_value(factor * image + (1.0 - factor) * mean, 0.0, 1.0)
+
+
+def adjust_saturation(image, factor):
+    """Blend with the luma image: the colour matrix factor * I + (1 - factor) * gray."""
+    if _channels(image) == 1:
+        return image
+    matrix = factor * tf.eye(3) + (1.0 - factor) * _gray_matrix()
+    return tf.clip_by_value(_color_matrix(image, matrix), 0.0, 1.0)
+
+
+def adjust_hue(image, delta):
+    return tf.clip_by_value(tf.image.adjust_hue(image, delta), 0.0, 1.0)
+
+
+def color_jitter(image, seed, strength=(0.4, 0.4, 0.4, 0.1)):
+    """Brightness, contrast, saturation, hue with torchvision's ranges, applied in a random order."""
+    brightness, contrast, saturation, hue = strength
+    seeds = split_seed(seed, 5)
+    factors = [_uniform(seeds[0], max(0.0, 1 - brightness), 1 + brightness),
+               _uniform(seeds[1], max(0.0, 1 - contrast), 1 + contrast),
+               _uniform(seeds[2], max(0.0, 1 - saturation), 1 + saturation),
+               _uniform(seeds[3], -hue, hue)]
+    ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+    if _channels(image) == 1:  # Saturation and hue are meaningless for one channel.
+        ops, factors = ops[:2], factors[:2]
+    order = tf.argsort(_uniform(seeds[4], shape=[len(ops)]))
+    for position in range(len(ops)):
+        branches = [lambda op=op, f=f, img=image: op(img, f) for op, f in zip(ops, factors)]
+        image = tf.switch_case(order[position], branches)
+    return image
+
+
+def random_color_jitter(image, seed, strength=(0.4, 0.4, 0.4, 0.1), prob=0.8):
+    apply_seed, jitter_seed = split_seed(seed, 2)
+    return tf.cond(_uniform(apply_seed) < prob, lambda: color_jitter(image, jitter_seed, strength),
+                   lambda: image)
+
+
+def random_grayscale(image, seed, prob=0.2):
+    if _channels(image) == 1:
+        return image
+    # Choosing the matrix, not the image, computes one matmul instead of a luma image and a select.
+    return _color_matrix(image, tf.where(_uniform(seed) < prob, _gray_matrix(), tf.eye(3)))
+
+
+def gaussian_blur(image, sigma, kernel_size: int):
+    """Separable Gaussian blur with reflect padding (kernel_size odd)."""
+    radius = kernel_size // 2
+    x = tf.cast(tf.range(-radius, radius + 1), tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(x / sigma))
+    kernel /= tf.reduce_sum(kernel)
+    channels = _channels(image)
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    vertical = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    horizontal = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+    blurred = tf.nn.depthwise_conv2d(padded, vertical, [1, 1, 1, 1], "VALID")
+    blurred = tf.nn.depthwise_conv2d(blurred, horizontal, [1, 1, 1, 1], "VALID")
+    return blurred[0]
+
+
+def random_gaussian_blur(image, seed, prob=0.5, sigma=(0.1, 2.0)):
+    """SimCLR's blur: kernel about 10% of the image side, sigma uniform in `sigma`, applied with `prob`."""
+    apply_seed, sigma_seed = split_seed(seed, 2)
+    kernel_size = 2 * (image.shape[0] // 20) + 1
+    return tf.cond(_uniform(apply_seed) < prob,
+                   lambda: gaussian_blur(image, _uniform(sigma_seed, *sigma), kernel_size), lambda: image)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RandAugment (Cubuk et al. 2020): `num_layers` ops drawn uniformly from the list below, each at magnitude
+# `magnitude` out of 10. Strength grows with the magnitude for every op (timm's "increasing" variants);
+# ops with a direction get a random sign. Geometric ops fill with mid-gray, as the reference code does.
+
+_MAX_LEVEL = 10.0
+_FILL_VALUE = 0.5
+
+
+def _projective_transform(image, transform):
+    """Maps output pixel (x, y) to input ((a0 x + a1 y + a2), (b0 x + b1 y + b2)); bilinear, gray fill."""
+    transform = tf.concat([tf.cast(transform, tf.float32), tf.zeros([2])], axis=0)[None]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform, output_shape=tf.shape(image)[:2],
+        fill_value=_FILL_VALUE, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return out[0]
+
+
+def _rotate(image, degrees):
+    height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    cos, sin = tf.cos(degrees * math.pi / 180), tf.sin(degrees * math.pi / 180)
+    return _projective_transform(image, tf.stack([cos, sin, cx - cos * cx - sin * cy,
+                                                  -sin, cos, cy + sin * cx - cos * cy]))
+
+
+def _shear(image, amount, axis: int):
+    zero, one = tf.constant(0.0), tf.constant(1.0)
+    rows = [one, amount, zero, zero, one, zero] if axis == 1 else [one, zero, zero, amount, one, zero]
+    return _projective_transform(image, tf.stack(rows))
+
+
+def _translate(image, fraction, axis: int):
+    zero, one = tf.constant(0.0), tf.constant(1.0)
+    shift = fraction * tf.cast(tf.shape(image)[axis], tf.float32)  # axis 1: x by width, 0: y by height
+    rows = [one, zero, shift, zero, one, zero] if axis == 1 else [one, zero, zero, zero, one, shift]
+    return _projective_transform(image, tf.stack(rows))
+
+
+def _auto_contrast(image):
+    low = tf.reduce_min(image, axis=[0, 1])
+    high = tf.reduce_max(image, axis=[0, 1])
+    scale = tf.where(high > low, 1.0 / tf.maximum(high - low, 1e-6), 1.0)
+    offset = tf.where(high > low, low, 0.0)
+    return tf.clip_by_value((image - offset) * scale, 0.0, 1.0)
+
+
+def _equalize_channel(channel):
+    """PIL ImageOps.equalize on one channel of 0-255 ints (the tensorflow/tpu reference algorithm)."""
+    histogram = tf.math.bincount(channel, minlength=256, maxlength=256)
+    last_nonzero = tf.gather(histogram, tf.reduce_max(tf.where(histogram > 0)))
+    step = (tf.reduce_sum(histogram) - last_nonzero) // 255
+    lut = (tf.cumsum(histogram) + step // 2) // tf.maximum(step, 1)
+    lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
+    return tf.where(step == 0, channel, tf.gather(lut, channel))
+
+
+def _equalize(image):
+    levels = tf.cast(tf.round(image * 255.0), tf.int32)
+    channels = [_equalize_channel(levels[..., c]) for c in range(_channels(image))]
+    return tf.cast(tf.stack(channels, axis=-1), tf.float32) / 255.0
+
+
+def _posterize(image, bits: int):
+    shift = 8 - bits
+    levels = tf.cast(tf.round(image * 255.0), tf.int32)
+    return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(levels, shift), shift), tf.float32) / 255.0
+
+
+def _sharpness(image, factor):
+    """PIL ImageEnhance.Sharpness: blend with a 3x3 smoothed image whose 1-px border is the original."""
+    channels = _channels(image)
+    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
+    smooth = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0]
+    inside = tf.pad(tf.ones_like(smooth), [[1, 1], [1, 1], [0, 0]]) > 0
+    degenerate = tf.where(inside, tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]), image)
+    return blend(degenerate, image, factor)
+
+
+def _rand_augment_ops(magnitude: float):
+    """The op list: name -> fn(image, signed) where `signed` is +1 or -1 (ignored by unsigned ops)."""
+    level = magnitude / _MAX_LEVEL
+    enhance = lambda signed: 1.0 + 0.9 * level * signed  # factor in [0.1, 1.9] at magnitude 10
+    return {
+        "identity": lambda img, s: img,
+        "auto_contrast": lambda img, s: _auto_contrast(img),
+        "equalize": lambda img, s: _equalize(img),
+        "rotate": lambda img, s: _rotate(img, 30.0 * level * s),
+        "solarize": lambda img, s: tf.where(img >= 1.0 - level, 1.0 - img, img),
+        "posterize": lambda img, s: _posterize(img, 8 - int(4 * level)),
+        "color": lambda img, s: adjust_saturation(img, enhance(s)),
+        "contrast": lambda img, s: adjust_contrast(img, enhance(s)),
+        "brightness": lambda img, s: adjust_brightness(img, enhance(s)),
+        "sharpness": lambda img, s: _sharpness(img, enhance(s)),
+        "shear_x": lambda img, s: _shear(img, 0.3 * level * s, axis=1),
+        "shear_y": lambda img, s: _shear(img, 0.3 * level * s, axis=0),
+        "translate_x": lambda img, s: _translate(img, 0.45 * level * s, axis=1),
+        "translate_y": lambda img, s: _translate(img, 0.45 * level * s, axis=0),
+    }
+
+
+def rand_augment(image, seed, num_layers: int = 2, magnitude: float = 9.0):
+    """RandAugment on a float32 [0, 1] image: `num_layers` uniformly drawn ops, each at `magnitude`."""
+    ops = list(_rand_augment_ops(magnitude).values())
+    for layer_seed in split_seed(seed, num_layers):
+        op_seed, sign_seed = split_seed(layer_seed, 2)
+        op_index = tf.random.stateless_uniform([], op_seed, 0, len(ops), dtype=tf.int32)
+        signed = tf.where(_uniform(sign_seed) < 0.5, -1.0, 1.0)
+        branches = [lambda op=op, img=image: tf.ensure_shape(op(img, signed), img.shape) for op in ops]
+        image = tf.switch_case(op_index, branches)
+    return image
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Policies: one view, several views, normalisation.
+
+
+def augment_view(image, seed, *, policy: str, image_size: int, color: bool = True, blur_prob: float = 0.0,
+                 crop_scale=(0.2, 1.0), jitter_strength=(0.4, 0.4, 0.4, 0.1), jitter_prob: float = 0.8,
+                 grayscale_prob: float = 0.2, rand_augment_layers: int = 2, rand_augment_magnitude: float = 9.0):
+    """One augmented view: decoded image (uint8 or float [0, 1], any size) -> float32 [S, S, C] in [0, 1].
+
+    color=False leaves out colour jitter and grayscale (they then run on the accelerator, see
+    genscl_jax.device_augment); RandAugment and blur stay on the host since the device has no copy of them.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}; choose from {POLICIES}")
+    crop_seed, flip_seed, jitter_seed, gray_seed, blur_seed, rand_seed = split_seed(seed, 6)
+    if policy == "none":
+        return pad_or_resize(image, image_size)
+    image = random_resized_crop(image, crop_seed, image_size, crop_scale)
+    image = random_flip(image, flip_seed)
+    # RandAugment runs after the crop (as in SupCon's torchvision pipeline): on the small crop it is cheap.
+    if policy in ("autoaugment", "randaugment"):
+        image = rand_augment(image, rand_seed, rand_augment_layers, rand_augment_magnitude)
+    elif policy == "simclr":
+        if color:
+            image = random_color_jitter(image, jitter_seed, jitter_strength, jitter_prob)
+            image = random_grayscale(image, gray_seed, grayscale_prob)
+        if blur_prob > 0:
+            image = random_gaussian_blur(image, blur_seed, blur_prob)
+    return image
+
+
+def augment_views(image, seed, num_views: int, **view_kwargs):
+    """`num_views` independent views of one image, stacked: float32 [V, S, S, C]."""
+    return tf.stack([augment_view(image, view_seed, **view_kwargs)
+                     for view_seed in split_seed(seed, num_views)])
+
+
+def normalize(image, mean: Sequence[float], std: Sequence[float]):
+    """(image - mean) / std per channel, mean and std on the 0-1 scale, image [..., C] float32.
+
+    Written as image @ diag(1 / std) + bias: twice as fast on CPU as the broadcasting expression.
+    """
+    if len(mean) == 1:
+        return (image - mean[0]) / std[0]
+    scale = tf.linalg.diag(1.0 / tf.constant(std, tf.float32))
+    bias = -tf.constant(mean, tf.float32) / tf.constant(std, tf.float32)
+    return tf.nn.bias_add(tf.tensordot(image, scale, axes=1), bias)

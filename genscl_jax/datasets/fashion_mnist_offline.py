@@ -1,0 +1,142 @@
+"""Fashion-MNIST as a TFDS dataset built from local idx files, without any network access.
+
+tfds's own `fashion_mnist` builder downloads from the internet, which training machines often cannot
+reach. This builder reads the four original idx `.gz` files from a local directory instead (the Debian
+package `dataset-fashion-mnist` installs them in /usr/share/datasets/fashion-mnist) and produces the
+same features: image (28, 28, 1) uint8 and label ClassLabel(10), splits train (60000) and test (10000).
+
+Source directory, first match wins: the `source_dir` constructor argument, the environment variable
+GENSCL_FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
+SOURCE_DIR_ENV = "GENSCL_FASHION_MNIST_DIR"
+
+# idx file names of the original release, per split: (images, labels).
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# idx magic number: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
+_UBYTE_TYPE_CODE = 0x08
+
+
+def resolve_source_dir(source_dir: str | os.PathLike | None = None) -> str:
+    """The directory the idx files are read from (argument, then env var, then the Debian path)."""
+    return os.fspath(source_dir or os.environ.get(SOURCE_DIR_ENV) or DEFAULT_SOURCE_DIR)
+
+
+def missing_files_message(source_dir: str, missing: list[str]) -> str:
+    """One line that says what is missing and the two ways to fix it."""
+    return (f"Fashion-MNIST idx files not found in {source_dir} (missing: {', '.join(missing)}); "
+            f"run `apt-get install dataset-fashion-mnist` (installs them in {DEFAULT_SOURCE_DIR}) or put the "
+            f"four files in a directory named by ${SOURCE_DIR_ENV}.")
+
+
+def check_source_files(source_dir: str) -> None:
+    """Raises FileNotFoundError with `missing_files_message` unless all four files are present."""
+    names = [name for pair in SPLIT_FILES.values() for name in pair]
+    missing = [n for n in names if not os.path.isfile(os.path.join(source_dir, n))]
+    if missing:
+        raise FileNotFoundError(missing_files_message(source_dir, missing))
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Parses an idx(.gz) file: magic (0, 0, type, ndim), ndim big-endian uint32 dims, then the data."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE_TYPE_CODE:
+        raise ValueError(f"{path}: not an unsigned-byte idx file (magic bytes {raw[:4]!r})")
+    ndim = raw[3]
+    header_size = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} = {int(np.prod(dims))} values, file holds {data.size}")
+    return data.reshape(dims)
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Writes a uint8 array in idx format (gzip-compressed when `path` ends in .gz); inverse of read_idx.
+
+    Handy for making small Fashion-MNIST-shaped datasets (tests, subsets) that this builder reads.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"idx files written here hold uint8 data, got {array.dtype}")
+    header = bytes([0, 0, _UBYTE_TYPE_CODE, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def load_split(source_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 [N, 28, 28, 1] and labels int64 [N] of one split, checked for consistency."""
+    image_file, label_file = SPLIT_FILES[split]
+    images = read_idx(os.path.join(source_dir, image_file))
+    labels = read_idx(os.path.join(source_dir, label_file))
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{source_dir}: {split} images {images.shape} and labels {labels.shape} do not match")
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"{source_dir}: {split} images are {images.shape[1:]}, expected (28, 28)")
+    if labels.max(initial=0) >= len(CLASS_NAMES):
+        raise ValueError(f"{source_dir}: {split} labels go up to {labels.max()}, expected < {len(CLASS_NAMES)}")
+    return images[..., None], labels.astype(np.int64)
+
+
+class FashionMnistOffline(tfds.core.GeneratorBasedBuilder):
+    """Fashion-MNIST from local idx files (no download)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Built from the original idx files in a local directory."}
+
+    def __init__(self, *, source_dir: str | os.PathLike | None = None, **kwargs):
+        self._source_dir = resolve_source_dir(source_dir)
+        super().__init__(**kwargs)
+        # Keeps pickling (which re-runs __init__ with _original_state) pointed at the same files.
+        self._original_state["source_dir"] = self._source_dir
+
+    @property
+    def source_dir(self) -> str:
+        return self._source_dir
+
+    def download_and_prepare(self, *args, **kwargs):
+        # Fail before tfds announces a "download": a missing file is the likeliest problem here.
+        if not self.is_prepared():
+            check_source_files(self._source_dir)
+        return super().download_and_prepare(*args, **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Fashion-MNIST (Zalando article images, 10 classes), read from local idx files.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(28, 28, 1)),
+                "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+            }),
+            supervised_keys=("image", "label"),
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing is downloaded: the files are already local.
+        check_source_files(self._source_dir)
+        return {split: self._generate_examples(split) for split in SPLIT_FILES}
+
+    def _generate_examples(self, split: str):
+        images, labels = load_split(self._source_dir, split)
+        # The index in the original file is a stable, unique key.
+        for index, (image, label) in enumerate(zip(images, labels)):
+            yield index, {"image": image, "label": int(label)}

@@ -1,0 +1,122 @@
+"""Colour augmentation on the accelerator, in JAX (no TensorFlow).
+
+With `device_color_augment`, the host pipeline only crops and flips and sends [0, 1] images; this module
+does the rest inside the compiled step, as BYOL's code does: on ImageNet the colour ops are a large share
+of the host's work, and accelerators do them almost for free.
+
+The maths is torchvision's ColorJitter, the same as genscl_jax.augment's TF ops: brightness multiplies,
+contrast blends with the mean luma, saturation blends with the luma image, hue rotates in HSV; the four
+run in a random order per image; jitter is applied with `jitter_prob`, then grayscale with
+`grayscale_prob`; then (image - mean) / std.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def _luma(image: jax.Array) -> jax.Array:
+    """[H, W, C] -> [H, W, 1]; a one-channel image is its own luma."""
+    if image.shape[-1] == 1:
+        return image
+    return jnp.sum(image * jnp.asarray(GRAY_WEIGHTS, image.dtype), axis=-1, keepdims=True)
+
+
+def _blend(degenerate, image, factor):
+    return jnp.clip(degenerate + factor * (image - degenerate), 0.0, 1.0)
+
+
+def _brightness(image, factor):
+    return jnp.clip(image * factor, 0.0, 1.0)
+
+
+def _contrast(image, factor):
+    return _blend(jnp.mean(_luma(image)), image, factor)
+
+
+def _saturation(image, factor):
+    return _blend(_luma(image), image, factor)
+
+
+def rgb_to_hsv(rgb: jax.Array) -> jax.Array:
+    """[..., 3] RGB in [0, 1] -> HSV with hue in [0, 1) (the formulas of tf.image.rgb_to_hsv)."""
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = jnp.max(rgb, axis=-1)
+    delta = value - jnp.min(rgb, axis=-1)
+    saturation = jnp.where(value > 0, delta / jnp.where(value > 0, value, 1.0), 0.0)
+    safe_delta = jnp.where(delta > 0, delta, 1.0)
+    hue = jnp.where(value == red, (green - blue) / safe_delta,
+                    jnp.where(value == green, 2.0 + (blue - red) / safe_delta, 4.0 + (red - green) / safe_delta))
+    hue = jnp.where(delta > 0, jnp.mod(hue / 6.0, 1.0), 0.0)
+    return jnp.stack([hue, saturation, value], axis=-1)
+
+
+def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sector = jnp.floor(hue * 6.0)
+    fraction = hue * 6.0 - sector
+    sector = jnp.mod(sector, 6).astype(jnp.int32)
+    p = value * (1.0 - saturation)
+    q = value * (1.0 - saturation * fraction)
+    t = value * (1.0 - saturation * (1.0 - fraction))
+    # Per sector, (r, g, b) is a fixed arrangement of (v, t, p, q).
+    red = jnp.choose(sector, [value, q, p, p, t, value], mode="clip")
+    green = jnp.choose(sector, [t, value, value, q, p, p], mode="clip")
+    blue = jnp.choose(sector, [p, p, t, value, value, q], mode="clip")
+    return jnp.stack([red, green, blue], axis=-1)
+
+
+def _hue(image, delta):
+    hsv = rgb_to_hsv(image)
+    hsv = hsv.at[..., 0].set(jnp.mod(hsv[..., 0] + delta, 1.0))
+    return jnp.clip(hsv_to_rgb(hsv), 0.0, 1.0)
+
+
+def _jitter_one(key, image, strength, jitter_prob, grayscale_prob):
+    """Colour jitter + grayscale of one [H, W, C] image in [0, 1]."""
+    brightness, contrast, saturation, hue = strength
+    keys = jax.random.split(key, 7)
+    uniform = lambda k, low, high: jax.random.uniform(k, (), image.dtype, low, high)
+    factors = [uniform(keys[0], max(0.0, 1 - brightness), 1 + brightness),
+               uniform(keys[1], max(0.0, 1 - contrast), 1 + contrast),
+               uniform(keys[2], max(0.0, 1 - saturation), 1 + saturation),
+               uniform(keys[3], -hue, hue)]
+    ops = [_brightness, _contrast, _saturation, _hue]
+    if image.shape[-1] == 1:  # Saturation, hue and grayscale mean nothing for one channel.
+        ops, factors = ops[:2], factors[:2]
+    order = jax.random.permutation(keys[4], len(ops))
+    branches = [lambda img, fs, op=op, i=i: op(img, fs[i]) for i, op in enumerate(ops)]
+    jittered = image
+    for position in range(len(ops)):
+        jittered = jax.lax.switch(order[position], branches, jittered, factors)
+    # `where`, not a blend with identity factors: with probability 0 the image is bit-exact.
+    image = jnp.where(jax.random.uniform(keys[5]) < jitter_prob, jittered, image)
+    if image.shape[-1] == 3:
+        gray = jnp.broadcast_to(_luma(image), image.shape)
+        image = jnp.where(jax.random.uniform(keys[6]) < grayscale_prob, gray, image)
+    return image
+
+
+def color_augment(rng: jax.Array, images: jax.Array, *, mean: Sequence[float], std: Sequence[float],
+                  jitter_strength=(0.4, 0.4, 0.4, 0.1), jitter_prob: float = 0.8,
+                  grayscale_prob: float = 0.2) -> jax.Array:
+    """Per-image random colour jitter and grayscale, then normalisation. jit-compatible.
+
+    images: float [..., H, W, C] in [0, 1], any leading axes (e.g. [B, V, H, W, C]), C = 1 or 3; every
+    image gets its own randomness. Returns float32 images of the same shape, normalised with mean / std.
+    """
+    if images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected 1 or 3 channels, got images of shape {images.shape}")
+    images = images.astype(jnp.float32)
+    flat = images.reshape((-1,) + images.shape[-3:])
+    keys = jax.random.split(rng, flat.shape[0])
+    jitter = lambda key, image: _jitter_one(key, image, jitter_strength, jitter_prob, grayscale_prob)
+    flat = jax.vmap(jitter)(keys, flat)
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+    return ((flat - mean) / std).reshape(images.shape)

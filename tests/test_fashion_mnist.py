@@ -1,0 +1,96 @@
+"""The offline Fashion-MNIST tfds builder, on a tiny idx file set written by the test itself."""
+
+import os
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from genscl_jax.datasets import fashion_mnist_offline as fmo  # noqa: E402
+
+NUM_TRAIN, NUM_TEST = 20, 10
+
+
+def write_tiny_fashion_mnist(directory, num_train=NUM_TRAIN, num_test=NUM_TEST, seed=0):
+    """Random images whose pixel (0, 0) is unique per example (train 100 + i, test 200 + i); label i % 10."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count, base in (("train", num_train, 100), ("test", num_test, 200)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = base + np.arange(count)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        image_file, label_file = fmo.SPLIT_FILES[split]
+        fmo.write_idx(os.path.join(directory, image_file), images)
+        fmo.write_idx(os.path.join(directory, label_file), labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def test_idx_round_trip_and_bad_magic(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    fmo.write_idx(str(tmp_path / "a-idx3-ubyte.gz"), array)
+    np.testing.assert_array_equal(fmo.read_idx(str(tmp_path / "a-idx3-ubyte.gz")), array)
+    # Header: two zero bytes, type 0x08, ndim, then big-endian dims.
+    raw = np.zeros(8, np.uint8).tobytes()
+    (tmp_path / "bad").write_bytes(bytes([0, 0, 0x0D, 1]) + raw)
+    with pytest.raises(ValueError, match="not an unsigned-byte idx file"):
+        fmo.read_idx(str(tmp_path / "bad"))
+    (tmp_path / "short").write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 9, 1, 2]))
+    with pytest.raises(ValueError, match="header says"):
+        fmo.read_idx(str(tmp_path / "short"))
+
+
+def test_builder_prepares_and_round_trips(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    arrays = write_tiny_fashion_mnist(str(source))
+    builder = fmo.FashionMnistOffline(data_dir=str(tmp_path / "data"), source_dir=str(source))
+    builder.download_and_prepare()
+    assert builder.info.splits["train"].num_examples == NUM_TRAIN
+    assert builder.info.splits["test"].num_examples == NUM_TEST
+    assert builder.info.features["image"].shape == (28, 28, 1)
+    assert builder.info.features["label"].num_classes == 10
+    for split, (images, labels) in arrays.items():
+        seen = {}
+        for example in tfds.as_numpy(builder.as_dataset(split=split)):
+            assert example["image"].dtype == np.uint8 and example["image"].shape == (28, 28, 1)
+            seen[int(example["image"][0, 0, 0])] = (example["image"][..., 0], example["label"])
+        # Every example comes back once, pixels and label intact (tfds may reorder them).
+        assert len(seen) == len(images)
+        for image, label in zip(images, labels):
+            stored_image, stored_label = seen[int(image[0, 0])]
+            np.testing.assert_array_equal(stored_image, image)
+            assert stored_label == label
+
+
+def test_missing_files_say_what_to_do(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(fmo.SOURCE_DIR_ENV, str(empty))
+    assert fmo.resolve_source_dir() == str(empty)
+    builder = fmo.FashionMnistOffline(data_dir=str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError) as error:
+        builder.download_and_prepare()
+    message = str(error.value)
+    assert "\n" not in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert fmo.SOURCE_DIR_ENV in message and str(empty) in message
+    assert "train-images-idx3-ubyte.gz" in message
+
+
+def test_source_dir_precedence(monkeypatch):
+    monkeypatch.delenv(fmo.SOURCE_DIR_ENV, raising=False)
+    assert fmo.resolve_source_dir() == fmo.DEFAULT_SOURCE_DIR
+    monkeypatch.setenv(fmo.SOURCE_DIR_ENV, "/from/env")
+    assert fmo.resolve_source_dir() == "/from/env"
+    assert fmo.resolve_source_dir("/from/arg") == "/from/arg"
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(fmo.DEFAULT_SOURCE_DIR, "t10k-labels-idx1-ubyte.gz")),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_real_debian_files_parse():
+    images, labels = fmo.load_split(fmo.DEFAULT_SOURCE_DIR, "test")
+    assert images.shape == (10_000, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (10_000,)
+    np.testing.assert_array_equal(np.bincount(labels), [1000] * 10)  # Fashion-MNIST's test set is balanced.

@@ -1,0 +1,245 @@
+"""The tf.data input pipeline: tfds mocks for CIFAR-10 / ImageNet, a tiny real Fashion-MNIST for the rest.
+
+The tiny Fashion-MNIST (20 train, 10 test) is prepared with the offline builder; pixel (0, 0) of every
+image is unique (train 100 + i, test 200 + i), so with policy "none" a batch tells which examples it holds.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from genscl_jax import input_pipeline as ip  # noqa: E402
+from genscl_jax.datasets import fashion_mnist_offline as fmo  # noqa: E402
+
+NUM_TRAIN, NUM_TEST = 20, 10
+FASHION = ip.get_dataset_info("fashion_mnist")
+
+
+@pytest.fixture(scope="module")
+def fashion_source(tmp_path_factory):
+    """A directory of tiny Fashion-MNIST idx files."""
+    source = tmp_path_factory.mktemp("fashion_source")
+    rng = np.random.default_rng(0)
+    for split, count, base in (("train", NUM_TRAIN, 100), ("test", NUM_TEST, 200)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = base + np.arange(count)
+        image_file, label_file = fmo.SPLIT_FILES[split]
+        fmo.write_idx(str(source / image_file), images)
+        fmo.write_idx(str(source / label_file), (np.arange(count) % 10).astype(np.uint8))
+    return source
+
+
+@pytest.fixture(scope="module")
+def fashion_dir(fashion_source, tmp_path_factory):
+    """A data_dir holding the tiny Fashion-MNIST, prepared."""
+    source = fashion_source
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(fmo.SOURCE_DIR_ENV, str(source))
+        ip.load_builder("fashion_mnist", data_dir)  # Prepares it; later calls only read.
+    return data_dir
+
+
+def signatures(images):
+    """Pixel (0, 0) of the original 28 px images: (2, 2) after padding to 32, un-normalised."""
+    pixel = images[..., 2, 2, 0] * FASHION.std[0] + FASHION.mean[0]
+    return np.rint(pixel * 255).astype(int)
+
+
+def take(iterator, count):
+    return [next(iterator) for _ in range(count)]
+
+
+def fashion_train(data_dir, **kwargs):
+    args = dict(dataset="fashion_mnist", data_dir=data_dir, global_batch_size=4, image_size=32, policy="none",
+                num_views=1, seed=0, process_index=0, process_count=1)
+    return ip.create_train_iterator(**{**args, **kwargs})
+
+
+def test_dataset_table_and_errors(fashion_dir):
+    assert set(ip.DATASETS) == {"cifar10", "cifar100", "imagenet2012", "fashion_mnist"}
+    info = ip.get_dataset_info("imagenet2012")
+    assert (info.num_classes, info.test_split, len(info.mean)) == (1000, "validation", 3)
+    with pytest.raises(ValueError, match="cifar100.*fashion_mnist.*imagenet2012"):
+        ip.get_dataset_info("mnist")
+    assert ip.num_examples("cifar10", "train") == 50_000
+    assert ip.num_examples("imagenet2012", "test") == 50_000
+    assert ip.num_examples("fashion_mnist", "train", data_dir=fashion_dir) == NUM_TRAIN
+    assert ip.normalization_stats("fashion_mnist", channels=3) == ((0.2860,) * 3, (0.3530,) * 3)
+    with pytest.raises(ValueError, match="policy"):
+        fashion_train(fashion_dir, policy="mixup")
+    with pytest.raises(ValueError, match="divisible"):
+        fashion_train(fashion_dir, global_batch_size=5, process_count=2)
+
+
+def check_normalised(images, dataset):
+    info = ip.get_dataset_info(dataset)
+    low = (0 - np.array(info.mean)) / np.array(info.std)
+    high = (1 - np.array(info.mean)) / np.array(info.std)
+    assert images.dtype == np.float32
+    assert np.all(images >= low - 1e-4) and np.all(images <= high + 1e-4)
+    assert images.min() < 0  # Really normalised, not [0, 1].
+
+
+@pytest.mark.parametrize("dataset, policy", [("cifar10", "simclr"), ("imagenet2012", "simclr"),
+                                             ("imagenet2012", "randaugment")])
+def test_mock_train_batches(dataset, policy):
+    with tfds.testing.mock_data(num_examples=8):
+        batches = take(ip.create_train_iterator(
+            dataset=dataset, data_dir=None, global_batch_size=4, image_size=32, policy=policy, num_views=2,
+            seed=0, process_index=0, process_count=1), 3)
+    num_classes = ip.get_dataset_info(dataset).num_classes
+    for batch in batches:
+        assert batch["image"].shape == (4, 2, 32, 32, 3)
+        assert batch["label"].dtype == np.int32 and batch["label"].shape == (4,)
+        assert np.all((batch["label"] >= 0) & (batch["label"] < num_classes))
+        check_normalised(batch["image"], dataset)
+        assert not np.allclose(batch["image"][:, 0], batch["image"][:, 1])  # Two different views.
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet2012"])
+def test_mock_eval_batches(dataset):
+    with tfds.testing.mock_data(num_examples=7):
+        batches = list(ip.create_eval_iterator(dataset=dataset, data_dir=None, global_batch_size=4,
+                                               image_size=32, process_index=0, process_count=1))
+    assert len(batches) == 2
+    for batch in batches:
+        assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.float32
+        assert batch["label"].dtype == np.int32 and batch["mask"].dtype == bool
+    assert [b["mask"].sum() for b in batches] == [4, 3]
+    check_normalised(np.concatenate([b["image"][b["mask"]] for b in batches]), dataset)
+
+
+def test_device_color_augment_leaves_images_in_unit_range():
+    with tfds.testing.mock_data(num_examples=4):
+        batch = next(ip.create_train_iterator(
+            dataset="cifar10", data_dir=None, global_batch_size=4, image_size=32, policy="simclr", num_views=2,
+            seed=0, process_index=0, process_count=1, device_color_augment=True))
+    assert batch["image"].dtype == np.float32
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+
+
+def test_fashion_mnist_padding_and_channels(fashion_dir):
+    batch = next(fashion_train(fashion_dir, num_views=2))
+    assert batch["image"].shape == (4, 2, 32, 32, 1)
+    # Padding is black, i.e. (0 - mean) / std after normalisation.
+    np.testing.assert_allclose(batch["image"][:, :, :2], -FASHION.mean[0] / FASHION.std[0], rtol=1e-5)
+    rgb = next(fashion_train(fashion_dir, channels=3, policy="simclr"))
+    assert rgb["image"].shape == (4, 1, 32, 32, 3)
+    evaluation = next(ip.create_eval_iterator(dataset="fashion_mnist", data_dir=fashion_dir, global_batch_size=4,
+                                              image_size=32, process_index=0, process_count=1))
+    assert evaluation["image"].shape == (4, 32, 32, 1)
+
+
+def test_same_seed_same_batches_and_exact_resume(fashion_dir):
+    # Batch 6 on 20 examples: epoch boundaries fall inside steps 3 and 6.
+    kwargs = dict(global_batch_size=6, policy="simclr", num_views=2)
+    reference = take(fashion_train(fashion_dir, **kwargs), 8)
+    again = take(fashion_train(fashion_dir, **kwargs), 8)
+    other_seed = take(fashion_train(fashion_dir, seed=1, **kwargs), 2)
+    for start_step in (3, 4):  # Resume mid-epoch (crossing a boundary in the first batch) and after one.
+        resumed = take(fashion_train(fashion_dir, start_step=start_step, **kwargs), 8 - start_step)
+        for expected, got in zip(reference[start_step:], resumed):
+            np.testing.assert_array_equal(expected["image"], got["image"])
+            np.testing.assert_array_equal(expected["label"], got["label"])
+    for expected, got in zip(reference, again):
+        np.testing.assert_array_equal(expected["image"], got["image"])
+    assert not np.array_equal(reference[0]["image"], other_seed[0]["image"])
+    # An image met again in a later epoch gets new views: keys include the epoch.
+    assert not np.array_equal(reference[0]["image"], reference[4]["image"])
+
+
+def test_each_epoch_covers_the_split_in_a_new_order(fashion_dir):
+    batches = take(fashion_train(fashion_dir), 10)  # Batch 4: exactly 5 steps per epoch.
+    order = signatures(np.concatenate([b["image"][:, 0] for b in batches]))
+    first, second = order[:NUM_TRAIN], order[NUM_TRAIN:]
+    assert sorted(first) == sorted(second) == list(range(100, 100 + NUM_TRAIN))
+    assert not np.array_equal(first, second)
+    labels = np.concatenate([b["label"] for b in batches])
+    np.testing.assert_array_equal(labels, (order - 100) % 10)
+
+
+def test_processes_read_disjoint_shares(fashion_dir):
+    seen = []
+    for process_index in range(2):  # Global batch 4, local 2: 5 local steps make one epoch of 10.
+        batches = take(fashion_train(fashion_dir, process_index=process_index, process_count=2), 5)
+        assert batches[0]["image"].shape == (2, 1, 32, 32, 1)
+        seen.append(set(signatures(np.concatenate([b["image"][:, 0] for b in batches]))))
+    assert len(seen[0]) == len(seen[1]) == NUM_TRAIN // 2
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(100, 100 + NUM_TRAIN))
+
+
+def test_streaming_reader_reshuffles_files_every_epoch(fashion_source, tmp_path):
+    """The ImageNet path (files re-read per epoch in a seeded order), on real tfds files in 4 shards."""
+    tf = pytest.importorskip("tensorflow")
+    builder = fmo.FashionMnistOffline(data_dir=str(tmp_path), source_dir=str(fashion_source))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=4))
+    assert len(builder.info.splits["train"].shard_lengths) == 4
+
+    def keys(first_epoch, seed=0):
+        read_epoch, size = ip._epoch_reader(builder, "train", in_memory=False, encoded=False, seed=seed,
+                                            process_index=0, shuffle_buffer=2)
+        assert size == NUM_TRAIN
+        epochs = tf.data.Dataset.range(first_epoch, 3).flat_map(read_epoch)
+        return np.array([example["key"] for example in epochs.as_numpy_iterator()]).reshape(-1, NUM_TRAIN)
+
+    all_epochs = keys(0)
+    assert all(sorted(epoch) == sorted(all_epochs[0]) for epoch in all_epochs)  # Each epoch: every example.
+    assert len(set(all_epochs[0])) == NUM_TRAIN
+    assert not np.array_equal(all_epochs[0], all_epochs[1]) and not np.array_equal(all_epochs[1], all_epochs[2])
+    np.testing.assert_array_equal(keys(1), all_epochs[1:])  # Epoch e's order depends on (seed, e) only.
+    assert not np.array_equal(keys(0, seed=1), all_epochs)
+
+
+@pytest.mark.parametrize("process_count, global_batch_size", [(2, 4), (3, 6)])
+def test_eval_sees_every_example_once(fashion_dir, process_count, global_batch_size):
+    seen, batch_counts = [], []
+    for process_index in range(process_count):
+        batches = list(ip.create_eval_iterator(
+            dataset="fashion_mnist", data_dir=fashion_dir, global_batch_size=global_batch_size, image_size=32,
+            process_index=process_index, process_count=process_count))
+        batch_counts.append(len(batches))
+        for batch in batches:
+            assert batch["image"].shape[0] == global_batch_size // process_count
+            seen.extend(signatures(batch["image"][batch["mask"]]))
+            np.testing.assert_array_equal(batch["label"][batch["mask"]],
+                                          (signatures(batch["image"][batch["mask"]]) - 200) % 10)
+            assert np.all(batch["image"][~batch["mask"]] == 0)
+    assert len(set(batch_counts)) == 1  # Every process makes the same number of eval steps.
+    assert sorted(seen) == list(range(200, 200 + NUM_TEST))
+
+
+def test_missing_imagenet_names_the_files(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        ip.create_train_iterator(dataset="imagenet2012", data_dir=str(tmp_path), global_batch_size=2,
+                                 image_size=32, policy="simclr", num_views=2, seed=0, process_index=0,
+                                 process_count=1)
+    message = str(error.value)
+    assert "ILSVRC2012_img_train.tar" in message and "ILSVRC2012_img_val.tar" in message
+    assert os.path.join(str(tmp_path), "downloads", "manual") in message
+    assert "tensorflow.org/datasets/catalog/imagenet2012" in message
+
+
+def test_missing_fashion_mnist_files_through_the_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setenv(fmo.SOURCE_DIR_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        ip.create_eval_iterator(dataset="fashion_mnist", data_dir=str(tmp_path / "data"), global_batch_size=2,
+                                image_size=32, process_index=0, process_count=1)
+
+
+def test_benchmark_runs():
+    result = ip.time_input_pipeline(num_images=4, source_size=(48, 64), image_size=32, batch_size=2,
+                                    seconds=0.2)
+    assert result["images_per_s"] > 0 and result["cores"] >= 1
+
+
+def test_importing_does_not_import_tensorflow():
+    code = ("import sys, genscl_jax, genscl_jax.input_pipeline, genscl_jax.augment, genscl_jax.device_augment, "
+            "genscl_jax.datasets; assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
