@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from genscl_jax import (data, model_builder, momentum_encoder, optimizers, parallel, pretrain_step, teachers,
+from genscl_jax import (data, knn, model_builder, momentum_encoder, optimizers, parallel, pretrain_step, teachers,
                         train_loop)
 from genscl_jax.train_state import create_train_state
 
@@ -46,9 +46,12 @@ def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None =
         return data.train_batches(config, mesh, start_step=start_step, batch_size=config.batch_size,
                                   augment=config.augment, num_views=config.num_views)
 
+    # config.knn.every_steps > 0: a kNN monitor on the encoder's features, every N steps and at the end.
+    monitor = knn.make_monitor(config, mesh, model, spec.num_classes) if config.knn.every_steps else None
     return train_loop.Trainer(
         name="pretrain", state=state, train_step=lambda s, b: compiled(s, b, teacher_variables), batches=batches,
-        total_steps=total_steps, examples_per_step=config.batch_size)
+        total_steps=total_steps, examples_per_step=config.batch_size, periodic_eval=monitor,
+        eval_every_steps=config.knn.every_steps)
 
 
 def run(config: Any, workdir: str, *, mesh: Mesh | None = None, teacher: teachers.Teacher | None = None

@@ -1,0 +1,230 @@
+"""PyTorch ResNet weights (torchvision or timm resnet18..152) as Flax variables of models.ResNet.
+
+Reading a file never runs pickled code: .pth/.pt go through torch.load(weights_only=True), which only rebuilds
+tensors and plain containers; .safetensors holds no code at all and is read with the safetensors package's NumPy
+API, without torch. torch is imported only for .pth/.pt files (pip install -r requirements-torch.txt).
+
+timm's plain ResNets (resnet18 .. resnet152, not the deep-stem "c/d/s/t" or avg-down variants) use torchvision's
+key names, so one table serves both; models/resnet.py's docstring lists it. The converter walks the variables the
+Flax model expects, so every missing, unexpected or mis-shaped weight is reported by its PyTorch key.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from genscl_jax import models
+from genscl_jax.teachers import TeacherError
+
+TORCH_SUFFIXES = (".pth", ".pt")
+SAFETENSORS_SUFFIX = ".safetensors"
+# Running statistics torch keeps but Flax's BatchNorm has no use for.
+_IGNORED_SUFFIXES = (".num_batches_tracked",)
+# Flax BatchNorm name -> torchvision name, per collection.
+_BN_NAMES = {("params", "scale"): "weight", ("params", "bias"): "bias",
+             ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+
+
+def is_torch_weights_file(path: str) -> bool:
+    return str(path).endswith(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading files.
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+    """A weights file as {torch key: NumPy array}; checkpoints wrapping the state_dict are unwrapped."""
+    from etils import epath  # local paths and gs:// alike
+
+    file = epath.Path(path)
+    if not file.is_file():
+        raise TeacherError(f"teacher {path}: no such file")
+    if str(path).endswith(SAFETENSORS_SUFFIX):
+        return _read_safetensors(path, file.read_bytes())
+    if str(path).endswith(TORCH_SUFFIXES):
+        return _read_torch(path, file.read_bytes())
+    raise TeacherError(f"teacher {path}: unknown file type; expected {', '.join(TORCH_SUFFIXES)} or "
+                       f"{SAFETENSORS_SUFFIX}")
+
+
+def _read_safetensors(path: str, data: bytes) -> dict[str, np.ndarray]:
+    try:
+        from safetensors.numpy import load
+    except ImportError:
+        raise TeacherError(f"teacher {path}: reading .safetensors needs the safetensors package "
+                           "(pip install safetensors)") from None
+    try:
+        return dict(load(data))
+    except Exception as e:  # the package raises its own SafetensorError for corrupt or bf16 files
+        raise TeacherError(f"teacher {path}: cannot read the .safetensors file: {_first_line(e)}") from e
+
+
+def _read_torch(path: str, data: bytes) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise TeacherError(f"teacher {path}: reading .pth/.pt needs PyTorch: pip install -r requirements-torch.txt, "
+                           "or convert the file to .safetensors") from None
+    try:
+        # weights_only=True: the unpickler rebuilds tensors and containers only, never calls arbitrary objects.
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError for refused objects, RuntimeError for corrupt archives
+        raise TeacherError(f"teacher {path}: refused or unreadable (torch.load with weights_only=True; save "
+                           f"model.state_dict(), not the model object): {_first_line(e)}") from e
+    state_dict = _unwrap(loaded, path)
+    arrays = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise TeacherError(f"teacher {path}: {key} is a {type(value).__name__}, not a tensor")
+        # NumPy has no bfloat16: floating tensors come out as float32 (parameters are float32 anyway).
+        arrays[key] = (value.float() if value.is_floating_point() else value).numpy()
+    return arrays
+
+
+def _unwrap(loaded: Any, path: str) -> Mapping[str, Any]:
+    """Training checkpoints often nest the weights ({"state_dict": ...}) and DDP prefixes keys with "module."."""
+    if not isinstance(loaded, Mapping):
+        raise TeacherError(f"teacher {path}: holds a {type(loaded).__name__}, expected a state_dict")
+    for wrapper in ("state_dict", "model"):
+        if isinstance(loaded.get(wrapper), Mapping):
+            loaded = loaded[wrapper]
+            break
+    if loaded and all(k.startswith("module.") for k in loaded):
+        loaded = {k[len("module."):]: v for k, v in loaded.items()}
+    return loaded
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Converting.
+
+
+def expected_variables(module: nn.Module, sample_shape: tuple[int, ...]) -> dict:
+    """Shapes and dtypes of the variables `module` creates for inputs of `sample_shape` (nothing computed)."""
+    return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), np.zeros(sample_shape, np.float32),
+                                              train=False))
+
+
+def convert_resnet(state_dict: Mapping[str, np.ndarray], module: models.ResNet, *, channels: int = 3,
+                   source: str = "state_dict") -> dict[str, Any]:
+    """Flax {"params", "batch_stats"} for `module` from a torchvision/timm ResNet state_dict.
+
+    `module` is e.g. models.create_resnet("resnet50", stem="imagenet", num_classes=1000); `channels` is the
+    number of input channels it will see (3 for ImageNet weights). Fails with TeacherError on the first key that
+    is missing, unexpected or of the wrong shape, naming the PyTorch key.
+    """
+    expected = expected_variables(module, (1, 32, 32, channels))
+    entries = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dict(expected))[0]:
+        names = tuple(p.key for p in path)
+        entries.append((names, *_torch_entry(names, tuple(leaf.shape))))
+    # Check in the file's (network) order, missing keys first, so the first error is the earliest layer.
+    order = {key: i for i, key in enumerate(state_dict)}
+    entries.sort(key=lambda entry: order.get(entry[1], -1))
+    converted: dict[str, Any] = {"params": {}, "batch_stats": {}}
+    used = set()
+    for names, key, to_flax, torch_shape in entries:
+        if key not in state_dict:
+            raise TeacherError(f"teacher {source}: {key} is missing{_arch_hint(state_dict, module)}")
+        given = np.asarray(state_dict[key])
+        if given.shape != torch_shape:
+            raise TeacherError(f"teacher {source}: {key} has shape {given.shape}, the model expects {torch_shape}"
+                               f"{_shape_hint(key, state_dict, module)}")
+        _set(converted, names, np.ascontiguousarray(to_flax(given)).astype(np.float32))
+        used.add(key)
+    unexpected = [k for k in state_dict if k not in used and not k.endswith(_IGNORED_SUFFIXES)]
+    if unexpected:
+        raise TeacherError(f"teacher {source}: unexpected key {unexpected[0]} ({len(unexpected)} unexpected in all)"
+                           f"{_arch_hint(state_dict, module)}")
+    return converted
+
+
+def _torch_entry(names: tuple[str, ...], flax_shape: tuple[int, ...]):
+    """(torch key, torch array -> Flax array, the torch shape that Flax shape needs) for one Flax variable."""
+    collection, *layers, leaf = names
+    module_name = ".".join(_torch_module_name(layer) for layer in layers)
+    if collection == "params" and leaf == "kernel" and len(flax_shape) == 4:
+        h, w, i, o = flax_shape  # conv: torch OIHW -> Flax HWIO
+        return f"{module_name}.weight", lambda a: a.transpose(2, 3, 1, 0), (o, i, h, w)
+    if collection == "params" and leaf == "kernel":
+        fan_in, fan_out = flax_shape  # Linear: torch [out, in] -> Dense [in, out]
+        return f"{module_name}.weight", lambda a: a.T, (fan_out, fan_in)
+    if layers == ["fc"]:
+        return f"{module_name}.{leaf}", lambda a: a, flax_shape
+    return f"{module_name}.{_BN_NAMES[(collection, leaf)]}", lambda a: a, flax_shape
+
+
+def _torch_module_name(flax_name: str) -> str:
+    fixed = {"conv_init": "conv1", "bn_init": "bn1", "proj_conv": "downsample.0", "proj_bn": "downsample.1"}
+    if flax_name in fixed:
+        return fixed[flax_name]
+    match = re.fullmatch(r"stage(\d+)_block(\d+)", flax_name)
+    if match:
+        return f"layer{match[1]}.{match[2]}"
+    return flax_name  # conv1..3, bn1..3 and fc keep their names
+
+
+def _set(tree: dict, names: tuple[str, ...], value: np.ndarray) -> None:
+    for name in names[:-1]:
+        tree = tree.setdefault(name, {})
+    tree[names[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Error hints: say what the file looks like, not just which key failed.
+
+
+def guess_resnet(keys) -> str | None:
+    """The resnet name whose block layout matches the state_dict's keys (None if none does)."""
+    blocks: dict[int, set[int]] = {}
+    for key in keys:
+        match = re.match(r"layer(\d+)\.(\d+)\.", key)
+        if match:
+            blocks.setdefault(int(match[1]), set()).add(int(match[2]))
+    stage_sizes = tuple(len(blocks[s]) for s in sorted(blocks))
+    bottleneck = any(re.match(r"layer\d+\.\d+\.conv3\.", k) for k in keys)
+    for name in models.MODEL_NAMES:
+        candidate = models.create_resnet(name)
+        if (tuple(candidate.stage_sizes) == stage_sizes
+                and (candidate.block_cls is models.BottleneckBlock) == bottleneck):
+            return name
+    return None
+
+
+def _arch_hint(state_dict: Mapping[str, Any], module: models.ResNet) -> str:
+    guess = guess_resnet(state_dict)
+    wanted = _module_name(module)
+    if guess and wanted and guess != wanted:
+        return f" (the file looks like a {guess}, the model is a {wanted}: set config.kd.teacher_model={guess})"
+    if guess is None:
+        return " (the file is not a torchvision/timm resnet18..152 state_dict)"
+    return ""
+
+
+def _shape_hint(key: str, state_dict: Mapping[str, Any], module: models.ResNet) -> str:
+    if key.startswith("fc."):
+        return (f" (wrong number of classes? the teacher's classifier must have one output per class of the "
+                f"dataset, here {module.num_classes})")
+    if key == "conv1.weight":
+        return (" (PyTorch ImageNet ResNets need the 'imagenet' stem, width_multiplier 1 and the dataset's "
+                "channel count)")
+    return _arch_hint(state_dict, module)
+
+
+def _module_name(module: models.ResNet) -> str | None:
+    for name in models.MODEL_NAMES:
+        candidate = models.create_resnet(name)
+        if tuple(candidate.stage_sizes) == tuple(module.stage_sizes) and candidate.block_cls is module.block_cls:
+            return name
+    return None
