@@ -1,0 +1,23 @@
+"""notebooks/quickstart.ipynb runs top to bottom (with SMOKE=1: a tiny synthetic config) and shows its numbers."""
+
+import os
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMOKE", "1")
+    monkeypatch.setenv("WORKDIR", str(tmp_path))
+    notebook = nbformat.read(os.path.join(ROOT, "notebooks", "quickstart.ipynb"), as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}).execute()
+    outputs = "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                      for out in cell.get("outputs", []))
+    assert "final loss" in outputs and "linear_eval_top1" in outputs
+    assert (tmp_path / "pretrain" / "checkpoints").is_dir()
+    figures = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+               if "image/png" in out.get("data", {})]
+    assert len(figures) == 2  # the training curves and the embedding map
