@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -20,13 +21,14 @@ DATA_AXIS = "data"
 def initialize_distributed() -> None:
     """Starts JAX's multi-controller runtime when this run spans several processes.
 
-    Cloud TPU pods and SLURM jobs are detected by jax.distributed itself; other clusters set
-    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. A single-process run does nothing.
+    Explicit: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (any cluster, launch/tpu_worker.sh).
+    SLURM with several tasks and Cloud TPU VMs are detected by jax.distributed itself (a TPU VM's slice layout comes
+    from its metadata server, not from environment variables). A single-process run does nothing.
     """
     explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
     on_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    on_tpu_pod = bool(os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))
-    if not (explicit or on_slurm or on_tpu_pod):
+    on_tpu_vm = any(os.path.exists(p) for p in ("/dev/accel0", "/dev/vfio/0"))
+    if not (explicit or on_slurm or on_tpu_vm):
         return
     # Cross-process collectives between CPU devices (tests, CPU clusters) need gloo; GPUs and TPUs ignore it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -35,8 +37,13 @@ def initialize_distributed() -> None:
             coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
             process_id=int(os.environ["JAX_PROCESS_ID"]))
-    else:
+    elif on_slurm:
         jax.distributed.initialize()
+    else:
+        try:  # a multi-host slice initialises; a single-host TPU VM has nothing to join and stays single-process
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as e:
+            logging.info("jax.distributed not started on this TPU VM (single host?): %s", e)
 
 
 def create_mesh(devices: list[Any] | None = None) -> Mesh:
