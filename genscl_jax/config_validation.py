@@ -85,6 +85,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     _check_batch(config, num_devices, num_processes)
     _check_kd(config)
     _check_moco(config)
+    _check_knn(config)
     if config.mode == "linear_eval" and not config.linear_eval.pretrained_workdir:
         raise ConfigError("config.linear_eval.pretrained_workdir is empty: mode linear_eval needs the workdir "
                           "of a pretraining run (or use mode pretrain_and_eval)")
@@ -125,6 +126,13 @@ def _check_moco(config: Any) -> None:
     if queue < keys_per_step:
         raise ConfigError(f"config.moco.queue_size={queue} is smaller than the {keys_per_step} keys enqueued per "
                           f"step (num_views * batch_size); use at least {keys_per_step}")
+
+
+def _check_knn(config: Any) -> None:
+    for name in ("every_steps", "max_train_examples"):
+        _positive(f"knn.{name}", config.knn[name], allow_zero=True)
+    _positive("knn.k", config.knn.k)
+    _positive("knn.temperature", config.knn.temperature)
 
 
 def is_teacher_only(config: Any) -> bool:

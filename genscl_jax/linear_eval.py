@@ -14,10 +14,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import checkpointing, data, model_builder, models, parallel, supervised, train_loop
+from genscl_jax import checkpointing, data, model_builder, models, optimizers, parallel, supervised, train_loop
 from genscl_jax.train_state import TrainState, create_train_state
 
 
@@ -40,10 +41,6 @@ def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
     if not warmup:
         return decays
     return optax.join_schedules([optax.linear_schedule(peak / max(warmup, 1), peak, warmup), decays], [warmup])
-
-
-def _train_steps(config: Any, steps_per_epoch: int) -> int:
-    return int(config.linear_eval.num_epochs * steps_per_epoch)
 
 
 class _Evaluator:
@@ -71,35 +68,39 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
     def features_fn(images):
         return jax.lax.stop_gradient(encoder.apply(frozen, images, train=False))
 
+    batches, step_input, steps_per_epoch = _training_data(config, mesh, features_fn)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
-    steps_per_epoch = data.steps_per_epoch(config, le.batch_size)
-    total_steps = _train_steps(config, steps_per_epoch)
     schedule = linear_schedule(config, steps_per_epoch)
     tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
     feature_dim = models.feature_dim(config.model, config.width_multiplier)
     state = create_train_state(
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
-
-    precompute = le.precompute_features and le.augment == "none"
-    if precompute:
-        features, labels = _precompute(config, mesh, features_fn)
-        batches = _feature_batches(features, labels, le.batch_size, config.seed, mesh)
-        step_input = lambda x: x  # noqa: E731  (the batch already holds features)
-    else:
-        def batches(start_step):
-            for batch in data.train_batches(config, mesh, start_step=start_step, batch_size=le.batch_size,
-                                            augment=le.augment, num_views=1):
-                yield {"image": batch["image"][:, 0], "label": batch["label"]}
-        step_input = features_fn
-
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,))
-    evaluator = _Evaluator(config, mesh, features_fn, classifier)
+    # Ten evaluations over the run (and one at the end) give the best top-1 without slowing training much.
     eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
-                              total_steps=total_steps, examples_per_step=le.batch_size,
-                              periodic_eval=evaluator, eval_every_steps=eval_every)
+                              total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
+                              periodic_eval=_Evaluator(config, mesh, features_fn, classifier),
+                              eval_every_steps=eval_every)
+
+
+def _training_data(config: Any, mesh: Mesh, features_fn):
+    """(batches, what the step applies to a batch's inputs, steps per epoch): stored features when precomputing,
+    else augmented images through the frozen encoder."""
+    le = config.linear_eval
+    if le.precompute_features and le.augment == "none":
+        features, labels = _precompute(config, mesh, features_fn)
+        steps_per_epoch = max(len(labels) // le.batch_size, 1)
+        return _feature_batches(features, labels, le.batch_size, config.seed, mesh), (lambda x: x), steps_per_epoch
+
+    def batches(start_step):
+        for batch in data.train_batches(config, mesh, start_step=start_step, batch_size=le.batch_size,
+                                        augment=le.augment, num_views=1):
+            yield {"image": batch["image"][:, 0], "label": batch["label"]}
+
+    return batches, features_fn, data.steps_per_epoch(config, le.batch_size)
 
 
 def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):
@@ -117,37 +118,43 @@ def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: in
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                   opt_state=opt_state)
         return new_state, {"loss": loss, "train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-                           "grad_norm": optax.tree_utils.tree_l2_norm(grads), "learning_rate": schedule(state.step)}
+                           "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step)}
 
     return step
 
 
 def _precompute(config, mesh, features_fn):
-    """Features and labels of every training example (no augmentation), kept on the mesh."""
+    """Features and labels of every training example (no augmentation), gathered to every process's host."""
+    from jax.experimental import multihost_utils
+
     compute = jax.jit(features_fn)
     features, labels = [], []
     for batch in data.eval_batches(config, mesh, split="train"):
-        keep = jax.device_get(batch["mask"]).astype(bool)
-        features.append(jax.device_get(compute(batch["image"]))[keep])
-        labels.append(jax.device_get(batch["label"])[keep])
-    import numpy as np
-
+        # process_allgather is a plain device_get on one process and an all-gather across hosts.
+        feats, labs, keep = multihost_utils.process_allgather((compute(batch["image"]), batch["label"],
+                                                               batch["mask"]), tiled=True)
+        keep = np.asarray(keep).astype(bool)
+        features.append(np.asarray(feats)[keep])
+        labels.append(np.asarray(labs)[keep])
     return np.concatenate(features), np.concatenate(labels)
 
 
 def _feature_batches(features, labels, batch_size: int, seed: int, mesh: Mesh):
-    """Shuffled batches of stored features, a new permutation per epoch keyed by (seed, epoch)."""
-    import numpy as np
+    """Shuffled batches of stored features, a new permutation per epoch keyed by (seed, epoch).
 
+    Every process holds all features and computes the same permutation, then feeds its own share of each batch.
+    """
     steps_per_epoch = max(len(labels) // batch_size, 1)
+    share = batch_size // jax.process_count()
+    mine = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
 
     def batches(start_step: int):
         step = start_step
         while True:
             epoch, index = divmod(step, steps_per_epoch)
             order = np.random.default_rng([seed, epoch]).permutation(len(labels))
-            rows = order[index * batch_size:(index + 1) * batch_size]
-            yield jax.device_put({"features": features[rows], "label": labels[rows]}, parallel.batch_sharded(mesh))
+            rows = order[index * batch_size:(index + 1) * batch_size][mine]
+            yield parallel.global_batch_from_local({"features": features[rows], "label": labels[rows]}, mesh)
             step += 1
 
     return batches

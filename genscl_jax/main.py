@@ -6,6 +6,7 @@ modules that notebooks call directly.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -35,7 +36,12 @@ def main(argv):
         logging.warning("Preempted at step %d; the checkpoint is saved and a rerun resumes.", summary["steps"])
         return
     logging.info("Done in %.0f s: %s", time.time() - started,
-                 {k: v for k, v in summary.items() if k not in ("config", "final_metrics")})
+                 {k: v for k, v in summary.items() if k not in ("config", "final_metrics", "pretrain")})
+    headline = {k: summary[k] for k in ("final_loss", "test_top1", "knn_top1", "linear_eval_top1",
+                                        "linear_eval_top5") if summary.get(k) is not None}
+    print(f"{summary['mode']} done in {time.time() - started:.0f} s: "
+          + ", ".join(f"{k}={v:.4f}" for k, v in headline.items())
+          + f" (summary: {os.path.join(_WORKDIR.value, 'summary.json')})")
 
 
 if __name__ == "__main__":

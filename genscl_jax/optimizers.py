@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """L2 norm of all leaves together (optax renamed its helper twice; this stays put)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def peak_learning_rate(config: Any) -> float:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genscl_jax import losses, mixing, momentum_encoder
+from genscl_jax import losses, mixing, momentum_encoder, optimizers
 from genscl_jax.train_state import TrainState
 
 
@@ -99,7 +99,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
-        metrics = {"loss": loss, "grad_norm": optax.tree_utils.tree_l2_norm(grads), "learning_rate": schedule(state.step),
+        metrics = {"loss": loss, "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step),
                    **{f"loss_{name}": value for name, value in terms.items()}}
         if s.moco:
             new_state, queue_metrics = _update_key_encoder(new_state, contrasts, labels, s)

@@ -51,7 +51,8 @@ def _run_mode(config: Any, workdir: str) -> dict[str, Any]:
         if summary.get("preempted"):
             return summary
         evaluation = linear_eval.run(config, os.path.join(workdir, "linear_eval"), pretrained_workdir=pretrain_dir)
-        return {**evaluation, "mode": "pretrain_and_eval", "pretrain": summary,
+        knn = {k: v for k, v in summary.items() if k.startswith("knn_")}
+        return {**evaluation, **knn, "mode": "pretrain_and_eval", "pretrain": summary,
                 "final_loss": summary["final_loss"], "steps": summary["steps"],
                 "images_per_second": summary["images_per_second"], "wall_seconds": summary["wall_seconds"]
                 + evaluation["wall_seconds"]}

@@ -46,7 +46,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
                                   batch_stats=batch_stats, opt_state=opt_state)
         # Accuracy against the dominant source label of each (possibly mixed) image.
         accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
-        return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": optax.tree_utils.tree_l2_norm(grads),
+        return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": optimizers.global_norm(grads),
                            "learning_rate": schedule(state.step)}
 
     return step

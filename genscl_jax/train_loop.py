@@ -127,9 +127,10 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
         state, step, preempted = loop.run(state, start)
     finally:
         ckpt.close()  # waits for an asynchronous save in flight, also when the run fails
+    # The final state is always evaluated, also when this invocation only restored a finished run, so a rerun's
+    # summary carries the same metrics as the first.
     eval_metrics = loop.eval_metrics
-    needs_final_eval = trainer.eval_every_steps == 0 or step % trainer.eval_every_steps != 0
-    if trainer.periodic_eval and not preempted and step > start and needs_final_eval:
+    if trainer.periodic_eval and not preempted and loop.evaluated_step != step:
         eval_metrics = loop.evaluate(state, step)
     return LoopResult(state=state, steps=step, last_metrics=loop.last_metrics, eval_metrics=eval_metrics,
                       wall_seconds=time.time() - started, images_per_second=throughput.images_per_second(),
@@ -147,6 +148,7 @@ class _Loop:
     throughput: _Throughput
     last_metrics: dict = dataclasses.field(default_factory=dict)
     eval_metrics: dict = dataclasses.field(default_factory=dict)
+    evaluated_step: int | None = None
 
     def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
         trainer, step, pending = self.trainer, start, None
@@ -186,6 +188,7 @@ class _Loop:
 
     def evaluate(self, state: Any, step: int) -> dict:
         self.eval_metrics = self.trainer.periodic_eval(state, step)
+        self.evaluated_step = step
         self._write(step, self.eval_metrics)
         return self.eval_metrics
 

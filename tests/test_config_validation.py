@@ -79,6 +79,8 @@ def base(**changes):
     ({"temperature": 0.0}, r"config.temperature=0.0: must be > 0"),
     ({"num_epochs": 0, "num_train_steps": 0}, r"both 0"),
     ({"mode": "linear_eval"}, r"pretrained_workdir is empty"),
+    ({"knn.k": 0}, r"config.knn.k=0: must be > 0"),
+    ({"knn.every_steps": -1}, r"config.knn.every_steps=-1: must be >= 0"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(changes, message):
     with pytest.raises(ConfigError, match=message) as info:

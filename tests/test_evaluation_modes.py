@@ -36,3 +36,37 @@ def test_pretrain_and_eval_writes_one_summary_and_keeps_the_encoder_frozen(tmp_p
                                             read_only=True).restore_subtree(("params",))["params"]["encoder"]
     frozen = linear_eval.load_frozen_encoder(config, str(tmp_path / "pretrain"))["params"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained, frozen)
+
+
+def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
+    """The paper's protocol on precomputed features of a frozen random encoder vs scikit-learn's optimum."""
+    from sklearn.linear_model import LogisticRegression
+
+    from genscl_jax import data, model_builder, parallel, train_loop
+
+    config = make_tiny_config(eval_batch_size=256, **{
+        "linear_eval.augment": "none", "linear_eval.precompute_features": True, "linear_eval.batch_size": 512,
+        "linear_eval.num_epochs": 300.0, "linear_eval.learning_rate": 5.0, "linear_eval.decay_epochs": (180, 225, 270),
+        "linear_eval.warmup_epochs": 5.0})
+    mesh = parallel.create_mesh()
+    encoder = model_builder.build_encoder(config)
+    sample = np.zeros((1, config.image_size, config.image_size, 3), np.float32)
+    variables = encoder.init(jax.random.PRNGKey(7), sample, train=False)
+    before = jax.device_get(variables)
+    trainer = linear_eval.build_trainer(config, mesh, variables)
+    result = train_loop.run(trainer, str(tmp_path), checkpoint_every_steps=10_000, log_every_steps=100)
+
+    def features(split):
+        feats, labels = [], []
+        for batch in data.eval_batches(config, mesh, split=split):
+            keep = np.asarray(batch["mask"]).astype(bool)
+            feats.append(np.asarray(encoder.apply(variables, batch["image"], train=False))[keep])
+            labels.append(np.asarray(batch["label"])[keep])
+        return np.concatenate(feats), np.concatenate(labels)
+
+    (x_train, y_train), (x_test, y_test) = features("train"), features("test")
+    oracle = LogisticRegression(C=1e4, max_iter=5000).fit(x_train, y_train).score(x_test, y_test)
+    ours = result.eval_metrics["linear_eval_top1"]
+    assert 0.3 < oracle < 0.99, oracle  # a task where the probe has something to learn and to miss
+    assert abs(ours - oracle) <= 0.01, (ours, oracle)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(variables), before)
