@@ -15,6 +15,15 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# torchvision (for the weight-conversion tests) must be imported before TensorFlow: with torch 2.14 the other
+# order segfaults inside triton's import. The product itself only imports torch (weights-only loading), which
+# is safe in either order.
+try:
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+except ImportError:
+    pass
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from genscl_jax import config_defaults  # noqa: E402
