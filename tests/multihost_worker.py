@@ -16,21 +16,28 @@ from conftest import make_tiny_config  # noqa: E402
 from genscl_jax import checkpointing, runner  # noqa: E402
 
 
-def main(workdir, num_steps):
-    config = make_tiny_config(num_train_steps=num_steps, batch_size=16, checkpoint_every_steps=2,
-                              **{"moco.enabled": True, "moco.queue_size": 64, "mix.kind": "mixup"})
-    summary = runner.run(config, workdir)
+def config_for(num_steps):
+    return make_tiny_config(num_train_steps=num_steps, batch_size=16, checkpoint_every_steps=2,
+                            **{"moco.enabled": True, "moco.queue_size": 64, "mix.kind": "mixup"})
+
+
+def describe(workdir, summary):
+    """What the test compares: the final checkpoint's parameters and queue, and the run's final loss."""
     ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
     restored = ckpt.restore_subtree(("params", "queue"))
     leaves = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(restored["params"])]
-    print(json.dumps({
+    return {
         "process_index": jax.process_index(), "process_count": jax.process_count(),
         "device_count": jax.device_count(), "local_devices": jax.local_device_count(),
         "steps": summary["steps"], "final_loss": summary["final_loss"],
         "params_checksum": float(sum(np.abs(x).sum() for x in leaves)),
         "params_first": [float(x.ravel()[0]) for x in leaves],
         "queue_checksum": float(np.abs(np.asarray(restored["queue"]["keys"], np.float64)).sum()),
-    }))
+    }
+
+
+def main(workdir, num_steps):
+    print(json.dumps(describe(workdir, runner.run(config_for(num_steps), workdir))))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ import socket
 import subprocess
 import sys
 
+import multihost_worker
 import numpy as np
+
+from genscl_jax import runner
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -42,8 +45,9 @@ def run_two_processes(workdir, steps):
 def test_two_processes_match_one_and_resume_together(tmp_path):
     # Both settings run the same phases: 2 steps, then a resume to 4 (num_train_steps shapes the cosine schedule,
     # so the phases must match for the parameters to).
-    finish(start(tmp_path / "single", 2, {"JAX_PLATFORMS": "cpu"}))
-    single = finish(start(tmp_path / "single", 4, {"JAX_PLATFORMS": "cpu"}))
+    single_dir = str(tmp_path / "single")  # the reference runs in this (single-process) pytest process
+    runner.run(multihost_worker.config_for(2), single_dir)
+    single = multihost_worker.describe(single_dir, runner.run(multihost_worker.config_for(4), single_dir))
     assert single["process_count"] == 1 and single["steps"] == 4
 
     first = run_two_processes(tmp_path / "multi", 2)
