@@ -1,38 +1,19 @@
-"""GenSCL on CIFAR-100, the authors' recipe (PAPER.md "Training recipe"): ResNet-50 with the CIFAR stem,
-batch 1024, 500 epochs, SGD lr 0.5, Mixup-CutMix soft labels. Target: 82.8 top-1 (84.7 with a teacher).
+"""GenSCL on CIFAR-100: the CIFAR-10 recipe (configs/cifar10_resnet50.py) with the 100-class dataset.
+Target: 82.8 top-1 (84.7 with a teacher: --config.kd.alpha=1 --config.kd.teacher=WORKDIR_OF_A_SUPERVISED_RUN).
 
-Add a teacher (GenSCL +KD): --config.kd.alpha=1 --config.kd.teacher=WORKDIR_OF_A_SUPERVISED_RUN
 Shrunk for a laptop: --config configs/cifar100_resnet50.py:runlocal
 """
 
-from genscl_jax import config_defaults
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "cifar10_resnet50", os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_resnet50.py"))
+_cifar10 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cifar10)
 
 
 def get_config(arg: str = ""):
-    config = config_defaults.base_config()
-    config.mode = "pretrain_and_eval"
+    config = _cifar10.get_config(arg)
     config.dataset = "cifar100"
-    config.image_size = 32
-    config.model = "resnet50"
-    config.stem = "cifar"
-    config.head.kind = "mlp"
-    config.head.hidden_dim = 2048
-    config.head.output_dim = 128
-    config.batch_size = 1024
-    config.num_epochs = 500
-    config.optimizer = "sgd"
-    config.learning_rate = 0.5
-    config.momentum = 0.9
-    config.weight_decay = 1e-4
-    config.warmup_epochs = 10.0
-    config.warmup_start_lr = 0.01
-    config.min_lr_factor = 1e-3
-    config.temperature = 0.1
-    config.augment = "simclr"
-    config.mix.kind = "mixup_cutmix"
-    config.mix.alpha = 1.0
-    config.checkpoint_every_steps = 2000
-    config.log_every_steps = 100
-    if arg == "runlocal":
-        config_defaults.apply_runlocal(config)
     return config

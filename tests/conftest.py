@@ -49,6 +49,11 @@ def make_tiny_config(**overrides):
     config.moco.queue_size = 32
     config.linear_eval.batch_size = 64
     config.linear_eval.num_epochs = 1
+    return set_keys(config, overrides)
+
+
+def set_keys(config, overrides):
+    """Sets dotted keys ("moco.enabled") of a ConfigDict; returns it."""
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")

@@ -5,6 +5,7 @@ import os
 
 import ml_collections
 import pytest
+from conftest import set_keys
 
 from genscl_jax import config_defaults
 from genscl_jax.config_validation import ConfigError, validate
@@ -56,13 +57,7 @@ def test_imagenet_recipe_without_teacher_says_how_to_fix():
 def base(**changes):
     config = config_defaults.base_config()
     config.dataset = "synthetic"
-    for key, value in changes.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return set_keys(config, changes)
 
 
 @pytest.mark.parametrize("changes, message", [
