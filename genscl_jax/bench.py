@@ -1,0 +1,551 @@
+"""Benchmarks: the whole GenSCL pretraining step, or the loss alone, on synthetic data.
+
+    python -m genscl_jax.bench --model resnet50 --image-size 224 --per-device-batch 128 --dtype bfloat16 --moco
+    python -m genscl_jax.bench --model resnet18 --width 0.5 --image-size 32 --per-device-batch 32
+    python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
+    python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
+
+The step is built by the same code as training (model_builder, optimizers, train_state.create_train_state,
+pretrain_step.make_pretrain_step, jit with the trainer's shardings and donation), so this measures the product.
+What it reports:
+  - images/s: source images (the global batch, not views) per second; step ms: the median over repeats of the
+    mean step time of `--steps` back-to-back steps, blocked on at the end; compilation is timed separately.
+  - peak device memory: device.memory_stats()["peak_bytes_in_use"] where the backend reports it (GPU/TPU; a
+    process-wide peak), and always the compiled program's own plan (arguments + outputs + temporaries - aliased,
+    from compiled.memory_analysis()), which is what decides whether a size fits.
+  - FLOPs and MFU: FLOPs per step from XLA's cost analysis of the compiled step (compiled.cost_analysis()
+    ["flops"], per device for a sharded program; it counts a multiply-add as 2 FLOPs), divided by the step
+    time and by --peak-tflops (per device) when given.
+
+Only jax, flax, optax, orbax and numpy are imported: no TensorFlow, tfds, clu or ml_collections, so it runs on a
+bare accelerator VM. The data is one batch of noise reused every step: input work is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genscl_jax import (compile_utils, loss_chunked, losses, model_builder, momentum_encoder, optimizers, parallel,
+                        pretrain_step, teachers)
+from genscl_jax.train_state import create_train_state
+
+GIB = 1024**3
+LOSS_IMPLS = ("dense", "chunked")
+
+
+# ----------------------------------------------------------------------------------------------- environment
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict[str, Any]:
+    devices = jax.devices()
+    return {
+        "date": datetime.date.today().isoformat(),
+        "jax": jax.__version__,
+        "jaxlib": _jaxlib_version(),
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "num_devices": len(devices),
+        "num_processes": jax.process_count(),
+        "cpu": cpu_model_name(),
+        "host_cpus": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "python": platform.python_version(),
+    }
+
+
+def _jaxlib_version() -> str:
+    import jaxlib
+
+    return jaxlib.__version__
+
+
+# ------------------------------------------------------------------------------------------- timing helpers
+
+
+def time_loop(run: Callable[[int], Any], *, repeats: int, steps: int) -> list[float]:
+    """Seconds per step of each repeat; `run(steps)` runs that many steps and returns what to block on."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run(steps))
+        times.append((time.perf_counter() - start) / steps)
+    return times
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        return None
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops is not None and flops > 0 else None
+
+
+def planned_bytes(compiled: Any) -> int | None:
+    """Device bytes the compiled program needs: arguments + outputs + temporaries - donated aliases."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001
+        return None
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def device_peak_bytes() -> int | None:
+    """Process-wide peak over local devices, where the backend keeps statistics (not on CPU)."""
+    peaks = []
+    for device in jax.local_devices():
+        try:
+            stats = device.memory_stats()
+        except Exception:  # noqa: BLE001
+            stats = None
+        if stats and "peak_bytes_in_use" in stats:
+            peaks.append(int(stats["peak_bytes_in_use"]))
+    return max(peaks) if peaks else None
+
+
+def device_memory_limit() -> int | None:
+    try:
+        stats = jax.local_devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return None
+
+
+def host_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * GIB
+
+
+def _gib(num_bytes: int | None) -> float | None:
+    return None if num_bytes is None else round(num_bytes / GIB, 3)
+
+
+# ------------------------------------------------------------------------------------------------ the step
+
+
+def step_config(args: argparse.Namespace) -> types.SimpleNamespace:
+    """The config keys model_builder and teachers read, without ml_collections."""
+    ns = types.SimpleNamespace
+    return ns(model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
+              dtype=args.dtype, zero_init_last_bn=False,
+              head=ns(kind="mlp", hidden_dim=args.head_hidden_dim, output_dim=args.head_dim),
+              kd=ns(teacher_model=args.teacher, teacher_stem="auto", teacher_width_multiplier=args.teacher_width,
+                    teacher_dtype=args.teacher_dtype or args.dtype))
+
+
+def num_classes_for(args: argparse.Namespace) -> int:
+    if args.num_classes:
+        return args.num_classes
+    return 1000 if args.image_size >= 64 else 10
+
+
+class StepBenchmark:
+    """The pretraining step for `args`, lowered once; `compile(options)` gives callables sharing its inputs."""
+
+    def __init__(self, args: argparse.Namespace, mesh=None):
+        self.args = args
+        self.mesh = mesh or parallel.create_mesh()
+        self.num_devices = self.mesh.devices.size
+        self.global_batch = args.per_device_batch * self.num_devices
+        self.num_classes = num_classes_for(args)
+        config = step_config(args)
+        uses_teacher = args.teacher != "none"
+        total_steps = 100_000
+        schedule = optimizers.warmup_cosine_schedule(peak_lr=args.learning_rate, total_steps=total_steps,
+                                                     warmup_steps=10, warmup_start_lr=0.01, min_lr_factor=1e-3)
+        tx = optimizers.create_optimizer(name=args.optimizer, learning_rate=schedule, momentum=0.9,
+                                         nesterov=False, weight_decay=1e-4)
+        channels = 3
+        mean = std = ()
+        if args.color_augment:
+            mean, std = (0.5,) * channels, (0.25,) * channels
+        self.settings = pretrain_step.PretrainSettings(
+            num_classes=self.num_classes, total_steps=total_steps, mix_kind=args.mix,
+            kd_alpha=args.kd_alpha if uses_teacher else 0.0, moco=args.moco, ema_momentum=0.999,
+            device_color_augment=args.color_augment, mean=mean, std=std)
+
+        model = model_builder.build_contrastive_model(config)
+        sample = jnp.zeros((1, args.image_size, args.image_size, channels), jnp.float32)
+        make_queue = None
+        if args.moco:
+            def make_queue():
+                return momentum_encoder.empty_queue(args.queue_size, args.head_dim, self.num_classes, uses_teacher)
+        t0 = time.perf_counter()
+        self.initial_state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, args.seed,
+                                                self.mesh, with_ema=args.moco, make_queue=make_queue)
+        self.teacher_variables = None
+        teacher_fn = None
+        if uses_teacher:
+            module = teachers.teacher_module(config, self.num_classes)
+            teacher = teachers.Teacher(module, compile_utils.run_once(
+                lambda rng: module.init(rng, sample, train=False), jax.random.PRNGKey(args.seed + 1),
+                out_shardings=parallel.replicated(self.mesh)))
+            self.teacher_variables, teacher_fn = teacher.variables, teacher.logits
+        self.batch = random_batch(args.seed, self.global_batch, args.num_views, args.image_size, channels,
+                                  self.num_classes, self.mesh)
+        jax.block_until_ready((self.initial_state, self.batch, self.teacher_variables))
+        self.init_seconds = time.perf_counter() - t0
+        self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.initial_state.params))
+
+        step = pretrain_step.make_pretrain_step(model, tx, schedule, self.settings, teacher_fn=teacher_fn)
+        replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+        # The same jit as pretrain.build_trainer: replicated state, batch-sharded data, the state donated.
+        jitted = jax.jit(step, in_shardings=(replicated, sharded, replicated), out_shardings=replicated,
+                         donate_argnums=(0,))
+        t0 = time.perf_counter()
+        self.lowered = jitted.lower(self.initial_state, self.batch, self.teacher_variables)
+        self.lower_seconds = time.perf_counter() - t0
+
+    def compile(self, compiler_options: dict[str, Any] | None = None):
+        t0 = time.perf_counter()
+        compiled = self.lowered.compile(compiler_options=compiler_options or None)
+        return compiled, time.perf_counter() - t0
+
+    def fresh_state(self):
+        """A copy of the initial state, laid out like it (each compiled variant donates, i.e. consumes, its own)."""
+        copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree),
+                       out_shardings=parallel.replicated(self.mesh))
+        return copy(self.initial_state)
+
+    def runner(self, compiled) -> Callable[[int], Any]:
+        """run(n): n back-to-back steps continuing from this runner's own state; returns what to block on."""
+        holder = {"state": self.fresh_state()}
+        batch, teacher_variables = self.batch, self.teacher_variables
+
+        def run(num_steps: int):
+            state, metrics = holder["state"], None
+            for _ in range(num_steps):
+                state, metrics = compiled(state, batch, teacher_variables)
+            holder["state"] = state
+            return state, metrics
+
+        run.holder = holder  # type: ignore[attr-defined]
+        return run
+
+
+def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, channels: int, num_classes: int,
+                 mesh) -> dict[str, jax.Array]:
+    """One global batch {"image": [B, V, H, W, C] float32, "label": [B] int32} of noise, each process making its
+    share on the host and placing it as the input pipeline does (parallel.global_batch_from_local).
+
+    The step's cost does not depend on pixel values, and this costs no compilation (synthetic.py's generator
+    compiles a template resize that takes seconds on a small CPU).
+    """
+    local = global_batch // jax.process_count()
+    rng = np.random.default_rng(seed + jax.process_index())
+    images = rng.standard_normal((local, num_views, image_size, image_size, channels), dtype=np.float32)
+    labels = rng.integers(0, num_classes, (local,), dtype=np.int32)
+    return parallel.global_batch_from_local({"image": images, "label": labels}, mesh)
+
+
+def describe_step(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in (
+        "model", "width", "stem", "image_size", "per_device_batch", "num_views", "dtype", "moco", "queue_size",
+        "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim")}
+
+
+def bench_step(args: argparse.Namespace) -> dict[str, Any]:
+    bench = StepBenchmark(args)
+    compiled, compile_seconds = bench.compile(_parse_compiler_options(args.compiler_option))
+    run = bench.runner(compiled)
+    state, metrics = jax.block_until_ready(run(max(args.warmup, 1)))
+    loss = float(jax.device_get(metrics["loss"]))
+    times = time_loop(run, repeats=args.repeats, steps=args.steps)
+    step_s = statistics.median(times)
+    flops = compiled_flops(compiled)
+    result = {
+        "mode": "step",
+        "config": describe_step(args),
+        "num_classes": bench.num_classes,
+        "global_batch": bench.global_batch,
+        "num_params": bench.num_params,
+        "init_s": round(bench.init_seconds, 3),
+        "lower_s": round(bench.lower_seconds, 3),
+        "compile_s": round(compile_seconds, 3),
+        "step_ms": round(step_s * 1e3, 3),
+        "step_ms_repeats": [round(t * 1e3, 3) for t in times],
+        "images_per_s": round(bench.global_batch / step_s, 2),
+        "views_per_s": round(bench.global_batch * args.num_views / step_s, 2),
+        "loss_after_warmup": loss,
+        "peak_device_bytes": device_peak_bytes(),
+        "planned_bytes": planned_bytes(compiled),
+        "flops_per_step": flops,
+        "flops_source": "compiled.cost_analysis()['flops'] (XLA HLO cost analysis, per device)" if flops else None,
+        "tflops_per_s": round(flops / step_s / 1e12, 4) if flops else None,
+        "peak_tflops": args.peak_tflops,
+        "mfu": round(flops / step_s / (args.peak_tflops * 1e12), 4) if flops and args.peak_tflops else None,
+        "compiler_options": _parse_compiler_options(args.compiler_option),
+    }
+    if not np.isfinite(loss):
+        result["warning"] = "non-finite loss"
+    return result
+
+
+# ------------------------------------------------------------------------------------------- the loss alone
+
+
+def _loss_inputs(key, num_anchors: int, num_contrasts: int, num_classes: int, dim: int):
+    """Unit features and mixup-like label distributions (two classes per row) for anchors and contrasts."""
+    keys = jax.random.split(key, 6)
+
+    def unit(k, n):
+        x = jax.random.normal(k, (n, dim), jnp.float32)
+        return x / jnp.linalg.norm(x, axis=1, keepdims=True)
+
+    def labels(k, n):
+        ka, kb, kl = jax.random.split(k, 3)
+        lam = jax.random.uniform(kl, (n, 1))
+        return (lam * jax.nn.one_hot(jax.random.randint(ka, (n,), 0, num_classes), num_classes)
+                + (1 - lam) * jax.nn.one_hot(jax.random.randint(kb, (n,), 0, num_classes), num_classes))
+
+    return unit(keys[0], num_anchors), labels(keys[1], num_anchors), unit(keys[2], num_contrasts), \
+        labels(keys[3], num_contrasts)
+
+
+def loss_function(impl: str, *, with_queue: bool, block_size: int):
+    """(anchors, labels, contrasts, contrast_labels) -> loss, differentiated w.r.t. the anchors.
+
+    With a queue the contrasts are stop-gradient keys, as in the MoCo step; without one the anchors are their
+    own contrasts (all-vs-all) and the gradient flows through both sides.
+    """
+    if impl == "dense":
+        loss = losses.generalized_supcon_loss
+    elif impl == "chunked":
+        def loss(*a, **kw):
+            return loss_chunked.generalized_supcon_loss_chunked(*a, block_size=block_size, **kw)
+    else:
+        raise ValueError(f"--loss-impl must be one of {LOSS_IMPLS}, got {impl!r}")
+
+    def fn(anchors, labels, contrasts, contrast_labels):
+        if not with_queue:
+            return loss(anchors, labels)
+        return loss(anchors, labels, contrast_features=contrasts, contrast_labels=contrast_labels,
+                    contrast_mask=jnp.ones(contrasts.shape[0], bool))
+
+    return jax.value_and_grad(fn)
+
+
+def bench_loss_case(args: argparse.Namespace, num_anchors: int, num_classes: int, impl: str,
+                    memory_cap: int) -> dict[str, Any]:
+    with_queue = args.queue > 0
+    num_contrasts = num_anchors + args.queue if with_queue else num_anchors
+    case = {"mode": "loss", "impl": impl, "anchors": num_anchors, "contrasts": num_contrasts,
+            "classes": num_classes, "dim": args.head_dim, "block_size": args.loss_block if impl == "chunked" else None}
+    inputs = jax.jit(_loss_inputs, static_argnums=(1, 2, 3, 4))(
+        jax.random.PRNGKey(args.seed), num_anchors, num_contrasts if with_queue else 1, num_classes, args.head_dim)
+    fn = jax.jit(loss_function(impl, with_queue=with_queue, block_size=args.loss_block))
+    t0 = time.perf_counter()
+    compiled = fn.lower(*inputs).compile(compiler_options=_parse_compiler_options(args.compiler_option) or None)
+    case["compile_s"] = round(time.perf_counter() - t0, 3)
+    need = planned_bytes(compiled)
+    case["planned_bytes"] = need
+    case["planned_gib"] = _gib(need)
+    case["fits_budget"] = None if need is None else need <= args.memory_budget_gb * GIB
+    case["memory_budget_gib"] = args.memory_budget_gb
+    if need is not None and need > memory_cap:
+        case["skipped"] = f"needs {need / GIB:.1f} GiB, more than the {memory_cap / GIB:.1f} GiB this device has"
+        return case
+    if args.plan_only:
+        case["skipped"] = "--plan-only"
+        return case
+    value, grad = jax.block_until_ready(compiled(*inputs))
+    case["loss"] = float(value)
+    case["grad_finite"] = bool(jnp.all(jnp.isfinite(grad)))
+    times = time_loop(lambda n: [compiled(*inputs) for _ in range(n)][-1], repeats=args.repeats,
+                      steps=args.loss_steps)
+    case["ms"] = round(statistics.median(times) * 1e3, 3)
+    case["ms_repeats"] = [round(t * 1e3, 3) for t in times]
+    case["peak_device_bytes"] = device_peak_bytes()
+    flops = compiled_flops(compiled)
+    case["flops"] = flops
+    case["tflops_per_s"] = round(flops / statistics.median(times) / 1e12, 4) if flops else None
+    return case
+
+
+def bench_loss(args: argparse.Namespace) -> dict[str, Any]:
+    memory_cap = device_memory_limit() or int(args.host_memory_fraction * host_memory_bytes())
+    cases = []
+    for impl in _csv(args.loss_impl, str):
+        for num_classes in _csv(args.classes, int):
+            for num_anchors in _csv(args.anchors, int):
+                case = bench_loss_case(args, num_anchors, num_classes, impl, memory_cap)
+                cases.append(case)
+                print(_loss_line(case), flush=True, file=_human_stream(args))
+    return {"mode": "loss", "queue": args.queue, "memory_cap_bytes": memory_cap, "cases": cases}
+
+
+# --------------------------------------------------------------------------------------------------- output
+
+
+def _csv(text: str, kind: type) -> list[Any]:
+    return [kind(x) for x in str(text).split(",") if x.strip()]
+
+
+def _parse_compiler_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """--compiler-option xla_cpu_use_xnnpack=false -> {"xla_cpu_use_xnnpack": False} (per-compile options)."""
+    options = {}
+    for item in items or ():
+        key, _, value = item.partition("=")
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            options[key] = lowered == "true"
+        else:
+            try:
+                options[key] = int(value)
+            except ValueError:
+                options[key] = value
+    return options
+
+
+def _human_stream(args: argparse.Namespace):
+    return sys.stderr if args.json == "-" else sys.stdout
+
+
+def _step_lines(r: dict[str, Any]) -> list[str]:
+    c = r["config"]
+    peak = _gib(r["peak_device_bytes"])
+    lines = [
+        f"step: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch {r['global_batch']} "
+        f"x {c['num_views']} views, moco={c['moco']} teacher={c['teacher']} mix={c['mix']} ({r['num_params']:,} params)",
+        f"  images/s {r['images_per_s']:.1f}   step ms {r['step_ms']:.2f} (median of {len(r['step_ms_repeats'])} "
+        f"repeats: {r['step_ms_repeats']})   compile s {r['compile_s']:.1f}",
+        f"  memory: planned {_gib(r['planned_bytes'])} GiB (compiled.memory_analysis)   device peak "
+        f"{'n/a on this backend' if peak is None else f'{peak} GiB'}",
+    ]
+    if r["flops_per_step"]:
+        mfu = f"   MFU {100 * r['mfu']:.3g}% of {r['peak_tflops']} TFLOP/s" if r["mfu"] is not None else \
+            "   MFU: pass --peak-tflops"
+        lines.append(f"  {r['flops_per_step'] / 1e9:.2f} GFLOP/step ({r['flops_source']}) -> "
+                     f"{r['tflops_per_s']:.4f} TFLOP/s{mfu}")
+    return lines
+
+
+def _loss_line(case: dict[str, Any]) -> str:
+    head = (f"loss {case['impl']:7s} N={case['anchors']:6d} M={case['contrasts']:6d} C={case['classes']:5d}: "
+            f"planned {case['planned_gib']} GiB (fits {case['memory_budget_gib']} GiB: {case['fits_budget']})")
+    if "skipped" in case:
+        return f"{head}   skipped: {case['skipped']}"
+    peak = _gib(case["peak_device_bytes"])
+    return f"{head}   {case['ms']:.2f} ms fwd+bwd   device peak {'n/a' if peak is None else f'{peak} GiB'}"
+
+
+QUICK = dict(model="resnet10", width=0.0625, stem="cifar", image_size=16, per_device_batch=8, queue_size=64,
+             head_dim=16, head_hidden_dim=32, warmup=2, steps=10, repeats=5, anchors="64,256", classes="10",
+             queue=512, loss_steps=2)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m genscl_jax.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes that run in seconds on a CPU (CI regression run; reports, asserts nothing)")
+    p.add_argument("--loss-only", action="store_true", help="time the loss alone (forward + backward)")
+    p.add_argument("--json", default="", help="also write the results as JSON to this path ('-': stdout)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    p.add_argument("--compiler-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="XLA option for this compile only, e.g. xla_cpu_experimental_ynn_fusion_type= (repeatable)")
+    g = p.add_argument_group("step")
+    g.add_argument("--model", default="resnet50")
+    g.add_argument("--width", type=float, default=1.0, help="width multiplier")
+    g.add_argument("--stem", default="auto", help="cifar | imagenet | auto (cifar below 64 px)")
+    g.add_argument("--image-size", type=int, default=224)
+    g.add_argument("--per-device-batch", type=int, default=64, help="source images per device (views not counted)")
+    g.add_argument("--num-views", type=int, default=2)
+    g.add_argument("--num-classes", type=int, default=0, help="0: 10 below 64 px, else 1000")
+    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    g.add_argument("--moco", action=argparse.BooleanOptionalAction, default=False,
+                   help="EMA key encoder + labelled key queue")
+    g.add_argument("--queue-size", type=int, default=8192)
+    g.add_argument("--teacher", default="none", help="'none' or a ResNet name (random weights), e.g. resnet50")
+    g.add_argument("--teacher-width", type=float, default=1.0)
+    g.add_argument("--teacher-dtype", default="", help="default: --dtype")
+    g.add_argument("--kd-alpha", type=float, default=1.0, help="weight of the teacher term when --teacher is set")
+    g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix", "mixup_cutmix"))
+    g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
+    g.add_argument("--optimizer", default="sgd", choices=("sgd", "lars", "adamw"))
+    g.add_argument("--learning-rate", type=float, default=0.1)
+    g.add_argument("--head-dim", type=int, default=128, help="projection output dim (also the loss-only D)")
+    g.add_argument("--head-hidden-dim", type=int, default=0, help="0: the encoder's feature dim")
+    g.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    g.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
+    g.add_argument("--peak-tflops", type=float, default=0.0, help="per-device peak TFLOP/s for MFU (0: no MFU)")
+    g = p.add_argument_group("loss only")
+    g.add_argument("--anchors", default="1024,4096,16384", help="comma-separated anchor counts N")
+    g.add_argument("--classes", default="10,1000", help="comma-separated label dims C")
+    g.add_argument("--queue", type=int, default=65536, help="queue keys; contrasts M = N + queue (0: all-vs-all)")
+    g.add_argument("--loss-impl", default="dense", help="dense | chunked | dense,chunked")
+    g.add_argument("--loss-block", type=int, default=1024, help="anchor rows per block of the chunked loss")
+    g.add_argument("--loss-steps", type=int, default=5, help="calls per timed repeat")
+    g.add_argument("--plan-only", action="store_true", help="compile and report planned memory, do not run")
+    g.add_argument("--memory-budget-gb", type=float, default=8.0, help="report whether each size fits this")
+    g.add_argument("--host-memory-fraction", type=float, default=0.5,
+                   help="on backends without a memory limit (CPU), skip sizes planned above this share of RAM")
+    args = p.parse_args(argv)
+    if args.quick:
+        explicit = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
+        for key, value in QUICK.items():
+            if key not in explicit:
+                setattr(args, key, value)
+    for impl in _csv(args.loss_impl, str):
+        if impl not in LOSS_IMPLS:
+            p.error(f"--loss-impl: {impl!r} is not one of {LOSS_IMPLS}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = _human_stream(args)
+    env = environment()
+    print(f"# {env['date']} jax {env['jax']} on {env['num_devices']} x {env['device_kind']} ({env['backend']}), "
+          f"cpu: {env['cpu']} x{env['host_cpus']}, XLA_FLAGS={env['xla_flags']!r}", file=out, flush=True)
+    results: dict[str, Any] = {"environment": env, "argv": list(argv if argv is not None else sys.argv[1:])}
+    if args.loss_only:
+        results["loss"] = bench_loss(args)
+    else:
+        results["step"] = bench_step(args)
+        print("\n".join(_step_lines(results["step"])), file=out, flush=True)
+    if args.json:
+        text = json.dumps(results, indent=1, default=str)
+        if args.json == "-":
+            print(text, flush=True)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

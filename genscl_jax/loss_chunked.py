@@ -1,0 +1,90 @@
+"""The GenSCL loss computed in blocks of anchor rows, for contrast sets too large for one [N, M] matrix.
+
+`losses.generalized_supcon_loss` materialises several [N, M] float32 matrices (logits, label similarity, masks,
+exp, log-probabilities) and keeps most of them for the backward pass. With N = 8192 anchors against an EMA
+queue of 65536 keys that is 2.4 GB per matrix. Here the anchors are split into blocks of `block_size` rows;
+`lax.map` computes one block's row losses at a time and `jax.checkpoint` makes the backward recompute a
+block's matrices instead of keeping every block's, so the live [., M] working set is a few [block_size, M]
+matrices whatever N is.
+
+Each row's loss is the same arithmetic as in losses.py (same order of operations, same precision), and the
+mean over rows is taken once over all N rows, so the result equals the dense one to float32 rounding
+(tests/test_bench.py checks values and gradients).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from genscl_jax import losses
+
+
+def generalized_supcon_loss_chunked(
+    features: jax.Array,
+    labels: jax.Array,
+    *,
+    contrast_features: jax.Array | None = None,
+    contrast_labels: jax.Array | None = None,
+    contrast_mask: jax.Array | None = None,
+    temperature: float = 0.1,
+    base_temperature: float = 0.07,
+    normalization: str = "label_sum",
+    block_size: int = 1024,
+) -> jax.Array:
+    """Same arguments and result as losses.generalized_supcon_loss, plus `block_size` anchor rows per block."""
+    if (contrast_features is None) != (contrast_labels is None):
+        raise ValueError("contrast_features and contrast_labels must be given together")
+    losses._check_normalization(normalization)  # noqa: SLF001 (same validation, same message)
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    if features.shape[0] <= block_size:  # one block: the dense loss is the same computation, without recompute
+        return losses.generalized_supcon_loss(
+            features, labels, contrast_features=contrast_features, contrast_labels=contrast_labels,
+            contrast_mask=contrast_mask, temperature=temperature, base_temperature=base_temperature,
+            normalization=normalization)
+    exclude_self = contrast_features is None
+    if exclude_self:
+        contrast_features, contrast_labels = features, labels
+
+    anchors = features.astype(jnp.float32)
+    contrasts = contrast_features.astype(jnp.float32)
+    unit_labels = losses._unit_rows(labels.astype(jnp.float32))  # noqa: SLF001
+    unit_contrast_labels = losses._unit_rows(contrast_labels.astype(jnp.float32))  # noqa: SLF001
+    num_anchors, num_contrasts = anchors.shape[0], contrasts.shape[0]
+    column_keep = jnp.ones((num_contrasts,), bool) if contrast_mask is None else contrast_mask.astype(bool)
+
+    num_blocks = -(-num_anchors // block_size)
+    padding = num_blocks * block_size - num_anchors
+    # Padded rows (zero features, zero labels) give finite losses that are dropped before the mean.
+    row_ids = jnp.arange(num_blocks * block_size, dtype=jnp.int32).reshape(num_blocks, block_size)
+    anchor_blocks = jnp.pad(anchors, ((0, padding), (0, 0))).reshape(num_blocks, block_size, -1)
+    label_blocks = jnp.pad(unit_labels, ((0, padding), (0, 0))).reshape(num_blocks, block_size, -1)
+
+    @jax.checkpoint
+    def block_row_losses(block):
+        block_anchors, block_labels, block_rows = block
+        similarity = jnp.matmul(block_labels, unit_contrast_labels.T, precision=jax.lax.Precision.HIGHEST)
+        logits = jnp.matmul(block_anchors, contrasts.T, precision=jax.lax.Precision.HIGHEST) / temperature
+        keep = jnp.broadcast_to(column_keep[None, :], logits.shape)
+        if exclude_self:
+            keep = keep & (block_rows[:, None] != jnp.arange(num_contrasts, dtype=jnp.int32)[None, :])
+        return _row_losses(logits, similarity, keep, normalization)
+
+    row_loss = jax.lax.map(block_row_losses, (anchor_blocks, label_blocks, row_ids))
+    row_loss = row_loss.reshape(-1)[:num_anchors]
+    return (temperature / base_temperature) * jnp.mean(row_loss)
+
+
+def _row_losses(logits: jax.Array, similarity: jax.Array, keep: jax.Array, normalization: str) -> jax.Array:
+    """Per-row GenSCL loss of a block: the body of losses.contrastive_loss_from_similarity before its mean."""
+    similarity = jnp.where(keep, similarity, 0.0)
+    num_kept = jnp.sum(keep, axis=1)
+    row_max = jax.lax.stop_gradient(jnp.max(jnp.where(keep, logits, -jnp.inf), axis=1, keepdims=True))
+    shifted = logits - row_max
+    log_denominator = jnp.log(jnp.sum(jnp.where(keep, jnp.exp(shifted), 0.0), axis=1, keepdims=True))
+    log_prob = jnp.where(keep, shifted - log_denominator, 0.0)
+    weighted = jnp.sum(similarity * log_prob, axis=1)
+    if normalization == "label_sum":
+        return -weighted / (jnp.sum(similarity, axis=1) + losses._LABEL_SUM_EPS)  # noqa: SLF001
+    return -weighted / jnp.maximum(num_kept, 1)

@@ -1,0 +1,143 @@
+"""The benchmark: quick and loss-only modes run and report, the chunked loss equals the dense one, bench stays free
+of TensorFlow / clu, the GPU suite's commands parse, and the PyTorch reference computes our loss and model."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genscl_jax import bench, loss_chunked, losses, models
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+BANNED = ("tensorflow", "tensorflow_datasets", "clu", "ml_collections")
+
+# One fresh process runs `python -m genscl_jax.bench` twice (quick step, tiny loss-only), then lists the banned
+# top-level modules it has imported. A fresh process: this test session itself imports TensorFlow elsewhere.
+_SCRIPT = """
+import json, runpy, sys
+for argv in ({step!r}, {loss!r}):
+    sys.argv = ["genscl_jax.bench", *argv]
+    runpy.run_module("genscl_jax.bench", run_name="__main__", alter_sys=True)
+print("BANNED " + json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & set({banned!r}))))
+"""
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    step_json, loss_json = str(out / "step.json"), str(out / "loss.json")
+    script = _SCRIPT.format(step=["--quick", "--steps", "3", "--repeats", "2", "--json", step_json],
+                            loss=["--quick", "--loss-only", "--anchors", "16,40", "--queue", "24",
+                                  "--loss-impl", "dense,chunked", "--loss-block", "16", "--json", loss_json],
+                            banned=BANNED)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(step_json) as f, open(loss_json) as g:
+        return {"stdout": proc.stdout, "step": json.load(f), "loss": json.load(g)}
+
+
+def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
+    step = bench_run["step"]["step"]
+    assert step["images_per_s"] > 0 and step["step_ms"] > 0
+    assert step["global_batch"] == bench.QUICK["per_device_batch"] * jax.device_count()
+    assert step["flops_per_step"] > 0 and step["planned_bytes"] > 0 and np.isfinite(step["loss_after_warmup"])
+    assert bench_run["step"]["environment"]["jax"] == jax.__version__
+    assert "images/s" in bench_run["stdout"] and "step ms" in bench_run["stdout"]
+
+
+def test_loss_only_mode_at_a_tiny_size(bench_run):
+    cases = bench_run["loss"]["loss"]["cases"]
+    assert [(c["impl"], c["anchors"], c["contrasts"]) for c in cases] == [
+        ("dense", 16, 40), ("dense", 40, 64), ("chunked", 16, 40), ("chunked", 40, 64)]
+    for c in cases:
+        assert c["ms"] > 0 and c["planned_bytes"] > 0 and c["grad_finite"] and c["fits_budget"]
+    dense, chunked = cases[:2], cases[2:]
+    np.testing.assert_allclose([c["loss"] for c in chunked], [c["loss"] for c in dense], rtol=1e-5)
+
+
+def test_bench_imports_neither_tensorflow_nor_clu(bench_run):
+    line = next(l for l in bench_run["stdout"].splitlines() if l.startswith("BANNED "))
+    assert json.loads(line[len("BANNED "):]) == []
+
+
+def _loss_inputs(seed, n, m, dim=16, classes=7):
+    k = jax.random.split(jax.random.PRNGKey(seed), 5)
+    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    return dict(features=unit(jax.random.normal(k[0], (n, dim))),
+                labels=jax.nn.softmax(3 * jax.random.normal(k[1], (n, classes))),
+                contrast_features=unit(jax.random.normal(k[2], (m, dim))),
+                contrast_labels=jax.nn.softmax(3 * jax.random.normal(k[3], (m, classes))),
+                contrast_mask=jax.random.bernoulli(k[4], 0.7, (m,)))
+
+
+@pytest.mark.parametrize("contrasts,normalization", [("self", "label_sum"), ("queue", "count"),
+                                                     ("masked_queue", "label_sum")])
+def test_chunked_loss_equals_dense_loss_and_gradients(contrasts, normalization):
+    x = _loss_inputs(0, 50, 90)
+    extra = {"self": [], "queue": ["contrast_features", "contrast_labels"],
+             "masked_queue": ["contrast_features", "contrast_labels", "contrast_mask"]}[contrasts]
+
+    def make(loss_fn, **kw):
+        def f(features, contrast_features):
+            args = {"contrast_features": contrast_features, **{k: x[k] for k in extra if k != "contrast_features"}}
+            return loss_fn(features, x["labels"], normalization=normalization,
+                           **{k: v for k, v in args.items() if k in extra}, **kw)
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+
+    dense_value, dense_grads = make(losses.generalized_supcon_loss)(x["features"], x["contrast_features"])
+    for block in (16, 50):  # uneven blocks (the last one padded), one block
+        value, grads = make(loss_chunked.generalized_supcon_loss_chunked, block_size=block)(
+            x["features"], x["contrast_features"])
+        np.testing.assert_allclose(value, dense_value, rtol=1e-6)
+        for g, d in zip(grads, dense_grads):
+            np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-6 * float(jnp.abs(d).max()) + 1e-12)
+
+
+def test_chunked_loss_never_materialises_the_full_matrix():
+    """The compiled backward of the chunked loss needs far less memory than the dense one at N=M=1024."""
+    x = _loss_inputs(1, 1024, 1024, dim=8, classes=4)
+    planned = {}
+    for name, fn in (("dense", losses.generalized_supcon_loss),
+                     ("chunked", lambda *a, **k: loss_chunked.generalized_supcon_loss_chunked(*a, block_size=64, **k))):
+        compiled = jax.jit(jax.grad(lambda f, fn=fn: fn(f, x["labels"]))).lower(x["features"]).compile()
+        planned[name] = bench.planned_bytes(compiled)
+    assert planned["chunked"] * 4 < planned["dense"], planned
+
+
+def test_gpu_suite_commands_parse():
+    for sizes in ([], ["--tiny"]):
+        out = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "--dry-run", *sizes], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+        commands = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("== ") and ": " in line
+                    and "done" not in line]
+        assert len(commands) == 6
+        for command in commands:
+            words = shlex.split(command)
+            argv = words[words.index("genscl_jax.bench") + 1:]
+            args = bench.parse_args(argv)
+            assert args.json.endswith(".json")
+
+
+def test_torch_reference_matches_our_loss_and_model_size():
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import torch_reference_step as ref
+
+    x = _loss_inputs(2, 24, 24)
+    labels = jax.nn.one_hot(jnp.arange(24) % 5, 5) * 0.7 + 0.3 * x["labels"][:, :5]
+    expected = losses.generalized_supcon_loss(x["features"], labels)
+    got = ref.generalized_supcon_loss(torch.tensor(np.asarray(x["features"])), torch.tensor(np.asarray(labels)))
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
+
+    flax_model = models.ContrastiveModel(models.create_resnet("resnet18", stem="cifar", width_multiplier=0.25),
+                                         models.ProjectionHead(hidden_dim=128, output_dim=128))
+    shapes = jax.eval_shape(lambda: flax_model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    flax_params = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes["params"]))
+    torch_params = sum(p.numel() for p in ref.ContrastiveResNet("resnet18", 0.25, "cifar").parameters())
+    assert torch_params == flax_params
