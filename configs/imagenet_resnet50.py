@@ -32,6 +32,7 @@ def get_config(arg: str = ""):
     config.warmup_start_lr = 0.0
     config.min_lr_factor = 0.0
     config.temperature = 0.1
+    config.loss_block_size = 1024  # 8192 anchors x 73728 contrasts would not fit dense in 8 GB
     config.augment = "randaugment"
     config.device_color_augment = False
     config.mix.kind = "mixup_cutmix"

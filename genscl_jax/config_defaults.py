@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.temperature = 0.1
     c.base_temperature = 0.07
     c.loss_normalization = "label_sum"  # label_sum (authors' code) | count
+    # > 0: compute the loss in blocks of this many anchor rows (same result, a fraction of the memory; see
+    # BENCHMARKS.md: 8192 anchors vs 8192 + 65536 contrasts plan 9.35 GiB dense, 1.81 GiB in blocks).
+    c.loss_block_size = 0
 
     c.mix = ml_collections.ConfigDict(dict(kind="none", alpha=1.0))
     # Knowledge distillation: alpha 0 = off, inf = teacher labels only.

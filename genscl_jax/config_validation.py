@@ -78,7 +78,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     for name in ("batch_size", "image_size", "learning_rate", "temperature", "base_temperature", "num_views",
                  "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size"):
         _positive(name, config[name])
-    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs"):
+    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs", "loss_block_size"):
         _positive(name, config[name], allow_zero=True)
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")

@@ -10,6 +10,7 @@ No TensorFlow and no config library here: the benchmark imports this module on m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genscl_jax import losses, mixing, momentum_encoder, optimizers
+from genscl_jax import loss_chunked, losses, mixing, momentum_encoder, optimizers
 from genscl_jax.train_state import TrainState
 
 
@@ -29,6 +30,7 @@ class PretrainSettings:
     temperature: float = 0.1
     base_temperature: float = 0.07
     loss_normalization: str = "label_sum"
+    loss_block_size: int = 0  # > 0: the loss in blocks of anchor rows (loss_chunked), for very large contrast sets
     mix_kind: str = "none"
     mix_alpha: float = 1.0
     kd_alpha: float = 0.0  # 0: no teacher; inf: teacher labels only
@@ -53,6 +55,7 @@ def settings_from_config(config: Any, num_classes: int, total_steps: int, mean=(
     return PretrainSettings(
         num_classes=num_classes, total_steps=total_steps, temperature=config.temperature,
         base_temperature=config.base_temperature, loss_normalization=config.loss_normalization,
+        loss_block_size=config.loss_block_size,
         mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, kd_alpha=float(config.kd.alpha),
         kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
         ema_momentum_cosine=config.moco.momentum_cosine,
@@ -130,12 +133,15 @@ def _loss_terms(projection, labels, contrasts, s: PretrainSettings) -> dict[str,
     """One GenSCL term per label source: "mixed" (ground truth after mixing) and "teacher" (distillation)."""
     terms = {}
     names = (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.uses_teacher else [])
+    loss_fn = losses.generalized_supcon_loss
+    if s.loss_block_size:
+        loss_fn = functools.partial(loss_chunked.generalized_supcon_loss_chunked, block_size=s.loss_block_size)
     for name in names:
         kwargs = {}
         if contrasts is not None:
             kwargs = dict(contrast_features=contrasts["features"], contrast_labels=contrasts[name],
                           contrast_mask=contrasts["mask"])
-        terms[name] = losses.generalized_supcon_loss(
+        terms[name] = loss_fn(
             projection, labels[name], temperature=s.temperature, base_temperature=s.base_temperature,
             normalization=s.loss_normalization, **kwargs)
     return terms
