@@ -6,7 +6,6 @@ Every failure is one `ConfigError` line that names the key, what it got and what
 from __future__ import annotations
 
 import difflib
-import math
 from typing import Any
 
 from genscl_jax import config_defaults
@@ -133,8 +132,3 @@ def _check_knn(config: Any) -> None:
         _positive(f"knn.{name}", config.knn[name], allow_zero=True)
     _positive("knn.k", config.knn.k)
     _positive("knn.temperature", config.knn.temperature)
-
-
-def is_teacher_only(config: Any) -> bool:
-    """kd.alpha = inf means the teacher's labels replace the (mixed) ground truth."""
-    return math.isinf(config.kd.alpha)
