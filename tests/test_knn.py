@@ -1,6 +1,5 @@
 """kNN monitor: the InstDisc voting rule against NumPy, its accuracy at the extremes, and its run in pretraining."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
