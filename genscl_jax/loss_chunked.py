@@ -69,22 +69,8 @@ def generalized_supcon_loss_chunked(
         keep = jnp.broadcast_to(column_keep[None, :], logits.shape)
         if exclude_self:
             keep = keep & (block_rows[:, None] != jnp.arange(num_contrasts, dtype=jnp.int32)[None, :])
-        return _row_losses(logits, similarity, keep, normalization)
+        return losses.row_losses(logits, similarity, keep, normalization)
 
     row_loss = jax.lax.map(block_row_losses, (anchor_blocks, label_blocks, row_ids))
     row_loss = row_loss.reshape(-1)[:num_anchors]
     return (temperature / base_temperature) * jnp.mean(row_loss)
-
-
-def _row_losses(logits: jax.Array, similarity: jax.Array, keep: jax.Array, normalization: str) -> jax.Array:
-    """Per-row GenSCL loss of a block: the body of losses.contrastive_loss_from_similarity before its mean."""
-    similarity = jnp.where(keep, similarity, 0.0)
-    num_kept = jnp.sum(keep, axis=1)
-    row_max = jax.lax.stop_gradient(jnp.max(jnp.where(keep, logits, -jnp.inf), axis=1, keepdims=True))
-    shifted = logits - row_max
-    log_denominator = jnp.log(jnp.sum(jnp.where(keep, jnp.exp(shifted), 0.0), axis=1, keepdims=True))
-    log_prob = jnp.where(keep, shifted - log_denominator, 0.0)
-    weighted = jnp.sum(similarity * log_prob, axis=1)
-    if normalization == "label_sum":
-        return -weighted / (jnp.sum(similarity, axis=1) + losses._LABEL_SUM_EPS)  # noqa: SLF001
-    return -weighted / jnp.maximum(num_kept, 1)

@@ -71,22 +71,27 @@ def contrastive_loss_from_similarity(
         keep = keep & ~jnp.eye(num_anchors, num_contrasts, dtype=bool)
     if contrast_mask is not None:
         keep = keep & contrast_mask[None, :]
+    row_loss = row_losses(logits, similarity, keep, normalization)
+    return (temperature / base_temperature) * jnp.mean(row_loss)
+
+
+def row_losses(logits: jax.Array, similarity: jax.Array, keep: jax.Array, normalization: str) -> jax.Array:
+    """Per-anchor GenSCL loss [N] from logits and label similarities [N, M]; `keep` False drops a pair.
+
+    Shared by the dense loss and the blocked one (loss_chunked.py), which calls it on blocks of rows.
+    """
     similarity = jnp.where(keep, similarity, 0.0)
     num_kept = jnp.sum(keep, axis=1)
-
     # Subtracting the row max (a constant per row, without gradient) keeps exp() finite and changes nothing.
     row_max = jax.lax.stop_gradient(jnp.max(jnp.where(keep, logits, -jnp.inf), axis=1, keepdims=True))
     shifted = logits - row_max
     log_denominator = jnp.log(jnp.sum(jnp.where(keep, jnp.exp(shifted), 0.0), axis=1, keepdims=True))
-    # where() rather than a product so the excluded diagonal never forms 0 * (-inf).
+    # where() rather than a product so excluded pairs (the diagonal) never form 0 * (-inf).
     log_prob = jnp.where(keep, shifted - log_denominator, 0.0)
-
     weighted = jnp.sum(similarity * log_prob, axis=1)
     if normalization == "label_sum":
-        row_loss = -weighted / (jnp.sum(similarity, axis=1) + _LABEL_SUM_EPS)
-    else:
-        row_loss = -weighted / jnp.maximum(num_kept, 1)
-    return (temperature / base_temperature) * jnp.mean(row_loss)
+        return -weighted / (jnp.sum(similarity, axis=1) + _LABEL_SUM_EPS)
+    return -weighted / jnp.maximum(num_kept, 1)
 
 
 def generalized_supcon_loss(
