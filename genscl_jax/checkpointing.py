@@ -48,10 +48,11 @@ class Checkpointer:
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state_template)
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             raise CheckpointError(
-                f"checkpoint {self.directory}/{step} does not match this run's state (a different model, "
-                f"optimizer or MoCo setting?): {str(e).splitlines()[0][:300]}") from e
+                f"checkpoint {self.directory}/{step} does not match this run's state or is damaged (a different "
+                f"model, optimizer or MoCo setting, or truncated files?); remove that step directory to resume "
+                f"from an earlier one: {str(e).splitlines()[0][:300]}") from e
 
     def restore_subtree(self, keys: tuple[str, ...], step: int | None = None) -> dict[str, Any]:
         """Reads only some top-level fields (e.g. params and batch_stats of a pretrained encoder) as host arrays."""

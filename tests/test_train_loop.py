@@ -112,6 +112,19 @@ def test_checkpoint_of_another_model_fails_with_a_clear_message(tmp_path):
         loop(make_tiny_config(num_train_steps=3, **{"head.output_dim": 16}), tmp_path)
 
 
+def test_damaged_checkpoint_fails_with_a_clear_message_and_is_left_in_place(tmp_path):
+    loop(make_tiny_config(num_train_steps=2), tmp_path)
+    step_dir = os.path.join(checkpointing.checkpoint_dir(tmp_path), "2")
+    damaged = [os.path.join(root, name) for root, _, names in os.walk(step_dir) for name in names
+               if os.path.getsize(os.path.join(root, name)) > 100]
+    for path in damaged:
+        with open(path, "wb") as f:
+            f.write(b"truncated")
+    with pytest.raises(checkpointing.CheckpointError, match="is damaged"):
+        loop(make_tiny_config(num_train_steps=3), tmp_path)
+    assert os.path.isdir(step_dir)  # nothing is deleted on the user's behalf
+
+
 def test_runner_writes_the_summary(tmp_path):
     config = make_tiny_config(num_train_steps=3, **MOCO)
     summary = runner.run(config, str(tmp_path))
