@@ -8,7 +8,7 @@ variant (the ratio of medians and the median of the per-round ratios), and the p
 (all threads), which other users' load changes much less than wall time.
 
     python benchmarks/compare_cpu.py                                   # JAX vs PyTorch, ResNet-18 x0.5, 32 px, batch 32
-    python benchmarks/compare_cpu.py --jax default --jax "ynn_off|XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type="
+    python benchmarks/compare_cpu.py --jax default --jax "ynnpack|--cpu-convolutions=ynnpack"   # default: what training uses
     python benchmarks/compare_cpu.py --jax default --jax "bf16|--dtype=bfloat16" --torch torch --torch "cl|--channels-last"
 
 A variant is NAME, then '|'-separated items: an item starting with "--" is an extra argument of the worker
@@ -61,7 +61,8 @@ def jax_worker(argv: list[str], warmup: int) -> None:
 
     args = bench.parse_args(argv)
     step = bench.StepBenchmark(args)
-    compiled, compile_s = step.compile(bench._parse_compiler_options(args.compiler_option))  # noqa: SLF001
+    options = step.training_compiler_options(bench._parse_compiler_options(args.compiler_option))  # noqa: SLF001
+    compiled, compile_s = step.compile(options)
     run = step.runner(compiled)
     _, metrics = jax.block_until_ready(run(warmup))
     info = {"framework": "jax", "jax": jax.__version__, "compile_s": round(compile_s, 2),

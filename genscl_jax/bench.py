@@ -159,7 +159,7 @@ def step_config(args: argparse.Namespace) -> types.SimpleNamespace:
     """The config keys model_builder and teachers read, without ml_collections."""
     ns = types.SimpleNamespace
     return ns(model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
-              dtype=args.dtype, zero_init_last_bn=False,
+              dtype=args.dtype, zero_init_last_bn=False, cpu_convolutions=args.cpu_convolutions,
               head=ns(kind="mlp", hidden_dim=args.head_hidden_dim, output_dim=args.head_dim),
               kd=ns(teacher_model=args.teacher, teacher_stem="auto", teacher_width_multiplier=args.teacher_width,
                     teacher_dtype=args.teacher_dtype or args.dtype))
@@ -187,7 +187,7 @@ class StepBenchmark:
                                                      warmup_steps=10, warmup_start_lr=0.01, min_lr_factor=1e-3)
         tx = optimizers.create_optimizer(name=args.optimizer, learning_rate=schedule, momentum=0.9,
                                          nesterov=False, weight_decay=1e-4)
-        channels = 3
+        channels = args.channels
         mean = std = ()
         if args.color_augment:
             mean, std = (0.5,) * channels, (0.25,) * channels
@@ -227,6 +227,12 @@ class StepBenchmark:
         t0 = time.perf_counter()
         self.lowered = jitted.lower(self.initial_state, self.batch, self.teacher_variables)
         self.lower_seconds = time.perf_counter() - t0
+
+    def training_compiler_options(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the trainer compiles this step with (compile_utils: the CPU convolution library), then `extra`."""
+        views_per_device = self.args.per_device_batch * self.args.num_views
+        chosen = compile_utils.model_jit_options(step_config(self.args), views_per_device)
+        return {**chosen.get("compiler_options", {}), **(extra or {})}
 
     def compile(self, compiler_options: dict[str, Any] | None = None):
         t0 = time.perf_counter()
@@ -272,13 +278,14 @@ def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, 
 
 def describe_step(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in (
-        "model", "width", "stem", "image_size", "per_device_batch", "num_views", "dtype", "moco", "queue_size",
-        "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim")}
+        "model", "width", "stem", "image_size", "channels", "per_device_batch", "num_views", "dtype", "moco", "queue_size",
+        "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions")}
 
 
 def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     bench = StepBenchmark(args)
-    compiled, compile_seconds = bench.compile(_parse_compiler_options(args.compiler_option))
+    options = bench.training_compiler_options(_parse_compiler_options(args.compiler_option))
+    compiled, compile_seconds = bench.compile(options)
     run = bench.runner(compiled)
     state, metrics = jax.block_until_ready(run(max(args.warmup, 1)))
     loss = float(jax.device_get(metrics["loss"]))
@@ -306,7 +313,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
         "tflops_per_s": round(flops / step_s / 1e12, 4) if flops else None,
         "peak_tflops": args.peak_tflops,
         "mfu": round(flops / step_s / (args.peak_tflops * 1e12), 4) if flops and args.peak_tflops else None,
-        "compiler_options": _parse_compiler_options(args.compiler_option),
+        "compiler_options": options,
     }
     if not np.isfinite(loss):
         result["warning"] = "non-finite loss"
@@ -483,6 +490,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--stem", default="auto", help="cifar | imagenet | auto (cifar below 64 px)")
     g.add_argument("--image-size", type=int, default=224)
     g.add_argument("--per-device-batch", type=int, default=64, help="source images per device (views not counted)")
+    g.add_argument("--channels", type=int, default=3, help="image channels (1: Fashion-MNIST, the quickstart)")
     g.add_argument("--num-views", type=int, default=2)
     g.add_argument("--num-classes", type=int, default=0, help="0: 10 below 64 px, else 1000")
     g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -494,6 +502,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--teacher-dtype", default="", help="default: --dtype")
     g.add_argument("--kd-alpha", type=float, default=1.0, help="weight of the teacher term when --teacher is set")
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix", "mixup_cutmix"))
+    g.add_argument("--cpu-convolutions", default="auto", choices=("auto", "eigen", "ynnpack"),
+                   help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
     g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
     g.add_argument("--optimizer", default="sgd", choices=("sgd", "lars", "adamw"))
     g.add_argument("--learning-rate", type=float, default=0.1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 MODES = ("pretrain", "linear_eval", "supervised", "pretrain_and_eval")
+CPU_CONVOLUTIONS = ("auto", "eigen", "ynnpack")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -73,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.knn = ml_collections.ConfigDict(dict(every_steps=0, k=200, temperature=0.1, max_train_examples=0))
     # Supervised cross-entropy training.
     c.label_smoothing = 0.0
+
+    # CPU only: which library runs the convolutions (compile_utils.py; BENCHMARKS.md section 1). "auto" uses Eigen
+    # where it is faster (all but toy sizes), "eigen" / "ynnpack" force one. Accelerators ignore it.
+    c.cpu_convolutions = "auto"
 
     c.seed = 0
     c.checkpoint_every_steps = 1000

@@ -74,6 +74,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     _choice("stem", config.stem, STEMS)
     _choice("head.kind", config.head.kind, HEAD_KINDS)
     _choice("loss_normalization", config.loss_normalization, NORMALIZATIONS)
+    _choice("cpu_convolutions", config.cpu_convolutions, config_defaults.CPU_CONVOLUTIONS)
     for name in ("batch_size", "image_size", "learning_rate", "temperature", "base_temperature", "num_views",
                  "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size"):
         _positive(name, config[name])

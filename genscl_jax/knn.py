@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from genscl_jax import data, models, parallel
+from genscl_jax import compile_utils, data, models, parallel
 
 BANK_CHUNK = 4096  # bank rows compared per scan step
 
@@ -95,13 +95,14 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_cl
     if knn.k < 1 or knn.temperature <= 0:
         raise ValueError(f"config.knn.k={knn.k} must be >= 1 and config.knn.temperature={knn.temperature} > 0")
     replicated = parallel.replicated(mesh)
+    options = compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size)
 
-    @functools.partial(jax.jit, out_shardings=replicated)  # gathered: the bank is needed whole by every query
+    @functools.partial(jax.jit, out_shardings=replicated, **options)  # gathered: the bank is needed whole by every query
     def features_fn(state, images):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         return models.l2_normalize(model.apply(variables, images, train=False, method=models.ContrastiveModel.encode))
 
-    @functools.partial(jax.jit, out_shardings=replicated)
+    @functools.partial(jax.jit, out_shardings=replicated, **options)
     def query_counts(state, bank, batch):
         scores = neighbour_class_scores(features_fn(state, batch["image"]), *bank, num_classes=num_classes,
                                         k=knn.k, temperature=knn.temperature)

@@ -18,7 +18,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import checkpointing, data, model_builder, models, optimizers, parallel, supervised, train_loop
+from genscl_jax import (checkpointing, compile_utils, data, model_builder, models, optimizers, parallel, supervised,
+                        train_loop)
 from genscl_jax.train_state import TrainState, create_train_state
 
 
@@ -77,13 +78,14 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,))
+    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,),
+                       **compile_utils.model_jit_options(config, le.batch_size // mesh.devices.size))
     # Ten evaluations over the run (and one at the end) give the best top-1 without slowing training much.
     eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
+    evaluator = _Evaluator(config, mesh, features_fn, classifier)
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
-                              periodic_eval=_Evaluator(config, mesh, features_fn, classifier),
-                              eval_every_steps=eval_every)
+                              periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)
 
 
 def _training_data(config: Any, mesh: Mesh, features_fn):
@@ -127,7 +129,7 @@ def _precompute(config, mesh, features_fn):
     """Features and labels of every training example (no augmentation), gathered to every process's host."""
     from jax.experimental import multihost_utils
 
-    compute = jax.jit(features_fn)
+    compute = jax.jit(features_fn, **compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size))
     features, labels = [], []
     for batch in data.eval_batches(config, mesh, split="train"):
         # process_allgather is a plain device_get on one process and an all-gather across hosts.

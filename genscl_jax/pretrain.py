@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from genscl_jax import (data, knn, model_builder, momentum_encoder, optimizers, parallel, pretrain_step, teachers,
+from genscl_jax import (compile_utils, data, knn, model_builder, momentum_encoder, optimizers, parallel, pretrain_step, teachers,
                         train_loop)
 from genscl_jax.train_state import create_train_state
 
@@ -38,8 +38,9 @@ def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None =
     step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
                                             teacher_fn=teacher.logits if teacher else None)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    views_per_device = config.batch_size * config.num_views // mesh.devices.size
     compiled = jax.jit(step, in_shardings=(replicated, sharded, replicated), out_shardings=replicated,
-                       donate_argnums=(0,))
+                       donate_argnums=(0,), **compile_utils.model_jit_options(config, views_per_device))
     teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
 
     def batches(start_step: int):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import data, mixing, model_builder, optimizers, parallel, pretrain, train_loop
+from genscl_jax import compile_utils, data, mixing, model_builder, optimizers, parallel, pretrain, train_loop
 from genscl_jax.train_state import TrainState, create_train_state
 
 
@@ -62,9 +62,12 @@ def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
                                 mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,))
+    devices = mesh.devices.size
+    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,),
+                       **compile_utils.model_jit_options(config, config.batch_size // devices))
     evaluate = jax.jit(lambda state, images: model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False))
+        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False),
+        **compile_utils.model_jit_options(config, config.eval_batch_size // devices))
 
     def batches(start_step: int):
         return data.train_batches(config, mesh, start_step=start_step, batch_size=config.batch_size,
