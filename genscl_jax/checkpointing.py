@@ -34,11 +34,22 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
-        """Saves `state` as `step`; a step already saved (e.g. preempted right after a periodic save) is kept."""
+    def save(self, step: int, state: Any, metadata: dict[str, Any] | None = None) -> None:
+        """Saves `state` as `step`, with `metadata` (JSON: e.g. the last logged metrics) beside it; a step already
+        saved (e.g. preempted right after a periodic save) is kept."""
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True, custom_metadata=metadata or {})
+
+    def metadata(self, step: int | None = None) -> dict[str, Any]:
+        """What `save` stored beside the state of `step` (default: the newest); {} if nothing or unreadable."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return {}
+        try:
+            return dict(self._manager.metadata(step).custom_metadata or {})
+        except (ValueError, KeyError, TypeError, OSError, AttributeError):
+            return {}  # informational only: a checkpoint without readable metadata still restores
 
     def restore(self, state_template: Any, step: int | None = None) -> Any:
         """Restores into the structure, dtypes and shardings of `state_template` (a live state or abstract)."""

@@ -50,7 +50,8 @@ class _Evaluator:
     def __init__(self, config, mesh, features_fn, classifier):
         self.config, self.mesh, self.features_fn, self.classifier = config, mesh, features_fn, classifier
         self.best_top1 = 0.0
-        self._logits = jax.jit(lambda params, images: classifier.apply({"params": params}, features_fn(images)))
+        self._logits = jax.jit(lambda params, images: classifier.apply({"params": params}, features_fn(images)),
+                               **compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size))
 
     def __call__(self, state: TrainState, step: int) -> dict[str, float]:
         del step
@@ -59,6 +60,10 @@ class _Evaluator:
         self.best_top1 = max(self.best_top1, metrics["test_top1"])
         return {"linear_eval_top1": metrics["test_top1"], "linear_eval_top5": metrics["test_top5"],
                 "linear_eval_best_top1": self.best_top1}
+
+    def resume(self, saved_metrics: dict) -> None:
+        """The best top-1 seen before a preemption still counts after the resume."""
+        self.best_top1 = max(self.best_top1, saved_metrics.get("linear_eval_best_top1", 0.0))
 
 
 def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loop.Trainer:

@@ -37,6 +37,9 @@ class Trainer:
     # (state, step) -> metrics, run every `every_steps` and at the end (e.g. a kNN monitor).
     periodic_eval: Callable[[Any, int], dict] | None = None
     eval_every_steps: int = 0
+    # Called on resume with the eval metrics saved beside the restored checkpoint, for hooks that carry state
+    # across evaluations (e.g. the best top-1 so far).
+    resume_eval: Callable[[dict], None] | None = None
 
 
 @dataclasses.dataclass
@@ -117,13 +120,14 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
     started = time.time()
     ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep=keep_checkpoints)
     state, start = trainer.state, 0
+    throughput = _Throughput(trainer.examples_per_step)
+    loop = _Loop(trainer, ckpt, writer, report_progress, checkpoint_every_steps, log_every_steps, throughput)
     try:
         if ckpt.latest_step() is not None:
             start = ckpt.latest_step()
             state = ckpt.restore(trainer.state)
+            loop.resume_metrics(ckpt.metadata(start))
             logging.info("%s: resumed from step %d in %s", trainer.name, start, ckpt.directory)
-        throughput = _Throughput(trainer.examples_per_step)
-        loop = _Loop(trainer, ckpt, writer, report_progress, checkpoint_every_steps, log_every_steps, throughput)
         state, step, preempted = loop.run(state, start)
     finally:
         ckpt.close()  # waits for an asynchronous save in flight, also when the run fails
@@ -156,8 +160,9 @@ class _Loop:
             batches = trainer.batches(start)
             while step < trainer.total_steps:
                 if preemption.should_stop(step):
+                    self._check_pending(pending)  # the state about to be saved must have a finite loss
                     if step > start:
-                        self.ckpt.save(step, state)
+                        self._save(step, state)
                     return state, step, True
                 state, metrics = trainer.train_step(state, next(batches))
                 step += 1
@@ -169,10 +174,23 @@ class _Loop:
                 if self.report_progress is not None:
                     self.report_progress(step)
                 self._after_step(state, step, metrics)
+        self._check_pending(pending)
+        return state, step, False
+
+    def _check_pending(self, pending: tuple[int, dict] | None) -> None:
         if pending is not None:
             self.last_metrics = _host_scalars(pending[1])
-            _check_finite(self.last_metrics, pending[0], trainer.name)
-        return state, step, False
+            _check_finite(self.last_metrics, pending[0], self.trainer.name)
+
+    def resume_metrics(self, saved: dict) -> None:
+        """Takes back what `_save` stored, so a resumed (or finished and rerun) run reports the same metrics."""
+        self.last_metrics = dict(saved.get("last_metrics", {}))
+        self.eval_metrics = dict(saved.get("eval_metrics", {}))
+        if self.eval_metrics and self.trainer.resume_eval is not None:
+            self.trainer.resume_eval(self.eval_metrics)
+
+    def _save(self, step: int, state: Any) -> None:
+        self.ckpt.save(step, state, {"last_metrics": self.last_metrics, "eval_metrics": self.eval_metrics})
 
     def _after_step(self, state: Any, step: int, metrics: dict) -> None:
         save_now = step % self.checkpoint_every_steps == 0 or step == self.trainer.total_steps
@@ -184,7 +202,7 @@ class _Loop:
         if self.trainer.periodic_eval and self.trainer.eval_every_steps and step % self.trainer.eval_every_steps == 0:
             self.evaluate(state, step)
         if save_now:
-            self.ckpt.save(step, state)
+            self._save(step, state)
 
     def evaluate(self, state: Any, step: int) -> dict:
         self.eval_metrics = self.trainer.periodic_eval(state, step)

@@ -36,6 +36,24 @@ def test_pretrain_and_eval_writes_one_summary_and_keeps_the_encoder_frozen(tmp_p
                                             read_only=True).restore_subtree(("params",))["params"]["encoder"]
     frozen = linear_eval.load_frozen_encoder(config, str(tmp_path / "pretrain"))["params"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained, frozen)
+    # Rerunning the finished run trains nothing and reports the same numbers, the final loss included.
+    again = runner.run(config, str(tmp_path))
+    for key in ("final_loss", "steps", "linear_eval_top1", "linear_eval_best_top1"):
+        assert again[key] == summary[key], key
+    assert np.isfinite(again["final_loss"])
+
+
+def test_linear_eval_best_top1_survives_a_resume(tmp_path):
+    from genscl_jax import model_builder, parallel
+
+    config = make_tiny_config(eval_batch_size=256)
+    encoder = model_builder.build_encoder(config)
+    variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
+    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), variables)
+    trainer.resume_eval({"linear_eval_top1": 0.97, "linear_eval_best_top1": 0.97})
+    metrics = trainer.periodic_eval(trainer.state, 0)  # an untrained classifier: far below 0.97
+    assert metrics["linear_eval_top1"] < 0.9
+    assert metrics["linear_eval_best_top1"] == 0.97
 
 
 def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):

@@ -95,6 +95,60 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(restored["params"]))
 
 
+def test_preemption_right_after_a_nan_step_saves_nothing(tmp_path):
+    """The preemption save happens before that step's loss was seen: it must be checked first."""
+    config = make_tiny_config(num_train_steps=6, checkpoint_every_steps=100, log_every_steps=100)
+
+    def poison_step_three_then_preempt(batches):
+        def wrapped(start):
+            for i, batch in enumerate(batches(start)):
+                if i == 2:  # the batch of step 3; the loop then sees the SIGTERM before step 4
+                    batch = dict(batch, image=batch["image"] * np.nan)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+        return wrapped
+
+    with pytest.raises(train_loop.NonFiniteLossError, match="loss is nan at step 3"):
+        loop(config, tmp_path, batches=poison_step_three_then_preempt)
+    assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path)).latest_step() is None
+
+
+def test_resume_restores_the_last_metrics_and_the_eval_state(tmp_path):
+    """A resumed or finished-and-rerun run reports the same final loss, and eval hooks get their saved metrics."""
+    config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=2, log_every_steps=100)
+    resumed_with = []
+
+    def trainer_with_eval():
+        trainer = pretrain.build_trainer(config, parallel.create_mesh())
+        trainer.periodic_eval = lambda state, step: {"best_so_far": float(10 * step)}
+        trainer.eval_every_steps = 2
+        trainer.resume_eval = resumed_with.append
+        return trainer
+
+    def run(trainer):
+        return train_loop.run(trainer, str(tmp_path), checkpoint_every_steps=2, log_every_steps=100)
+
+    crashing = trainer_with_eval()
+    batches = crashing.batches
+
+    def crash_after_two(start):
+        for i, batch in enumerate(batches(start)):
+            if i == 2:
+                raise RuntimeError("machine lost")
+            yield batch
+
+    crashing.batches = crash_after_two
+    with pytest.raises(RuntimeError, match="machine lost"):
+        run(crashing)
+    finished = run(trainer_with_eval())
+    assert resumed_with == [{"best_so_far": 20.0}]  # saved with checkpoint 2
+    rerun = run(trainer_with_eval())  # restores the finished run and trains nothing
+    assert resumed_with[-1] == {"best_so_far": 40.0}
+    assert rerun.steps == finished.steps == 4
+    assert np.isfinite(finished.last_metrics["loss"])
+    assert rerun.last_metrics == finished.last_metrics and rerun.eval_metrics == finished.eval_metrics
+
+
 def test_half_written_checkpoint_is_never_restored(tmp_path):
     config = make_tiny_config(num_train_steps=2)
     loop(config, tmp_path)
