@@ -3,8 +3,10 @@
     python -m genscl_jax.main --config configs/quickstart.py --workdir runs/quickstart
 
 Reads the original Fashion-MNIST files from the Debian/Ubuntu package dataset-fashion-mnist (nothing is
-downloaded). A small ResNet-18 with the CIFAR stem, SupCon-style labels with Mixup on, then a linear classifier on
-precomputed frozen features. Prints and writes the test top-1 to runs/quickstart/summary.json.
+downloaded). A ResNet-10 at 1/8 width with the CIFAR stem, trained with the GenSCL loss on one-hot labels (SupCon)
+and AdamW, then a linear classifier on precomputed frozen features. On a CPU the convolutions run in Eigen
+(config.cpu_convolutions="auto"), 1.3-1.4x faster than jaxlib's default at this size. Prints and writes the test
+top-1 to runs/quickstart/summary.json.
 """
 
 from genscl_jax import config_defaults
