@@ -8,7 +8,7 @@ variant (the ratio of medians and the median of the per-round ratios), and the p
 (all threads), which other users' load changes much less than wall time.
 
     python benchmarks/compare_cpu.py                                   # JAX vs PyTorch, ResNet-18 x0.5, 32 px, batch 32
-    python benchmarks/compare_cpu.py --jax default --jax "ynnpack|--cpu-convolutions=ynnpack"   # default: what training uses
+    python benchmarks/compare_cpu.py --jax default --jax "ynnpack|--cpu-convolutions=ynnpack"  # default = as trained
     python benchmarks/compare_cpu.py --jax default --jax "bf16|--dtype=bfloat16" --torch torch --torch "cl|--channels-last"
 
 A variant is NAME, then '|'-separated items: an item starting with "--" is an extra argument of the worker

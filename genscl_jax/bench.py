@@ -278,8 +278,8 @@ def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, 
 
 def describe_step(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in (
-        "model", "width", "stem", "image_size", "channels", "per_device_batch", "num_views", "dtype", "moco", "queue_size",
-        "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions")}
+        "model", "width", "stem", "image_size", "channels", "per_device_batch", "num_views", "dtype", "moco",
+        "queue_size", "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions")}
 
 
 def bench_step(args: argparse.Namespace) -> dict[str, Any]:

@@ -97,7 +97,8 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_cl
     replicated = parallel.replicated(mesh)
     options = compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size)
 
-    @functools.partial(jax.jit, out_shardings=replicated, **options)  # gathered: the bank is needed whole by every query
+    # Gathered (replicated) outputs: the bank is needed whole by every query.
+    @functools.partial(jax.jit, out_shardings=replicated, **options)
     def features_fn(state, images):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         return models.l2_normalize(model.apply(variables, images, train=False, method=models.ContrastiveModel.encode))

@@ -134,7 +134,8 @@ def _precompute(config, mesh, features_fn):
     """Features and labels of every training example (no augmentation), gathered to every process's host."""
     from jax.experimental import multihost_utils
 
-    compute = jax.jit(features_fn, **compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size))
+    options = compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size)
+    compute = jax.jit(features_fn, **options)
     features, labels = [], []
     for batch in data.eval_batches(config, mesh, split="train"):
         # process_allgather is a plain device_get on one process and an all-gather across hosts.

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from genscl_jax import (compile_utils, data, knn, model_builder, momentum_encoder, optimizers, parallel, pretrain_step, teachers,
-                        train_loop)
+from genscl_jax import (compile_utils, data, knn, model_builder, momentum_encoder, optimizers, parallel,
+                        pretrain_step, teachers, train_loop)
 from genscl_jax.train_state import create_train_state
 
 
