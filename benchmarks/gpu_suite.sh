@@ -37,11 +37,13 @@ if [[ $SIZES == tiny ]]; then
            --head-dim 16 --steps 2 --repeats 2 --warmup 1)
   R50_32=(--model resnet10 --width 0.0625 --image-size 16 --per-device-batch 4 --steps 2 --repeats 2 --warmup 1)
   LOSS=(--anchors 64,128 --queue 256 --loss-block 32 --loss-steps 2 --repeats 2)
+  SHARE=(--anchors 128 --classes 1000)
 else
   R50_224=(--model resnet50 --image-size 224 --per-device-batch 128 --dtype bfloat16 --moco --queue-size 65536
            --steps 10 --repeats 5 --warmup 3)
   R50_32=(--model resnet50 --image-size 32 --per-device-batch 512 --steps 10 --repeats 5 --warmup 3)
   LOSS=(--anchors 1024,4096,8192,16384 --queue 65536 --loss-block 1024 --loss-steps 5 --repeats 5)
+  SHARE=(--anchors 8192 --classes 1000)  # the ImageNet recipe: 4096 images x 2 views
 fi
 
 run() {  # run NAME ARGS...: one bench process, its JSON and log under $OUT
@@ -64,4 +66,5 @@ for impl in dense chunked; do
     run "loss_${impl}_c${classes}" --loss-only "${LOSS[@]}" --classes "$classes" --loss-impl "$impl"
   done
 done
-echo "== done: results in $OUT/"
+[[ $DRY == 1 ]] || "$PY" benchmarks/summarize_suite.py "$OUT" "${SHARE[@]}" | tee "$OUT/summary.md" || true
+echo "== done: results in $OUT/ (summary.md: the rows for BENCHMARKS.md section 5)"

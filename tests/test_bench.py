@@ -39,7 +39,7 @@ def bench_run(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(step_json) as f, open(loss_json) as g:
-        return {"stdout": proc.stdout, "step": json.load(f), "loss": json.load(g)}
+        return {"stdout": proc.stdout, "step": json.load(f), "loss": json.load(g), "folder": str(out)}
 
 
 def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
@@ -108,6 +108,22 @@ def test_chunked_loss_never_materialises_the_full_matrix():
         compiled = jax.jit(jax.grad(lambda f, fn=fn: fn(f, x["labels"]))).lower(x["features"]).compile()
         planned[name] = bench.planned_bytes(compiled)
     assert planned["chunked"] * 4 < planned["dense"], planned
+
+
+def test_suite_summary_gives_the_table_rows_and_the_loss_share(bench_run):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import summarize_suite
+
+    text = summarize_suite.main([bench_run["folder"], "--step-case", "step", "--anchors", "40", "--classes", "10"])
+    step, env = bench_run["step"]["step"], bench_run["step"]["environment"]
+    assert f"| step | {env['num_devices']} x {env['device_kind']} | {step['images_per_s']:.1f} | " in text
+    views = step["global_batch"] * 2
+    for case in bench_run["loss"]["loss"]["cases"]:
+        assert f"| {case['impl']} | {case['anchors']} | {case['contrasts']} | 10 | {case['ms']:.2f} |" in text
+        if case["anchors"] == 40:
+            share = case["ms"] / (step["step_ms"] * 40 / views)
+            assert f"loss share ({case['impl']}, N=40, M=64, C=10): " in text
+            assert f"= {100 * share:.2f}% of the step" in text
 
 
 def test_gpu_suite_commands_parse():
