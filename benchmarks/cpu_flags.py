@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -43,7 +44,8 @@ DEFAULT_VARIANTS = (
 def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, rest = spec.partition("=")
     options = {}
-    for item in filter(None, rest.split(",")) if rest else ():
+    # Items are split at commas followed by "key=", so a value may itself be a comma-separated list.
+    for item in filter(None, re.split(r",(?=\w+=)", rest)) if rest else ():
         key, _, value = item.partition("=")
         options.update(bench._parse_compiler_options([f"{key}={value}"]))  # noqa: SLF001
     return name, options

@@ -230,8 +230,7 @@ class StepBenchmark:
 
     def training_compiler_options(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the trainer compiles this step with (compile_utils: the CPU convolution library), then `extra`."""
-        views_per_device = self.args.per_device_batch * self.args.num_views
-        chosen = compile_utils.model_jit_options(step_config(self.args), views_per_device)
+        chosen = compile_utils.model_jit_options(step_config(self.args))
         return {**chosen.get("compiler_options", {}), **(extra or {})}
 
     def compile(self, compiler_options: dict[str, Any] | None = None):
@@ -506,7 +505,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--teacher-dtype", default="", help="default: --dtype")
     g.add_argument("--kd-alpha", type=float, default=1.0, help="weight of the teacher term when --teacher is set")
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix", "mixup_cutmix"))
-    g.add_argument("--cpu-convolutions", default="auto", choices=("auto", "eigen", "ynnpack"),
+    g.add_argument("--cpu-convolutions", default="eigen", choices=("eigen", "ynnpack"),
                    help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
     g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
     g.add_argument("--optimizer", default="sgd", choices=("sgd", "lars", "adamw"))

@@ -95,7 +95,7 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_cl
     if knn.k < 1 or knn.temperature <= 0:
         raise ValueError(f"config.knn.k={knn.k} must be >= 1 and config.knn.temperature={knn.temperature} > 0")
     replicated = parallel.replicated(mesh)
-    options = compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size)
+    options = compile_utils.model_jit_options(config)
 
     # Gathered (replicated) outputs: the bank is needed whole by every query.
     @functools.partial(jax.jit, out_shardings=replicated, **options)

@@ -51,7 +51,7 @@ class _Evaluator:
         self.config, self.mesh, self.features_fn, self.classifier = config, mesh, features_fn, classifier
         self.best_top1 = 0.0
         self._logits = jax.jit(lambda params, images: classifier.apply({"params": params}, features_fn(images)),
-                               **compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size))
+                               **compile_utils.model_jit_options(config))
 
     def __call__(self, state: TrainState, step: int) -> dict[str, float]:
         del step
@@ -84,7 +84,7 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,),
-                       **compile_utils.model_jit_options(config, le.batch_size // mesh.devices.size))
+                       **compile_utils.model_jit_options(config))
     # Ten evaluations over the run (and one at the end) give the best top-1 without slowing training much.
     eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     evaluator = _Evaluator(config, mesh, features_fn, classifier)
@@ -134,8 +134,7 @@ def _precompute(config, mesh, features_fn):
     """Features and labels of every training example (no augmentation), gathered to every process's host."""
     from jax.experimental import multihost_utils
 
-    options = compile_utils.model_jit_options(config, config.eval_batch_size // mesh.devices.size)
-    compute = jax.jit(features_fn, **options)
+    compute = jax.jit(features_fn, **compile_utils.model_jit_options(config))
     features, labels = [], []
     for batch in data.eval_batches(config, mesh, split="train"):
         # process_allgather is a plain device_get on one process and an all-gather across hosts.

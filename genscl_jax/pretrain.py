@@ -38,9 +38,8 @@ def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None =
     step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
                                             teacher_fn=teacher.logits if teacher else None)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    views_per_device = config.batch_size * config.num_views // mesh.devices.size
     compiled = jax.jit(step, in_shardings=(replicated, sharded, replicated), out_shardings=replicated,
-                       donate_argnums=(0,), **compile_utils.model_jit_options(config, views_per_device))
+                       donate_argnums=(0,), **compile_utils.model_jit_options(config))
     teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
 
     def batches(start_step: int):

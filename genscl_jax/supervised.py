@@ -62,12 +62,11 @@ def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
                                 mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    devices = mesh.devices.size
+    options = compile_utils.model_jit_options(config)
     compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,),
-                       **compile_utils.model_jit_options(config, config.batch_size // devices))
+                       **options)
     evaluate = jax.jit(lambda state, images: model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False),
-        **compile_utils.model_jit_options(config, config.eval_batch_size // devices))
+        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False), **options)
 
     def batches(start_step: int):
         return data.train_batches(config, mesh, start_step=start_step, batch_size=config.batch_size,

@@ -211,11 +211,7 @@ def create_resnet(name: str, **kwargs: Any) -> ResNet:
     return ResNet(stage_sizes=stage_sizes, block_cls=block_cls, **kwargs)
 
 
-def block_expansion(name: str) -> int:
-    """1 for the basic-block ResNets (10/18/34), 4 for the bottleneck ones (50 and deeper)."""
-    return _arch(name)[1].expansion
-
-
 def feature_dim(name: str, width_multiplier: float = 1) -> int:
     """Size of the pooled features of `name` (512 or 2048 at width 1)."""
-    return stage_widths(width_multiplier)[-1] * block_expansion(name)
+    _, block_cls = _arch(name)
+    return stage_widths(width_multiplier)[-1] * block_cls.expansion
