@@ -97,15 +97,17 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_cl
     replicated = parallel.replicated(mesh)
     options = compile_utils.model_jit_options(config)
 
-    # Gathered (replicated) outputs: the bank is needed whole by every query.
-    @functools.partial(jax.jit, out_shardings=replicated, **options)
-    def features_fn(state, images):
+    def encode(state, images):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         return models.l2_normalize(model.apply(variables, images, train=False, method=models.ContrastiveModel.encode))
 
+    # Gathered (replicated) outputs: the bank is needed whole by every query. (Compiler options are only allowed on
+    # top-level jits, so query_counts calls the plain `encode`.)
+    features_fn = jax.jit(encode, out_shardings=replicated, **options)
+
     @functools.partial(jax.jit, out_shardings=replicated, **options)
     def query_counts(state, bank, batch):
-        scores = neighbour_class_scores(features_fn(state, batch["image"]), *bank, num_classes=num_classes,
+        scores = neighbour_class_scores(encode(state, batch["image"]), *bank, num_classes=num_classes,
                                         k=knn.k, temperature=knn.temperature)
         return accuracy_counts(scores, batch["label"], batch["mask"])
 
