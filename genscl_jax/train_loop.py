@@ -137,7 +137,9 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
     if trainer.periodic_eval and not preempted and loop.evaluated_step != step:
         eval_metrics = loop.evaluate(state, step)
     return LoopResult(state=state, steps=step, last_metrics=loop.last_metrics, eval_metrics=eval_metrics,
-                      wall_seconds=time.time() - started, images_per_second=throughput.images_per_second(),
+                      wall_seconds=time.time() - started,
+                      # A rerun that trained nothing reports the throughput saved with the checkpoint.
+                      images_per_second=throughput.images_per_second() or loop.saved_images_per_second,
                       preempted=preempted)
 
 
@@ -153,6 +155,7 @@ class _Loop:
     last_metrics: dict = dataclasses.field(default_factory=dict)
     eval_metrics: dict = dataclasses.field(default_factory=dict)
     evaluated_step: int | None = None
+    saved_images_per_second: float = 0.0
 
     def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
         trainer, step, pending = self.trainer, start, None
@@ -186,11 +189,13 @@ class _Loop:
         """Takes back what `_save` stored, so a resumed (or finished and rerun) run reports the same metrics."""
         self.last_metrics = dict(saved.get("last_metrics", {}))
         self.eval_metrics = dict(saved.get("eval_metrics", {}))
+        self.saved_images_per_second = float(saved.get("images_per_second", 0.0))
         if self.eval_metrics and self.trainer.resume_eval is not None:
             self.trainer.resume_eval(self.eval_metrics)
 
     def _save(self, step: int, state: Any) -> None:
-        self.ckpt.save(step, state, {"last_metrics": self.last_metrics, "eval_metrics": self.eval_metrics})
+        self.ckpt.save(step, state, {"last_metrics": self.last_metrics, "eval_metrics": self.eval_metrics,
+                                     "images_per_second": self.throughput.images_per_second()})
 
     def _after_step(self, state: Any, step: int, metrics: dict) -> None:
         save_now = step % self.checkpoint_every_steps == 0 or step == self.trainer.total_steps

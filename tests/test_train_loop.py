@@ -147,6 +147,7 @@ def test_resume_restores_the_last_metrics_and_the_eval_state(tmp_path):
     assert rerun.steps == finished.steps == 4
     assert np.isfinite(finished.last_metrics["loss"])
     assert rerun.last_metrics == finished.last_metrics and rerun.eval_metrics == finished.eval_metrics
+    assert rerun.images_per_second > 0  # the throughput saved with the final checkpoint
 
 
 def test_half_written_checkpoint_is_never_restored(tmp_path):
