@@ -75,7 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Supervised cross-entropy training.
     c.label_smoothing = 0.0
 
-    # CPU only: which library runs the convolutions (compile_utils.py; BENCHMARKS.md section 1.3). "eigen": 1.2x
+    # CPU only: which library runs the convolutions (compile_utils.py; BENCHMARKS.md section 1.3). "eigen": 1.15x
     # to 2x faster steps than "ynnpack", jaxlib 0.10's default. Accelerators ignore it.
     c.cpu_convolutions = "eigen"
 
