@@ -9,8 +9,8 @@ Convolutions on CPU. jaxlib 0.10 runs CPU convolutions, matmuls and reductions i
 convolutions are 2-2.5x slower than Eigen's (BENCHMARKS.md section 1.2). With `config.cpu_convolutions="eigen"`
 (the default) convolutions and their gradients go to Eigen while YNNPACK keeps matmuls and reductions (XLA's own
 reductions, e.g. BatchNorm statistics, are over 10x slower): ResNet steps run 1.15x to 2x faster at every size
-measured but the tests' toy model (a tie) and within 1.2x of PyTorch's oneDNN (BENCHMARKS.md section 1.3). "ynnpack" is jaxlib's default. The
-choice changes the numbers only by float32 rounding.
+measured but the tests' toy model (a tie), and within 1.2x of PyTorch's oneDNN (BENCHMARKS.md section 1.3).
+"ynnpack" is jaxlib's default. The choice changes the numbers only by float32 rounding.
 """
 
 from __future__ import annotations
