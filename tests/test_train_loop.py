@@ -150,6 +150,21 @@ def test_resume_restores_the_last_metrics_and_the_eval_state(tmp_path):
     assert rerun.images_per_second > 0  # the throughput saved with the final checkpoint
 
 
+def test_unreadable_checkpoint_metadata_still_restores_the_state(tmp_path):
+    ckpt = checkpointing.Checkpointer(str(tmp_path))
+    ckpt.save(2, {"w": np.arange(3.0)}, {"last_metrics": {"loss": 1.5}})
+    ckpt.close()
+    ckpt = checkpointing.Checkpointer(str(tmp_path))
+    assert ckpt.metadata() == {"last_metrics": {"loss": 1.5}}
+    ckpt.close()
+    with open(tmp_path / "2" / "_CHECKPOINT_METADATA", "w") as f:
+        f.write("{truncated")
+    ckpt = checkpointing.Checkpointer(str(tmp_path))
+    assert ckpt.metadata() == {}  # the metrics are informational; the state is what must come back
+    np.testing.assert_array_equal(ckpt.restore({"w": np.zeros(3)})["w"], np.arange(3.0))
+    ckpt.close()
+
+
 def test_half_written_checkpoint_is_never_restored(tmp_path):
     config = make_tiny_config(num_train_steps=2)
     loop(config, tmp_path)
