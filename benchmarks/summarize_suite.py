@@ -54,7 +54,7 @@ def step_rows(results: dict[str, dict]) -> list[str]:
 def loss_rows(results: dict[str, dict]) -> list[str]:
     rows = ["| impl | N | M | C | ms fwd+bwd | device peak GiB | planned GiB | note |",
             "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for _, r in results.items():
+    for r in results.values():
         for c in r.get("loss", {}).get("cases", []):
             rows.append(f"| {c['impl']} | {c['anchors']} | {c['contrasts']} | {c['classes']} | "
                         f"{_fmt(c.get('ms'), '.2f')} | {_gib(c.get('peak_device_bytes'))} | "

@@ -48,15 +48,15 @@ def model_jit_options(config: Any) -> dict[str, Any]:
     elsewhere, or where this jaxlib has no YNNPACK fusions to switch convolutions away from)."""
     if jax.default_backend() != "cpu" or config.cpu_convolutions != "eigen":
         return {}
-    if not _backend_accepts(tuple(sorted(_EIGEN_CONVOLUTIONS.items()))):
+    if not _backend_accepts_eigen_convolutions():
         return {}  # an XLA:CPU without YNNPACK fusions already runs convolutions in Eigen
     return {"compiler_options": dict(_EIGEN_CONVOLUTIONS)}
 
 
 @functools.cache
-def _backend_accepts(options: tuple[tuple[str, str], ...]) -> bool:
+def _backend_accepts_eigen_convolutions() -> bool:
     try:
-        jax.jit(jnp.negative).lower(jnp.zeros(())).compile(compiler_options=dict(options))
+        jax.jit(jnp.negative).lower(jnp.zeros(())).compile(compiler_options=dict(_EIGEN_CONVOLUTIONS))
     except Exception:  # noqa: BLE001 - an unknown option name or value, whatever this jaxlib raises for it
         return False
     return True
