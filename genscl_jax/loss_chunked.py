@@ -27,25 +27,23 @@ def generalized_supcon_loss_chunked(
     contrast_features: jax.Array | None = None,
     contrast_labels: jax.Array | None = None,
     contrast_mask: jax.Array | None = None,
+    exclude_self: bool | None = None,
     temperature: float = 0.1,
     base_temperature: float = 0.07,
     normalization: str = "label_sum",
     block_size: int = 1024,
 ) -> jax.Array:
     """Same arguments and result as losses.generalized_supcon_loss, plus `block_size` anchor rows per block."""
-    if (contrast_features is None) != (contrast_labels is None):
-        raise ValueError("contrast_features and contrast_labels must be given together")
     losses._check_normalization(normalization)  # noqa: SLF001 (same validation, same message)
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
     if features.shape[0] <= block_size:  # one block: the dense loss is the same computation, without recompute
         return losses.generalized_supcon_loss(
             features, labels, contrast_features=contrast_features, contrast_labels=contrast_labels,
-            contrast_mask=contrast_mask, temperature=temperature, base_temperature=base_temperature,
-            normalization=normalization)
-    exclude_self = contrast_features is None
-    if exclude_self:
-        contrast_features, contrast_labels = features, labels
+            contrast_mask=contrast_mask, exclude_self=exclude_self, temperature=temperature,
+            base_temperature=base_temperature, normalization=normalization)
+    contrast_features, contrast_labels, exclude_self = losses.resolve_contrasts(
+        features, labels, contrast_features, contrast_labels, exclude_self)
 
     anchors = features.astype(jnp.float32)
     contrasts = contrast_features.astype(jnp.float32)

@@ -55,9 +55,10 @@ def contrastive_loss_from_similarity(
 ) -> jax.Array:
     """The loss given a precomputed target similarity matrix [N, M].
 
-    `exclude_self` removes the diagonal (anchor i against itself) from numerator and denominator; it is
-    only meaningful when the contrasts are the anchors themselves (N == M). `contrast_mask` [M] bool removes
-    contrasts (e.g. queue slots not yet written) from both as well.
+    `exclude_self` removes the diagonal (contrast i for anchor i) from numerator and denominator: the anchor
+    itself when the contrasts are the anchors (N == M), or its own same-view EMA key when the first N contrasts
+    are the anchors' keys (N <= M). `contrast_mask` [M] bool removes contrasts (e.g. queue slots not yet written)
+    from both as well.
     """
     _check_normalization(normalization)
     anchors = features.astype(jnp.float32)
@@ -101,6 +102,7 @@ def generalized_supcon_loss(
     contrast_features: jax.Array | None = None,
     contrast_labels: jax.Array | None = None,
     contrast_mask: jax.Array | None = None,
+    exclude_self: bool | None = None,
     temperature: float = 0.1,
     base_temperature: float = 0.07,
     normalization: str = "label_sum",
@@ -111,23 +113,37 @@ def generalized_supcon_loss(
       features: [N, D] L2-normalised anchors, all views concatenated.
       labels: [N, C] label distributions of the anchors (one-hot, mixed, or a teacher's softmax).
       contrast_features: [M, D] contrasts (e.g. EMA keys + queue). Default: the anchors themselves, all-vs-all
-        with each anchor's own pair excluded. When given, nothing is excluded.
+        with each anchor's own pair excluded.
       contrast_labels: [M, C] label distributions of the contrasts; required with contrast_features.
       contrast_mask: optional [M] bool; False drops that contrast entirely (e.g. an empty queue slot).
+      exclude_self: drop contrast i for anchor i. Default: True without contrast_features (the anchor itself),
+        False with them. Pass True when the first N contrasts are the anchors' own counterparts, as MoCo's
+        same-view EMA keys are: at step 0 such a key equals its query, so keeping it is SupCon's diagonal again.
       temperature: tau of the latent softmax.
       base_temperature: the loss is scaled by temperature / base_temperature, as in the authors' code.
       normalization: "label_sum" divides each row by the sum of its label similarities (the authors' code);
         "count" divides by the number of contrasts (the other reading of the paper).
     """
-    if (contrast_features is None) != (contrast_labels is None):
-        raise ValueError("contrast_features and contrast_labels must be given together")
-    exclude_self = contrast_features is None
-    if exclude_self:
-        contrast_features, contrast_labels = features, labels
+    contrast_features, contrast_labels, exclude_self = resolve_contrasts(
+        features, labels, contrast_features, contrast_labels, exclude_self)
     similarity = label_similarity(labels, contrast_labels)
     return contrastive_loss_from_similarity(
         features, contrast_features, similarity, exclude_self=exclude_self, contrast_mask=contrast_mask,
         temperature=temperature, base_temperature=base_temperature, normalization=normalization)
+
+
+def resolve_contrasts(features, labels, contrast_features, contrast_labels, exclude_self):
+    """(contrast_features, contrast_labels, exclude_self) with the defaults applied and the shapes checked."""
+    if (contrast_features is None) != (contrast_labels is None):
+        raise ValueError("contrast_features and contrast_labels must be given together")
+    if contrast_features is None:
+        if exclude_self is False:
+            raise ValueError("exclude_self=False without contrast_features would contrast each anchor with itself")
+        return features, labels, True
+    if exclude_self and contrast_features.shape[0] < features.shape[0]:
+        raise ValueError(f"exclude_self needs the first {features.shape[0]} contrasts to be the anchors' own; "
+                         f"got only {contrast_features.shape[0]} contrasts")
+    return contrast_features, contrast_labels, bool(exclude_self)
 
 
 def supcon_loss(

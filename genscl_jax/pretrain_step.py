@@ -113,7 +113,11 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
 
 
 def _key_contrasts(model, state: TrainState, images, labels) -> dict[str, jax.Array]:
-    """The EMA encoder's keys of this batch's views, followed by the queue, with their labels and a mask."""
+    """The EMA encoder's keys of this batch's views, followed by the queue, with their labels and a mask.
+
+    Key i is the key of anchor i's own view: the loss excludes it (exclude_self), as SupCon excludes the anchor
+    itself, because at step 0 it equals the query. The other view's key of the same image stays: MoCo's positive.
+    """
     # Train-mode BatchNorm as in MoCo: the key encoder normalises with this batch's statistics.
     outputs, _ = model.apply(state.ema, images, train=True, mutable=["batch_stats"])
     keys = jax.lax.stop_gradient(outputs["projection"]).astype(jnp.float32)
@@ -140,7 +144,7 @@ def _loss_terms(projection, labels, contrasts, s: PretrainSettings) -> dict[str,
         kwargs = {}
         if contrasts is not None:
             kwargs = dict(contrast_features=contrasts["features"], contrast_labels=contrasts[name],
-                          contrast_mask=contrasts["mask"])
+                          contrast_mask=contrasts["mask"], exclude_self=True)
         terms[name] = loss_fn(
             projection, labels[name], temperature=s.temperature, base_temperature=s.base_temperature,
             normalization=s.loss_normalization, **kwargs)

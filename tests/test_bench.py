@@ -77,17 +77,19 @@ def _loss_inputs(seed, n, m, dim=16, classes=7):
 
 
 @pytest.mark.parametrize("contrasts,normalization", [("self", "label_sum"), ("queue", "count"),
-                                                     ("masked_queue", "label_sum")])
+                                                     ("masked_queue", "label_sum"), ("own_keys_queue", "label_sum")])
 def test_chunked_loss_equals_dense_loss_and_gradients(contrasts, normalization):
     x = _loss_inputs(0, 50, 90)
-    extra = {"self": [], "queue": ["contrast_features", "contrast_labels"],
-             "masked_queue": ["contrast_features", "contrast_labels", "contrast_mask"]}[contrasts]
+    queue = ["contrast_features", "contrast_labels", "contrast_mask"]
+    extra = {"self": [], "queue": queue[:2], "masked_queue": queue, "own_keys_queue": queue}[contrasts]
+    # MoCo: the first 50 contrasts are the anchors' own keys, excluded like SupCon's diagonal.
+    own = {"exclude_self": True} if contrasts == "own_keys_queue" else {}
 
     def make(loss_fn, **kw):
         def f(features, contrast_features):
             args = {"contrast_features": contrast_features, **{k: x[k] for k in extra if k != "contrast_features"}}
             return loss_fn(features, x["labels"], normalization=normalization,
-                           **{k: v for k, v in args.items() if k in extra}, **kw)
+                           **{k: v for k, v in args.items() if k in extra}, **own, **kw)
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
 
     dense_value, dense_grads = make(losses.generalized_supcon_loss)(x["features"], x["contrast_features"])

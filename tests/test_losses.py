@@ -8,12 +8,12 @@ import pytest
 from genscl_jax import losses
 
 
-def reference_loss(z, y, zc=None, yc=None, tau=0.1, tau_base=0.07, normalization="label_sum"):
-    """PAPER.md's definition, one anchor at a time, in float64."""
+def reference_loss(z, y, zc=None, yc=None, tau=0.1, tau_base=0.07, normalization="label_sum", exclude_own=False):
+    """PAPER.md's definition, one anchor at a time, in float64; `exclude_own`: contrast i is anchor i's own key."""
     z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
-    self_contrast = zc is None
-    zc = z if self_contrast else np.asarray(zc, np.float64)
-    yc = y if self_contrast else np.asarray(yc, np.float64)
+    self_contrast = zc is None or exclude_own
+    zc = z if zc is None else np.asarray(zc, np.float64)
+    yc = y if yc is None else np.asarray(yc, np.float64)
     rows = []
     for i in range(len(z)):
         others = [j for j in range(len(zc)) if not (self_contrast and j == i)]
@@ -56,6 +56,35 @@ def test_matches_reference_with_separate_contrasts(normalization):
                                          normalization=normalization)
     want = reference_loss(z, y, zc, yc, normalization=normalization)
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("normalization", losses.NORMALIZATIONS)
+def test_own_key_is_excluded_from_the_contrasts(normalization):
+    """MoCo: contrasts are the anchors' EMA keys, then a queue; anchor i never meets its own key i."""
+    z, y, zc, yc = random_problem(4, n=6, m=20)
+    got = losses.generalized_supcon_loss(z, y, contrast_features=zc, contrast_labels=yc, exclude_self=True,
+                                         normalization=normalization)
+    want = reference_loss(z, y, zc, yc, normalization=normalization, exclude_own=True)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    kept = losses.generalized_supcon_loss(z, y, contrast_features=zc, contrast_labels=yc,
+                                          normalization=normalization)
+    assert abs(float(kept) - want) > 1e-3  # the mask changes the loss: the test can tell the two apart
+
+
+def test_keys_equal_to_queries_with_an_empty_queue_give_the_in_batch_loss():
+    """At step 0 the EMA keys equal the queries and the queue is empty: MoCo's loss is the in-batch loss."""
+    z, y, queue, queue_labels = random_problem(5, n=10, m=16)
+    in_batch = losses.generalized_supcon_loss(z, y)
+    moco = losses.generalized_supcon_loss(
+        z, y, contrast_features=np.concatenate([z, queue]), contrast_labels=np.concatenate([y, queue_labels]),
+        contrast_mask=np.arange(26) < 10, exclude_self=True)
+    np.testing.assert_allclose(float(moco), float(in_batch), rtol=1e-6)
+
+
+def test_exclude_self_needs_the_anchors_among_the_contrasts():
+    z, y, zc, yc = random_problem(6, n=6, m=4)
+    with pytest.raises(ValueError, match="first 6 contrasts"):
+        losses.generalized_supcon_loss(z, y, contrast_features=zc, contrast_labels=yc, exclude_self=True)
 
 
 def test_one_hot_labels_give_supcon():

@@ -61,3 +61,18 @@ def test_sigterm_saves_exits_zero_and_a_rerun_resumes(tmp_path):
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
     assert summary["steps"] == saved + 2 and summary["mode"] == "pretrain"
+
+
+def test_first_moco_step_has_the_in_batch_loss_through_the_cli(tmp_path):
+    """One step of the (shrunk) ImageNet recipe with the EMA key encoder on and off: the same final_loss, since at
+    step 0 the keys equal the queries, the queue is empty and each anchor's own key is excluded."""
+    losses_seen = {}
+    for moco in (True, False):
+        workdir = str(tmp_path / f"moco_{moco}")
+        proc = main(*TINY, "--config.num_train_steps=1", "--config.mix.kind=none", "--config.dtype=float32",
+                    f"--config.moco.enabled={moco}", "--workdir", workdir)
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+        with open(os.path.join(workdir, "summary.json")) as f:
+            losses_seen[moco] = json.load(f)["final_loss"]
+    assert abs(losses_seen[True] - losses_seen[False]) <= 1e-5 * abs(losses_seen[False]), losses_seen

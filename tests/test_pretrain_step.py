@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from genscl_jax import losses, mixing, model_builder, models, parallel, pretrain, teachers
 from conftest import make_tiny_config
@@ -72,6 +73,16 @@ def test_key_encoder_queue_and_teacher_in_one_step():
     # Both terms are logged and combined with kd.alpha.
     for h in history:
         np.testing.assert_allclose(h["loss"], h["loss_mixed"] + 0.5 * h["loss_teacher"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss_block_size", [0, 5])
+def test_first_moco_step_has_the_in_batch_loss(loss_block_size):
+    """Step 0: EMA keys equal the queries and the queue is empty, so with each anchor's own key excluded the MoCo
+    loss is the in-batch loss, dense and blocked."""
+    overrides = {"mix.kind": "mixup_cutmix", "loss_block_size": loss_block_size}
+    _, _, in_batch = run_steps(make_tiny_config(**overrides), 1)
+    _, _, moco = run_steps(make_tiny_config(**{"moco.enabled": True, **overrides}), 1)
+    np.testing.assert_allclose(moco[0]["loss"], in_batch[0]["loss"], rtol=1e-5)
 
 
 def test_ema_follows_the_formula_for_one_step():
