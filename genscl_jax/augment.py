@@ -54,19 +54,46 @@ def _uniform(seed, minval=0.0, maxval=1.0, shape=()):
 # Geometry: random resized crop, flip, resize/pad.
 
 
-def random_resized_crop_window(seed, image_shape, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
-    """Samples a crop (offset [y, x], size [h, w], int32) covering `scale` of the area at aspect `ratio`.
+_CROP_TRIES = 10  # torchvision's RandomResizedCrop.get_params
 
-    Uses tf's stateless bounding-box sampler (as SimCLR's TF code does): up to 100 tries, then the whole
-    image (torchvision falls back to a central crop instead; with 100 tries either is rare).
+
+def random_resized_crop_window(seed, image_shape, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Samples a crop (offset [y, x], size [h, w], int32) as torchvision's RandomResizedCrop.get_params does.
+
+    Ten tries of (area uniform in `scale` x image area, aspect ratio log-uniform in `ratio`, sides rounded);
+    the first that fits the image wins, at a uniform offset; if none fits, a centre crop as large as the image
+    allows with its aspect clamped to `ratio`. The tries are drawn together (stateless, from `seed`).
+    tf's sample_distorted_bounding_box, used before, samples differently (mean area 0.50 instead of 0.55 on
+    32 px at scale (0.2, 1)), which is why it is not used.
     """
-    height_width = tf.cast(tf.convert_to_tensor(image_shape)[:2], tf.int32)
-    size_3d = tf.concat([height_width, [1]], axis=0)
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        size_3d, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=tf.cast(seed, tf.int64),
-        min_object_covered=0.0, aspect_ratio_range=ratio, area_range=scale, max_attempts=100,
-        use_image_if_no_bounding_boxes=True)
-    return begin[:2], size[:2]
+    shape = tf.convert_to_tensor(image_shape)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    area_seed, ratio_seed, offset_seed = split_seed(seed, 3)
+    target_area = height * width * _uniform(area_seed, scale[0], scale[1], shape=[_CROP_TRIES])
+    aspect = tf.exp(_uniform(ratio_seed, math.log(ratio[0]), math.log(ratio[1]), shape=[_CROP_TRIES]))
+    tries_w = tf.round(tf.sqrt(target_area * aspect))  # Round half to even, as Python's round().
+    tries_h = tf.round(tf.sqrt(target_area / aspect))
+    fits = (tries_w > 0) & (tries_w <= width) & (tries_h > 0) & (tries_h <= height)
+    first = tf.minimum(tf.reduce_min(tf.where(fits, tf.range(_CROP_TRIES), _CROP_TRIES)), _CROP_TRIES - 1)
+    found = tf.reduce_any(fits)
+    fallback_h, fallback_w = _centre_crop_size(height, width, ratio)
+    h = tf.where(found, tries_h[first], fallback_h)
+    w = tf.where(found, tries_w[first], fallback_w)
+    # Uniform integer offsets in [0, side - crop] when found (torch.randint), centred otherwise.
+    u = _uniform(offset_seed, shape=[2])
+    y = tf.where(found, tf.floor(u[0] * (height - h + 1)), tf.floor((height - h) / 2))
+    x = tf.where(found, tf.floor(u[1] * (width - w + 1)), tf.floor((width - w) / 2))
+    offset = tf.cast(tf.stack([tf.minimum(y, height - h), tf.minimum(x, width - w)]), tf.int32)
+    return offset, tf.cast(tf.stack([h, w]), tf.int32)
+
+
+def _centre_crop_size(height, width, ratio):
+    """torchvision's fallback: the whole image, cut to the nearest allowed aspect ratio."""
+    in_ratio = width / height
+    too_tall, too_wide = in_ratio < min(ratio), in_ratio > max(ratio)
+    h = tf.where(too_tall, tf.round(width / min(ratio)), height)
+    w = tf.where(too_wide, tf.round(height * max(ratio)), width)
+    return h, w
 
 
 def to_unit_float(image):
@@ -237,34 +264,50 @@ _MAX_LEVEL = 10.0
 _FILL_VALUE = 0.5
 
 
-def _projective_transform(image, transform):
-    """Maps output pixel (x, y) to input ((a0 x + a1 y + a2), (b0 x + b1 y + b2)); bilinear, gray fill."""
+def _projective_transform(image, transform, fill=_FILL_VALUE, interpolation="BILINEAR"):
+    """Maps output pixel (x, y) to input ((a0 x + a1 y + a2), (b0 x + b1 y + b2)); constant fill."""
     transform = tf.concat([tf.cast(transform, tf.float32), tf.zeros([2])], axis=0)[None]
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=image[None], transforms=transform, output_shape=tf.shape(image)[:2],
-        fill_value=_FILL_VALUE, interpolation="BILINEAR", fill_mode="CONSTANT")
+        fill_value=fill, interpolation=interpolation, fill_mode="CONSTANT")
     return out[0]
 
 
-def _rotate(image, degrees):
+def _rotate(image, degrees, **warp):
+    """Clockwise by `degrees` about the image centre. warp: fill / interpolation of _projective_transform."""
     height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
     cy, cx = (height - 1) / 2, (width - 1) / 2
     cos, sin = tf.cos(degrees * math.pi / 180), tf.sin(degrees * math.pi / 180)
     return _projective_transform(image, tf.stack([cos, sin, cx - cos * cx - sin * cy,
-                                                  -sin, cos, cy + sin * cx - cos * cy]))
+                                                  -sin, cos, cy + sin * cx - cos * cy]), **warp)
 
 
-def _shear(image, amount, axis: int):
+def _shear(image, amount, axis: int, **warp):
+    """x += amount * y (axis 1) or y += amount * x (axis 0), about the image's top-left corner as torchvision."""
     zero, one = tf.constant(0.0), tf.constant(1.0)
-    rows = [one, amount, zero, zero, one, zero] if axis == 1 else [one, zero, zero, amount, one, zero]
-    return _projective_transform(image, tf.stack(rows))
+    amount = tf.cast(amount, tf.float32)
+    # The corner is half a pixel before pixel 0's centre.
+    rows = ([one, amount, amount / 2, zero, one, zero] if axis == 1
+            else [one, zero, zero, amount, one, amount / 2])
+    return _projective_transform(image, tf.stack(rows), **warp)
 
 
 def _translate(image, fraction, axis: int):
+    """Shift by `fraction` of the side (axis 1: x by the width, 0: y by the height)."""
+    return _shift(image, fraction * tf.cast(tf.shape(image)[axis], tf.float32), axis)
+
+
+def _shift(image, pixels, axis: int, **warp):
+    """Moves the content by -pixels along x (axis 1) or y (axis 0)."""
     zero, one = tf.constant(0.0), tf.constant(1.0)
-    shift = fraction * tf.cast(tf.shape(image)[axis], tf.float32)  # axis 1: x by width, 0: y by height
-    rows = [one, zero, shift, zero, one, zero] if axis == 1 else [one, zero, zero, zero, one, shift]
-    return _projective_transform(image, tf.stack(rows))
+    pixels = tf.cast(pixels, tf.float32)
+    rows = [one, zero, pixels, zero, one, zero] if axis == 1 else [one, zero, zero, zero, one, pixels]
+    return _projective_transform(image, tf.stack(rows), **warp)
+
+
+def _solarize(image, threshold):
+    """PIL/torchvision solarize: invert every value at or above `threshold` (0-1 scale)."""
+    return tf.where(image >= threshold, 1.0 - image, image)
 
 
 def _auto_contrast(image):
@@ -317,7 +360,7 @@ def _rand_augment_ops(magnitude: float):
         "auto_contrast": lambda img, s: _auto_contrast(img),
         "equalize": lambda img, s: _equalize(img),
         "rotate": lambda img, s: _rotate(img, 30.0 * level * s),
-        "solarize": lambda img, s: tf.where(img >= 1.0 - level, 1.0 - img, img),
+        "solarize": lambda img, s: _solarize(img, 1.0 - level),
         "posterize": lambda img, s: _posterize(img, 8 - int(4 * level)),
         "color": lambda img, s: adjust_saturation(img, enhance(s)),
         "contrast": lambda img, s: adjust_contrast(img, enhance(s)),
@@ -343,6 +386,119 @@ def rand_augment(image, seed, num_layers: int = 2, magnitude: float = 9.0):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# AutoAugment (Cubuk et al. 2019), ImageNet policy: per image one of 25 sub-policies, chosen uniformly; each
+# sub-policy is two (op, probability, magnitude bin) steps, every step applied with its own probability. This is
+# torchvision's AutoAugment(AutoAugmentPolicy.IMAGENET): its table, its 10 magnitude bins, a random sign per
+# step for signed ops, nearest-neighbour warps with black fill. SupCon's TF code ran tf-models' AutoAugment "v0"
+# policy instead, a different table; the PyTorch code GenSCL and SupContrast ship runs torchvision's.
+
+AUTO_AUGMENT_IMAGENET_POLICY = (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+)
+
+_AUTO_AUGMENT_BINS = 10
+_AUTO_AUGMENT_FILL = 0.0  # torchvision's fill=None: black
+
+
+def auto_augment_magnitude(name: str, magnitude_bin, height: int, width: int) -> tuple[float, bool]:
+    """(magnitude, signed) of op `name` at `magnitude_bin` (0-9), as torchvision's _augmentation_space has it.
+
+    Pixel units where torchvision uses them: translations in pixels, Solarize's threshold on the 0-255 scale.
+    """
+    level = (magnitude_bin or 0) / (_AUTO_AUGMENT_BINS - 1)  # linspace(lo, hi, 10)[bin] = lo + (hi - lo) * level
+    table = {
+        "ShearX": (0.3 * level, True), "ShearY": (0.3 * level, True),
+        "TranslateX": (150.0 / 331.0 * width * level, True), "TranslateY": (150.0 / 331.0 * height * level, True),
+        "Rotate": (30.0 * level, True),
+        "Brightness": (0.9 * level, True), "Color": (0.9 * level, True),
+        "Contrast": (0.9 * level, True), "Sharpness": (0.9 * level, True),
+        "Posterize": (float(8 - round(4 * level)), False),
+        "Solarize": (255.0 * (1.0 - level), False),
+        "AutoContrast": (0.0, False), "Equalize": (0.0, False), "Invert": (0.0, False),
+    }
+    if name not in table:
+        raise ValueError(f"unknown AutoAugment op {name!r}; expected one of {sorted(table)}")
+    return table[name]
+
+
+def _auto_augment_op(name: str, magnitude: float):
+    """fn(image, sign) applying op `name` at `magnitude`; sign (+1 / -1) flips the signed ops.
+
+    Geometric ops warp as torchvision does by default (nearest neighbour, black fill) and take its directions:
+    positive rotations turn counter-clockwise, positive translations move the content right / down.
+    """
+    warp = dict(fill=_AUTO_AUGMENT_FILL, interpolation="NEAREST")
+    ops = {
+        "ShearX": lambda img, s: _shear(img, magnitude * s, axis=1, **warp),
+        "ShearY": lambda img, s: _shear(img, magnitude * s, axis=0, **warp),
+        # torchvision truncates the shift to whole pixels.
+        "TranslateX": lambda img, s: _shift(img, -float(int(magnitude)) * s, axis=1, **warp),
+        "TranslateY": lambda img, s: _shift(img, -float(int(magnitude)) * s, axis=0, **warp),
+        "Rotate": lambda img, s: _rotate(img, -magnitude * s, **warp),
+        "Brightness": lambda img, s: adjust_brightness(img, 1.0 + magnitude * s),
+        "Color": lambda img, s: adjust_saturation(img, 1.0 + magnitude * s),
+        "Contrast": lambda img, s: adjust_contrast(img, 1.0 + magnitude * s),
+        "Sharpness": lambda img, s: _sharpness(img, 1.0 + magnitude * s),
+        "Posterize": lambda img, s: _posterize(img, int(magnitude)),
+        "Solarize": lambda img, s: _solarize(img, magnitude / 255.0),
+        "AutoContrast": lambda img, s: _auto_contrast(img),
+        "Equalize": lambda img, s: _equalize(img),
+        "Invert": lambda img, s: 1.0 - img,
+    }
+    return ops[name]
+
+
+def auto_augment(image, seed, policy=AUTO_AUGMENT_IMAGENET_POLICY):
+    """AutoAugment on a float32 [0, 1] image with a static height and width (the crop is resized first)."""
+    height, width = image.shape[0], image.shape[1]
+    if height is None or width is None:
+        raise ValueError(f"auto_augment needs a static image size, got shape {image.shape}")
+    steps = sorted({(name, magnitude_bin) for sub_policy in policy for name, _, magnitude_bin in sub_policy},
+                   key=str)
+    step_index = {step: i for i, step in enumerate(steps)}
+    ops = [_auto_augment_op(name, auto_augment_magnitude(name, magnitude_bin, height, width)[0])
+           for name, magnitude_bin in steps]
+    signed = tf.constant([auto_augment_magnitude(name, b, height, width)[1] for name, b in steps])
+    choice_seed, prob_seed, sign_seed = split_seed(seed, 3)
+    choice = tf.random.stateless_uniform([], choice_seed, 0, len(policy), dtype=tf.int32)
+    draws = _uniform(prob_seed, shape=[2])
+    signs = tf.where(_uniform(sign_seed, shape=[2]) < 0.5, -1.0, 1.0)
+    for position in range(2):
+        op_index = tf.gather([step_index[(name, b)] for name, _, b in (sub[position] for sub in policy)], choice)
+        prob = tf.gather([p for _, p, _ in (sub[position] for sub in policy)], choice)
+        sign = tf.where(tf.gather(signed, op_index), signs[position], 1.0)
+        branches = [lambda op=op, img=image, s=sign: tf.ensure_shape(op(img, s), img.shape) for op in ops]
+        # torchvision applies a step when its uniform draw is <= the step's probability.
+        image = tf.cond(draws[position] <= prob, lambda img=image, b=branches: tf.switch_case(op_index, b),
+                        lambda img=image: img)
+    return image
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Policies: one view, several views, normalisation.
 
 
@@ -361,8 +517,10 @@ def augment_view(image, seed, *, policy: str, image_size: int, color: bool = Tru
         return pad_or_resize(image, image_size)
     image = random_resized_crop(image, crop_seed, image_size, crop_scale)
     image = random_flip(image, flip_seed)
-    # RandAugment runs after the crop (as in SupCon's torchvision pipeline): on the small crop it is cheap.
-    if policy in ("autoaugment", "randaugment"):
+    # Auto/RandAugment run after the crop (as in SupCon's torchvision pipeline): on the small crop it is cheap.
+    if policy == "autoaugment":
+        image = auto_augment(image, rand_seed)
+    elif policy == "randaugment":
         image = rand_augment(image, rand_seed, rand_augment_layers, rand_augment_magnitude)
     elif policy == "simclr":
         if color:
