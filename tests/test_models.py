@@ -266,3 +266,26 @@ def test_resnet200_layout():
     assert {"stage2_block23", "stage3_block35", "stage4_block2"} <= set(params)
     assert "stage2_block24" not in params and "stage3_block36" not in params
     assert sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params)) == 64_673_832
+
+
+def check_torch_linear_init(kernel, bias, fan_in):
+    """kernel and bias look like draws of U(-b, b), b = 1/sqrt(fan_in): within, reaching the bounds, std b/sqrt(3)."""
+    bound = 1 / np.sqrt(fan_in)
+    for values in (np.asarray(kernel), np.asarray(bias)):
+        assert np.abs(values).max() <= bound
+        assert np.abs(values).max() > 0.95 * bound
+        # The std of n >= 128 uniform draws has a relative standard error under 4%: 15% is ~4 of them.
+        assert values.std() == pytest.approx(bound / np.sqrt(3), rel=0.15)
+
+
+def test_head_and_classifier_start_like_torch_linear():
+    fan_in, hidden = 384, 256
+    features = jnp.zeros((1, fan_in), jnp.float32)
+    mlp = models.ProjectionHead(hidden_dim=hidden, output_dim=128).init(key(1), features)["params"]
+    check_torch_linear_init(mlp["dense1"]["kernel"], mlp["dense1"]["bias"], fan_in)
+    check_torch_linear_init(mlp["dense2"]["kernel"], mlp["dense2"]["bias"], hidden)
+    linear = models.ProjectionHead(hidden_dim=hidden, output_dim=128, kind="linear").init(key(2), features)["params"]
+    check_torch_linear_init(linear["dense"]["kernel"], linear["dense"]["bias"], fan_in)
+    fc = models.LinearClassifier(num_classes=1000).init(key(3), features)["params"]["fc"]
+    check_torch_linear_init(fc["kernel"], fc["bias"], fan_in)
+    assert fc["kernel"].dtype == fc["bias"].dtype == jnp.float32

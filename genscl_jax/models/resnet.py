@@ -34,8 +34,8 @@ import flax.linen as nn
 
 # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# torch.nn.Linear's default kernel init is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-_FC_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+# torch.nn.Linear's default kernel init, kaiming_uniform(a=sqrt(5)), is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+TORCH_LINEAR_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 _BASE_WIDTH = 64
 
@@ -171,7 +171,7 @@ class ResNet(nn.Module):
         if self.num_classes is None:
             return features
         # The classifier is tiny; keeping it in float32 avoids rounding the logits.
-        fc = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=_FC_INIT, name="fc")
+        fc = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=TORCH_LINEAR_KERNEL_INIT, name="fc")
         return fc(features)
 
     def _stem(self, x: jax.Array, width: int, train: bool) -> jax.Array:
