@@ -3,6 +3,9 @@
 #   1. ResNet-50, 224 px, bfloat16, two views, EMA key encoder + 65536-key queue (the ImageNet recipe's step)
 #   2. ResNet-50, CIFAR stem, 32 px, float32, two views (the authors' CIFAR recipe's step)
 #   3. the loss alone: N in {1k, 4k, 8k, 16k} anchors vs N + 65536 contrasts, C in {10, 1000}, dense and chunked
+#   4. the collective audit: every collective of the ImageNet recipe's step partitioned over 8 devices, with bytes
+#      (JAX_PLATFORMS=cpu with 8 forced host devices: one GPU has no collectives to audit; it needs
+#      ml_collections, which the accelerator VM lacks: carry its wheel, see the device tool's README)
 #
 #   bash benchmarks/gpu_suite.sh                # on the accelerator; results in $OUT (default benchmarks/results/)
 #   bash benchmarks/gpu_suite.sh --dry-run      # print the commands only (with --tiny: the tiny ones)
@@ -66,5 +69,16 @@ for impl in dense chunked; do
     run "loss_${impl}_c${classes}" --loss-only "${LOSS[@]}" --classes "$classes" --loss-impl "$impl"
   done
 done
+if [[ $SIZES == tiny ]]; then
+  AUDIT=(--model resnet10 --width 0.0625 --image-size 24 --queue-size 64 --head-dim 8 --num-classes 10)
+else
+  AUDIT=()  # the recipe's shape: ResNet-50, 224 px, per-device batch 2, 65536-key queue, teacher, 1000 classes
+fi
+if [[ collective_audit =~ $CASES ]]; then
+  echo "== collective_audit: JAX_PLATFORMS=cpu $PY benchmarks/collective_audit.py ${AUDIT[*]}"
+  [[ $DRY == 1 ]] || JAX_PLATFORMS=cpu timeout "$CASE_TIMEOUT" "$PY" benchmarks/collective_audit.py "${AUDIT[@]}" \
+    --json "$OUT/collective_audit.json" > "$OUT/collective_audit.md" 2> "$OUT/collective_audit.log" \
+    || echo "== FAILED: collective_audit" | tee -a "$OUT/failed.txt"
+fi
 [[ $DRY == 1 ]] || "$PY" benchmarks/summarize_suite.py "$OUT" "${SHARE[@]}" | tee "$OUT/summary.md" || true
 echo "== done: results in $OUT/ (summary.md: the rows for BENCHMARKS.md section 5)"

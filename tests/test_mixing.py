@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genscl_jax.mixing import MIX_KINDS, mix_batch, mix_views, one_hot_labels
+from genscl_jax.mixing import MIX_KINDS, mix_batch, mix_views, one_hot_labels, partner_shift
 
 B, H, W, C = 6, 8, 8, 3
 
@@ -53,10 +53,10 @@ def test_label_rows_sum_to_one(kind):
 
 
 def test_cutmix_labels_equal_pixel_fractions():
-    # Several sources share a class, so same-class partners (and perm[i] == i) must sum their weights.
+    # Several sources share a class, so same-class partners must sum their weights.
     class_ids = jnp.array([0, 1, 0, 2, 1, 3])
     images = _constant_images()
-    saw_partial, saw_fixed_point = False, False
+    saw_partial = False
     for seed in range(20):
         mixed, labels = mix_batch(jax.random.PRNGKey(seed), images, class_ids, 4, kind="cutmix")
         mixed, labels = np.asarray(mixed), np.asarray(labels)
@@ -67,13 +67,14 @@ def test_cutmix_labels_equal_pixel_fractions():
             np.add.at(expected, np.asarray(class_ids), fractions)
             np.testing.assert_allclose(labels[i], expected, atol=1e-6)
             assert (mixed[i] == mixed[i, ..., :1]).all()  # The box covers all channels.
-        # The box is shared by the batch: if it is non-empty somewhere, a row made only of its own
-        # pixels can only come from perm[i] == i.
+        # The box is shared by the batch and no image is its own partner: every row keeps the same fraction
+        # of its own pixels, and the rest comes from image i + 1.
         own = [(mixed[i] == i + 1).mean() for i in range(B)]
-        partial = any(0.0 < f < 1.0 for f in own)
-        saw_partial |= partial
-        saw_fixed_point |= partial and any(f == 1.0 for f in own)
-    assert saw_partial and saw_fixed_point
+        np.testing.assert_allclose(own, own[0])
+        if own[0] < 1.0:
+            saw_partial = True
+            assert all(set(np.unique(mixed[i])) == {i + 1, (i + 1) % B + 1} for i in range(B))
+    assert saw_partial
 
 
 def test_cutmix_box_is_a_rectangle():
@@ -169,12 +170,36 @@ def test_mix_views_mixes_each_view_independently():
         assert mixed.shape == views.shape and labels.shape == (B, 2, B)
         # View v is exactly mix_batch with the v-th split key.
         for v, key in enumerate(jax.random.split(rng, 2)):
-            ref_images, ref_labels = mix_batch(key, views[:, v], class_ids, B, kind="mixup")
+            ref_images, ref_labels = mix_batch(key, views[:, v], class_ids, B, kind="mixup",
+                                               shift=partner_shift(B, v))
             np.testing.assert_allclose(mixed[:, v], ref_images, atol=1e-5)
             np.testing.assert_allclose(labels[:, v], ref_labels, atol=1e-6)
         (perm0, lam0), (perm1, lam1) = (_mixup_perm_and_lam(labels[:, v]) for v in range(2))
         differ |= (perm0 != perm1).any() and lam0 is not None and lam1 is not None and lam0 != lam1
     assert differ
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_each_view_has_its_own_partner_never_itself(kind):
+    """View v mixes image i with image (i + 1 + v) mod B: the labels of unique classes name the partner."""
+    images = _constant_images()
+    views = jnp.stack([images, images], axis=1)
+    seen = 0
+    for seed in range(6):
+        _, labels = mix_views(jax.random.PRNGKey(seed), views, jnp.arange(B), B, kind=kind)
+        for v in range(2):
+            partner_weight = np.asarray(labels[:, v])[np.arange(B), (np.arange(B) + 1 + v) % B]
+            own_weight = np.asarray(labels[:, v])[np.arange(B), np.arange(B)]
+            np.testing.assert_allclose(own_weight + partner_weight, 1.0, atol=1e-6)
+            seen += int((partner_weight > 0).all())
+    assert seen > 0
+
+
+def test_partner_shift_is_never_the_image_itself():
+    assert [partner_shift(8, v) for v in range(3)] == [1, 2, 3]
+    assert [partner_shift(2, v) for v in range(2)] == [1, 1]  # a batch of two has one other image
+    assert [partner_shift(3, v) for v in range(3)] == [1, 2, 1]
+    assert partner_shift(1) == 0
 
 
 def test_mixup_cutmix_uses_both_branches():
