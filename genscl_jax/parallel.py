@@ -59,6 +59,12 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def replicated_constraint(mesh: Mesh):
+    """Inside jit: tree -> the same tree laid out whole on every device of `mesh`."""
+    sharding = replicated(mesh)
+    return lambda tree: jax.lax.with_sharding_constraint(tree, sharding)
+
+
 def global_batch_from_local(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles each process's share of the batch into one global array sharded on the leading axis."""
     sharding = batch_sharded(mesh)

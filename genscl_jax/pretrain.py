@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -11,15 +12,27 @@ from jax.sharding import Mesh
 
 from genscl_jax import (compile_utils, data, knn, model_builder, momentum_encoder, optimizers, parallel,
                         pretrain_step, teachers, train_loop)
-from genscl_jax.train_state import create_train_state
+from genscl_jax.train_state import TrainState, create_train_state, train_state_initializer
 
 
 def total_train_steps(config: Any) -> int:
     return config.num_train_steps or int(config.num_epochs * data.steps_per_epoch(config))
 
 
-def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
-    spec = data.data_spec(config)
+@dataclasses.dataclass(frozen=True)
+class PretrainProgram:
+    """The product's compiled pretraining step and what it runs on: what the trainer loops and tools inspect."""
+    step: Any  # jitted (state, global batch, teacher_variables) -> (state, metrics)
+    model: Any  # the contrastive model (encoder + projection head)
+    init_state: Callable[[], TrainState]  # the initial state, replicated on the mesh
+    state_shapes: Callable[[], Any]  # the state's shapes and dtypes, without computing it
+    teacher: teachers.Teacher | None
+    total_steps: int
+
+
+def build_program(config: Any, mesh: Mesh, spec: data.DataSpec, *,
+                  teacher: teachers.Teacher | None = None) -> PretrainProgram:
+    """Model, optimizer, state and the jitted step for `config` on `mesh`, for data described by `spec`."""
     total_steps = total_train_steps(config)
     model = model_builder.build_contrastive_model(config)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
@@ -32,14 +45,31 @@ def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None =
     if config.moco.enabled:
         make_queue = functools.partial(momentum_encoder.empty_queue, config.moco.queue_size, config.head.output_dim,
                                        spec.num_classes, settings.uses_teacher)
-    state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh,
-                               with_ema=config.moco.enabled, make_queue=make_queue)
+
+    def init_variables(rng):
+        return model.init(rng, sample, train=False)
+
+    def init_state() -> TrainState:
+        return create_train_state(init_variables, tx, config.seed, mesh, with_ema=config.moco.enabled,
+                                  make_queue=make_queue)
+
+    def state_shapes():
+        init = train_state_initializer(init_variables, tx, with_ema=config.moco.enabled, make_queue=make_queue)
+        return jax.eval_shape(init, jax.random.PRNGKey(config.seed))
 
     step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
-                                            teacher_fn=teacher.logits if teacher else None)
+                                            teacher_fn=teacher.logits if teacher else None,
+                                            replicate=parallel.replicated_constraint(mesh))
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     compiled = jax.jit(step, in_shardings=(replicated, sharded, replicated), out_shardings=replicated,
                        donate_argnums=(0,), **compile_utils.model_jit_options(config))
+    return PretrainProgram(step=compiled, model=model, init_state=init_state, state_shapes=state_shapes, teacher=teacher, total_steps=total_steps)
+
+
+def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
+    spec = data.data_spec(config)
+    program = build_program(config, mesh, spec, teacher=teacher)
+    state, total_steps, teacher, compiled = program.init_state(), program.total_steps, program.teacher, program.step
     teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
 
     def batches(start_step: int):
@@ -47,7 +77,7 @@ def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None =
                                   augment=config.augment, num_views=config.num_views)
 
     # config.knn.every_steps > 0: a kNN monitor on the encoder's features, every N steps and at the end.
-    monitor = knn.make_monitor(config, mesh, model, spec.num_classes) if config.knn.every_steps else None
+    monitor = knn.make_monitor(config, mesh, program.model, spec.num_classes) if config.knn.every_steps else None
     return train_loop.Trainer(
         name="pretrain", state=state, train_step=lambda s, b: compiled(s, b, teacher_variables), batches=batches,
         total_steps=total_steps, examples_per_step=config.batch_size, periodic_eval=monitor,

@@ -67,8 +67,15 @@ TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images)
 
 
 def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                       settings: PretrainSettings, teacher_fn: TeacherFn | None = None):
-    """Returns step(state, batch, teacher_variables) -> (state, metrics); jit it with the shardings you want."""
+                       settings: PretrainSettings, teacher_fn: TeacherFn | None = None,
+                       replicate: Callable[[Any], Any] = lambda tree: tree):
+    """Returns step(state, batch, teacher_variables) -> (state, metrics); jit it with the shardings you want.
+
+    `replicate` lays a pytree out whole on every device inside the step (parallel.replicated_constraint(mesh)).
+    The MoCo contrast set goes through it: anchors stay sharded, each device scores its rows against all contrasts.
+    Left to itself, XLA shards the [keys; queue] set by rows and gathers it back, label matrix included: at the
+    ImageNet recipe that was 5x the gradient all-reduce per device per step (BENCHMARKS.md, "Collective audit").
+    """
     if settings.uses_teacher and teacher_fn is None:
         raise ValueError("kd_alpha > 0 needs a teacher_fn")
     s = settings
@@ -90,7 +97,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
             logits = jax.lax.stop_gradient(teacher_fn(teacher_variables, images)).astype(jnp.float32)
             labels["teacher"] = jax.nn.softmax(logits / s.kd_temperature, axis=-1)
 
-        contrasts = _key_contrasts(model, state, images, labels) if s.moco else None
+        contrasts = _key_contrasts(model, state, images, labels, replicate) if s.moco else None
 
         def loss_fn(params):
             outputs, new_model_state = model.apply(
@@ -112,7 +119,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
     return step
 
 
-def _key_contrasts(model, state: TrainState, images, labels) -> dict[str, jax.Array]:
+def _key_contrasts(model, state: TrainState, images, labels, replicate) -> dict[str, jax.Array]:
     """The EMA encoder's keys of this batch's views, followed by the queue, with their labels and a mask.
 
     Key i is the key of anchor i's own view: the loss excludes it (exclude_self), as SupCon excludes the anchor
@@ -121,16 +128,19 @@ def _key_contrasts(model, state: TrainState, images, labels) -> dict[str, jax.Ar
     # Train-mode BatchNorm as in MoCo: the key encoder normalises with this batch's statistics.
     outputs, _ = model.apply(state.ema, images, train=True, mutable=["batch_stats"])
     keys = jax.lax.stop_gradient(outputs["projection"]).astype(jnp.float32)
+    # The batch's keys and labels are gathered whole before they meet the (replicated) queue, so the contrast set
+    # is built replicated; otherwise XLA builds it sharded by classes and gathers all [M, C] labels back.
+    batch_keys, batch_labels = replicate((keys, labels))
     queue = state.queue
     contrasts = {
         "batch_keys": keys,
-        "features": jnp.concatenate([keys, queue["keys"]]),
+        "features": jnp.concatenate([batch_keys, queue["keys"]]),
         "mask": jnp.concatenate([jnp.ones(keys.shape[0], bool), momentum_encoder.filled_mask(queue)]),
-        "mixed": jnp.concatenate([labels["mixed"], queue["labels"]]),
+        "mixed": jnp.concatenate([batch_labels["mixed"], queue["labels"]]),
     }
     if "teacher" in labels:
-        contrasts["teacher"] = jnp.concatenate([labels["teacher"], queue["teacher_labels"]])
-    return contrasts
+        contrasts["teacher"] = jnp.concatenate([batch_labels["teacher"], queue["teacher_labels"]])
+    return replicate(contrasts)
 
 
 def _loss_terms(projection, labels, contrasts, s: PretrainSettings) -> dict[str, jax.Array]:

@@ -28,14 +28,10 @@ class TrainState:
     queue: Any = None
 
 
-def create_train_state(init_variables: Callable[[jax.Array], dict], tx: optax.GradientTransformation,
-                       seed: int, mesh: Mesh, *, with_ema: bool = False,
-                       make_queue: Callable[[], Any] | None = None) -> TrainState:
-    """Initialises the state on device, replicated over the mesh, with no host round trip.
-
-    `init_variables(rng)` returns the model's {"params", "batch_stats"}; it runs inside jit so even a
-    ResNet-200's initialisation is one compiled program, compiled cheaply since it runs once.
-    """
+def train_state_initializer(init_variables: Callable[[jax.Array], dict], tx: optax.GradientTransformation, *,
+                            with_ema: bool = False, make_queue: Callable[[], Any] | None = None
+                            ) -> Callable[[jax.Array], TrainState]:
+    """The pure function seed key -> initial TrainState (jit it, or jax.eval_shape it for the state's shapes)."""
 
     def init(seed_key):
         init_key, state_key = jax.random.split(seed_key)
@@ -46,4 +42,16 @@ def create_train_state(init_variables: Callable[[jax.Array], dict], tx: optax.Gr
                           opt_state=tx.init(params), rng=state_key, ema=ema,
                           queue=make_queue() if make_queue else None)
 
+    return init
+
+
+def create_train_state(init_variables: Callable[[jax.Array], dict], tx: optax.GradientTransformation,
+                       seed: int, mesh: Mesh, *, with_ema: bool = False,
+                       make_queue: Callable[[], Any] | None = None) -> TrainState:
+    """Initialises the state on device, replicated over the mesh, with no host round trip.
+
+    `init_variables(rng)` returns the model's {"params", "batch_stats"}; it runs inside jit so even a
+    ResNet-200's initialisation is one compiled program, compiled cheaply since it runs once.
+    """
+    init = train_state_initializer(init_variables, tx, with_ema=with_ema, make_queue=make_queue)
     return compile_utils.run_once(init, jax.random.PRNGKey(seed), out_shardings=parallel.replicated(mesh))

@@ -1,0 +1,73 @@
+"""What a compiled sharded program sends between devices: its collectives, read from the optimised HLO.
+
+Used by the collective audit (benchmarks/collective_audit.py) and by the tests that assert the train step never
+gathers images. Bytes are per device and per execution: the size of the collective's result on one device (for
+an all-reduce, the reduced buffer; for an all-gather, the gathered buffer; for a collective-permute, what one
+device receives). A collective inside a loop body is counted once per appearance, not per trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+# Collective ops as they appear in optimised HLO, synchronous or as the start of an asynchronous pair.
+COLLECTIVE_KINDS = ("all-gather", "all-reduce", "reduce-scatter", "collective-permute", "all-to-all")
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
+                "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.+?)\s+(" + "|".join(COLLECTIVE_KINDS)
+                          + r")(-start)?\(")
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+    kind: str  # one of COLLECTIVE_KINDS
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]  # (dtype, dims) of each array the result carries
+    bytes: int  # per device, see the module docstring
+
+    def describe(self) -> str:
+        return ", ".join(f"{dtype}[{','.join(map(str, dims))}]" for dtype, dims in self.shapes)
+
+
+def _arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
+    return [(dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in _ARRAY.findall(type_text)]
+
+
+def _nbytes(dtype: str, dims: tuple[int, ...]) -> int:
+    size = _DTYPE_BYTES[dtype]
+    for d in dims:
+        size *= d
+    return size
+
+
+def collectives(hlo_text: str) -> list[Collective]:
+    """Every collective of an HLO module's text (compiled.as_text()), in program order."""
+    found = []
+    for line in hlo_text.splitlines():
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        type_text, kind, is_start = match.groups()
+        shapes = [a for a in _arrays(type_text) if a[0] not in ("u32", "s32") or a[1]]  # drop async scalar tokens
+        if is_start and kind in ("all-gather", "collective-permute") and len(shapes) > 1:
+            # The start of an asynchronous gather/permute carries (operand, result): the result is the traffic.
+            shapes = [max(shapes, key=lambda a: _nbytes(*a))]
+        found.append(Collective(kind, tuple(shapes), sum(_nbytes(*a) for a in shapes)))
+    return found
+
+
+def image_shaped(collective: Collective, image_shape: tuple[int, int, int]) -> bool:
+    """Whether any array the collective carries ends in an image's (height, width, channels)."""
+    return any(dims[-3:] == tuple(image_shape) for _, dims in collective.shapes)
+
+
+def summarize(found: list[Collective]) -> dict[str, dict[str, int]]:
+    """{kind: {"count", "bytes"}} over a list of collectives."""
+    summary: dict[str, dict[str, int]] = {}
+    for c in found:
+        entry = summary.setdefault(c.kind, {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += c.bytes
+    return summary
