@@ -97,7 +97,7 @@ def audit(args: argparse.Namespace) -> dict:
                                             config.image_size, channels), jnp.float32),
              "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)}
     started = time.time()
-    compiled = program.step.lower(state, batch, teacher.variables if teacher else None).compile()
+    compiled = program.jit().lower(state, batch, teacher.variables if teacher else None).compile()
     compile_seconds = time.time() - started
     found = hlo_audit.collectives(compiled.as_text())
     image = (config.image_size, config.image_size, channels)

@@ -4,8 +4,9 @@
 #   2. ResNet-50, CIFAR stem, 32 px, float32, two views (the authors' CIFAR recipe's step)
 #   3. the loss alone: N in {1k, 4k, 8k, 16k} anchors vs N + 65536 contrasts, C in {10, 1000}, dense and chunked
 #   4. the collective audit: every collective of the ImageNet recipe's step partitioned over 8 devices, with bytes
-#      (JAX_PLATFORMS=cpu with 8 forced host devices: one GPU has no collectives to audit; it needs
-#      ml_collections, which the accelerator VM lacks: carry its wheel, see the device tool's README)
+#      (JAX_PLATFORMS=cpu with 8 forced host devices: one GPU has no collectives to audit)
+# Every case builds the product's step from config_defaults.base_config(), so it needs ml_collections (pure
+# Python), which the accelerator VM lacks: carry its wheel (the device tool's README shows how).
 #
 #   bash benchmarks/gpu_suite.sh                # on the accelerator; results in $OUT (default benchmarks/results/)
 #   bash benchmarks/gpu_suite.sh --dry-run      # print the commands only (with --tiny: the tiny ones)

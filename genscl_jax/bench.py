@@ -5,8 +5,8 @@
     python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
     python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
 
-The step is built by the same code as training (model_builder, optimizers, train_state.create_train_state,
-pretrain_step.make_pretrain_step, jit with the trainer's shardings and donation), so this measures the product.
+The step is the one training runs: pretrain.build_program on a config from config_defaults.base_config() with
+the flags below applied, jitted as the trainer jits it (parallel.jit_train_step), so this measures the product.
 What it reports:
   - images/s: source images (the global batch, not views) per second; step ms: the median over repeats of the
     mean step time of `--steps` back-to-back steps, blocked on at the end; compilation is timed separately.
@@ -17,8 +17,8 @@ What it reports:
     ["flops"], per device for a sharded program; it counts a multiply-add as 2 FLOPs), divided by the step
     time and by --peak-tflops (per device) when given.
 
-Only jax, flax, optax, orbax and numpy are imported: no TensorFlow, tfds, clu or ml_collections, so it runs on a
-bare accelerator VM. The data is one batch of noise reused every step: input work is not timed.
+Only jax, flax, optax, orbax, numpy and ml_collections are imported: no TensorFlow, tfds or clu, so it runs on a
+bare accelerator VM (with ml_collections' wheel carried there). The data is one batch of noise reused every step: input work is not timed.
 """
 
 from __future__ import annotations
@@ -31,16 +31,13 @@ import platform
 import statistics
 import sys
 import time
-import types
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genscl_jax import (compile_utils, loss_chunked, losses, model_builder, momentum_encoder, optimizers, parallel,
-                        pretrain_step, teachers)
-from genscl_jax.train_state import create_train_state
+from genscl_jax import compile_utils, data, loss_chunked, losses, parallel, pretrain, teachers
 
 GIB = 1024**3
 LOSS_IMPLS = ("dense", "chunked")
@@ -155,14 +152,29 @@ def _gib(num_bytes: int | None) -> float | None:
 # ------------------------------------------------------------------------------------------------ the step
 
 
-def step_config(args: argparse.Namespace) -> types.SimpleNamespace:
-    """The config keys model_builder and teachers read, without ml_collections."""
-    ns = types.SimpleNamespace
-    return ns(model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
-              dtype=args.dtype, zero_init_last_bn=False, cpu_convolutions=args.cpu_convolutions,
-              head=ns(kind="mlp", hidden_dim=args.head_hidden_dim, output_dim=args.head_dim),
-              kd=ns(teacher_model=args.teacher, teacher_stem="auto", teacher_width_multiplier=args.teacher_width,
-                    teacher_dtype=args.teacher_dtype or args.dtype))
+def step_config(args: argparse.Namespace, num_devices: int):
+    """The training config (config_defaults.base_config) this benchmark's step is built from."""
+    from genscl_jax import config_defaults  # ml_collections: small; a bare accelerator VM gets it as a wheel
+
+    config = config_defaults.base_config()
+    config.dataset = "synthetic"  # only steps_per_epoch reads it; the data spec is the bench's own
+    for key, value in dict(
+            model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
+            dtype=args.dtype, cpu_convolutions=args.cpu_convolutions, num_views=args.num_views,
+            batch_size=args.per_device_batch * num_devices, num_train_steps=100_000, optimizer=args.optimizer,
+            learning_rate=args.learning_rate, warmup_epochs=0.0, seed=args.seed, mix={"kind": args.mix},
+            device_color_augment=args.color_augment, augment="simclr",
+            head={"hidden_dim": args.head_hidden_dim, "output_dim": args.head_dim},
+            moco={"enabled": args.moco, "queue_size": args.queue_size},
+            kd={"alpha": args.kd_alpha if args.teacher != "none" else 0.0, "teacher": "random weights",
+                "teacher_model": args.teacher if args.teacher != "none" else "resnet50",
+                "teacher_width_multiplier": args.teacher_width,
+                "teacher_dtype": args.teacher_dtype or args.dtype}).items():
+        if isinstance(value, dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    return config
 
 
 def num_classes_for(args: argparse.Namespace) -> int:
@@ -172,7 +184,8 @@ def num_classes_for(args: argparse.Namespace) -> int:
 
 
 class StepBenchmark:
-    """The pretraining step for `args`, lowered once; `compile(options)` gives callables sharing its inputs."""
+    """The product's pretraining step (pretrain.build_program) for `args`, lowered once; `compile(options)` gives
+    callables sharing its inputs."""
 
     def __init__(self, args: argparse.Namespace, mesh=None):
         self.args = args
@@ -180,58 +193,35 @@ class StepBenchmark:
         self.num_devices = self.mesh.devices.size
         self.global_batch = args.per_device_batch * self.num_devices
         self.num_classes = num_classes_for(args)
-        config = step_config(args)
-        uses_teacher = args.teacher != "none"
-        total_steps = 100_000
-        schedule = optimizers.warmup_cosine_schedule(peak_lr=args.learning_rate, total_steps=total_steps,
-                                                     warmup_steps=10, warmup_start_lr=0.01, min_lr_factor=1e-3)
-        tx = optimizers.create_optimizer(name=args.optimizer, learning_rate=schedule, momentum=0.9,
-                                         nesterov=False, weight_decay=1e-4)
+        self.config = step_config(args, self.num_devices)
         channels = args.channels
-        mean = std = ()
-        if args.color_augment:
-            mean, std = (0.5,) * channels, (0.25,) * channels
-        self.settings = pretrain_step.PretrainSettings(
-            num_classes=self.num_classes, total_steps=total_steps, mix_kind=args.mix,
-            kd_alpha=args.kd_alpha if uses_teacher else 0.0, moco=args.moco, ema_momentum=0.999,
-            device_color_augment=args.color_augment, mean=mean, std=std)
-
-        model = model_builder.build_contrastive_model(config)
-        sample = jnp.zeros((1, args.image_size, args.image_size, channels), jnp.float32)
-        make_queue = None
-        if args.moco:
-            def make_queue():
-                return momentum_encoder.empty_queue(args.queue_size, args.head_dim, self.num_classes, uses_teacher)
+        # Normalisation constants only matter to on-device colour augmentation.
+        spec = data.DataSpec(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
         t0 = time.perf_counter()
-        self.initial_state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, args.seed,
-                                                self.mesh, with_ema=args.moco, make_queue=make_queue)
-        self.teacher_variables = None
-        teacher_fn = None
-        if uses_teacher:
-            module = teachers.teacher_module(config, self.num_classes)
-            teacher = teachers.Teacher(module, compile_utils.run_once(
-                lambda rng: module.init(rng, sample, train=False), jax.random.PRNGKey(args.seed + 1),
-                out_shardings=parallel.replicated(self.mesh)))
-            self.teacher_variables, teacher_fn = teacher.variables, teacher.logits
+        teacher = self._random_teacher(channels) if args.teacher != "none" else None
+        self.program = pretrain.build_program(self.config, self.mesh, spec, teacher=teacher)
+        self.initial_state = self.program.init_state()
+        self.teacher_variables = teacher.variables if teacher else None
         self.batch = random_batch(args.seed, self.global_batch, args.num_views, args.image_size, channels,
                                   self.num_classes, self.mesh)
         jax.block_until_ready((self.initial_state, self.batch, self.teacher_variables))
         self.init_seconds = time.perf_counter() - t0
         self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.initial_state.params))
-
-        step = pretrain_step.make_pretrain_step(model, tx, schedule, self.settings, teacher_fn=teacher_fn)
-        replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-        # The same jit as pretrain.build_trainer: replicated state, batch-sharded data, the state donated.
-        jitted = jax.jit(step, in_shardings=(replicated, sharded, replicated), out_shardings=replicated,
-                         donate_argnums=(0,))
         t0 = time.perf_counter()
-        self.lowered = jitted.lower(self.initial_state, self.batch, self.teacher_variables)
+        # Lowered without compiler options: each compile() below chooses them (training's, plus any extra).
+        self.lowered = self.program.jit({}).lower(self.initial_state, self.batch, self.teacher_variables)
         self.lower_seconds = time.perf_counter() - t0
+
+    def _random_teacher(self, channels: int) -> teachers.Teacher:
+        module = teachers.teacher_module(self.config, self.num_classes)
+        sample = jnp.zeros((1, self.args.image_size, self.args.image_size, channels), jnp.float32)
+        return teachers.Teacher(module, compile_utils.run_once(
+            lambda rng: module.init(rng, sample, train=False), jax.random.PRNGKey(self.args.seed + 1),
+            out_shardings=parallel.replicated(self.mesh)))
 
     def training_compiler_options(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the trainer compiles this step with (compile_utils: the CPU convolution library), then `extra`."""
-        chosen = compile_utils.model_jit_options(step_config(self.args))
-        return {**chosen.get("compiler_options", {}), **(extra or {})}
+        return {**(self.program.compiler_options or {}), **(extra or {})}
 
     def compile(self, compiler_options: dict[str, Any] | None = None):
         t0 = time.perf_counter()

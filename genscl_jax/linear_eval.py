@@ -82,9 +82,8 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
     state = create_train_state(
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
-    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,),
-                       **compile_utils.model_jit_options(config))
+    compiled = parallel.jit_train_step(
+        step, mesh, compiler_options=compile_utils.model_jit_options(config).get("compiler_options"))
     # Ten evaluations over the run (and one at the end) give the best top-1 without slowing training much.
     eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     evaluator = _Evaluator(config, mesh, features_fn, classifier)

@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 from genscl_jax import (compile_utils, data, knn, model_builder, momentum_encoder, optimizers, parallel,
                         pretrain_step, teachers, train_loop)
-from genscl_jax.train_state import TrainState, create_train_state, train_state_initializer
+from genscl_jax.train_state import TrainState, train_state_initializer
 
 
 def total_train_steps(config: Any) -> int:
@@ -21,18 +21,26 @@ def total_train_steps(config: Any) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainProgram:
-    """The product's compiled pretraining step and what it runs on: what the trainer loops and tools inspect."""
-    step: Any  # jitted (state, global batch, teacher_variables) -> (state, metrics)
+    """The product's pretraining step and what it runs on: what the trainer loops, the bench times and the
+    collective audit inspects, so all three see the same program."""
+    step_fn: Callable  # the pure step (state, global batch, teacher_variables) -> (state, metrics)
     model: Any  # the contrastive model (encoder + projection head)
+    mesh: Mesh
     init_state: Callable[[], TrainState]  # the initial state, replicated on the mesh
     state_shapes: Callable[[], Any]  # the state's shapes and dtypes, without computing it
     teacher: teachers.Teacher | None
     total_steps: int
+    compiler_options: dict[str, Any] | None  # what training compiles the step with (compile_utils)
+
+    def jit(self, compiler_options: dict[str, Any] | None = None):
+        """The step jitted as training runs it; `compiler_options` replaces training's (the bench's variants)."""
+        options = self.compiler_options if compiler_options is None else compiler_options
+        return parallel.jit_train_step(self.step_fn, self.mesh, num_replicated_args=1, compiler_options=options)
 
 
 def build_program(config: Any, mesh: Mesh, spec: data.DataSpec, *,
                   teacher: teachers.Teacher | None = None) -> PretrainProgram:
-    """Model, optimizer, state and the jitted step for `config` on `mesh`, for data described by `spec`."""
+    """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec`."""
     total_steps = total_train_steps(config)
     model = model_builder.build_contrastive_model(config)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
@@ -45,31 +53,23 @@ def build_program(config: Any, mesh: Mesh, spec: data.DataSpec, *,
     if config.moco.enabled:
         make_queue = functools.partial(momentum_encoder.empty_queue, config.moco.queue_size, config.head.output_dim,
                                        spec.num_classes, settings.uses_teacher)
-
-    def init_variables(rng):
-        return model.init(rng, sample, train=False)
-
-    def init_state() -> TrainState:
-        return create_train_state(init_variables, tx, config.seed, mesh, with_ema=config.moco.enabled,
-                                  make_queue=make_queue)
-
-    def state_shapes():
-        init = train_state_initializer(init_variables, tx, with_ema=config.moco.enabled, make_queue=make_queue)
-        return jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-
+    initializer = train_state_initializer(lambda rng: model.init(rng, sample, train=False), tx,
+                                          with_ema=config.moco.enabled, make_queue=make_queue)
+    seed_key = jax.random.PRNGKey(config.seed)
     step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
                                             teacher_fn=teacher.logits if teacher else None,
                                             replicate=parallel.replicated_constraint(mesh))
-    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    compiled = jax.jit(step, in_shardings=(replicated, sharded, replicated), out_shardings=replicated,
-                       donate_argnums=(0,), **compile_utils.model_jit_options(config))
-    return PretrainProgram(step=compiled, model=model, init_state=init_state, state_shapes=state_shapes, teacher=teacher, total_steps=total_steps)
+    return PretrainProgram(
+        step_fn=step, model=model, mesh=mesh,
+        init_state=lambda: compile_utils.run_once(initializer, seed_key, out_shardings=parallel.replicated(mesh)),
+        state_shapes=lambda: jax.eval_shape(initializer, seed_key), teacher=teacher, total_steps=total_steps,
+        compiler_options=compile_utils.model_jit_options(config).get("compiler_options"))
 
 
 def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
     spec = data.data_spec(config)
     program = build_program(config, mesh, spec, teacher=teacher)
-    state, total_steps, teacher, compiled = program.init_state(), program.total_steps, program.teacher, program.step
+    state, total_steps, teacher, compiled = program.init_state(), program.total_steps, program.teacher, program.jit()
     teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
 
     def batches(start_step: int):

@@ -61,10 +61,8 @@ def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
                                 mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing)
-    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     options = compile_utils.model_jit_options(config)
-    compiled = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=replicated, donate_argnums=(0,),
-                       **options)
+    compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     evaluate = jax.jit(lambda state, images: model.apply(
         {"params": state.params, "batch_stats": state.batch_stats}, images, train=False), **options)
 
