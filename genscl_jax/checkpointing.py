@@ -1,17 +1,18 @@
 """The one place that talks to orbax.
 
-Checkpoints live in <workdir>/checkpoints/<step>/. Orbax writes each one into a temporary directory and renames
-it only once complete (a commit marker on object stores), so an interrupted save leaves an ignored temporary
-and the previous checkpoint is what a resumed run restores.
+Checkpoints live in <workdir>/checkpoints/<step>/, a local directory or a gs:// URL. Orbax writes each one into a
+temporary directory and renames it only once complete (a commit marker on object stores), so an interrupted save
+leaves an ignored temporary and the previous checkpoint is what a resumed run restores.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from genscl_jax import paths
 
 
 class CheckpointError(RuntimeError):
@@ -19,7 +20,7 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, "checkpoints")
+    return paths.join(workdir, "checkpoints")
 
 
 class Checkpointer:
@@ -29,7 +30,8 @@ class Checkpointer:
         self.directory = directory
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
                                                cleanup_tmp_directories=not read_only)
-        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        # A gs:// URL goes to orbax as it is; only a local path is made absolute.
+        self._manager = ocp.CheckpointManager(paths.for_orbax(directory), options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from genscl_jax import checkpointing, config_validation, parallel, reporting, teachers, train_loop
+from genscl_jax import checkpointing, config_validation, parallel, paths, reporting, teachers, train_loop
 
 
 class RunError(RuntimeError):
@@ -43,14 +43,12 @@ def _run_mode(config: Any, workdir: str) -> dict[str, Any]:
         from genscl_jax import linear_eval
         return linear_eval.run(config, workdir, pretrained_workdir=config.linear_eval.pretrained_workdir)
     if config.mode == "pretrain_and_eval":
-        import os
-
         from genscl_jax import linear_eval, pretrain
-        pretrain_dir = os.path.join(workdir, "pretrain")
+        pretrain_dir = paths.join(workdir, "pretrain")
         summary = pretrain.run(config, pretrain_dir)
         if summary.get("preempted"):
             return summary
-        evaluation = linear_eval.run(config, os.path.join(workdir, "linear_eval"), pretrained_workdir=pretrain_dir)
+        evaluation = linear_eval.run(config, paths.join(workdir, "linear_eval"), pretrained_workdir=pretrain_dir)
         knn = {k: v for k, v in summary.items() if k.startswith("knn_")}
         return {**evaluation, **knn, "mode": "pretrain_and_eval", "pretrain": summary,
                 "final_loss": summary["final_loss"], "steps": summary["steps"],

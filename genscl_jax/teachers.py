@@ -10,13 +10,12 @@ variables a notebook passes in (`Teacher(module, variables)`, e.g. to pretrain.r
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 
-from genscl_jax import checkpointing, model_builder, models
+from genscl_jax import checkpointing, model_builder, models, paths
 
 
 class TeacherError(ValueError):
@@ -45,7 +44,8 @@ def teacher_module(config: Any, num_classes: int, *, torch_weights: bool = False
 
 
 def load_teacher(config: Any, num_classes: int, channels: int) -> Teacher:
-    """The teacher config.kd.teacher names: a supervised-run workdir, or a .pth/.pt/.safetensors ResNet file."""
+    """The teacher config.kd.teacher names: a supervised-run workdir, or a .pth/.pt/.safetensors ResNet file; local
+    or a gs:// URL."""
     from genscl_jax import torch_conversion  # it imports this module
 
     path = config.kd.teacher
@@ -55,7 +55,7 @@ def load_teacher(config: Any, num_classes: int, channels: int) -> Teacher:
         return Teacher(module, torch_conversion.convert_resnet(state_dict, module, channels=channels, source=path))
     module = teacher_module(config, num_classes)
     sample_shape = (1, config.image_size, config.image_size, channels)
-    if os.path.isdir(checkpointing.checkpoint_dir(path)):
+    if paths.is_dir(checkpointing.checkpoint_dir(path)):
         return Teacher(module, _variables_from_workdir(path, module, sample_shape))
     raise TeacherError(f"config.kd.teacher={path!r}: neither a .pth/.pt/.safetensors file nor a workdir with "
                        "checkpoints/ from a supervised run (python -m genscl_jax.main --config ... "
