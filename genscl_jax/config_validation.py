@@ -8,7 +8,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from genscl_jax import augment, config_defaults
+from genscl_jax import config_defaults
+from genscl_jax.data import augment
 
 DATASETS = ("cifar10", "cifar100", "imagenet2012", "fashion_mnist", "synthetic")
 OPTIMIZERS = ("sgd", "lars", "adamw")

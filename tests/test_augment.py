@@ -5,7 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from genscl_jax import augment  # noqa: E402
+from genscl_jax.data import augment  # noqa: E402
 
 
 def random_image(shape=(40, 48, 3), seed=0):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genscl_jax import device_augment
+from genscl_jax.data import device_augment
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -83,7 +83,7 @@ def test_hsv_round_trip():
 
 def test_device_ops_match_the_host_ops():
     tf = pytest.importorskip("tensorflow")
-    from genscl_jax import augment
+    from genscl_jax.data import augment
 
     x = np.asarray(images((16, 16, 3)))
     pairs = [(device_augment._brightness, augment.adjust_brightness, 1.3),

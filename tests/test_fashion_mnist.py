@@ -7,7 +7,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from genscl_jax.datasets import fashion_mnist_offline as fmo  # noqa: E402
+from genscl_jax.data import fashion_mnist_offline as fmo  # noqa: E402
 
 NUM_TRAIN, NUM_TEST = 20, 10
 

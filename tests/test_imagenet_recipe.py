@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from test_config_validation import CONFIG_DIR, load_recipe
 
-from genscl_jax import augment, config_defaults
+from genscl_jax import config_defaults
 from genscl_jax.config_validation import AUGMENTS, validate
+from genscl_jax.data import augment
 
 RECIPE = os.path.join(CONFIG_DIR, "imagenet_resnet50.py")
 # A value's comment must name one of these (configs/imagenet_resnet50.py defines the short names).
@@ -76,7 +77,7 @@ def test_validation_accepts_exactly_the_augment_policies():
 
 def test_imagenet_pipeline_runs_autoaugment():
     tfds = pytest.importorskip("tensorflow_datasets")
-    from genscl_jax import input_pipeline as ip
+    from genscl_jax.data import tf_pipeline as ip
     with tfds.testing.mock_data(num_examples=8):
         iterator = ip.create_train_iterator(
             dataset="imagenet2012", data_dir=None, global_batch_size=4, image_size=32, policy="autoaugment",

@@ -13,8 +13,8 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from genscl_jax import input_pipeline as ip  # noqa: E402
-from genscl_jax.datasets import fashion_mnist_offline as fmo  # noqa: E402
+from genscl_jax.data import tf_pipeline as ip  # noqa: E402
+from genscl_jax.data import fashion_mnist_offline as fmo  # noqa: E402
 
 NUM_TRAIN, NUM_TEST = 20, 10
 FASHION = ip.get_dataset_info("fashion_mnist")
@@ -240,6 +240,6 @@ def test_benchmark_runs():
 
 
 def test_importing_does_not_import_tensorflow():
-    code = ("import sys, genscl_jax, genscl_jax.input_pipeline, genscl_jax.augment, genscl_jax.device_augment, "
-            "genscl_jax.datasets; assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    code = ("import sys, genscl_jax, genscl_jax.data.tf_pipeline, genscl_jax.data.augment, "
+            "genscl_jax.data.device_augment, genscl_jax.data; assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -11,7 +11,8 @@ from typing import Any, Iterator
 import jax
 from jax.sharding import Mesh
 
-from genscl_jax import parallel, synthetic
+from genscl_jax import parallel
+from genscl_jax.data import synthetic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ def data_spec(config: Any) -> DataSpec:
         channels = config.channels or 3
         return DataSpec(synthetic.NUM_CLASSES, synthetic.NUM_TRAIN, synthetic.NUM_TEST, channels,
                         (0.0,) * channels, (1.0,) * channels)
-    from genscl_jax import input_pipeline  # TensorFlow comes with it
+    from genscl_jax.data import tf_pipeline as input_pipeline
 
     info = input_pipeline.get_dataset_info(config.dataset)
     channels = config.channels or info.channels
@@ -52,7 +53,7 @@ def train_batches(config: Any, mesh: Mesh, *, start_step: int, batch_size: int, 
             config.seed, start_step, batch_size=batch_size, image_size=config.image_size,
             channels=spec.channels, num_views=num_views, sharding=parallel.batch_sharded(mesh))
         return
-    from genscl_jax import input_pipeline
+    from genscl_jax.data import tf_pipeline as input_pipeline
 
     local = input_pipeline.create_train_iterator(
         dataset=config.dataset, data_dir=config.data_dir or None, global_batch_size=batch_size,
@@ -73,7 +74,7 @@ def eval_batches(config: Any, mesh: Mesh, *, split: str = "test") -> Iterator[di
             seed, num_examples=synthetic.EVAL_EXAMPLES, batch_size=config.eval_batch_size,
             image_size=config.image_size, channels=spec.channels, sharding=parallel.batch_sharded(mesh))
         return
-    from genscl_jax import input_pipeline
+    from genscl_jax.data import tf_pipeline as input_pipeline
 
     local = input_pipeline.create_eval_iterator(
         dataset=config.dataset, data_dir=config.data_dir or None, global_batch_size=config.eval_batch_size,

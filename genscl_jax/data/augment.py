@@ -10,7 +10,7 @@ need three channels (saturation, hue, grayscale) are skipped for one-channel ima
 
 Colour semantics follow torchvision's ColorJitter (the authors' code is PyTorch): brightness multiplies,
 contrast and saturation blend with the grayscale mean / grayscale image, hue rotates in HSV, the four are
-applied in a random order, every result is clipped to [0, 1]. genscl_jax.device_augment implements the
+applied in a random order, every result is clipped to [0, 1]. genscl_jax.data.device_augment implements the
 same maths in JAX for the accelerator.
 
 TensorFlow is imported on first use, not at import time, so that genscl_jax imports on machines without it.
@@ -29,7 +29,7 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class _LazyModule:
-    """Imports a module on first attribute access (keeps TensorFlow out of `import genscl_jax.augment`)."""
+    """Imports a module on first attribute access (keeps TensorFlow out of `import genscl_jax.data.augment`)."""
 
     def __init__(self, name: str):
         self._name = name
@@ -508,7 +508,7 @@ def augment_view(image, seed, *, policy: str, image_size: int, color: bool = Tru
     """One augmented view: decoded image (uint8 or float [0, 1], any size) -> float32 [S, S, C] in [0, 1].
 
     color=False leaves out colour jitter and grayscale (they then run on the accelerator, see
-    genscl_jax.device_augment); RandAugment and blur stay on the host since the device has no copy of them.
+    genscl_jax.data.device_augment); RandAugment and blur stay on the host since the device has no copy of them.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}; choose from {POLICIES}")

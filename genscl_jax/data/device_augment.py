@@ -4,7 +4,7 @@ With `device_color_augment`, the host pipeline only crops and flips and sends [0
 does the rest inside the compiled step, as BYOL's code does: on ImageNet the colour ops are a large share
 of the host's work, and accelerators do them almost for free.
 
-The maths is torchvision's ColorJitter, the same as genscl_jax.augment's TF ops: brightness multiplies,
+The maths is torchvision's ColorJitter, the same as genscl_jax.data.augment's TF ops: brightness multiplies,
 contrast blends with the mean luma, saturation blends with the luma image, hue rotates in HSV; the four
 run in a random order per image; jitter is applied with `jitter_prob`, then grayscale with
 `grayscale_prob`; then (image - mean) / std.

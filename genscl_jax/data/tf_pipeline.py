@@ -21,8 +21,8 @@ import dataclasses
 import os
 from typing import Iterator, Sequence
 
-from genscl_jax import augment
-from genscl_jax.augment import tf  # Lazy: TensorFlow is imported on first attribute access.
+from genscl_jax.data import augment
+from genscl_jax.data.augment import tf  # Lazy: TensorFlow is imported on first attribute access.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +110,7 @@ def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
 
 
 def _fashion_mnist_offline_builder(data_dir: str | None):
-    from genscl_jax.datasets import fashion_mnist_offline  # Imports tfds; only on this path.
+    from genscl_jax.data import fashion_mnist_offline  # Imports tfds; only on this path.
     return fashion_mnist_offline.FashionMnistOffline(data_dir=data_dir)
 
 
@@ -338,7 +338,7 @@ def create_train_iterator(*, dataset: str, data_dir: str | None, global_batch_si
     Batches run on across epoch boundaries (no example is dropped at an epoch's end), so step k starts at
     example k * b of this process's stream; that is how `start_step` resumes exactly. Images are normalised
     unless device_color_augment, when the host only crops / flips (and RandAugments or blurs where the
-    policy says so) and emits [0, 1] images for genscl_jax.device_augment.color_augment.
+    policy says so) and emits [0, 1] images for genscl_jax.data.device_augment.color_augment.
     """
     if policy not in augment.POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}; choose from {augment.POLICIES}")
