@@ -84,7 +84,7 @@ def audit(args: argparse.Namespace) -> dict:
     mesh = parallel.create_mesh(jax.devices()[:args.devices])
     config = recipe_config(args)
     channels = 3
-    spec = data.DataSpec(args.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
+    spec = data.DatasetInfo(args.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
     teacher = None
     if config.kd.alpha > 0:
         module = teachers.teacher_module(config, args.num_classes)

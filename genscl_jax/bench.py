@@ -196,7 +196,7 @@ class StepBenchmark:
         self.config = step_config(args, self.num_devices)
         channels = args.channels
         # Normalisation constants only matter to on-device colour augmentation.
-        spec = data.DataSpec(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
+        spec = data.DatasetInfo(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
         t0 = time.perf_counter()
         teacher = self._random_teacher(channels) if args.teacher != "none" else None
         self.program = pretrain.build_program(self.config, self.mesh, spec, teacher=teacher)

@@ -9,12 +9,12 @@ import difflib
 from typing import Any
 
 from genscl_jax import config_defaults
-from genscl_jax.data import augment
+from genscl_jax.data import registry
 
 DATASETS = ("cifar10", "cifar100", "imagenet2012", "fashion_mnist", "synthetic")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIX_KINDS = ("none", "mixup", "cutmix", "mixup_cutmix")
-AUGMENTS = augment.POLICIES  # One list: validation cannot drift from what the pipeline runs.
+AUGMENTS = registry.POLICIES  # One list: validation cannot drift from what the pipeline runs.
 DTYPES = ("float32", "bfloat16")
 STEMS = ("auto", "cifar", "imagenet")
 HEAD_KINDS = ("mlp", "linear")

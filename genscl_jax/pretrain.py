@@ -38,7 +38,7 @@ class PretrainProgram:
         return parallel.jit_train_step(self.step_fn, self.mesh, num_replicated_args=1, compiler_options=options)
 
 
-def build_program(config: Any, mesh: Mesh, spec: data.DataSpec, *,
+def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, *,
                   teacher: teachers.Teacher | None = None) -> PretrainProgram:
     """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec`."""
     total_steps = total_train_steps(config)

@@ -13,32 +13,20 @@ contrast and saturation blend with the grayscale mean / grayscale image, hue rot
 applied in a random order, every result is clipped to [0, 1]. genscl_jax.data.device_augment implements the
 same maths in JAX for the accelerator.
 
-TensorFlow is imported on first use, not at import time, so that genscl_jax imports on machines without it.
+Importing this module imports TensorFlow; only genscl_jax.data.tf_pipeline imports it (see genscl_jax.data).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Sequence
 
-POLICIES = ("simclr", "autoaugment", "randaugment", "crop_flip", "none")
+import tensorflow as tf
+
+from genscl_jax.data.registry import POLICIES
 
 # Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-class _LazyModule:
-    """Imports a module on first attribute access (keeps TensorFlow out of `import genscl_jax.data.augment`)."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr):
-        return getattr(importlib.import_module(self._name), attr)
-
-
-tf = _LazyModule("tensorflow")
 
 
 def split_seed(seed, num: int):

@@ -96,6 +96,15 @@ def load_split(source_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[..., None], labels.astype(np.int64)
 
 
+def prepared_or_offline_builder(tfds_name: str, data_dir: str | None):
+    """tfds's own builder when it is prepared in data_dir (it is never downloaded), else FashionMnistOffline.
+
+    The registry's builder hook for "fashion_mnist" (see genscl_jax.data.registry).
+    """
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+    return builder if builder.is_prepared() else FashionMnistOffline(data_dir=data_dir)
+
+
 class FashionMnistOffline(tfds.core.GeneratorBasedBuilder):
     """Fashion-MNIST from local idx files (no download)."""
 

@@ -14,9 +14,7 @@ import jax.numpy as jnp
 
 from genscl_jax import compile_utils
 
-NUM_CLASSES = 10
-NUM_TRAIN = 50_000
-NUM_TEST = 10_000
+# Its class count and the size of an "epoch" are in genscl_jax.data.registry.
 # kNN and linear evaluation on synthetic data read this many examples of each split (it is only a smoke test).
 EVAL_EXAMPLES = 2048
 
@@ -49,8 +47,8 @@ def _compiled_generator(sharding, **static):
                                          out_shardings=out_shardings)
 
 
-def train_batch(seed: int, step: int, *, batch_size: int, image_size: int, channels: int = 3,
-                num_classes: int = NUM_CLASSES, num_views: int = 2, noise: float = 0.5, sharding=None):
+def train_batch(seed: int, step: int, *, batch_size: int, image_size: int, num_classes: int, channels: int = 3,
+                num_views: int = 2, noise: float = 0.5, sharding=None):
     """The global training batch of `step`: {"image": [B, V, H, W, C], "label": [B]}, laid out by `sharding`."""
     generate = _compiled_generator(sharding, batch_size=batch_size, image_size=image_size, channels=channels,
                                    num_classes=num_classes, num_views=num_views, noise=noise)
@@ -64,8 +62,8 @@ def train_iterator(seed: int, start_step: int = 0, **kwargs):
         step += 1
 
 
-def eval_batches(seed: int, *, num_examples: int, batch_size: int, image_size: int, channels: int = 3,
-                 num_classes: int = NUM_CLASSES, noise: float = 0.5, sharding=None):
+def eval_batches(seed: int, *, num_examples: int, batch_size: int, image_size: int, num_classes: int,
+                 channels: int = 3, noise: float = 0.5, sharding=None):
     """A fixed evaluation set, in padded batches {"image": [B, H, W, C], "label", "mask"}."""
     for start in range(0, num_examples, batch_size):
         batch = train_batch(seed, start // batch_size, batch_size=batch_size, image_size=image_size,

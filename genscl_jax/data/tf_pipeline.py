@@ -11,67 +11,44 @@ Evaluation (`create_eval_iterator`): one deterministic pass; every example is se
 processes; the last batches are padded with `mask == False` examples so that every process yields the same
 number of full batches (a multi-host step needs the same number of calls everywhere).
 
-TensorFlow and tfds are imported on first use, never at import time: the accelerator machines that only
-run synthetic benchmarks have no TensorFlow.
+This module and `augment` import TensorFlow and tfds when imported. Only genscl_jax.data's reading functions
+import this module, so the synthetic path, the bench and config validation never load TensorFlow.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import os
 from typing import Iterator, Sequence
 
-from genscl_jax.data import augment
-from genscl_jax.data.augment import tf  # Lazy: TensorFlow is imported on first attribute access.
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
+from genscl_jax.data import augment, registry
+from genscl_jax.data.registry import DatasetInfo
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    num_classes: int
-    num_train: int
-    num_test: int
-    channels: int
-    mean: tuple[float, ...]  # Per channel, 0-1 scale.
-    std: tuple[float, ...]
-    train_split: str
-    test_split: str
-    tfds_name: str
-
-
-# CIFAR statistics are the ones of SupCon's and the GenSCL authors' code (their std is the commonly copied
-# per-image one, not the per-pixel (0.247, 0.243, 0.261)); using theirs keeps inputs identical to theirs.
-DATASETS = {
-    "cifar10": DatasetInfo(10, 50_000, 10_000, 3, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
-                           "train", "test", "cifar10"),
-    "cifar100": DatasetInfo(100, 50_000, 10_000, 3, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761),
-                            "train", "test", "cifar100"),
-    "imagenet2012": DatasetInfo(1000, 1_281_167, 50_000, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                                "train", "validation", "imagenet2012"),
-    "fashion_mnist": DatasetInfo(10, 60_000, 10_000, 1, (0.2860,), (0.3530,), "train", "test", "fashion_mnist"),
-}
-
-# Datasets stored as JPEG and too large to cache decoded in memory: read per epoch with shuffled files,
-# decoded in the parallel map, evaluated with resize + centre crop.
-_JPEG_DATASETS = frozenset({"imagenet2012"})
-_IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+# The datasets this pipeline reads: the registry's tfds entries.
+DATASETS = {name: entry for name, entry in registry.DATASETS.items() if entry.reader == "tfds"}
 _MAX_EPOCHS = 1 << 40  # "Forever": the train iterator never ends.
 _LARGE_SHUFFLE_BUFFER = 10_000  # Encoded ImageNet JPEGs, ~110 kB each: ~1 GB per process.
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
+def _entry(name: str) -> registry.Dataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)} (or 'synthetic', which "
                          "does not go through this pipeline)")
     return DATASETS[name]
 
 
+def get_dataset_info(name: str) -> DatasetInfo:
+    return _entry(name).info
+
+
 def normalization_stats(dataset: str, channels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) matching the channel count the pipeline emits (a gray dataset tiled to RGB repeats them)."""
     info = get_dataset_info(dataset)
-    channels = _output_channels(info, channels)
-    if channels == info.channels:
-        return info.mean, info.std
-    return info.mean * channels, info.std * channels
+    info = info.with_channels(_output_channels(info, channels))
+    return info.mean, info.std
 
 
 def _output_channels(info: DatasetInfo, channels: int | None) -> int:
@@ -83,20 +60,12 @@ def _output_channels(info: DatasetInfo, channels: int | None) -> int:
                      "(only None, the native count, or 3 for a one-channel dataset)")
 
 
-def _resolve_split(info: DatasetInfo, split: str) -> str:
-    """'train' / 'test' name the dataset's own training / evaluation split (ImageNet tests on 'validation')."""
-    return {"train": info.train_split, "test": info.test_split}.get(split, split)
-
-
 def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
     """Examples in a split: read from the prepared dataset when data_dir holds it, else the known size."""
     info = get_dataset_info(dataset)
-    split = _resolve_split(info, split)
+    split = info.split_name(split)
     if data_dir is not None:
-        import tensorflow_datasets as tfds
-        builder = tfds.builder(info.tfds_name, data_dir=data_dir)
-        if dataset == "fashion_mnist" and not builder.is_prepared():
-            builder = _fashion_mnist_offline_builder(data_dir)
+        builder = _builder(dataset, data_dir)
         if builder.is_prepared():
             return builder.info.splits[split].num_examples
     known = {info.train_split: info.num_train, info.test_split: info.num_test}
@@ -109,32 +78,31 @@ def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
 # Builders: which tfds builder serves a dataset, and preparing it (with errors that say what to do).
 
 
-def _fashion_mnist_offline_builder(data_dir: str | None):
-    from genscl_jax.data import fashion_mnist_offline  # Imports tfds; only on this path.
-    return fashion_mnist_offline.FashionMnistOffline(data_dir=data_dir)
+def _builder(dataset: str, data_dir: str | None):
+    """The tfds builder of `dataset`, prepared or not: the registry's builder hook, else tfds.builder."""
+    entry = _entry(dataset)
+    if not entry.builder:
+        return tfds.builder(entry.tfds_name, data_dir=data_dir)
+    module, function = entry.builder.split(":")
+    return getattr(importlib.import_module(module), function)(entry.tfds_name, data_dir)
 
 
 def _default_data_dir(data_dir: str | None) -> str:
     return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def imagenet_missing_message(data_dir: str | None) -> str:
-    manual_dir = os.path.join(_default_data_dir(data_dir), "downloads", "manual")
-    return (f"imagenet2012 is not prepared in {_default_data_dir(data_dir)} and tfds cannot download it: put "
-            f"{' and '.join(_IMAGENET_MANUAL_FILES)} (from image-net.org) in {manual_dir}, then rerun, or run "
-            f"`tfds build imagenet2012 --data_dir {_default_data_dir(data_dir)}`; see "
-            "https://www.tensorflow.org/datasets/catalog/imagenet2012 for the manual download instructions.")
+def manual_download_message(dataset: str, data_dir: str | None) -> str:
+    entry, root = _entry(dataset), _default_data_dir(data_dir)
+    manual_dir = os.path.join(root, "downloads", "manual")
+    return (f"{dataset} is not prepared in {root} and tfds cannot download it: put "
+            f"{' and '.join(entry.manual_files)} in {manual_dir}, then rerun, or run "
+            f"`tfds build {entry.tfds_name} --data_dir {root}`; see "
+            f"https://www.tensorflow.org/datasets/catalog/{entry.tfds_name} for where to get them.")
 
 
 def load_builder(dataset: str, data_dir: str | None):
     """The prepared tfds builder of `dataset` (prepares it when needed; never downloads Fashion-MNIST)."""
-    import tensorflow_datasets as tfds
-
-    info = get_dataset_info(dataset)
-    builder = tfds.builder(info.tfds_name, data_dir=data_dir)
-    if dataset == "fashion_mnist" and not builder.is_prepared():
-        # tfds's own fashion_mnist is used when prepared; otherwise build from the local idx files.
-        builder = _fashion_mnist_offline_builder(data_dir)
+    builder = _builder(dataset, data_dir)
     if not builder.is_prepared():
         _prepare(builder, dataset, data_dir)
     return builder
@@ -146,10 +114,11 @@ def _prepare(builder, dataset: str, data_dir: str | None) -> None:
     except FileNotFoundError:
         raise  # The offline Fashion-MNIST builder's message already says what to do.
     except Exception as error:  # tfds raises many kinds (AssertionError for a missing manual dir, ...).
-        if dataset == "imagenet2012":
+        manual_files = _entry(dataset).manual_files
+        if manual_files:
             manual_dir = os.path.join(_default_data_dir(data_dir), "downloads", "manual")
-            if not all(tf.io.gfile.exists(os.path.join(manual_dir, f)) for f in _IMAGENET_MANUAL_FILES):
-                raise FileNotFoundError(imagenet_missing_message(data_dir)) from error
+            if not all(tf.io.gfile.exists(os.path.join(manual_dir, f)) for f in manual_files):
+                raise FileNotFoundError(manual_download_message(dataset, data_dir)) from error
         raise RuntimeError(
             f"could not prepare {builder.name} in {_default_data_dir(data_dir)} ({type(error).__name__}: "
             f"{error}); without network access, run `tfds build {builder.name}` on a machine that has it "
@@ -165,7 +134,6 @@ def _split_size(builder, split: str) -> int:
 
 
 def _process_split(split: str, process_index: int, process_count: int, drop_remainder: bool):
-    import tensorflow_datasets as tfds
     if process_count == 1:
         return split
     return tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count,
@@ -237,7 +205,7 @@ def _jpeg_center_crop(jpeg, image_size: int):
 
 
 def _eval_image(image, dataset: str, info: DatasetInfo, image_size: int, channels: int):
-    if dataset in _JPEG_DATASETS:
+    if _entry(dataset).stored_as_jpeg:
         return _jpeg_center_crop(image, image_size)
     return _small_image(image, info, image_size, channels)
 
@@ -252,7 +220,7 @@ def make_train_preprocess(dataset: str, *, image_size: int, policy: str, num_vie
     info = get_dataset_info(dataset)
     channels = _output_channels(info, channels)
     mean, std = normalization_stats(dataset, channels)
-    is_jpeg = dataset in _JPEG_DATASETS
+    is_jpeg = _entry(dataset).stored_as_jpeg
     if blur_prob is None:  # SimCLR / MoCo v2 blur ImageNet views; at 32 px blur only destroys them.
         blur_prob = 0.5 if is_jpeg and policy == "simclr" else 0.0
     # ImageNet linear evaluation trains on torchvision's default crop scale (SupCon's recipe).
@@ -284,7 +252,6 @@ def _read_split(builder, split: str, *, encoded: bool, shuffle_seed=None):
 
     encoded=True leaves images as encoded bytes, for the parallel map to decode (JPEG datasets).
     """
-    import tensorflow_datasets as tfds
     read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=shuffle_seed, try_autocache=False)
     ds = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
                             decoders={"image": tfds.decode.SkipDecoding()} if encoded else None)
@@ -347,7 +314,7 @@ def create_train_iterator(*, dataset: str, data_dir: str | None, global_batch_si
     builder = load_builder(dataset, data_dir)
     # Equal shares (the < process_count leftover examples are dropped) keep the hosts' epochs in step.
     split = _process_split(info.train_split, process_index, process_count, drop_remainder=True)
-    large = dataset in _JPEG_DATASETS
+    large = _entry(dataset).stored_as_jpeg
     read_epoch, epoch_size = _epoch_reader(builder, split, in_memory=not large, encoded=large, seed=seed,
                                            process_index=process_index, shuffle_buffer=shuffle_buffer)
     start_epoch, offset = divmod(start_step * local_batch, epoch_size)
@@ -378,12 +345,12 @@ def create_eval_iterator(*, dataset: str, data_dir: str | None, global_batch_siz
     channels = _output_channels(info, channels)
     mean, std = normalization_stats(dataset, channels)
     builder = load_builder(dataset, data_dir)
-    split = _resolve_split(info, split)
+    split = info.split_name(split)
     largest_share = -(-_split_size(builder, split) // process_count)
     num_batches = -(-largest_share // local_batch)
 
     ds = _read_split(builder, _process_split(split, process_index, process_count, drop_remainder=False),
-                     encoded=dataset in _JPEG_DATASETS)
+                     encoded=_entry(dataset).stored_as_jpeg)
     share = int(ds.cardinality())
     if not 0 <= share <= largest_share:
         raise ValueError(f"process {process_index} got {share} examples of {split!r}, expected at most "

@@ -1,0 +1,100 @@
+"""The datasets genscl_jax reads, and the augmentation policies it runs: names and facts, no TensorFlow.
+
+One entry per dataset: its DatasetInfo (what a trainer needs to know: classes, split sizes, channels,
+normalisation statistics, split names) and how it is read. A new dataset is one entry in DATASETS. Reading:
+
+- reader "synthetic": generated on the accelerator by genscl_jax.data.synthetic (no TensorFlow);
+- reader "tfds": a tfds builder (`tfds_name`, or the `builder` hook) through genscl_jax.data.tf_pipeline.
+
+Config validation and the trainers import this module, so it imports nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+# Host augmentation policies of the tf.data pipeline (genscl_jax.data.augment implements them).
+POLICIES = ("simclr", "autoaugment", "randaugment", "crop_flip", "none")
+READERS = ("synthetic", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset as the trainers see it. `mean` / `std` are per channel, on the 0-1 scale."""
+
+    num_classes: int
+    num_train: int
+    num_test: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_split: str = "train"
+    test_split: str = "test"
+
+    def with_channels(self, channels: int | None) -> DatasetInfo:
+        """This dataset read with `channels` channels (None or 0: its own count).
+
+        Statistics that are equal in every channel repeat for any count: Fashion-MNIST's one channel is
+        tiled to three for an RGB model, the synthetic generator makes any count. Distinct per-channel
+        statistics (CIFAR's, ImageNet's) say which channel is which, so those datasets keep their count.
+        """
+        if not channels or channels == self.channels:
+            return self
+        if len(set(self.mean)) > 1 or len(set(self.std)) > 1:
+            raise ValueError(f"channels={channels} is not supported for a {self.channels}-channel dataset with "
+                             f"per-channel statistics; set channels to 0 (its own {self.channels})")
+        return dataclasses.replace(self, channels=channels, mean=self.mean[:1] * channels,
+                                   std=self.std[:1] * channels)
+
+    def split_name(self, split: str) -> str:
+        """'train' / 'test' name the dataset's own training / evaluation split (ImageNet tests on 'validation')."""
+        return {"train": self.train_split, "test": self.test_split}.get(split, split)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A registry entry: the dataset's DatasetInfo and how to read it."""
+
+    info: DatasetInfo
+    reader: str  # One of READERS.
+    tfds_name: str = ""
+    # "module:function": function(tfds_name, data_dir) -> the tfds builder to use instead of
+    # tfds.builder(tfds_name, data_dir=data_dir); imported only by the tf.data pipeline.
+    builder: str = ""
+    # Stored as JPEG and too large to cache decoded in memory: read per epoch with shuffled files, decoded in
+    # the parallel map, evaluated with resize + centre crop.
+    stored_as_jpeg: bool = False
+    # Files tfds cannot download, to be put in <data_dir>/downloads/manual by hand.
+    manual_files: tuple[str, ...] = ()
+
+
+# CIFAR statistics are the ones of SupCon's and the GenSCL authors' code (their std is the commonly copied
+# per-image one, not the per-pixel (0.247, 0.243, 0.261)); using theirs keeps inputs identical to theirs.
+DATASETS: dict[str, Dataset] = {
+    "cifar10": Dataset(
+        DatasetInfo(10, 50_000, 10_000, 3, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+        reader="tfds", tfds_name="cifar10"),
+    "cifar100": Dataset(
+        DatasetInfo(100, 50_000, 10_000, 3, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+        reader="tfds", tfds_name="cifar100"),
+    "imagenet2012": Dataset(
+        DatasetInfo(1000, 1_281_167, 50_000, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                    test_split="validation"),
+        reader="tfds", tfds_name="imagenet2012", stored_as_jpeg=True,
+        manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")),
+    # tfds's own fashion_mnist when prepared, else built offline from the Debian package's idx files.
+    "fashion_mnist": Dataset(
+        DatasetInfo(10, 60_000, 10_000, 1, (0.2860,), (0.3530,)),
+        reader="tfds", tfds_name="fashion_mnist",
+        builder="genscl_jax.data.fashion_mnist_offline:prepared_or_offline_builder"),
+    # Zero mean, unit std: the generator's images are used as they come. The split sizes only set what an
+    # "epoch" is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.
+    "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.0,) * 3, (1.0,) * 3), reader="synthetic"),
+}
+NAMES = tuple(DATASETS)
+
+
+def get(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    return DATASETS[name]
