@@ -9,6 +9,7 @@ from genscl_jax import config_defaults
 
 
 def get_config(arg: str = ""):
+    arg = config_defaults.parse_arg(arg, runlocal=False)
     config = config_defaults.base_config()
     config.mode = "pretrain_and_eval"
     config.dataset = "cifar10"
@@ -33,6 +34,6 @@ def get_config(arg: str = ""):
     config.mix.alpha = 1.0
     config.checkpoint_every_steps = 2000
     config.log_every_steps = 100
-    if arg == "runlocal":
+    if arg.runlocal:
         config_defaults.apply_runlocal(config)
     return config

@@ -26,6 +26,7 @@ from genscl_jax import config_defaults
 
 
 def get_config(arg: str = ""):
+    arg = config_defaults.parse_arg(arg, runlocal=False)
     config = config_defaults.base_config()
     config.mode = "pretrain_and_eval"  # our choice: pretrain, then the linear evaluation below
     config.dataset = "imagenet2012"  # GENSCL: the ImageNet-1k result (77.3 top-1)
@@ -86,7 +87,7 @@ def get_config(arg: str = ""):
     config.checkpoint_every_steps = 2000  # our choice: ~6.4 epochs (313 steps per epoch)
     config.log_every_steps = 100  # our choice
     config.eval_batch_size = 1024  # our choice: throughput only
-    if arg == "runlocal":
+    if arg.runlocal:
         config_defaults.apply_runlocal(config)
         config.dataset = "synthetic"
     return config

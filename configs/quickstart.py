@@ -13,6 +13,7 @@ from genscl_jax import config_defaults
 
 
 def get_config(arg: str = ""):
+    arg = config_defaults.parse_arg(arg, runlocal=False)
     config = config_defaults.base_config()
     config.mode = "pretrain_and_eval"
     config.dataset = "fashion_mnist"
@@ -44,6 +45,6 @@ def get_config(arg: str = ""):
     config.linear_eval.learning_rate = 5.0  # the paper's linear-eval lr
     config.linear_eval.warmup_epochs = 1.0
     config.linear_eval.decay_epochs = (20, 25)
-    if arg == "runlocal":
+    if arg.runlocal:
         config_defaults.apply_runlocal(config)
     return config

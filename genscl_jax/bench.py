@@ -18,7 +18,8 @@ What it reports:
     time and by --peak-tflops (per device) when given.
 
 Only jax, flax, optax, orbax, numpy and ml_collections are imported: no TensorFlow, tfds or clu, so it runs on a
-bare accelerator VM (with ml_collections' wheel carried there). The data is one batch of noise reused every step: input work is not timed.
+bare accelerator VM (with ml_collections' wheel carried there). The data is one batch of noise reused every step:
+input work is not timed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genscl_jax import compile_utils, data, loss_chunked, losses, parallel, pretrain, teachers
+from genscl_jax import (compile_utils, data, loss_chunked, losses, mixing, model_builder, models, optimizers, parallel,
+                        pretrain, teachers)
 
 GIB = 1024**3
 LOSS_IMPLS = ("dense", "chunked")
@@ -478,27 +480,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compiler-option", action="append", default=[], metavar="KEY=VALUE",
                    help="XLA option for this compile only, e.g. xla_cpu_experimental_ynn_fusion_type= (repeatable)")
     g = p.add_argument_group("step")
-    g.add_argument("--model", default="resnet50")
+    g.add_argument("--model", default="resnet50", choices=models.MODEL_NAMES)
     g.add_argument("--width", type=float, default=1.0, help="width multiplier")
-    g.add_argument("--stem", default="auto", help="cifar | imagenet | auto (cifar below 64 px)")
+    g.add_argument("--stem", default="auto", choices=model_builder.STEMS, help="auto: cifar below 64 px")
     g.add_argument("--image-size", type=int, default=224)
     g.add_argument("--per-device-batch", type=int, default=64, help="source images per device (views not counted)")
     g.add_argument("--channels", type=int, default=3, help="image channels (1: Fashion-MNIST, the quickstart)")
     g.add_argument("--num-views", type=int, default=2)
     g.add_argument("--num-classes", type=int, default=0, help="0: 10 below 64 px, else 1000")
-    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    g.add_argument("--dtype", default="float32", choices=model_builder.DTYPES)
     g.add_argument("--moco", action=argparse.BooleanOptionalAction, default=False,
                    help="EMA key encoder + labelled key queue")
     g.add_argument("--queue-size", type=int, default=8192)
-    g.add_argument("--teacher", default="none", help="'none' or a ResNet name (random weights), e.g. resnet50")
+    g.add_argument("--teacher", default="none", choices=("none",) + models.MODEL_NAMES,
+                   help="a ResNet with random weights, e.g. resnet50")
     g.add_argument("--teacher-width", type=float, default=1.0)
     g.add_argument("--teacher-dtype", default="", help="default: --dtype")
     g.add_argument("--kd-alpha", type=float, default=1.0, help="weight of the teacher term when --teacher is set")
-    g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix", "mixup_cutmix"))
-    g.add_argument("--cpu-convolutions", default="eigen", choices=("eigen", "ynnpack"),
+    g.add_argument("--mix", default="none", choices=mixing.MIX_KINDS)
+    g.add_argument("--cpu-convolutions", default="eigen", choices=compile_utils.CPU_CONVOLUTIONS,
                    help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
     g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
-    g.add_argument("--optimizer", default="sgd", choices=("sgd", "lars", "adamw"))
+    g.add_argument("--optimizer", default="sgd", choices=optimizers.OPTIMIZERS)
     g.add_argument("--learning-rate", type=float, default=0.1)
     g.add_argument("--head-dim", type=int, default=128, help="projection output dim (also the loss-only D)")
     g.add_argument("--head-hidden-dim", type=int, default=0, help="0: the encoder's feature dim")

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+CPU_CONVOLUTIONS = ("eigen", "ynnpack")  # config.cpu_convolutions: what model_jit_options knows
+
 _CPU_ONE_OFF_OPTIONS = {"xla_backend_optimization_level": 0}
 
 # Per-compile spelling of XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce: YNNPACK for

@@ -6,38 +6,45 @@ notebooks can rely on one set of keys, and validation can reject any key that is
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
-MODES = ("pretrain", "linear_eval", "supervised", "pretrain_and_eval")
-CPU_CONVOLUTIONS = ("eigen", "ynnpack")
+MODES = ("pretrain", "linear_eval", "supervised", "pretrain_and_eval")  # runner.run dispatches on these
 
 
 def base_config() -> ml_collections.ConfigDict:
+    """All keys with their defaults. A key with a fixed set of values lists them as "one of: a | b"; the lists
+    live with the code that implements them, config_validation checks against those, and a test checks that
+    these comments still say the same."""
     c = ml_collections.ConfigDict()
-    c.mode = "pretrain"
+    c.mode = "pretrain"  # one of: pretrain | linear_eval | supervised | pretrain_and_eval
 
     # Data. "synthetic" is generated on device and needs no TensorFlow.
-    c.dataset = "cifar10"
+    c.dataset = "cifar10"  # one of: cifar10 | cifar100 | imagenet2012 | fashion_mnist | synthetic
     c.data_dir = ""  # "" -> tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR)
     c.image_size = 32
     c.channels = 0  # 0 -> the dataset's own channel count
-    c.augment = "simclr"  # simclr | randaugment | crop_flip | none
+    c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none
     c.device_color_augment = False  # colour jitter/grayscale on the accelerator; the host only crops and flips
     c.num_views = 2
 
     # Model.
-    c.model = "resnet50"
-    c.stem = "auto"  # cifar | imagenet | auto (cifar below 64 px)
+    c.model = "resnet50"  # one of: resnet10 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152 | resnet200
+    c.stem = "auto"  # one of: auto | cifar | imagenet (auto: cifar below 64 px)
     c.width_multiplier = 1.0
     c.zero_init_last_bn = False
-    c.dtype = "float32"  # compute dtype of the network; parameters and the loss stay float32
-    c.head = ml_collections.ConfigDict(dict(kind="mlp", hidden_dim=0, output_dim=128))  # hidden 0 -> feature dim
+    c.dtype = "float32"  # one of: float32 | bfloat16 (the network's compute; parameters and loss stay float32)
+    c.head = ml_collections.ConfigDict()
+    c.head.kind = "mlp"  # one of: mlp | linear
+    c.head.hidden_dim = 0  # 0 -> the encoder's feature dim
+    c.head.output_dim = 128
 
     # Schedule and optimizer. batch_size is GLOBAL (all devices, all hosts).
     c.batch_size = 1024
     c.num_epochs = 500.0
     c.num_train_steps = 0  # 0 -> derive from num_epochs
-    c.optimizer = "sgd"  # sgd | lars | adamw
+    c.optimizer = "sgd"  # one of: sgd | lars | adamw
     c.learning_rate = 0.5
     c.lr_batch_scaling = False  # True -> learning_rate * batch_size / 256
     c.momentum = 0.9
@@ -51,33 +58,58 @@ def base_config() -> ml_collections.ConfigDict:
     # Loss.
     c.temperature = 0.1
     c.base_temperature = 0.07
-    c.loss_normalization = "label_sum"  # label_sum (authors' code) | count
-    # > 0: compute the loss in blocks of this many anchor rows (same result, a fraction of the memory; see
-    # BENCHMARKS.md: 8192 anchors vs 8192 + 65536 contrasts plan 9.35 GiB dense, 1.81 GiB in blocks).
+    c.loss_normalization = "label_sum"  # one of: label_sum | count (label_sum: the authors' code)
+    # > 0: compute the loss in blocks of this many anchor rows: the same result in a fraction of the memory
+    # (BENCHMARKS.md section 2).
     c.loss_block_size = 0
 
-    c.mix = ml_collections.ConfigDict(dict(kind="none", alpha=1.0))
+    c.mix = ml_collections.ConfigDict()
+    c.mix.kind = "none"  # one of: none | mixup | cutmix | mixup_cutmix
+    c.mix.alpha = 1.0
+
     # Knowledge distillation: alpha 0 = off, inf = teacher labels only.
-    c.kd = ml_collections.ConfigDict(dict(
-        alpha=0.0, temperature=1.0, teacher="", teacher_model="resnet50", teacher_stem="auto",
-        teacher_width_multiplier=1.0, teacher_dtype="float32"))
+    c.kd = ml_collections.ConfigDict()
+    c.kd.alpha = 0.0
+    c.kd.temperature = 1.0
+    c.kd.teacher = ""  # a supervised run's workdir, or a .pth/.pt/.safetensors ResNet state dict
+    # one of: resnet10 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152 | resnet200
+    c.kd.teacher_model = "resnet50"
+    c.kd.teacher_stem = "auto"  # one of: auto | cifar | imagenet
+    c.kd.teacher_width_multiplier = 1.0
+    c.kd.teacher_dtype = "float32"  # one of: float32 | bfloat16
+
     # MoCo-style EMA key encoder and key queue.
-    c.moco = ml_collections.ConfigDict(dict(
-        enabled=False, queue_size=8192, momentum=0.999, momentum_cosine=False))
+    c.moco = ml_collections.ConfigDict()
+    c.moco.enabled = False
+    c.moco.queue_size = 8192
+    c.moco.momentum = 0.999
+    c.moco.momentum_cosine = False  # True: BYOL's cosine ramp of the momentum to 1
 
     # Linear evaluation (paper's recipe).
-    c.linear_eval = ml_collections.ConfigDict(dict(
-        pretrained_workdir="", batch_size=512, num_epochs=100.0, learning_rate=5.0, momentum=0.9,
-        weight_decay=0.0, warmup_epochs=5.0, decay_epochs=(60, 75, 90), decay_factor=0.2,
-        augment="crop_flip", precompute_features=False))
-    # Weighted kNN monitor on backbone features (0 = off).
-    c.knn = ml_collections.ConfigDict(dict(every_steps=0, k=200, temperature=0.1, max_train_examples=0))
+    c.linear_eval = ml_collections.ConfigDict()
+    c.linear_eval.pretrained_workdir = ""
+    c.linear_eval.batch_size = 512
+    c.linear_eval.num_epochs = 100.0
+    c.linear_eval.learning_rate = 5.0
+    c.linear_eval.momentum = 0.9
+    c.linear_eval.weight_decay = 0.0
+    c.linear_eval.warmup_epochs = 5.0
+    c.linear_eval.decay_epochs = (60, 75, 90)
+    c.linear_eval.decay_factor = 0.2
+    c.linear_eval.augment = "crop_flip"  # one of: simclr | autoaugment | randaugment | crop_flip | none
+    c.linear_eval.precompute_features = False
+    # Weighted kNN monitor on backbone features (every_steps 0 = off).
+    c.knn = ml_collections.ConfigDict()
+    c.knn.every_steps = 0
+    c.knn.k = 200
+    c.knn.temperature = 0.1
+    c.knn.max_train_examples = 0
     # Supervised cross-entropy training.
     c.label_smoothing = 0.0
 
-    # CPU only: which library runs the convolutions (compile_utils.py; BENCHMARKS.md section 1.3). "eigen": 1.15x
-    # to 2x faster steps than "ynnpack", jaxlib 0.10's default. Accelerators ignore it.
-    c.cpu_convolutions = "eigen"
+    # CPU only: which library runs the convolutions (compile_utils.py; BENCHMARKS.md section 1.3). Accelerators
+    # ignore it.
+    c.cpu_convolutions = "eigen"  # one of: eigen | ynnpack (ynnpack: jaxlib 0.10's default)
 
     c.seed = 0
     c.checkpoint_every_steps = 1000
@@ -86,6 +118,38 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 512
     c.eval_every_steps = 0  # supervised mode: test accuracy every N steps (0 = at the end only)
     return c
+
+
+def parse_arg(arg: str, **spec: Any) -> ml_collections.ConfigDict:
+    """A recipe's argument (`--config file.py:ARG`), parsed as big_vision's configs do: "runlocal" or
+    "runlocal,key=value" -> ConfigDict. `spec` names every argument the recipe knows with its default, whose type
+    parses the value; a bare name sets a boolean. An unknown name or a bad value is a ValueError naming it."""
+    parsed = ml_collections.ConfigDict(dict(spec))
+    for item in (part.strip() for part in (arg or "").split(",")):
+        if not item:
+            continue
+        name, has_value, text = item.partition("=")
+        if name not in spec:
+            raise ValueError(f"config argument {name!r} is unknown; this recipe takes: {', '.join(spec)}")
+        default = spec[name]
+        if not has_value:
+            if not isinstance(default, bool):
+                raise ValueError(f"config argument {name!r} needs a value: {name}=...")
+            parsed[name] = True
+        else:
+            parsed[name] = _parse_value(name, text, type(default))
+    return parsed
+
+
+def _parse_value(name: str, text: str, kind: type) -> Any:
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"config argument {name}={text!r}: expected true or false")
+        return text.lower() in ("true", "1")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"config argument {name}={text!r}: expected {kind.__name__}") from None
 
 
 def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

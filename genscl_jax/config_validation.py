@@ -8,18 +8,31 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from genscl_jax import config_defaults
+from genscl_jax import compile_utils, config_defaults, losses, mixing, model_builder, models, optimizers
 from genscl_jax.data import registry
 
+# Each list of allowed values lives with the code that implements it; validation only reads them.
 DATASETS = ("cifar10", "cifar100", "imagenet2012", "fashion_mnist", "synthetic")
-OPTIMIZERS = ("sgd", "lars", "adamw")
-MIX_KINDS = ("none", "mixup", "cutmix", "mixup_cutmix")
-AUGMENTS = registry.POLICIES  # One list: validation cannot drift from what the pipeline runs.
-DTYPES = ("float32", "bfloat16")
-STEMS = ("auto", "cifar", "imagenet")
-HEAD_KINDS = ("mlp", "linear")
-NORMALIZATIONS = ("label_sum", "count")
-MODELS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
+CHOICES = {
+    "mode": config_defaults.MODES,
+    "dataset": DATASETS,
+    "model": models.MODEL_NAMES,
+    "stem": model_builder.STEMS,
+    "dtype": model_builder.DTYPES,
+    "head.kind": models.HEAD_KINDS,
+    "optimizer": optimizers.OPTIMIZERS,
+    "mix.kind": mixing.MIX_KINDS,
+    "augment": registry.POLICIES,
+    "linear_eval.augment": registry.POLICIES,
+    "loss_normalization": losses.NORMALIZATIONS,
+    "cpu_convolutions": compile_utils.CPU_CONVOLUTIONS,
+    "kd.teacher_model": models.MODEL_NAMES,
+    "kd.teacher_stem": model_builder.STEMS,
+    "kd.teacher_dtype": model_builder.DTYPES,
+}
+# Checked only when that feature is on (a teacher's architecture is irrelevant without a teacher).
+_CONDITIONAL = {"kd.teacher_model": lambda c: c.kd.alpha > 0, "kd.teacher_stem": lambda c: c.kd.alpha > 0,
+                "kd.teacher_dtype": lambda c: c.kd.alpha > 0}
 
 
 class ConfigError(ValueError):
@@ -37,14 +50,26 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return items
 
 
+def unknown_key_error(name: str) -> ConfigError | None:
+    """None if `name` ("linear_eval.batch_size") is a config key, else the one-line error, with the closest keys."""
+    known = list(_flatten(config_defaults.base_config()))
+    if name in known:
+        return None
+    leaf = name.rsplit(".", 1)[-1]
+    # The right key under another parent, else the closest spelling.
+    close = [k for k in known if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(name, known, n=1,
+                                                                                          cutoff=0.6)
+    hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
+    return ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/config_defaults.py for all keys")
+
+
 def _check_keys_and_types(config: Any) -> None:
     known = _flatten(config_defaults.base_config())
     given = _flatten(config)
     for name, value in given.items():
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/config_defaults.py for all keys")
+        error = unknown_key_error(name)
+        if error:
+            raise error
         expected = type(known[name])
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
         if not ok or (expected is int and isinstance(value, bool)):
@@ -65,17 +90,10 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> None:
 def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     """Raises ConfigError on the first problem found. Reads nothing and compiles nothing."""
     _check_keys_and_types(config)
-    _choice("mode", config.mode, config_defaults.MODES)
-    _choice("dataset", config.dataset, DATASETS)
-    _choice("model", config.model, MODELS)
-    _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("mix.kind", config.mix.kind, MIX_KINDS)
-    _choice("augment", config.augment, AUGMENTS)
-    _choice("dtype", config.dtype, DTYPES)
-    _choice("stem", config.stem, STEMS)
-    _choice("head.kind", config.head.kind, HEAD_KINDS)
-    _choice("loss_normalization", config.loss_normalization, NORMALIZATIONS)
-    _choice("cpu_convolutions", config.cpu_convolutions, config_defaults.CPU_CONVOLUTIONS)
+    flat = _flatten(config)
+    for name, allowed in CHOICES.items():
+        if name not in _CONDITIONAL or _CONDITIONAL[name](config):
+            _choice(name, flat[name], allowed)
     for name in ("batch_size", "image_size", "learning_rate", "temperature", "base_temperature", "num_views",
                  "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size"):
         _positive(name, config[name])
@@ -109,9 +127,6 @@ def _check_kd(config: Any) -> None:
     if config.kd.alpha > 0 and not config.kd.teacher:
         raise ConfigError("config.kd.alpha > 0 but config.kd.teacher is empty: give a teacher (a workdir of a "
                           "supervised run, or a .pth/.safetensors file) or set config.kd.alpha=0")
-    if config.kd.alpha > 0:
-        _choice("kd.teacher_model", config.kd.teacher_model, MODELS)
-        _choice("kd.teacher_dtype", config.kd.teacher_dtype, DTYPES)
 
 
 def _check_moco(config: Any) -> None:

@@ -7,6 +7,7 @@ modules that notebooks call directly.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -44,6 +45,43 @@ def main(argv):
           + f" (summary: {os.path.join(_WORKDIR.value, 'summary.json')})")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every mistake in the config flags as one line (exit 2) instead of a traceback:
+    an unknown --config.KEY names the closest keys, before the recipe is even loaded."""
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            error = config_validation.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
+            if error:
+                _exit_with_config_error(error)
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        # ml_collections wraps the recipe's or the parser's own error; its last line is the one that says what.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        last = re.sub(r"^\w+(Error|Exception): ", "", lines[-1]) if lines else type(e).__name__
+        _exit_with_config_error(last)
+
+
+def _exit_with_config_error(error: object) -> None:
+    print(f"config error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def config_import_root(argv: list[str]) -> str | None:
+    """The parent of the --config file's folder: on sys.path, recipes there import their siblings as a package
+    (`from configs import cifar10_resnet50`) from any working directory."""
+    for i, arg in enumerate(argv):
+        value = arg[len("--config="):] if arg.startswith("--config=") else None
+        if arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value:
+            return os.path.dirname(os.path.dirname(os.path.abspath(value.split(":", 1)[0])))
+    return None
+
+
 if __name__ == "__main__":
+    root = config_import_root(sys.argv)
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 from genscl_jax import models
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = tuple(_DTYPES)
+STEMS = ("auto",) + models.STEMS  # "auto": resolve_stem picks by image size
 
 
 def resolve_stem(stem: str, image_size: int) -> str:

@@ -41,6 +41,9 @@ def _matrices_only(params: Any) -> Any:
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
+OPTIMIZERS = ("sgd", "lars", "adamw")  # the names create_optimizer builds
+
+
 def create_optimizer(*, name: str, learning_rate: optax.Schedule, momentum: float, nesterov: bool,
                      weight_decay: float, grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
     if name == "sgd":
@@ -52,7 +55,7 @@ def create_optimizer(*, name: str, learning_rate: optax.Schedule, momentum: floa
     elif name == "adamw":
         tx = optax.adamw(learning_rate, weight_decay=weight_decay, mask=_matrices_only)
     else:
-        raise ValueError(f"optimizer {name!r} is unknown; use sgd, lars or adamw")
+        raise ValueError(f"optimizer {name!r} is unknown; use one of {OPTIMIZERS}")
     if grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
     return tx

@@ -1,6 +1,6 @@
 """Every bad config is rejected before anything is compiled or read, with one line naming the key."""
 
-import importlib.util
+import importlib
 import os
 
 import ml_collections
@@ -11,14 +11,11 @@ from genscl_jax import config_defaults
 from genscl_jax.config_validation import ConfigError, validate
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
-RECIPES = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py"))
+RECIPES = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
 
 
 def load_recipe(name, arg=""):
-    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(CONFIG_DIR, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module(f"configs.{name[:-3]}").get_config(arg)
 
 
 SHARED_KEYS = ("mode", "dataset", "model", "image_size", "batch_size", "num_train_steps", "num_epochs", "optimizer",
@@ -102,3 +99,57 @@ def test_wrong_type_is_rejected():
 
 def test_ints_are_accepted_for_floats_and_infinite_alpha_is_fine():
     validate(base(learning_rate=1, **{"kd.alpha": float("inf"), "kd.teacher": "/t"}), num_devices=1)
+
+
+def test_allowed_values_beside_each_key_match_the_lists_validation_uses():
+    """config_defaults.py writes "one of: a | b" beside (or above) each key with a fixed set of values; the lists
+    live with the code that implements them (config_validation.CHOICES), so the comments must not drift."""
+    import re
+
+    from genscl_jax import config_validation
+
+    source = open(config_defaults.__file__).read().splitlines()
+    documented, pending = {}, None
+    for line in source:
+        comment = re.search(r"# one of: ([\w | ]+)", line)
+        values = tuple(v.strip() for v in comment.group(1).split("|")) if comment else None
+        assignment = re.match(r"\s*c\.([\w.]+) = ", line)
+        if assignment:
+            documented[assignment.group(1)] = values or pending
+            pending = None
+        elif values:
+            pending = values  # a comment line above the key it documents
+    for key, allowed in config_validation.CHOICES.items():
+        assert documented.get(key) is not None, f"config_defaults.py: no 'one of:' beside {key}"
+        assert tuple(v.split(" ")[0] for v in documented[key]) == tuple(allowed), key
+    assert {k for k, v in documented.items() if v} == set(config_validation.CHOICES)
+
+
+@pytest.mark.parametrize("key, value", [("linear_eval.augment", "crops"), ("kd.teacher_stem", "cifar10")])
+def test_every_choice_key_is_validated(key, value):
+    config = set_keys(config_defaults.base_config(), {key: value, "kd.alpha": 1.0, "kd.teacher": "/t"})
+    with pytest.raises(ConfigError, match=f"config.{key}={value!r}: unknown value"):
+        validate(config, num_devices=1)
+
+
+def test_recipe_arguments_parse_like_big_vision():
+    arg = config_defaults.parse_arg("runlocal,steps=7,lr=0.5,tag=x", runlocal=False, steps=0, lr=0.1, tag="")
+    assert (arg.runlocal, arg.steps, arg.lr, arg.tag) == (True, 7, 0.5, "x")
+    assert config_defaults.parse_arg("", runlocal=False).runlocal is False
+    assert config_defaults.parse_arg("runlocal=false", runlocal=True).runlocal is False
+    with pytest.raises(ValueError, match="'runlocl' is unknown; this recipe takes: runlocal"):
+        config_defaults.parse_arg("runlocl", runlocal=False)
+    with pytest.raises(ValueError, match="steps='many': expected int"):
+        config_defaults.parse_arg("steps=many", steps=0)
+    with pytest.raises(ValueError, match="'steps' needs a value"):
+        config_defaults.parse_arg("steps", steps=0)
+
+
+@pytest.mark.parametrize("name, hint", [("pretrained_workdir", "linear_eval.pretrained_workdir"),
+                                        ("mix.knd", "mix.kind"), ("batchsize", "batch_size")])
+def test_unknown_keys_name_the_closest_ones(name, hint):
+    from genscl_jax import config_validation
+
+    error = config_validation.unknown_key_error(name)
+    assert str(error).startswith(f"config.{name}: unknown key (did you mean {hint}")
+    assert config_validation.unknown_key_error("linear_eval.batch_size") is None

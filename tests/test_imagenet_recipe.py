@@ -9,7 +9,7 @@ import pytest
 from test_config_validation import CONFIG_DIR, load_recipe
 
 from genscl_jax import config_defaults
-from genscl_jax.config_validation import AUGMENTS, validate
+from genscl_jax.config_validation import CHOICES, validate
 from genscl_jax.data import augment
 
 RECIPE = os.path.join(CONFIG_DIR, "imagenet_resnet50.py")
@@ -24,7 +24,7 @@ def recipe_assignments():
     found, comments = [], []
     for number, line in enumerate(lines, 1):
         stripped = line.strip()
-        if stripped.startswith('if arg == "runlocal"'):
+        if stripped.startswith("if arg.runlocal"):
             break
         if stripped.startswith("#"):
             comments.append(stripped)
@@ -69,7 +69,7 @@ def test_runlocal_keeps_the_recipe_and_validates():
 
 
 def test_validation_accepts_exactly_the_augment_policies():
-    assert AUGMENTS == augment.POLICIES and "autoaugment" in AUGMENTS
+    assert CHOICES["augment"] == augment.POLICIES and "autoaugment" in CHOICES["augment"]
     config = config_defaults.base_config()
     config.dataset, config.augment = "synthetic", "autoaugment"
     validate(config, num_devices=1)

@@ -23,6 +23,10 @@ def main(*args, **kwargs):
 
 @pytest.mark.parametrize("args, message", [
     (["--config.model=resnet51"], "config error: config.model='resnet51': unknown value; allowed: resnet10"),
+    (["--config.pretrained_workdir=x"], "config error: config.pretrained_workdir: unknown key (did you mean "
+                                        "linear_eval.pretrained_workdir?)"),
+    (["--config.batch_size=abc"], "config error: "),
+    (["--config.mix.knd=mixup"], "config error: config.mix.knd: unknown key (did you mean mix.kind?)"),
     (["--config.kd.alpha=1"], "config error: config.kd.alpha > 0 but config.kd.teacher is empty"),
     (["--config.moco.queue_size=33"], "config error: config.moco.queue_size=33 is not a positive multiple"),
 ])
@@ -34,8 +38,29 @@ def test_bad_config_is_one_line_before_any_work(tmp_path, args, message):
     lines = [line for line in err.splitlines() if line.strip() and "oneDNN" not in line and "cpu_feature" not in line
              and "rebuild TensorFlow" not in line and "absl::InitializeLog" not in line]
     assert lines[-1].startswith(message), err
+    assert "Traceback" not in err, err
     assert not os.path.exists(tmp_path / "checkpoints")  # nothing was started
     assert time.time() - started < 60
+
+
+def test_a_misspelt_recipe_argument_is_one_line(tmp_path):
+    proc = main("--config", "configs/imagenet_resnet50.py:runlocl", "--workdir", str(tmp_path))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == ("config error: config argument 'runlocl' is unknown; this recipe takes: "
+                                            "runlocal")
+
+
+def test_recipes_import_each_other_from_any_working_directory(tmp_path):
+    """configs/ is a package: cifar100's recipe imports cifar10's, also when run from another directory."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "genscl_jax.main", "--config",
+                             os.path.join(os.path.abspath(ROOT), "configs", "cifar100_resnet50.py:runlocal"),
+                             "--config.model=resnet51", "--workdir", str(tmp_path)], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    # The recipe loaded (so its import of cifar10_resnet50 worked); validation then rejects the override.
+    assert proc.returncode == 2 and "config error: config.model='resnet51'" in err, err
 
 
 def test_sigterm_saves_exits_zero_and_a_rerun_resumes(tmp_path):

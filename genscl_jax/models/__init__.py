@@ -4,6 +4,7 @@ from genscl_jax.models.contrastive import ContrastiveModel
 from genscl_jax.models.heads import HEAD_KINDS, LinearClassifier, ProjectionHead, l2_normalize
 from genscl_jax.models.resnet import (
     MODEL_NAMES,
+    STEMS,
     BasicBlock,
     BottleneckBlock,
     ResNet,
@@ -15,6 +16,7 @@ from genscl_jax.models.resnet import (
 
 __all__ = [
     "MODEL_NAMES",
+    "STEMS",
     "HEAD_KINDS",
     "BasicBlock",
     "BottleneckBlock",

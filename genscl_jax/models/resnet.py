@@ -182,7 +182,10 @@ class ResNet(nn.Module):
             x = _conv(width, 7, 2, self.dtype, "conv_init")(x)
             x = nn.relu(_bn(train, self.dtype, "bn_init")(x))
             return max_pool_3x3_s2(x)
-        raise ValueError(f"unknown stem {self.stem!r}; expected 'cifar' or 'imagenet'")
+        raise ValueError(f"unknown stem {self.stem!r}; expected one of {STEMS}")
+
+
+STEMS = ("cifar", "imagenet")  # the input layers _stem implements
 
 
 _ARCHS: dict[str, tuple[tuple[int, ...], type[nn.Module]]] = {
