@@ -14,7 +14,6 @@ Bytes are per device per step (genscl_jax/hlo_audit.py says how each kind is cou
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -48,11 +47,9 @@ def force_cpu_devices(count: int) -> None:
 
 
 def recipe_config(args: argparse.Namespace):
-    spec = importlib.util.spec_from_file_location("imagenet_resnet50", os.path.join(ROOT, "configs",
-                                                                                     "imagenet_resnet50.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    from configs import imagenet_resnet50
+
+    config = imagenet_resnet50.get_config()
     config.dataset = "synthetic"  # shapes only: no data is read
     config.batch_size = args.per_device_batch * args.devices
     config.num_train_steps = 1000
