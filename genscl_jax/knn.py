@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from genscl_jax import compile_utils, data, models, parallel
+from genscl_jax import compile_utils, data, metrics, models, parallel
 
 BANK_CHUNK = 4096  # bank rows compared per scan step
 
@@ -62,14 +62,6 @@ def _pad_to_chunks(bank, labels, valid, bank_chunk):
             jnp.pad(valid, (0, pad), constant_values=False))
 
 
-def accuracy_counts(scores: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-    """Number of masked-in queries whose label is the top-1 / among the top-5 classes."""
-    top1 = jnp.argmax(scores, axis=-1) == labels
-    _, top5 = jax.lax.top_k(scores, min(5, scores.shape[-1]))
-    in_top5 = jnp.any(top5 == labels[:, None], axis=-1)
-    return {"top1": jnp.sum(top1 & mask), "top5": jnp.sum(in_top5 & mask), "count": jnp.sum(mask)}
-
-
 FeatureFn = Callable[[Any, jax.Array], jax.Array]  # (state, images [B, H, W, C]) -> L2-normalised features
 
 
@@ -109,17 +101,13 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_cl
     def query_counts(state, bank, batch):
         scores = neighbour_class_scores(encode(state, batch["image"]), *bank, num_classes=num_classes,
                                         k=knn.k, temperature=knn.temperature)
-        return accuracy_counts(scores, batch["label"], batch["mask"])
+        return metrics.accuracy_counts(scores, batch["label"], batch["mask"])
 
     def monitor(state: Any, step: int) -> dict[str, float]:
         del step
         bank = build_memory_bank(state, features_fn, data.eval_batches(config, mesh, split="train"),
                                  knn.max_train_examples)
-        totals = {"top1": 0, "top5": 0, "count": 0}
-        for batch in data.eval_batches(config, mesh, split="test"):
-            counts = jax.device_get(query_counts(state, bank, batch))
-            totals = {name: totals[name] + int(counts[name]) for name in totals}
-        count = max(totals["count"], 1)
-        return {"knn_top1": totals["top1"] / count, "knn_top5": totals["top5"] / count}
+        counts = (query_counts(state, bank, batch) for batch in data.eval_batches(config, mesh, split="test"))
+        return metrics.top1_top5(metrics.sum_counts(counts), prefix="knn_")
 
     return monitor

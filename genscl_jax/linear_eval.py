@@ -18,8 +18,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import (checkpointing, compile_utils, data, model_builder, models, optimizers, parallel, supervised,
-                        train_loop)
+from genscl_jax import (checkpointing, compile_utils, data, losses, metrics, model_builder, models, optimizers,
+                        parallel, train_loop)
 from genscl_jax.train_state import TrainState, create_train_state
 
 
@@ -55,10 +55,10 @@ class _Evaluator:
 
     def __call__(self, state: TrainState, step: int) -> dict[str, float]:
         del step
-        metrics = supervised.classification_metrics(lambda images: self._logits(state.params, images),
-                                                    data.eval_batches(self.config, self.mesh))
-        self.best_top1 = max(self.best_top1, metrics["test_top1"])
-        return {"linear_eval_top1": metrics["test_top1"], "linear_eval_top5": metrics["test_top5"],
+        accuracy = metrics.classification_metrics(lambda images: self._logits(state.params, images),
+                                                  data.eval_batches(self.config, self.mesh))
+        self.best_top1 = max(self.best_top1, accuracy["test_top1"])
+        return {"linear_eval_top1": accuracy["test_top1"], "linear_eval_top5": accuracy["test_top5"],
                 "linear_eval_best_top1": self.best_top1}
 
     def resume(self, saved_metrics: dict) -> None:
@@ -117,7 +117,7 @@ def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: in
 
         def loss_fn(params):
             logits = classifier.apply({"params": params}, features)
-            return supervised.soft_cross_entropy(logits, targets), logits
+            return losses.soft_cross_entropy(logits, targets), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 NORMALIZATIONS = ("label_sum", "count")
 
@@ -144,6 +145,14 @@ def resolve_contrasts(features, labels, contrast_features, contrast_labels, excl
         raise ValueError(f"exclude_self needs the first {features.shape[0]} contrasts to be the anchors' own; "
                          f"got only {contrast_features.shape[0]} contrasts")
     return contrast_features, contrast_labels, bool(exclude_self)
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean cross-entropy against label distributions [N, C], smoothed towards uniform by `label_smoothing`: the
+    supervised baseline's and the linear classifier's loss."""
+    num_classes = logits.shape[-1]
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
 
 
 def supcon_loss(

@@ -14,15 +14,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import compile_utils, data, mixing, model_builder, optimizers, parallel, pretrain, train_loop
+from genscl_jax import (compile_utils, data, losses, metrics, mixing, model_builder, optimizers, parallel, pretrain,
+                        train_loop)
 from genscl_jax.train_state import TrainState, create_train_state
-
-
-def soft_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-    """Mean cross-entropy against label distributions, smoothed towards uniform by `label_smoothing`."""
-    num_classes = logits.shape[-1]
-    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
-    return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
 
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
@@ -37,7 +31,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
         def loss_fn(params):
             logits, new_model_state = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
                                                   train=True, mutable=["batch_stats"])
-            loss = soft_cross_entropy(logits, targets, label_smoothing)
+            loss = losses.soft_cross_entropy(logits, targets, label_smoothing)
             return loss, (new_model_state["batch_stats"], logits)
 
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -72,25 +66,11 @@ def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
 
     def test_accuracy(state: TrainState, step: int) -> dict[str, float]:
         del step
-        return classification_metrics(lambda images: evaluate(state, images), data.eval_batches(config, mesh))
+        return metrics.classification_metrics(lambda images: evaluate(state, images), data.eval_batches(config, mesh))
 
     return train_loop.Trainer(name="supervised", state=state, train_step=compiled, batches=batches,
                               total_steps=total_steps, examples_per_step=config.batch_size,
                               periodic_eval=test_accuracy, eval_every_steps=config.eval_every_steps)
-
-
-def classification_metrics(logits_fn, batches) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (fractions in [0, 1]) over padded evaluation batches; padding is not counted."""
-    correct1 = correct5 = count = 0.0
-    for batch in batches:
-        logits = logits_fn(batch["image"])
-        top5 = jnp.argsort(-logits, axis=-1)[:, :5]
-        hits = top5 == batch["label"][:, None]
-        mask = batch["mask"]
-        correct1 += float(jnp.sum(hits[:, 0] & mask))
-        correct5 += float(jnp.sum(jnp.any(hits, axis=-1) & mask))
-        count += float(jnp.sum(mask))
-    return {"test_top1": correct1 / max(count, 1), "test_top5": correct5 / max(count, 1)}
 
 
 def run(config: Any, workdir: str, *, mesh: Mesh | None = None) -> dict[str, Any]:
