@@ -5,7 +5,7 @@
 Reads the original Fashion-MNIST files from the Debian/Ubuntu package dataset-fashion-mnist (nothing is
 downloaded). A ResNet-10 at 1/8 width with the CIFAR stem, trained with the GenSCL loss on one-hot labels (SupCon)
 and AdamW, then a linear classifier on precomputed frozen features. On a CPU the convolutions run in Eigen
-(config.cpu_convolutions="eigen", the default), 1.3-1.4x faster per step than jaxlib's default at this size.
+(config.cpu_convolutions="eigen", the default; BENCHMARKS.md section 1.3 has the speed-up).
 Prints and writes the test top-1 to runs/quickstart/summary.json.
 """
 

@@ -1,15 +1,15 @@
 """Which XLA options our programs compile with.
 
 One-off programs. XLA's CPU backend spends most of its compile time optimising random-number code (threefry),
-which dominates one-off programs such as parameter initialisation: a tiny ResNet-18's init took ~25 s to compile
-at full optimisation and ~3 s without backend optimisation on a 2-core CPU. Programs that run once (or are
-trivially cheap) are therefore compiled without backend optimisation on CPU; accelerators keep their defaults.
+which dominates one-off programs such as parameter initialisation: skipping backend optimisation compiles them
+several times faster. Programs that run once (or are trivially cheap) are therefore compiled without backend
+optimisation on CPU; accelerators keep their defaults.
 
 Convolutions on CPU. jaxlib 0.10 runs CPU convolutions, matmuls and reductions in YNNPACK, whose weight-gradient
-convolutions are 2-2.5x slower than Eigen's (BENCHMARKS.md section 1.2). With `config.cpu_convolutions="eigen"`
-(the default) convolutions and their gradients go to Eigen while YNNPACK keeps matmuls and reductions (XLA's own
-reductions, e.g. BatchNorm statistics, are over 10x slower): ResNet steps run 1.15x to 2x faster at every size
-measured but the tests' toy model (a tie), and within 1.2x of PyTorch's oneDNN (BENCHMARKS.md section 1.3).
+convolutions are slower than Eigen's (BENCHMARKS.md section 1.2). With `config.cpu_convolutions="eigen"` (the
+default) convolutions and their gradients go to Eigen while YNNPACK keeps matmuls and reductions (XLA's own
+reductions, e.g. BatchNorm statistics, are much slower): ResNet steps are faster at every size measured
+(BENCHMARKS.md section 1.3 has the figures).
 "ynnpack" is jaxlib's default. The choice changes the numbers only by float32 rounding.
 """
 

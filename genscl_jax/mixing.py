@@ -5,7 +5,7 @@ GenSCL compares label *distributions*, so mixing two images yields a label lam *
 
 Partners. Image i is mixed with image (i + shift) mod B of the same batch, for a static shift, where the
 authors' code draws `torch.randperm(B)`. On a batch sharded over devices, a random permutation needs every image
-on every device (XLA all-gathers the global image batch: at the ImageNet recipe about 5 GB per device per step);
+on every device (XLA all-gathers the global image batch, which grows with the global batch);
 a static shift is a collective-permute of `shift` images per device (BENCHMARKS.md, "Collective audit"), and it
 is the same function of the global batch on any number of devices. Each view uses its own shift (view v: 1 + v,
 folded into [1, B - 1]) and its own lam, so the two views of an image have different partners.
