@@ -7,7 +7,8 @@ from typing import Any
 
 import jax
 
-from genscl_jax import checkpointing, config_validation, parallel, paths, reporting, teachers, train_loop
+from genscl_jax import (checkpointing, config_validation, parallel, paths, reporting, run_config, teachers,
+                        train_loop)
 
 
 class RunError(RuntimeError):
@@ -21,6 +22,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     # Multi-process start-up comes first: device counts (and so validation) depend on it.
     parallel.initialize_distributed()
     config_validation.validate(config, jax.device_count(), jax.process_count())
+    # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
+    # while the run is unfinished (summary.json comes only at the end).
+    run_config.write(workdir, config)
     started = time.time()
     try:
         summary = _run_mode(config, workdir)

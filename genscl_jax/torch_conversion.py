@@ -7,6 +7,7 @@ API, without torch. torch is imported only for .pth/.pt files (pip install -r re
 timm's plain ResNets (resnet18 .. resnet152, not the deep-stem "c/d/s/t" or avg-down variants) use torchvision's
 key names, so one table serves both; models/resnet.py's docstring lists it. The converter walks the variables the
 Flax model expects, so every missing, unexpected or mis-shaped weight is reported by its PyTorch key.
+`to_state_dict` is the inverse (Flax variables -> torchvision names), what export.py writes.
 """
 
 from __future__ import annotations
@@ -128,20 +129,21 @@ def convert_resnet(state_dict: Mapping[str, np.ndarray], module: models.ResNet, 
     entries = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(dict(expected))[0]:
         names = tuple(p.key for p in path)
-        entries.append((names, *_torch_entry(names, tuple(leaf.shape))))
+        key, layout = _torch_entry(names, tuple(leaf.shape))
+        entries.append((names, key, layout, _torch_shape(layout, tuple(leaf.shape))))
     # Check in the file's (network) order, missing keys first, so the first error is the earliest layer.
     order = {key: i for i, key in enumerate(state_dict)}
     entries.sort(key=lambda entry: order.get(entry[1], -1))
     converted: dict[str, Any] = {"params": {}, "batch_stats": {}}
     used = set()
-    for names, key, to_flax, torch_shape in entries:
+    for names, key, layout, torch_shape in entries:
         if key not in state_dict:
             raise TeacherError(f"teacher {source}: {key} is missing{_arch_hint(state_dict, module)}")
         given = np.asarray(state_dict[key])
         if given.shape != torch_shape:
             raise TeacherError(f"teacher {source}: {key} has shape {given.shape}, the model expects {torch_shape}"
                                f"{_shape_hint(key, state_dict, module)}")
-        _set(converted, names, np.ascontiguousarray(to_flax(given)).astype(np.float32))
+        _set(converted, names, np.ascontiguousarray(_TO_FLAX[layout](given)).astype(np.float32))
         used.add(key)
     unexpected = [k for k in state_dict if k not in used and not k.endswith(_IGNORED_SUFFIXES)]
     if unexpected:
@@ -150,19 +152,45 @@ def convert_resnet(state_dict: Mapping[str, np.ndarray], module: models.ResNet, 
     return converted
 
 
+def to_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """torchvision-named arrays (conv1.weight, bn1.running_mean, layer1.0.conv1.weight, ...) for Flax
+    {"params", "batch_stats"} of a models.ResNet, the inverse of convert_resnet.
+
+    Every BatchNorm also gets num_batches_tracked (0: Flax does not count batches, and torch only reads it when
+    momentum=None), so the result loads with strict=True. Layers outside the ResNet table (e.g. a projection head
+    "head/dense1") keep their Flax path as the module name: head.dense1.weight [out, in], head.dense1.bias.
+    """
+    state_dict: dict[str, np.ndarray] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dict(variables))[0]:
+        names = tuple(p.key for p in path)
+        array = np.asarray(leaf)
+        key, layout = _torch_entry(names, array.shape)
+        state_dict[key] = np.ascontiguousarray(_TO_TORCH[layout](array))
+        if key.endswith(".running_var"):
+            state_dict[key[:-len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    return state_dict
+
+
+# Array layouts: a conv kernel is OIHW in torch and HWIO in Flax; a Linear weight is [out, in] in torch and a Dense
+# kernel [in, out]; everything else (biases, BatchNorm) is the same in both.
+_TO_FLAX = {"conv": lambda a: a.transpose(2, 3, 1, 0), "linear": lambda a: a.T, "same": lambda a: a}
+_TO_TORCH = {"conv": lambda a: a.transpose(3, 2, 0, 1), "linear": lambda a: a.T, "same": lambda a: a}
+
+
+def _torch_shape(layout: str, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if layout == "conv":
+        h, w, i, o = flax_shape
+        return o, i, h, w
+    return tuple(reversed(flax_shape)) if layout == "linear" else flax_shape
+
+
 def _torch_entry(names: tuple[str, ...], flax_shape: tuple[int, ...]):
-    """(torch key, torch array -> Flax array, the torch shape that Flax shape needs) for one Flax variable."""
+    """(torch key, array layout) for one Flax variable."""
     collection, *layers, leaf = names
     module_name = ".".join(_torch_module_name(layer) for layer in layers)
-    if collection == "params" and leaf == "kernel" and len(flax_shape) == 4:
-        h, w, i, o = flax_shape  # conv: torch OIHW -> Flax HWIO
-        return f"{module_name}.weight", lambda a: a.transpose(2, 3, 1, 0), (o, i, h, w)
     if collection == "params" and leaf == "kernel":
-        fan_in, fan_out = flax_shape  # Linear: torch [out, in] -> Dense [in, out]
-        return f"{module_name}.weight", lambda a: a.T, (fan_out, fan_in)
-    if layers == ["fc"]:
-        return f"{module_name}.{leaf}", lambda a: a, flax_shape
-    return f"{module_name}.{_BN_NAMES[(collection, leaf)]}", lambda a: a, flax_shape
+        return f"{module_name}.weight", "conv" if len(flax_shape) == 4 else "linear"
+    return f"{module_name}.{_BN_NAMES[(collection, leaf)]}", "same"
 
 
 def _torch_module_name(flax_name: str) -> str:

@@ -1,0 +1,122 @@
+"""A run's trained network out of its workdir, built from the architecture the run recorded (run_config).
+
+`load_encoder(workdir)` gives the ResNet encoder as a Flax module that returns pooled features, with its
+{"params", "batch_stats"}: from a pretrain run (the encoder subtree of the contrastive model, the query encoder
+that linear evaluation also reads, not the MoCo EMA copy), a supervised run (the ResNet without its "fc") or a
+pretrain_and_eval run (its pretrain/ checkpoints). `load_trained` also gives the head; export.py writes either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from genscl_jax import checkpointing, model_builder, paths, run_config
+
+MODES = ("pretrain", "supervised", "pretrain_and_eval")  # the modes whose checkpoints hold an encoder
+_WHICH_WORKDIR = "give the workdir of a pretrain, supervised or pretrain_and_eval run"
+
+
+class EncoderError(ValueError):
+    """A workdir that holds no usable encoder; the one-line message names the path and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedNetwork:
+    module: nn.Module  # computes in float32; module.clone(dtype=jnp.bfloat16) for bfloat16
+    variables: dict[str, Any]  # {"params", "batch_stats"} as NumPy arrays
+    config: ml_collections.ConfigDict  # the run's recorded config
+    step: int  # the checkpoint's training step
+
+
+def load_encoder(workdir: str) -> tuple[nn.Module, dict[str, Any]]:
+    """(module, variables) of the trained encoder in `workdir` (local or gs://): a models.ResNet with
+    num_classes=None, so `module.apply(variables, images, train=False)` gives pooled features [B, F] for NHWC
+    images normalised as in training."""
+    trained = load_trained(workdir)
+    return trained.module, trained.variables
+
+
+def load_trained(workdir: str, *, with_head: bool = False) -> TrainedNetwork:
+    """The encoder (or with_head: the whole network: encoder + projection head, or the classifier with its fc)."""
+    config = recorded_config(workdir)
+    checkpoints = checkpointing.checkpoint_dir(_checkpoint_owner(workdir, config))
+    checkpointer = checkpointing.Checkpointer(checkpoints, read_only=True)
+    step = checkpointer.latest_step()
+    if step is None:
+        raise EncoderError(f"{workdir}: no complete checkpoint in {checkpoints}: train first (a run checkpoints "
+                           "every config.checkpoint_every_steps steps and when it ends)")
+    restored = checkpointer.restore_subtree(("params", "batch_stats"), step)
+    variables = jax.tree_util.tree_map(np.asarray, {"params": restored["params"],
+                                                    "batch_stats": restored["batch_stats"]})
+    module, variables = _network(config, variables, with_head)
+    _check_shapes(module, variables, config.image_size, workdir)
+    return TrainedNetwork(module, variables, config, int(step))
+
+
+def recorded_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config `workdir`'s run recorded; EncoderError if it is not a genscl_jax workdir of an encoder."""
+    if not paths.is_dir(workdir):
+        raise EncoderError(f"{workdir}: no such directory: {_WHICH_WORKDIR}")
+    config = run_config.read(workdir)
+    if config is None:
+        raise EncoderError(f"{workdir}: not a genscl_jax workdir (no {run_config.CONFIG_FILE} or summary.json): "
+                           f"{_WHICH_WORKDIR}")
+    if config.mode == "linear_eval":
+        raise EncoderError(f"{workdir}: a linear_eval run holds only its linear classifier: use its "
+                           f"config.linear_eval.pretrained_workdir ({config.linear_eval.pretrained_workdir}), "
+                           "where the encoder was trained")
+    if config.mode not in MODES:
+        raise EncoderError(f"{workdir}: config.mode={config.mode!r} trains no encoder: {_WHICH_WORKDIR}")
+    return config
+
+
+def _checkpoint_owner(workdir: str, config: ml_collections.ConfigDict) -> str:
+    """The directory whose checkpoints/ holds the encoder: pretrain_and_eval pretrains in <workdir>/pretrain."""
+    return paths.join(workdir, "pretrain") if config.mode == "pretrain_and_eval" else workdir
+
+
+def _network(config: ml_collections.ConfigDict, variables: dict, with_head: bool) -> tuple[nn.Module, dict]:
+    """The float32 module the run trained (or its encoder alone) and the matching part of its variables."""
+    float32 = ml_collections.ConfigDict(config.to_dict())
+    float32.dtype = "float32"  # export and features elsewhere: the parameters are float32 whatever the run computed in
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    if config.mode == "supervised":
+        if with_head:
+            num_classes = int(params["fc"]["bias"].shape[0])
+            return model_builder.build_encoder(float32, num_classes=num_classes), variables
+        return model_builder.build_encoder(float32), {
+            "params": {k: v for k, v in params.items() if k != "fc"}, "batch_stats": batch_stats}
+    if with_head:
+        return model_builder.build_contrastive_model(float32), variables
+    return model_builder.build_encoder(float32), {"params": params["encoder"], "batch_stats": batch_stats["encoder"]}
+
+
+def _check_shapes(module: nn.Module, variables: dict, image_size: int, workdir: str) -> None:
+    """The recorded config and the checkpoint must describe the same network; names the first difference."""
+    stem_kernel = variables["params"].get("encoder", variables["params"])["conv_init"]["kernel"]
+    sample_shape = (1, image_size, image_size, stem_kernel.shape[2])
+    problem = variables_mismatch(module, variables, sample_shape)
+    if problem:
+        raise EncoderError(f"{workdir}: the checkpoint does not match the recorded config "
+                           f"({run_config.CONFIG_FILE}): {problem}")
+
+
+def variables_mismatch(module: nn.Module, variables: dict, sample_shape: tuple[int, ...]) -> str | None:
+    """The first variable `module` expects (for inputs of `sample_shape`) that is missing or shaped differently in
+    `variables`, as "layer ... is missing" / "layer ... has shape ..., the model expects ..."; None if all fit."""
+    expected = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jax.numpy.zeros(sample_shape),
+                                                  train=False))
+    given = dict(jax.tree_util.tree_flatten_with_path(dict(variables))[0])
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dict(expected))[0]:
+        name = jax.tree_util.keystr(path)
+        if path not in given:
+            return f"layer {name} is missing"
+        if tuple(given[path].shape) != tuple(leaf.shape):
+            return f"layer {name} has shape {tuple(given[path].shape)}, the model expects {tuple(leaf.shape)}"
+    return None

@@ -1,0 +1,149 @@
+"""python -m genscl_jax.export --workdir W --output FILE [--with-head]: a run's trained encoder, for use elsewhere.
+
+W is the workdir of a pretrain, supervised or pretrain_and_eval run (local or gs://); its newest checkpoint is
+read, with the architecture the run recorded. FILE's ending picks the format (FILE may be a gs:// URL too):
+
+  .safetensors   torchvision ResNet names (conv1.weight, bn1.running_mean, layer1.0.conv1.weight,
+                 layer4.0.downsample.0.weight, ...), so an ImageNet-stem encoder loads into
+                 torchvision.models.resnet50() (fc = torch.nn.Identity(), or strict=False).
+  .npz           the Flax variables, flat keys "params/stage1_block0/conv1/kernel", "batch_stats/...".
+  no extension   an orbax checkpoint directory of the Flax variables {"params", "batch_stats"}.
+
+Only the encoder by default; --with-head adds the projection head (pretrain: head.dense1.weight ... in
+.safetensors, the contrastive model's variables otherwise) or the classifier (supervised: fc.weight / fc.bias).
+
+torchvision has no CIFAR stem (3x3 stride-1 conv1, no max-pool), no width multiplier and no resnet10/resnet200:
+such encoders are still written with torchvision's names, and a note says what a torchvision model needs to
+hold them (e.g. model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); model.maxpool = nn.Identity()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from typing import Any
+
+import numpy as np
+
+from genscl_jax import paths
+
+FILE_FORMATS = (".safetensors", ".npz")
+
+
+class ExportError(ValueError):
+    """Bad arguments; the one-line message names the path and the fix."""
+
+
+def export(workdir: str, output: str, *, with_head: bool = False) -> list[str]:
+    """Writes the trained encoder of `workdir` to `output` in the format its ending picks; returns notes for the
+    user (what a torchvision model needs to hold it), empty when there is nothing to say."""
+    output_format = format_of(output)  # before any reading: a wrong name fails at once
+    if output_format == "orbax" and paths.exists(output):
+        raise ExportError(f"--output {output} exists: remove it or choose a new directory (an orbax export is a "
+                          "directory and is never written over)")
+    from genscl_jax import encoders, torch_conversion  # JAX and orbax only once the arguments are good
+
+    try:
+        trained = encoders.load_trained(workdir, with_head=with_head)
+    except encoders.EncoderError as e:
+        raise ExportError(str(e)) from e
+    if output_format == ".safetensors":
+        from safetensors.numpy import save
+
+        _write_bytes(output, save(torch_conversion.to_state_dict(torch_layout(trained.variables))))
+        return torchvision_notes(trained.config)
+    if output_format == ".npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **flat_arrays(trained.variables))
+        _write_bytes(output, buffer.getvalue())
+        return []
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(paths.for_orbax(output), trained.variables)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    return []
+
+
+def format_of(output: str) -> str:
+    """".safetensors", ".npz" or "orbax" (a name without extension); ExportError for any other ending."""
+    name = output.rstrip("/").rsplit("/", 1)[-1]
+    suffix = "." + name.rsplit(".", 1)[1] if "." in name.lstrip(".") else ""
+    if suffix in FILE_FORMATS:
+        return suffix
+    if not suffix:
+        return "orbax"
+    raise ExportError(f"--output {output}: unknown extension {suffix}; use .safetensors (torchvision names), .npz "
+                      "(Flax variables) or a directory name without extension (orbax)")
+
+
+def torch_layout(variables: dict[str, Any]) -> dict[str, Any]:
+    """The contrastive model's {"encoder": ..., "head": ...} flattened so the encoder has torchvision's top-level
+    names and the head becomes head.*; a plain ResNet (with or without fc) is already laid out that way."""
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    if "encoder" not in params:
+        return variables
+    return {"params": {**params["encoder"], **({"head": params["head"]} if "head" in params else {})},
+            "batch_stats": batch_stats["encoder"]}
+
+
+def flat_arrays(variables: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """{"params/stage1_block0/conv1/kernel": array, ...}: nested dicts as "/"-joined keys."""
+    flat = {}
+    for name, value in variables.items():
+        if isinstance(value, dict):
+            flat.update(flat_arrays(value, f"{prefix}{name}/"))
+        else:
+            flat[f"{prefix}{name}"] = np.asarray(value)
+    return flat
+
+
+def torchvision_notes(config: Any) -> list[str]:
+    """What differs from a stock torchvision ResNet, and what a torchvision model needs to hold these weights."""
+    from genscl_jax import model_builder, models
+
+    notes = []
+    if model_builder.resolve_stem(config.stem, config.image_size) == "cifar":
+        width = models.stage_widths(config.width_multiplier)[0]
+        notes.append(f"CIFAR stem (conv1 is 3x3 stride 1, no max-pool): in torchvision set model.conv1 = "
+                     f"torch.nn.Conv2d(3, {width}, 3, 1, 1, bias=False) and model.maxpool = torch.nn.Identity()")
+    if config.width_multiplier != 1:
+        notes.append(f"width_multiplier {config.width_multiplier}: torchvision's ResNets have fixed widths "
+                     "(64..512 per stage), so no torchvision model has these shapes; the names still follow it")
+    if config.model in ("resnet10", "resnet200"):
+        stages = list(models.create_resnet(config.model).stage_sizes)
+        block = "BasicBlock" if config.model == "resnet10" else "Bottleneck"
+        notes.append(f"{config.model} is not in torchvision.models: build it as torchvision.models.resnet.ResNet("
+                     f"torchvision.models.resnet.{block}, {stages})")
+    return notes
+
+
+def _write_bytes(output: str, data: bytes) -> None:
+    from etils import epath
+
+    target = epath.Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m genscl_jax.export", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True, help="workdir of a pretrain, supervised or pretrain_and_eval run")
+    parser.add_argument("--output", required=True, help="FILE.safetensors, FILE.npz or a new directory (orbax)")
+    parser.add_argument("--with-head", action="store_true", help="also the projection head / classifier")
+    args = parser.parse_args(argv)
+    try:
+        notes = export(args.workdir, args.output, with_head=args.with_head)
+    except ExportError as e:
+        print(f"export error: {e}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {args.output} ({'encoder and head' if args.with_head else 'encoder'} of {args.workdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
