@@ -11,7 +11,7 @@ import torchvision
 from conftest import make_tiny_config
 from safetensors.torch import save_file
 
-from genscl_jax import checkpointing, models, runner, teachers, torch_conversion
+from genscl_jax import checkpointing, models, run_config, runner, teachers, torch_conversion
 from genscl_jax.train_state import TrainState
 
 
@@ -114,8 +114,10 @@ def test_without_torch_a_pth_fails_with_the_fix(tmp_path, monkeypatch):
 def test_teacher_from_a_supervised_run_end_to_end(tmp_path):
     teacher_dir, student_dir = str(tmp_path / "teacher"), str(tmp_path / "student")
     runner.run(make_tiny_config(mode="supervised", num_train_steps=2), teacher_dir)
-    config = make_tiny_config(**{"kd.teacher": teacher_dir, "kd.alpha": 1.0, "kd.teacher_model": "resnet10",
-                                 "kd.teacher_width_multiplier": 0.0625, "num_train_steps": 2})
+    # kd.teacher_model / teacher_width_multiplier stay at their defaults (resnet50, 1.0): the workdir's recorded
+    # config says resnet10 at width 0.0625, and that is what is built.
+    config = make_tiny_config(**{"kd.teacher": teacher_dir, "kd.alpha": 1.0, "num_train_steps": 2})
+    assert (config.kd.teacher_model, config.kd.teacher_width_multiplier) == ("resnet50", 1.0)
     summary = runner.run(config, student_dir)
     assert np.isfinite(summary["final_metrics"]["loss_teacher"])
 
@@ -128,3 +130,45 @@ def test_teacher_from_a_supervised_run_end_to_end(tmp_path):
     assert set(saved["params"]) == {"encoder", "head"}
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(saved)[0]]
     assert not [p for p in paths if "fc" in p or "teacher" in p]
+
+
+def fake_teacher_workdir(workdir, recorded_config, variables):
+    """A workdir as runner.run leaves it: config.json (unless recorded_config is None) and a checkpoint."""
+    if recorded_config is not None:
+        run_config.write(str(workdir), recorded_config)
+    checkpointer = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(workdir)))
+    checkpointer.save(1, {"step": np.int32(1), **variables})
+    checkpointer.close()
+
+
+def tiny_classifier_variables(num_classes):
+    module = models.create_resnet("resnet10", stem="cifar", width_multiplier=0.0625, num_classes=num_classes)
+    return jax.tree_util.tree_map(np.asarray, dict(module.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)),
+                                                               train=False)))
+
+
+def test_a_teacher_for_other_classes_is_refused_naming_both(tmp_path):
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    fake_teacher_workdir(teacher_dir, make_tiny_config(mode="supervised", dataset="cifar100"),
+                         tiny_classifier_variables(100))
+    config = make_tiny_config(**{"kd.teacher": str(teacher_dir), "kd.alpha": 1.0})
+    message = (r"teacher .*/teacher predicts 100 classes \(its dataset cifar100\), this run's dataset synthetic has "
+               r"10: use a teacher trained on synthetic$")
+    with pytest.raises(teachers.TeacherError, match=message) as error:
+        teachers.load_teacher(config, num_classes=10, channels=3)
+    assert len(str(error.value).splitlines()) == 1
+    with pytest.raises(runner.RunError, match=message):
+        runner.run(config, str(student_dir))
+    assert (student_dir / "config.json").exists()  # recorded when the run started, before it failed
+
+
+@pytest.mark.parametrize("recorded, message", [
+    (None, r"no config.json or summary.json, so its architecture is unknown: rerun its command once"),
+    (make_tiny_config(mode="pretrain"), r"a pretrain run has no classifier; a teacher is the workdir of a "
+                                        r"supervised run"),
+])
+def test_a_workdir_without_a_known_classifier_is_refused(tmp_path, recorded, message):
+    fake_teacher_workdir(tmp_path / "teacher", recorded, tiny_classifier_variables(10))
+    config = make_tiny_config(**{"kd.teacher": str(tmp_path / "teacher"), "kd.alpha": 1.0})
+    with pytest.raises(teachers.TeacherError, match=message):
+        teachers.load_teacher(config, num_classes=10, channels=3)
