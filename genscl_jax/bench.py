@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genscl_jax import (compile_utils, data, loss_chunked, losses, mixing, model_builder, models, optimizers, parallel,
-                        pretrain, teachers)
+from genscl_jax import (compile_utils, config_defaults, data, loss_chunked, losses, mixing, model_builder, models,
+                        optimizers, parallel, pretrain, teachers)
 
 GIB = 1024**3
 LOSS_IMPLS = ("dense", "chunked")
@@ -156,8 +156,6 @@ def _gib(num_bytes: int | None) -> float | None:
 
 def step_config(args: argparse.Namespace, num_devices: int):
     """The training config (config_defaults.base_config) this benchmark's step is built from."""
-    from genscl_jax import config_defaults  # ml_collections: small; a bare accelerator VM gets it as a wheel
-
     config = config_defaults.base_config()
     config.dataset = "synthetic"  # only steps_per_epoch reads it; the data spec is the bench's own
     for key, value in dict(
@@ -438,7 +436,8 @@ def _step_lines(r: dict[str, Any]) -> list[str]:
     peak = _gib(r["peak_device_bytes"])
     lines = [
         f"step: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch {r['global_batch']} "
-        f"x {c['num_views']} views, moco={c['moco']} teacher={c['teacher']} mix={c['mix']} ({r['num_params']:,} params)",
+        f"x {c['num_views']} views, moco={c['moco']} teacher={c['teacher']} mix={c['mix']} "
+        f"({r['num_params']:,} params)",
         f"  images/s {r['images_per_s']:.1f}   step ms {r['step_ms']:.2f} (median of {len(r['step_ms_repeats'])} "
         f"repeats: {r['step_ms_repeats']})   compile s {r['compile_s']:.1f}",
         f"  memory: planned {_gib(r['planned_bytes'])} GiB (compiled.memory_analysis)   device peak "
@@ -521,7 +520,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="on backends without a memory limit (CPU), skip sizes planned above this share of RAM")
     args = p.parse_args(argv)
     if args.quick:
-        explicit = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
+        given = sys.argv[1:] if argv is None else argv
+        explicit = {a.lstrip("-").split("=")[0].replace("-", "_") for a in given if a.startswith("--")}
         for key, value in QUICK.items():
             if key not in explicit:
                 setattr(args, key, value)

@@ -12,10 +12,9 @@ from genscl_jax import compile_utils, config_defaults, losses, mixing, model_bui
 from genscl_jax.data import registry
 
 # Each list of allowed values lives with the code that implements it; validation only reads them.
-DATASETS = ("cifar10", "cifar100", "imagenet2012", "fashion_mnist", "synthetic")
 CHOICES = {
     "mode": config_defaults.MODES,
-    "dataset": DATASETS,
+    "dataset": registry.NAMES,
     "model": models.MODEL_NAMES,
     "stem": model_builder.STEMS,
     "dtype": model_builder.DTYPES,
@@ -95,7 +94,8 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
         if name not in _CONDITIONAL or _CONDITIONAL[name](config):
             _choice(name, flat[name], allowed)
     for name in ("batch_size", "image_size", "learning_rate", "temperature", "base_temperature", "num_views",
-                 "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size"):
+                 "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size",
+                 "preemption_check_every_steps"):
         _positive(name, config[name])
     for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs", "loss_block_size"):
         _positive(name, config[name], allow_zero=True)

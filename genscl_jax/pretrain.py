@@ -15,10 +15,6 @@ from genscl_jax import (compile_utils, data, knn, model_builder, momentum_encode
 from genscl_jax.train_state import TrainState, train_state_initializer
 
 
-def total_train_steps(config: Any) -> int:
-    return config.num_train_steps or int(config.num_epochs * data.steps_per_epoch(config))
-
-
 @dataclasses.dataclass(frozen=True)
 class PretrainProgram:
     """The product's pretraining step and what it runs on: what the trainer loops, the bench times and the
@@ -41,7 +37,7 @@ class PretrainProgram:
 def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, *,
                   teacher: teachers.Teacher | None = None) -> PretrainProgram:
     """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec`."""
-    total_steps = total_train_steps(config)
+    total_steps = data.total_train_steps(config)
     model = model_builder.build_contrastive_model(config)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
     settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, spec.mean, spec.std)

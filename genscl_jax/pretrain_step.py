@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from genscl_jax import loss_chunked, losses, mixing, momentum_encoder, optimizers
+from genscl_jax.data import device_augment
 from genscl_jax.train_state import TrainState
 
 
@@ -85,8 +86,6 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         views = batch["image"]  # [B, V, H, W, C]
         batch_size, num_views = views.shape[:2]
         if s.device_color_augment:
-            from genscl_jax.data import device_augment
-
             views = device_augment.color_augment(aug_key, views, mean=s.mean, std=s.std)
         views, mixed_labels = mixing.mix_views(mix_key, views, batch["label"], s.num_classes,
                                                kind=s.mix_kind, alpha=s.mix_alpha)

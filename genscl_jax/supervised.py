@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import (compile_utils, data, losses, metrics, mixing, model_builder, optimizers, parallel, pretrain,
+from genscl_jax import (compile_utils, data, losses, metrics, mixing, model_builder, optimizers, parallel,
                         train_loop)
 from genscl_jax.train_state import TrainState, create_train_state
 
@@ -48,7 +48,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
 
 def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
     spec = data.data_spec(config)
-    total_steps = pretrain.total_train_steps(config)
+    total_steps = data.total_train_steps(config)
     model = model_builder.build_encoder(config, num_classes=spec.num_classes)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)

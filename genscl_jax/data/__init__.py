@@ -26,6 +26,11 @@ def steps_per_epoch(config: Any, batch_size: int | None = None) -> int:
     return max(data_spec(config).num_train // (batch_size or config.batch_size), 1)
 
 
+def total_train_steps(config: Any) -> int:
+    """config.num_train_steps, or config.num_epochs passes over the training split."""
+    return config.num_train_steps or int(config.num_epochs * steps_per_epoch(config))
+
+
 def _reads_synthetic(config: Any) -> bool:
     return registry.get(config.dataset).reader == "synthetic"
 
