@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from genscl_jax import checkpointing, encoders, model_builder, models, paths, run_config
+from genscl_jax import checkpointing, encoders, model_builder, models, paths, run_config, torch_conversion
 
 
 class TeacherError(ValueError):
@@ -49,13 +49,15 @@ def teacher_module(config: Any, num_classes: int, *, torch_weights: bool = False
 def load_teacher(config: Any, num_classes: int, channels: int) -> Teacher:
     """The teacher config.kd.teacher names: a supervised-run workdir, or a .pth/.pt/.safetensors ResNet file; local
     or a gs:// URL."""
-    from genscl_jax import torch_conversion  # it imports this module
-
     path = config.kd.teacher
     if torch_conversion.is_torch_weights_file(path):
         module = teacher_module(config, num_classes, torch_weights=True)
-        state_dict = torch_conversion.load_state_dict(path)
-        return Teacher(module, torch_conversion.convert_resnet(state_dict, module, channels=channels, source=path))
+        try:
+            state_dict = torch_conversion.load_state_dict(path)
+            variables = torch_conversion.convert_resnet(state_dict, module, channels=channels, source=path)
+        except torch_conversion.ConversionError as e:
+            raise TeacherError(str(e)) from e
+        return Teacher(module, variables)
     if paths.is_dir(checkpointing.checkpoint_dir(path)):
         return _teacher_from_workdir(config, path, num_classes, channels)
     raise TeacherError(f"config.kd.teacher={path!r}: neither a .pth/.pt/.safetensors file nor a workdir with "

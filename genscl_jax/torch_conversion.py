@@ -21,7 +21,10 @@ import jax
 import numpy as np
 
 from genscl_jax import models
-from genscl_jax.teachers import TeacherError
+
+
+class ConversionError(ValueError):
+    """A PyTorch weights file that cannot be read or does not fit the module; the message names the file or layer."""
 
 TORCH_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -46,12 +49,12 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
     file = epath.Path(path)
     if not file.is_file():
-        raise TeacherError(f"teacher {path}: no such file")
+        raise ConversionError(f"teacher {path}: no such file")
     if str(path).endswith(SAFETENSORS_SUFFIX):
         return _read_safetensors(path, file.read_bytes())
     if str(path).endswith(TORCH_SUFFIXES):
         return _read_torch(path, file.read_bytes())
-    raise TeacherError(f"teacher {path}: unknown file type; expected {', '.join(TORCH_SUFFIXES)} or "
+    raise ConversionError(f"teacher {path}: unknown file type; expected {', '.join(TORCH_SUFFIXES)} or "
                        f"{SAFETENSORS_SUFFIX}")
 
 
@@ -59,31 +62,31 @@ def _read_safetensors(path: str, data: bytes) -> dict[str, np.ndarray]:
     try:
         from safetensors.numpy import load
     except ImportError:
-        raise TeacherError(f"teacher {path}: reading .safetensors needs the safetensors package "
+        raise ConversionError(f"teacher {path}: reading .safetensors needs the safetensors package "
                            "(pip install safetensors)") from None
     try:
         return dict(load(data))
     except Exception as e:  # the package raises its own SafetensorError for corrupt or bf16 files
-        raise TeacherError(f"teacher {path}: cannot read the .safetensors file: {_first_line(e)}") from e
+        raise ConversionError(f"teacher {path}: cannot read the .safetensors file: {_first_line(e)}") from e
 
 
 def _read_torch(path: str, data: bytes) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise TeacherError(f"teacher {path}: reading .pth/.pt needs PyTorch: pip install -r requirements-torch.txt, "
+        raise ConversionError(f"teacher {path}: reading .pth/.pt needs PyTorch: pip install -r requirements-torch.txt, "
                            "or convert the file to .safetensors") from None
     try:
         # weights_only=True: the unpickler rebuilds tensors and containers only, never calls arbitrary objects.
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError for refused objects, RuntimeError for corrupt archives
-        raise TeacherError(f"teacher {path}: refused or unreadable (torch.load with weights_only=True; save "
+        raise ConversionError(f"teacher {path}: refused or unreadable (torch.load with weights_only=True; save "
                            f"model.state_dict(), not the model object): {_first_line(e)}") from e
     state_dict = _unwrap(loaded, path)
     arrays = {}
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
-            raise TeacherError(f"teacher {path}: {key} is a {type(value).__name__}, not a tensor")
+            raise ConversionError(f"teacher {path}: {key} is a {type(value).__name__}, not a tensor")
         # NumPy has no bfloat16: floating tensors come out as float32 (parameters are float32 anyway).
         arrays[key] = (value.float() if value.is_floating_point() else value).numpy()
     return arrays
@@ -92,7 +95,7 @@ def _read_torch(path: str, data: bytes) -> dict[str, np.ndarray]:
 def _unwrap(loaded: Any, path: str) -> Mapping[str, Any]:
     """Training checkpoints often nest the weights ({"state_dict": ...}) and DDP prefixes keys with "module."."""
     if not isinstance(loaded, Mapping):
-        raise TeacherError(f"teacher {path}: holds a {type(loaded).__name__}, expected a state_dict")
+        raise ConversionError(f"teacher {path}: holds a {type(loaded).__name__}, expected a state_dict")
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded.get(wrapper), Mapping):
             loaded = loaded[wrapper]
@@ -122,7 +125,7 @@ def convert_resnet(state_dict: Mapping[str, np.ndarray], module: models.ResNet, 
     """Flax {"params", "batch_stats"} for `module` from a torchvision/timm ResNet state_dict.
 
     `module` is e.g. models.create_resnet("resnet50", stem="imagenet", num_classes=1000); `channels` is the
-    number of input channels it will see (3 for ImageNet weights). Fails with TeacherError on the first key that
+    number of input channels it will see (3 for ImageNet weights). Fails with ConversionError on the first key that
     is missing, unexpected or of the wrong shape, naming the PyTorch key.
     """
     expected = expected_variables(module, (1, 32, 32, channels))
@@ -138,16 +141,16 @@ def convert_resnet(state_dict: Mapping[str, np.ndarray], module: models.ResNet, 
     used = set()
     for names, key, layout, torch_shape in entries:
         if key not in state_dict:
-            raise TeacherError(f"teacher {source}: {key} is missing{_arch_hint(state_dict, module)}")
+            raise ConversionError(f"teacher {source}: {key} is missing{_arch_hint(state_dict, module)}")
         given = np.asarray(state_dict[key])
         if given.shape != torch_shape:
-            raise TeacherError(f"teacher {source}: {key} has shape {given.shape}, the model expects {torch_shape}"
+            raise ConversionError(f"teacher {source}: {key} has shape {given.shape}, the model expects {torch_shape}"
                                f"{_shape_hint(key, state_dict, module)}")
         _set(converted, names, np.ascontiguousarray(_TO_FLAX[layout](given)).astype(np.float32))
         used.add(key)
     unexpected = [k for k in state_dict if k not in used and not k.endswith(_IGNORED_SUFFIXES)]
     if unexpected:
-        raise TeacherError(f"teacher {source}: unexpected key {unexpected[0]} ({len(unexpected)} unexpected in all)"
+        raise ConversionError(f"teacher {source}: unexpected key {unexpected[0]} ({len(unexpected)} unexpected in all)"
                            f"{_arch_hint(state_dict, module)}")
     return converted
 

@@ -17,8 +17,9 @@ ALLOWED_LAZY = {
     # (reporting, with TensorBoard) load only when a loop reports.
     ("genscl_jax.runner", "genscl_jax.pretrain"), ("genscl_jax.runner", "genscl_jax.supervised"),
     ("genscl_jax.runner", "genscl_jax.linear_eval"), ("genscl_jax.train_loop", "genscl_jax.reporting"),
-    # PyTorch weights are read only for a .pth/.safetensors teacher or an export to torchvision names.
-    ("genscl_jax.teachers", "genscl_jax.torch_conversion"), ("genscl_jax.export", "genscl_jax.torch_conversion"),
+    # `python -m genscl_jax.export` checks its arguments before JAX, flax and orbax load, so a typo costs no wait.
+    ("genscl_jax.export", "genscl_jax.torch_conversion"), ("genscl_jax.export", "genscl_jax.encoders"),
+    ("genscl_jax.export", "genscl_jax.models"), ("genscl_jax.export", "genscl_jax.model_builder"),
     # `genscl_jax.load_encoder` without importing JAX models at `import genscl_jax`.
     ("genscl_jax", "genscl_jax.encoders"),
 }

@@ -77,7 +77,7 @@ def test_mismatches_name_the_layer(resnet18_state_dict, edit, model, message):
     state_dict = dict(resnet18_state_dict)
     edit(state_dict)
     module = models.create_resnet(model, stem="imagenet", num_classes=10)
-    with pytest.raises(teachers.TeacherError, match=message):
+    with pytest.raises(torch_conversion.ConversionError, match=message):
         torch_conversion.convert_resnet(state_dict, module)
 
 
@@ -107,7 +107,7 @@ def test_without_torch_a_pth_fails_with_the_fix(tmp_path, monkeypatch):
     path = tmp_path / "teacher.pth"
     path.write_bytes(b"not read")
     monkeypatch.setitem(__import__("sys").modules, "torch", None)  # `import torch` now raises ImportError
-    with pytest.raises(teachers.TeacherError, match="requirements-torch.txt.*safetensors"):
+    with pytest.raises(torch_conversion.ConversionError, match="requirements-torch.txt.*safetensors"):
         torch_conversion.load_state_dict(str(path))
 
 
