@@ -9,7 +9,8 @@ variant (the ratio of medians and the median of the per-round ratios), and the p
 
     python benchmarks/compare_cpu.py                                   # JAX vs PyTorch, ResNet-18 x0.5, 32 px, batch 32
     python benchmarks/compare_cpu.py --jax default --jax "ynnpack|--cpu-convolutions=ynnpack"  # default = as trained
-    python benchmarks/compare_cpu.py --jax default --jax "bf16|--dtype=bfloat16" --torch torch --torch "cl|--channels-last"
+    python benchmarks/compare_cpu.py --jax default --jax "bf16|--dtype=bfloat16" \\
+        --torch torch --torch "cl|--channels-last"
 
 A variant is NAME, then '|'-separated items: an item starting with "--" is an extra argument of the worker
 (genscl_jax.bench's or torch_reference_step.py's), any other item is an environment variable NAME=VALUE
@@ -183,13 +184,14 @@ def compare(a: argparse.Namespace) -> dict:
                      "cpu_ms": round(1e3 * statistics.median(v.cpu_times), 2),
                      "cpu_ratio_to_first": round(statistics.median(v.cpu_times) / statistics.median(base.cpu_times), 3),
                      "step_ms_rounds": [round(1e3 * t, 1) for t in v.times], "info": v.info})
-    return {"shape": {"model": a.model, "width": a.width, "stem": a.stem, "image_size": a.image_size,
-                      "batch": a.batch, "num_views": 2}, "rounds": a.rounds, "steps_per_round": a.steps, "results": rows}
+    shape = {"model": a.model, "width": a.width, "stem": a.stem, "image_size": a.image_size, "batch": a.batch,
+             "num_views": 2}
+    return {"shape": shape, "rounds": a.rounds, "steps_per_round": a.steps, "results": rows}
 
 
 def main(argv=None) -> dict | None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--width", type=float, default=0.5)

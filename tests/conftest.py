@@ -1,7 +1,6 @@
 """Shared test fixtures: tiny configs that exercise the real code paths in seconds on a 2-core CPU."""
 
 import os
-import sys
 import tempfile
 
 import pytest
@@ -24,7 +23,6 @@ try:
     import torchvision  # noqa: F401
 except ImportError:
     pass
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from genscl_jax import config_defaults  # noqa: E402
 

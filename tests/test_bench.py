@@ -63,7 +63,7 @@ def test_loss_only_mode_at_a_tiny_size(bench_run):
 
 
 def test_bench_imports_neither_tensorflow_nor_clu(bench_run):
-    line = next(l for l in bench_run["stdout"].splitlines() if l.startswith("BANNED "))
+    line = next(row for row in bench_run["stdout"].splitlines() if row.startswith("BANNED "))
     assert json.loads(line[len("BANNED "):]) == []
 
 

@@ -25,7 +25,8 @@ prog = os.path.basename(sys.argv[0])
 argv = sys.argv[1:]
 keep = ("CUDA_VISIBLE_DEVICES", "JAX_LOCAL_DEVICE_IDS", "PYTHONPATH", "SLURM_NTASKS", "GENSCL_REPO")
 with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps({{"prog": prog, "argv": argv, "env": {{k: os.environ[k] for k in keep if k in os.environ}}}}) + "\\n")
+    env = {{k: os.environ[k] for k in keep if k in os.environ}}
+    f.write(json.dumps({{"prog": prog, "argv": argv, "env": env}}) + "\\n")
 joined = " ".join(argv)
 # FAKE_FAIL="SUBSTRING=CODE[xN];...": calls whose argv contains SUBSTRING exit CODE (only the first N such calls)
 for i, rule in enumerate(filter(None, os.environ.get("FAKE_FAIL", "").split(";"))):
@@ -299,7 +300,8 @@ def test_tpu_all_recreates_after_preemption_and_resumes_the_same_workdir(fake):
     assert steps(fake) == ["create", "scp", "ssh", "ssh", "ssh", "describe",  # preempted during the first run
                            "delete", "create", "scp", "ssh", "ssh", "ssh", "describe",
                            "delete"]  # `all` deletes at the end
-    starts = [flag(c["argv"], "--command") for c in fake.calls("gcloud") if "tpu_worker.sh start" in " ".join(c["argv"])]
+    starts = [flag(c["argv"], "--command") for c in fake.calls("gcloud")
+              if "tpu_worker.sh start" in " ".join(c["argv"])]
     assert len(starts) == 2 and all("--workdir gs://bucket/run1" in s for s in starts) and starts[0] == starts[1]
     assert "retry 1 of 2" in proc.stderr
 

@@ -175,7 +175,8 @@ def test_zero_init_last_bn_makes_each_block_its_shortcut(tiny):
         np.testing.assert_array_equal(variables["params"][name]["bn1"]["scale"], 1.0)
 
     _, inter = model.apply(variables, images(), train=False,
-                           capture_intermediates=lambda mdl, _: mdl.name in ("bn_init", "stage1_block0", "stage2_block0"))
+                           capture_intermediates=lambda mdl, _: mdl.name in ("bn_init", "stage1_block0",
+                                                                             "stage2_block0"))
     out = {name: np.asarray(v["__call__"][0]) for name, v in inter["intermediates"].items()}
     stem = np.maximum(out["bn_init"], 0.0)
     # Identity shortcut: relu(0 + x) = x, since x is itself a ReLU output.
@@ -247,7 +248,8 @@ def test_contrastive_model_returns_features_and_projection(tiny):
 
 
 def test_unknown_names_raise_value_error():
-    with pytest.raises(ValueError, match="allowed names: resnet10, resnet18, resnet34, resnet50, resnet101, resnet152, resnet200"):
+    with pytest.raises(ValueError, match="allowed names: resnet10, resnet18, resnet34, resnet50, resnet101, "
+                                         "resnet152, resnet200"):
         models.create_resnet("resnet19")
     with pytest.raises(ValueError, match="resnet18"):
         models.feature_dim("vit")

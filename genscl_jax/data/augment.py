@@ -342,7 +342,10 @@ def _sharpness(image, factor):
 def _rand_augment_ops(magnitude: float):
     """The op list: name -> fn(image, signed) where `signed` is +1 or -1 (ignored by unsigned ops)."""
     level = magnitude / _MAX_LEVEL
-    enhance = lambda signed: 1.0 + 0.9 * level * signed  # factor in [0.1, 1.9] at magnitude 10
+
+    def enhance(signed):
+        return 1.0 + 0.9 * level * signed  # factor in [0.1, 1.9] at magnitude 10
+
     return {
         "identity": lambda img, s: img,
         "auto_contrast": lambda img, s: _auto_contrast(img),
@@ -368,7 +371,7 @@ def rand_augment(image, seed, num_layers: int = 2, magnitude: float = 9.0):
         op_seed, sign_seed = split_seed(layer_seed, 2)
         op_index = tf.random.stateless_uniform([], op_seed, 0, len(ops), dtype=tf.int32)
         signed = tf.where(_uniform(sign_seed) < 0.5, -1.0, 1.0)
-        branches = [lambda op=op, img=image: tf.ensure_shape(op(img, signed), img.shape) for op in ops]
+        branches = [lambda op=op, img=image, s=signed: tf.ensure_shape(op(img, s), img.shape) for op in ops]
         image = tf.switch_case(op_index, branches)
     return image
 
@@ -481,7 +484,7 @@ def auto_augment(image, seed, policy=AUTO_AUGMENT_IMAGENET_POLICY):
         sign = tf.where(tf.gather(signed, op_index), signs[position], 1.0)
         branches = [lambda op=op, img=image, s=sign: tf.ensure_shape(op(img, s), img.shape) for op in ops]
         # torchvision applies a step when its uniform draw is <= the step's probability.
-        image = tf.cond(draws[position] <= prob, lambda img=image, b=branches: tf.switch_case(op_index, b),
+        image = tf.cond(draws[position] <= prob, lambda b=branches, i=op_index: tf.switch_case(i, b),
                         lambda img=image: img)
     return image
 

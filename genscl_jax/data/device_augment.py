@@ -81,7 +81,10 @@ def _jitter_one(key, image, strength, jitter_prob, grayscale_prob):
     """Colour jitter + grayscale of one [H, W, C] image in [0, 1]."""
     brightness, contrast, saturation, hue = strength
     keys = jax.random.split(key, 7)
-    uniform = lambda k, low, high: jax.random.uniform(k, (), image.dtype, low, high)
+
+    def uniform(k, low, high):
+        return jax.random.uniform(k, (), image.dtype, low, high)
+
     factors = [uniform(keys[0], max(0.0, 1 - brightness), 1 + brightness),
                uniform(keys[1], max(0.0, 1 - contrast), 1 + contrast),
                uniform(keys[2], max(0.0, 1 - saturation), 1 + saturation),
@@ -115,7 +118,10 @@ def color_augment(rng: jax.Array, images: jax.Array, *, mean: Sequence[float], s
     images = images.astype(jnp.float32)
     flat = images.reshape((-1,) + images.shape[-3:])
     keys = jax.random.split(rng, flat.shape[0])
-    jitter = lambda key, image: _jitter_one(key, image, jitter_strength, jitter_prob, grayscale_prob)
+
+    def jitter(key, image):
+        return _jitter_one(key, image, jitter_strength, jitter_prob, grayscale_prob)
+
     flat = jax.vmap(jitter)(keys, flat)
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
