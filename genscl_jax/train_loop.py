@@ -1,8 +1,8 @@
 """The one training loop every trainer (pretraining, supervised, linear evaluation) runs.
 
 It owns what all trainers share: resume from the newest checkpoint before anything else, periodic checkpoints,
-SIGTERM (preemption) -> save and return, a NaN/inf guard that stops loudly without saving the bad state, clu
-metric writers and progress reports, and periodic evaluation hooks. A trainer only brings its state, its
+SIGTERM (preemption) -> save and return at one step all processes agree on (preemption.py), a NaN/inf guard that
+stops loudly without saving the bad state, clu metric writers and progress reports, and periodic evaluation hooks. A trainer only brings its state, its
 compiled step and its batches.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
-import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -19,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from genscl_jax import checkpointing
+from genscl_jax import checkpointing, preemption
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,34 +49,6 @@ class LoopResult:
     wall_seconds: float
     images_per_second: float
     preempted: bool
-
-
-class _PreemptionFlag:
-    """SIGTERM sets a flag the loop checks between steps; a step in flight is never interrupted."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint after the current step, then exiting.")
-        self.requested = True
-
-    def should_stop(self, step: int) -> bool:
-        if jax.process_count() > 1:
-            # Every process must stop at the same step; JAX's preemption service agrees on one.
-            from jax.experimental import multihost_utils
-            return self.requested or multihost_utils.reached_preemption_sync_point(step)
-        return self.requested
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _host_scalars(metrics: dict) -> dict[str, float]:
@@ -115,13 +85,18 @@ class _Throughput:
 
 
 def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_every_steps: int,
-        keep_checkpoints: int = 3, writer: Any = None, report_progress: Any = None) -> LoopResult:
-    """Runs `trainer` to trainer.total_steps, resuming from <workdir>/checkpoints when one exists."""
+        keep_checkpoints: int = 3, writer: Any = None, report_progress: Any = None,
+        preemption_check_every_steps: int = 1) -> LoopResult:
+    """Runs `trainer` to trainer.total_steps, resuming from <workdir>/checkpoints when one exists.
+
+    With several processes, whether any of them got SIGTERM is agreed every `preemption_check_every_steps` steps.
+    """
     started = time.time()
     ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep=keep_checkpoints)
     state, start = trainer.state, 0
     throughput = _Throughput(trainer.examples_per_step)
-    loop = _Loop(trainer, ckpt, writer, report_progress, checkpoint_every_steps, log_every_steps, throughput)
+    loop = _Loop(trainer, ckpt, writer, report_progress, checkpoint_every_steps, log_every_steps, throughput,
+                 preemption_check_every_steps)
     try:
         if ckpt.latest_step() is not None:
             start = ckpt.latest_step()
@@ -152,6 +127,7 @@ class _Loop:
     checkpoint_every_steps: int
     log_every_steps: int
     throughput: _Throughput
+    preemption_check_every_steps: int = 1
     last_metrics: dict = dataclasses.field(default_factory=dict)
     eval_metrics: dict = dataclasses.field(default_factory=dict)
     evaluated_step: int | None = None
@@ -159,10 +135,10 @@ class _Loop:
 
     def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
         trainer, step, pending = self.trainer, start, None
-        with _PreemptionFlag() as preemption:
+        with preemption.StopAgreement(self.preemption_check_every_steps) as stop:
             batches = trainer.batches(start)
             while step < trainer.total_steps:
-                if preemption.should_stop(step):
+                if stop.should_stop(step):
                     self._check_pending(pending)  # the state about to be saved must have a finite loss
                     if step > start:
                         self._save(step, state)
@@ -230,7 +206,8 @@ def run_and_report(trainer: Trainer, config: Any, workdir: str) -> dict[str, Any
     try:
         result = run(trainer, workdir, checkpoint_every_steps=config.checkpoint_every_steps,
                      log_every_steps=config.log_every_steps, keep_checkpoints=config.keep_checkpoints,
-                     writer=writer, report_progress=progress)
+                     writer=writer, report_progress=progress,
+                     preemption_check_every_steps=config.preemption_check_every_steps)
     finally:
         writer.flush()
     return {"mode": trainer.name, "steps": result.steps, "wall_seconds": result.wall_seconds,

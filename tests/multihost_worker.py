@@ -1,7 +1,8 @@
 """One process of the 2-process test in test_multihost.py (or the single-process reference run).
 
-Usage: multihost_worker.py WORKDIR NUM_STEPS. Multi-process runs set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-JAX_PROCESS_ID, exactly as a user on a CPU/GPU cluster would. Prints one JSON line describing the final state.
+Usage: multihost_worker.py WORKDIR NUM_STEPS [CHECKPOINT_EVERY_STEPS]. Multi-process runs set JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID, exactly as a user on a CPU/GPU cluster would. Prints one JSON line describing
+the final state.
 """
 
 import json
@@ -16,8 +17,8 @@ from conftest import make_tiny_config  # noqa: E402
 from genscl_jax import checkpointing, runner  # noqa: E402
 
 
-def config_for(num_steps):
-    return make_tiny_config(num_train_steps=num_steps, batch_size=16, checkpoint_every_steps=2,
+def config_for(num_steps, checkpoint_every_steps=2):
+    return make_tiny_config(num_train_steps=num_steps, batch_size=16, checkpoint_every_steps=checkpoint_every_steps,
                             **{"moco.enabled": True, "moco.queue_size": 64, "mix.kind": "mixup"})
 
 
@@ -29,16 +30,20 @@ def describe(workdir, summary):
     return {
         "process_index": jax.process_index(), "process_count": jax.process_count(),
         "device_count": jax.device_count(), "local_devices": jax.local_device_count(),
-        "steps": summary["steps"], "final_loss": summary["final_loss"],
+        "steps": summary["steps"], "final_loss": summary["final_loss"], "preempted": summary["preempted"],
         "params_checksum": float(sum(np.abs(x).sum() for x in leaves)),
         "params_first": [float(x.ravel()[0]) for x in leaves],
         "queue_checksum": float(np.abs(np.asarray(restored["queue"]["keys"], np.float64)).sum()),
     }
 
 
-def main(workdir, num_steps):
-    print(json.dumps(describe(workdir, runner.run(config_for(num_steps), workdir))))
+def main(workdir, num_steps, checkpoint_every_steps=2):
+    print(json.dumps(describe(workdir, runner.run(config_for(num_steps, checkpoint_every_steps), workdir))))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    from absl import logging
+
+    logging.use_absl_handler()  # INFO lines on stderr, as under the CLI (test_preemption_multihost reads the steps)
+    logging.set_verbosity(logging.INFO)
+    main(sys.argv[1], *map(int, sys.argv[2:]))

@@ -1,0 +1,83 @@
+"""SIGTERM (spot preemption, maintenance, `launch/tpu_vm.sh stop`) -> every process stops at one and the same step.
+
+One process: the SIGTERM handler sets a flag that the loop reads between steps; a step in flight is never cut.
+
+Several processes: SIGTERM reaches them at different steps, or only some of them. A process that stopped on its own
+flag would save alone while the others wait in the next step's collectives forever. So every `every_steps` steps
+all processes agree whether to stop, through jax.distributed's coordination service:
+
+    each process that was signalled writes a key  genscl_jax/preemption/<loop>/<step>/<process>
+    all processes meet at a barrier
+    all processes list  genscl_jax/preemption/<loop>/<step>/  and stop if it holds any key
+
+Every key of a step is written before the barrier opens and listed after it, so all processes see the same list
+and stop at the same step. The agreement talks only to the coordinator (two round trips per check); it launches
+nothing on the devices, so it never waits for the steps queued there, as an all-gather of the flag would. JAX's own preemption sync point is not used: its
+SIGTERM listener is replaced by this Python handler, and mixing the two let one process stop alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import threading
+
+import jax
+from absl import logging
+
+# Hosts reach a check at different times (compilation, evaluation, a checkpoint written by one of them): the
+# barrier waits for the slowest. A process that died makes the coordination service fail the barrier at once.
+_BARRIER_TIMEOUT_MS = 60 * 60 * 1000
+# Numbers the loops of this process; every process runs the same loops in the same order, so the numbers agree.
+_loops = itertools.count()
+
+
+class StopAgreement:
+    """`with StopAgreement(every_steps) as stop:` ... `if stop.should_stop(step):` save and return."""
+
+    def __init__(self, every_steps: int = 1):
+        if every_steps < 1:
+            raise ValueError(f"every_steps={every_steps}: must be at least 1")
+        self.every_steps = every_steps
+        self.requested = False  # this process was signalled
+        self._previous = None
+        self._loop = next(_loops)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint at the next step all processes agree on, then "
+                        "exiting.")
+        self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        """Whether to stop before training step `step + 1`; the same answer on every process."""
+        if jax.process_count() == 1:
+            return self.requested
+        if step % self.every_steps:
+            return False
+        stop = self._agree(step)
+        if stop and not self.requested:
+            logging.warning("Another process received SIGTERM: saving a checkpoint at step %d, then exiting.", step)
+        return stop
+
+    def _agree(self, step: int) -> bool:
+        from jax._src import distributed  # the client orbax uses for its barriers too; no public accessor
+
+        client = distributed.global_state.client
+        if client is None:
+            raise RuntimeError("several JAX processes but no jax.distributed client: start them with "
+                               "jax.distributed.initialize (parallel.initialize_distributed does)")
+        prefix = f"genscl_jax/preemption/{self._loop}/{step}/"
+        if self.requested:
+            client.key_value_set(prefix + str(jax.process_index()), "SIGTERM")
+        # One barrier name per loop, reused at each check (the coordination service counts its rounds).
+        client.wait_at_barrier(f"genscl_jax_preemption_{self._loop}", _BARRIER_TIMEOUT_MS)
+        return bool(client.key_value_dir_get(prefix))

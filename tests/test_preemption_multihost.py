@@ -1,0 +1,92 @@
+"""Preemption of a multi-process run: SIGTERM to one process only stops every process at the same step, with one
+complete checkpoint, exit 0; the rerun resumes all of them. Two processes with two CPU devices each (gloo)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+from test_multihost import ROOT, free_port
+
+from genscl_jax import checkpointing
+
+STEP_LOGGED = re.compile(r"\] \[(\d+)\] \w+=")  # clu's LoggingWriter: "... logging_writer.py:NN] [7] loss=..."
+NO_PERIODIC_CHECKPOINT = 1_000_000
+
+
+class Worker:
+    """One process of tests/multihost_worker.py whose output is drained as it comes (a full pipe would stall it
+    and, through the collectives, the other process too)."""
+
+    def __init__(self, workdir, steps, process_id, port):
+        flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                   JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
+        self.proc = subprocess.Popen(
+            [sys.executable, "tests/multihost_worker.py", str(workdir), str(steps), str(NO_PERIODIC_CHECKPOINT)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out, self.err = [], []
+        self.step_seen = threading.Event()
+        self.wanted_step = None
+        self._readers = [threading.Thread(target=self._drain, args=(stream, lines), daemon=True)
+                         for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
+
+    def _drain(self, stream, lines):
+        for line in stream:
+            lines.append(line)
+            match = STEP_LOGGED.search(line)
+            if self.wanted_step is not None and match and int(match.group(1)) >= self.wanted_step:
+                self.step_seen.set()
+
+    def finish(self, timeout=240):
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        for reader in self._readers:
+            reader.join(30)
+        stderr = "".join(self.err)
+        assert self.proc.returncode == 0, stderr[-4000:]
+        return json.loads(self.out[-1]), stderr
+
+
+def run_pair(workdir, steps, sigterm_process_1_after=None):
+    port = free_port()
+    workers = [Worker(workdir, steps, i, port) for i in range(2)]
+    try:
+        if sigterm_process_1_after is not None:
+            workers[1].wanted_step = sigterm_process_1_after
+            assert workers[1].step_seen.wait(240), "".join(workers[1].err)[-4000:]
+            assert workers[1].proc.poll() is None
+            workers[1].proc.send_signal(signal.SIGTERM)  # process 0 gets no signal at all
+        return [w.finish() for w in workers]
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+
+
+def test_sigterm_to_one_process_stops_all_at_one_step_and_the_rerun_resumes_all(tmp_path):
+    workdir = tmp_path / "run"
+    (first, err0), (second, err1) = run_pair(workdir, 100_000, sigterm_process_1_after=3)
+    assert "SIGTERM received" in err1 and "SIGTERM received" not in err0
+    assert first["preempted"] and second["preempted"]
+    stopped = first["steps"]
+    assert second["steps"] == stopped and 3 <= stopped < 100_000
+    # One checkpoint, the preemption's, complete (it restores) and the same for both processes.
+    assert sorted(os.listdir(workdir / "checkpoints")) == [str(stopped)]
+    assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(workdir)), read_only=True).latest_step() \
+        == stopped
+    assert first["params_checksum"] == second["params_checksum"]
+
+    (first, err0), (second, err1) = run_pair(workdir, stopped + 2)
+    for result, err in ((first, err0), (second, err1)):
+        assert f"resumed from step {stopped}" in err
+        assert result["steps"] == stopped + 2 and not result["preempted"]
+    assert first["params_checksum"] == second["params_checksum"]
