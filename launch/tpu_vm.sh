@@ -4,7 +4,8 @@
 # Usage: launch/tpu_vm.sh COMMAND [FLAGS] [--config.KEY=VALUE ...] [-- MORE_MAIN_ARGS ...]
 #
 # Commands:
-#   create    create the TPU VM slice (gcloud compute tpus tpu-vm create)
+#   create    create the TPU VM slice (gcloud compute tpus tpu-vm create; with --queued, a queued resource, waited
+#             for until it is ACTIVE)
 #   install   copy this working tree (or git clone --repo-url) to every worker, then make a venv there with
 #             pip install -r requirements.txt and pip install -U "jax[tpu]"
 #   run       start `python -m genscl_jax.main --config CONFIG --workdir WORKDIR ...` on every worker (detached,
@@ -12,8 +13,9 @@
 #   logs      stream the log of the current (or last) run of one worker (default 0) until the run ends
 #   status    the slice's state and, per worker, whether the run is going or how it ended
 #   stop      SIGTERM the run on every worker: it saves a checkpoint and exits 0; `run` again resumes
-#   delete    delete the slice (no prompt)
-#   all       create + install + run + delete (delete also when install or run fails; --keep skips it)
+#   delete    delete the slice (no prompt; with --queued, the queued resource and its slice)
+#   all       create + install + run + delete; deletes only once WORKDIR/summary.json is in the bucket (the run
+#             finished) or when install failed (nothing ran); otherwise keeps the slice and says so; --keep: never
 #
 # Flags:
 #   --name NAME                 TPU VM name (required)
@@ -25,12 +27,19 @@
 #                                 v4 tpu-ubuntu2204-base, v5litepod v2-alpha-tpuv5-lite,
 #                                 v5p v2-alpha-tpuv5, v6e v2-alpha-tpuv6e
 #   --spot                      spot capacity (cheap, preemptible); default on-demand
+#   --queued                    create through a queued resource (gcloud compute tpus queued-resources create, id
+#                               and node id NAME) and wait until it is ACTIVE; delete (and recreation after a
+#                               preemption) deletes the queued resource with its slice. Pass it to every command
+#                               that creates or deletes. Bound the wait with --create-arg=--valid-until-duration=6h
 #   --create-arg ARG            extra flag for `gcloud ... create`, repeatable (e.g. --create-arg=--reserved)
+#   --ssh-arg ARG               extra flag for every `gcloud ... tpu-vm ssh` and `scp`, repeatable (e.g.
+#                               --ssh-arg=--internal-ip, --ssh-arg=--tunnel-through-iap)
 #   --repo-url URL [--ref REF]  install: git clone URL (at branch/tag REF) on the workers instead of copying
 #   --remote-dir DIR            repo location on the workers, relative to the home directory (default genscl_jax)
 #   --python-bin PY             install: interpreter for the workers' venv (default: python3.12/3.11, apt if absent)
 #   --config PATH               config file, relative to the repo root (default configs/imagenet_resnet50.py)
-#   --workdir gs://BUCKET/DIR   checkpoints and summaries (required by run and all; gs:// on multi-host slices)
+#   --workdir gs://BUCKET/DIR   checkpoints and summaries (required by run and all; gs:// on multi-host slices
+#                               and with all, which deletes the slice)
 #   --tfds-data-dir gs://...    TFDS_DATA_DIR on the workers (default: $TFDS_DATA_DIR here, if set)
 #   --env KEY=VALUE             extra environment variable for the run on the workers, repeatable
 #   --config.KEY=VALUE          config override passed to genscl_jax.main, as is everything after --
@@ -63,10 +72,10 @@ note() { echo "$PROG: $*" >&2; }
 
 # ---------------------------------------------------------------------------------------------------- arguments
 COMMAND=""
-NAME="" ZONE="" PROJECT="" ACCELERATOR="" VERSION="" SPOT=0 DRY_RUN=0 DETACH=0 KEEP=0
+NAME="" ZONE="" PROJECT="" ACCELERATOR="" VERSION="" SPOT=0 QUEUED=0 DRY_RUN=0 DETACH=0 KEEP=0
 REPO_URL="" REF="" REMOTE_DIR="genscl_jax" PYTHON_BIN=""
 CONFIG="configs/imagenet_resnet50.py" WORKDIR="" TFDS_DIR="${TFDS_DATA_DIR:-}" RETRIES=0 WORKER=0
-CREATE_ARGS=() ENV_ARGS=() MAIN_ARGS=()
+CREATE_ARGS=() SSH_ARGS=() ENV_ARGS=() MAIN_ARGS=()
 
 # Prints the value of flag $1 (the next argument) or fails with one line.
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value"; printf '%s' "$2"; }
@@ -85,7 +94,9 @@ while [[ $# -gt 0 ]]; do
     --accelerator-type) ACCELERATOR=$(value "$@"); shift 2 ;;
     --version) VERSION=$(value "$@"); shift 2 ;;
     --spot) SPOT=1; shift ;;
+    --queued) QUEUED=1; shift ;;
     --create-arg) [[ $# -ge 2 ]] || die "--create-arg needs a value"; CREATE_ARGS+=("$2"); shift 2 ;;
+    --ssh-arg) [[ $# -ge 2 ]] || die "--ssh-arg needs a value"; SSH_ARGS+=("$2"); shift 2 ;;
     --repo-url) REPO_URL=$(value "$@"); shift 2 ;;
     --ref) REF=$(value "$@"); shift 2 ;;
     --remote-dir) REMOTE_DIR=$(value "$@"); shift 2 ;;
@@ -156,6 +167,9 @@ if [[ $COMMAND == run || $COMMAND == all ]]; then
   if (( RETRIES > 0 )) && [[ -z $ACCELERATOR ]]; then
     die "--retry-on-preemption needs --accelerator-type to recreate the slice"
   fi
+  if [[ $COMMAND == all && $WORKDIR != gs://* ]]; then
+    die "all deletes the slice at the end, and --workdir $WORKDIR would be on it: use a gs:// workdir (or create, install and run yourself)"
+  fi
   if [[ $WORKDIR != gs://* && $HOSTS -ne 1 && -n $ACCELERATOR ]]; then
     die "--workdir must be a gs:// path on multi-host slice $ACCELERATOR ($HOSTS hosts): every worker reads and writes the same checkpoints"
   fi
@@ -187,11 +201,12 @@ x() {
 }
 
 TPU=(gcloud compute tpus tpu-vm)
+QUEUED_RESOURCES=(gcloud compute tpus queued-resources)
 LOCATION=("--zone=$ZONE")
 [[ -z $PROJECT ]] || LOCATION+=("--project=$PROJECT")
 
 # ssh WORKER COMMAND: run a shell command on one worker or all of them.
-ssh_workers() { x "${TPU[@]}" ssh "$NAME" "${LOCATION[@]}" "--worker=$1" --command "$2"; }
+ssh_workers() { x "${TPU[@]}" ssh "$NAME" "${LOCATION[@]}" "--worker=$1" ${SSH_ARGS[@]+"${SSH_ARGS[@]}"} --command "$2"; }
 
 # The TPU's state (READY, PREEMPTED, ...), MISSING when it does not exist, UNKNOWN when gcloud fails otherwise
 # (network, credentials): never a reason to delete and recreate a slice.
@@ -223,19 +238,46 @@ wait_until_gone() {
 
 # The engine writes summary.json only when the run finished (not when it stopped on SIGTERM).
 run_finished() {
-  [[ $WORKDIR == gs://* ]] || return 0  # a local workdir is on the TPU VM: taken on trust
+  [[ $WORKDIR == gs://* ]] || return 0  # a local workdir is on the TPU VM: taken on trust (all refuses one)
+  if (( DRY_RUN )); then x gcloud storage ls "${WORKDIR%/}/summary.json"; return; fi
   gcloud storage ls "${WORKDIR%/}/summary.json" >/dev/null 2>&1
 }
 
 
 do_create() {
   local cmd=("${TPU[@]}" create "$NAME" "${LOCATION[@]}" "--accelerator-type=$ACCELERATOR" "--version=$VERSION")
+  (( ! QUEUED )) || cmd=("${QUEUED_RESOURCES[@]}" create "$NAME" "--node-id=$NAME" "${LOCATION[@]}"
+                         "--accelerator-type=$ACCELERATOR" "--runtime-version=$VERSION")
   (( SPOT )) && cmd+=(--spot)
   cmd+=(${CREATE_ARGS[@]+"${CREATE_ARGS[@]}"})
   local capacity=on-demand
   (( ! SPOT )) || capacity=spot
+  (( ! QUEUED )) || capacity+=", queued"
   note "creating $NAME: $ACCELERATOR ($HOSTS host(s)), $VERSION, $capacity, $ZONE"
-  x "${cmd[@]}"
+  x "${cmd[@]}" || return
+  (( ! QUEUED )) || wait_until_active
+}
+
+# A queued resource waits for capacity (WAITING_FOR_RESOURCES), then PROVISIONING, then ACTIVE: its slice exists.
+# FAILED (e.g. --valid-until-duration passed) and SUSPENDED (preempted) end the wait with an error.
+wait_until_active() {
+  local state="" previous="" errors
+  if (( DRY_RUN )); then x "${QUEUED_RESOURCES[@]}" describe "$NAME" "${LOCATION[@]}" "--format=value(state.state)"; return; fi
+  errors=$(mktemp "${TMPDIR:-/tmp}/genscl_qr_state.XXXXXX")
+  while true; do
+    state=$("${QUEUED_RESOURCES[@]}" describe "$NAME" "${LOCATION[@]}" "--format=value(state.state)" 2>"$errors") \
+      || state="UNKNOWN ($(head -c 300 "$errors"))"
+    [[ $state == "$previous" ]] || note "queued resource $NAME: $state"
+    previous=$state
+    case $state in
+      ACTIVE) rm -f "$errors"; return 0 ;;
+      FAILED|SUSPENDED|SUSPENDING|DELETING)
+        rm -f "$errors"
+        note "queued resource $NAME is $state, no slice will come of it; see: gcloud compute tpus queued-resources describe $NAME --zone $ZONE; then $PROG delete --queued --name $NAME --zone $ZONE"
+        return 1 ;;
+    esac
+    sleep "${GENSCL_POLL_S:-15}"
+  done
 }
 
 do_install() {
@@ -263,7 +305,7 @@ do_install() {
     pack_tree "$tarball" || return
   fi
   note "copying $REPO_ROOT to every worker of $NAME and installing"
-  x "${TPU[@]}" scp "$tarball" "$NAME:$remote_tar" "${LOCATION[@]}" --worker=all || return
+  x "${TPU[@]}" scp "$tarball" "$NAME:$remote_tar" "${LOCATION[@]}" --worker=all ${SSH_ARGS[@]+"${SSH_ARGS[@]}"} || return
   rm -f "$tarball"
   trap - EXIT
   ssh_workers all "set -e; mkdir -p $dir; tar -xzf $remote_tar -C $dir; rm -f $remote_tar; $setup"
@@ -344,27 +386,39 @@ do_run() {
     fi
     attempt=$((attempt + 1))
     note "$NAME was preempted (state $state): recreating it and resuming from $WORKDIR (retry $attempt of $RETRIES)"
-    # Explicit returns: `all` calls this where set -e does not apply.
-    [[ $state == MISSING ]] || x "${TPU[@]}" delete "$NAME" "${LOCATION[@]}" --quiet || return
+    # Explicit returns: `all` calls this where set -e does not apply. A queued resource outlives its preempted
+    # slice (SUSPENDED) and holds the name: it goes too.
+    if (( QUEUED )); then do_delete || return
+    elif [[ $state != MISSING ]]; then do_delete || return; fi
     do_create || return
     do_install || return
   done
 }
 
 do_delete() {
-  note "deleting $NAME"
-  x "${TPU[@]}" delete "$NAME" "${LOCATION[@]}" --quiet
+  if (( QUEUED )); then
+    note "deleting queued resource $NAME and its slice"
+    x "${QUEUED_RESOURCES[@]}" delete "$NAME" "${LOCATION[@]}" --force --quiet
+  else
+    note "deleting $NAME"
+    x "${TPU[@]}" delete "$NAME" "${LOCATION[@]}" --quiet
+  fi
 }
 
 do_all() {
   do_create || return
-  local rc=0
+  local rc=0 ran=0 how_to_delete="$PROG delete"
+  (( ! QUEUED )) || how_to_delete+=" --queued"
+  how_to_delete+=" --name $NAME --zone $ZONE${PROJECT:+ --project $PROJECT}"
   # Ctrl-C leaves the slice (and a run on it) alone rather than deleting it under a run that has not saved.
-  trap 'note "interrupted: $NAME is left as it is; stop the run with \`$PROG stop\`, delete the slice with \`$PROG delete\`"; exit 130' INT
+  trap 'note "interrupted: $NAME is left as it is; stop the run with \`$PROG stop\`, delete the slice with \`$how_to_delete\`"; exit 130' INT
   do_install || rc=$?
-  if (( rc == 0 )); then do_run || rc=$?; fi
+  if (( rc == 0 )); then ran=1; do_run || rc=$?; fi
   if (( KEEP )); then
-    note "keeping $NAME (--keep); delete it with: $PROG delete --name $NAME --zone $ZONE${PROJECT:+ --project $PROJECT}"
+    note "keeping $NAME (--keep); delete it with: $how_to_delete"
+  elif (( ran )) && ! { (( rc == 0 )) && run_finished; }; then
+    # Deleting now could kill a run that is still going (a broken log stream) or leave nothing to look at.
+    note "keeping $NAME: the run did not finish (exit code $rc, no ${WORKDIR%/}/summary.json); its checkpoints are in $WORKDIR. Resume with \`$PROG run\` and the same --workdir, or delete it with: $how_to_delete"
   else
     do_delete || note "warning: deleting $NAME failed; check with: gcloud compute tpus tpu-vm list --zone $ZONE"
   fi

@@ -39,7 +39,14 @@ for i, rule in enumerate(filter(None, os.environ.get("FAKE_FAIL", "").split(";")
         if not times or n < int(times):
             print(prog + ": simulated failure", file=sys.stderr)
             sys.exit(int(code))
-if prog == "gcloud" and "describe" in argv:
+if prog == "gcloud" and "describe" in argv and "queued-resources" in argv:
+    # FAKE_QR_STATES: states of the queued resource in successive describe calls, the last one repeating
+    states = os.environ.get("FAKE_QR_STATES", "ACTIVE").split(",")
+    counter = os.environ["FAKE_CALLS"] + ".qr_describes"
+    n = int(open(counter).read()) if os.path.exists(counter) else 0
+    open(counter, "w").write(str(n + 1))
+    print(states[min(n, len(states) - 1)])
+elif prog == "gcloud" and "describe" in argv:
     fmt = next((a for a in argv if a.startswith("--format=")), "")
     if "acceleratorType" in fmt:
         print(os.environ.get("FAKE_ACCELERATOR", "v4-32"))
@@ -100,8 +107,13 @@ def fake(tmp_path):
 
 
 def steps(fake):
-    """The gcloud calls by subcommand: create, scp, ssh, describe, delete, storage."""
-    return [c["argv"][0] if c["argv"][0] == "storage" else c["argv"][3] for c in fake.calls("gcloud")]
+    """The gcloud calls by subcommand: create, scp, ssh, describe, delete, storage; qr-create, qr-describe and
+    qr-delete for queued resources."""
+    def step(argv):
+        if argv[0] == "storage":
+            return "storage"
+        return ("qr-" if argv[2] == "queued-resources" else "") + argv[3]
+    return [step(c["argv"]) for c in fake.calls("gcloud")]
 
 
 def flag(argv, name):
@@ -264,6 +276,8 @@ def test_tpu_dry_run_prints_everything_and_calls_nothing(fake):
     assert proc.returncode == 0, proc.stderr
     assert fake.calls() == []
     printed = [shlex.split(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    check = printed.pop(-2)  # the run finished: summary.json is in the bucket, then the slice goes
+    assert check == ["gcloud", "storage", "ls", "gs://bucket/run1/summary.json"]
     assert [argv[4] for argv in printed] == ["create", "scp", "ssh", "ssh", "ssh", "delete"]
     assert all(argv[:4] == ["gcloud", "compute", "tpus", "tpu-vm"] for argv in printed)
     create, scp, install, start, follow, delete = printed
@@ -298,8 +312,9 @@ def test_tpu_all_recreates_after_preemption_and_resumes_the_same_workdir(fake):
                     env={"FAKE_STATES": "PREEMPTED,READY", "FAKE_FAIL": "tpu_worker.sh follow=255"})
     assert proc.returncode == 255, proc.stderr  # the second follow also "broke", on a READY slice: not preemption
     assert steps(fake) == ["create", "scp", "ssh", "ssh", "ssh", "describe",  # preempted during the first run
-                           "delete", "create", "scp", "ssh", "ssh", "ssh", "describe",
-                           "delete"]  # `all` deletes at the end
+                           "delete", "create", "scp", "ssh", "ssh", "ssh", "describe"]
+    # No delete at the end: the run may still be going on the READY slice.
+    assert "keeping genscl-test: the run did not finish (exit code 255" in proc.stderr
     starts = [flag(c["argv"], "--command") for c in fake.calls("gcloud")
               if "tpu_worker.sh start" in " ".join(c["argv"])]
     assert len(starts) == 2 and all("--workdir gs://bucket/run1" in s for s in starts) and starts[0] == starts[1]
@@ -366,6 +381,83 @@ def test_tpu_all_deletes_the_slice_when_install_fails(fake):
                     env={"FAKE_FAIL": "tpu_worker.sh setup=1"})
     assert proc.returncode == 1
     assert steps(fake) == ["create", "scp", "ssh", "delete"]
+
+
+def test_tpu_all_deletes_only_once_summary_json_is_in_the_bucket(fake):
+    proc = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v4-32", "--workdir", WORKDIR)
+    assert proc.returncode == 0, proc.stderr
+    assert steps(fake) == ["create", "scp", "ssh", "ssh", "ssh", "describe", "storage", "storage", "delete"]
+    assert fake.calls("gcloud")[-2]["argv"] == ["storage", "ls", "gs://bucket/run1/summary.json"]
+
+
+def test_tpu_all_keeps_the_slice_when_the_run_stopped_without_summary(fake):
+    """Exit 0 without summary.json (stopped by SIGTERM): the checkpoints are in the bucket, the slice is kept."""
+    proc = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v4-32", "--workdir", WORKDIR,
+                    env={"FAKE_FAIL": "summary.json=1"})
+    assert proc.returncode == 75
+    assert steps(fake) == ["create", "scp", "ssh", "ssh", "ssh", "describe", "storage"]  # no delete
+    assert "keeping genscl-test: the run did not finish" in proc.stderr
+    assert "tpu_vm.sh delete --name genscl-test" in proc.stderr
+
+
+def test_tpu_all_refuses_a_local_workdir_it_would_delete(fake):
+    proc = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v6e-8", "--workdir", "/home/me/run1")
+    one_error_line(proc, "all deletes the slice", "gs://")
+    assert fake.calls() == []
+
+
+def test_tpu_create_queued_waits_until_active(fake):
+    proc = fake.run("tpu_vm.sh", "create", *TPU, "--accelerator-type", "v5litepod-16", "--spot", "--queued",
+                    "--create-arg=--valid-until-duration=6h",
+                    env={"GENSCL_POLL_S": "0.01", "FAKE_QR_STATES": "WAITING_FOR_RESOURCES,PROVISIONING,ACTIVE"})
+    assert proc.returncode == 0, proc.stderr
+    assert steps(fake) == ["qr-create", "qr-describe", "qr-describe", "qr-describe"]
+    create = fake.calls("gcloud")[0]["argv"]
+    assert create[:5] == ["compute", "tpus", "queued-resources", "create", "genscl-test"]
+    assert flag(create, "--node-id") == "genscl-test" and flag(create, "--accelerator-type") == "v5litepod-16"
+    assert flag(create, "--runtime-version") == "v2-alpha-tpuv5-lite" and flag(create, "--zone") == "us-central2-b"
+    assert "--spot" in create and "--valid-until-duration=6h" in create
+    assert "queued resource genscl-test: PROVISIONING" in proc.stderr
+
+
+def test_tpu_create_queued_that_fails_stops(fake):
+    proc = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v4-8", "--queued", "--workdir", WORKDIR,
+                    env={"GENSCL_POLL_S": "0.01", "FAKE_QR_STATES": "WAITING_FOR_RESOURCES,FAILED"})
+    assert proc.returncode == 1
+    assert steps(fake) == ["qr-create", "qr-describe", "qr-describe"]  # nothing installed, nothing to delete
+    assert "is FAILED" in proc.stderr
+
+
+def test_tpu_queued_all_and_recreation_after_preemption_go_through_the_queued_resource(fake):
+    proc = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v4-32", "--spot", "--queued",
+                    "--workdir", WORKDIR, "--retry-on-preemption", "1", env={"FAKE_STATES": "PREEMPTED,READY"})
+    assert proc.returncode == 0, proc.stderr
+    assert steps(fake) == ["qr-create", "qr-describe", "scp", "ssh", "ssh", "ssh", "describe",  # preempted
+                           "qr-delete", "qr-create", "qr-describe", "scp", "ssh", "ssh", "ssh", "describe",
+                           "storage", "storage", "qr-delete"]
+    deletes = [c["argv"] for c in fake.calls("gcloud") if c["argv"][2:4] == ["queued-resources", "delete"]]
+    assert all("--force" in argv and "--quiet" in argv for argv in deletes)
+
+
+def test_tpu_delete_queued(fake):
+    proc = fake.run("tpu_vm.sh", "delete", *TPU, "--queued")
+    assert proc.returncode == 0, proc.stderr
+    (call,) = fake.calls("gcloud")
+    assert call["argv"][:5] == ["compute", "tpus", "queued-resources", "delete", "genscl-test"]
+    assert "--force" in call["argv"] and "--quiet" in call["argv"]
+
+
+@pytest.mark.parametrize("command", ["install", "run", "logs", "stop"])
+def test_tpu_ssh_args_reach_every_ssh_and_scp(fake, command):
+    extra = ["--accelerator-type", "v4-32", "--workdir", WORKDIR] if command == "run" else []
+    proc = fake.run("tpu_vm.sh", command, *TPU, *extra, "--ssh-arg=--internal-ip",
+                    "--ssh-arg", "--tunnel-through-iap")
+    assert proc.returncode == 0, proc.stderr
+    remote = [c["argv"] for c in fake.calls("gcloud") if c["argv"][3:4] in (["ssh"], ["scp"])]
+    assert remote and all("--internal-ip" in argv and "--tunnel-through-iap" in argv for argv in remote)
+    for argv in remote:
+        if argv[3] == "ssh":  # the flags come before --command and its one argument
+            assert argv.index("--tunnel-through-iap") < argv.index("--command") == len(argv) - 2
 
 
 def test_tpu_worker_start_follow_and_multihost_env(tmp_path):
