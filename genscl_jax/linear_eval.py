@@ -4,7 +4,9 @@ The paper's recipe is the default: SGD lr 5, momentum 0.9, no weight decay, 100 
 lr x0.2 at epochs 60, 75 and 90, crop+flip training views, normalised test images. The encoder's variables
 are read from the pretraining workdir and passed to the step as constants: they are never updated and never
 written into this run's checkpoints. With `precompute_features` (and no training augmentation) the encoder runs
-once over the training set and the classifier trains on stored features, far faster on a CPU.
+once over the training and test sets and the classifier trains on stored features, far faster on a CPU, and is
+evaluated every epoch (without it, ten times per run). The encoder may come from a pretraining run or from a
+supervised run (the CE baseline's probe: its network without the classifier).
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from genscl_jax.train_state import TrainState, create_train_state
 
 
 def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
-    """The encoder's {"params", "batch_stats"} from the newest checkpoint of a pretraining run."""
+    """The encoder's {"params", "batch_stats"} from the newest checkpoint of a pretraining or supervised run."""
     ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(pretrained_workdir), read_only=True)
     if ckpt.latest_step() is None:
         raise checkpointing.CheckpointError(
             f"config.linear_eval.pretrained_workdir={pretrained_workdir!r} has no checkpoint; pretrain first")
     restored = ckpt.restore_subtree(("params", "batch_stats"))
-    return {"params": restored["params"]["encoder"], "batch_stats": restored["batch_stats"]["encoder"]}
+    params, batch_stats = restored["params"], restored["batch_stats"]
+    if "encoder" not in params:
+        # A supervised run: its network is the encoder plus the "fc" classifier (the CE baseline's linear probe).
+        return {"params": {k: v for k, v in params.items() if k != "fc"}, "batch_stats": batch_stats}
+    return {"params": params["encoder"], "batch_stats": batch_stats["encoder"]}
 
 
 def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
@@ -45,18 +51,21 @@ def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
 
 
 class _Evaluator:
-    """Test top-1/top-5 of the classifier on frozen features; remembers the best top-1 seen."""
+    """Test top-1/top-5 of the classifier on frozen features; remembers the best top-1 seen.
 
-    def __init__(self, config, mesh, features_fn, classifier):
-        self.config, self.mesh, self.features_fn, self.classifier = config, mesh, features_fn, classifier
+    `test_batches()` gives {"image", "label", "mask"} batches whose "image" `inputs_fn` turns into features: test
+    images through the frozen encoder, or features stored once (then an evaluation costs only the classifier)."""
+
+    def __init__(self, config, test_batches, inputs_fn, classifier):
+        self.test_batches = test_batches
         self.best_top1 = 0.0
-        self._logits = jax.jit(lambda params, images: classifier.apply({"params": params}, features_fn(images)),
+        self._logits = jax.jit(lambda params, inputs: classifier.apply({"params": params}, inputs_fn(inputs)),
                                **compile_utils.model_jit_options(config))
 
     def __call__(self, state: TrainState, step: int) -> dict[str, float]:
         del step
-        accuracy = metrics.classification_metrics(lambda images: self._logits(state.params, images),
-                                                  data.eval_batches(self.config, self.mesh))
+        accuracy = metrics.classification_metrics(lambda inputs: self._logits(state.params, inputs),
+                                                  self.test_batches())
         self.best_top1 = max(self.best_top1, accuracy["test_top1"])
         return {"linear_eval_top1": accuracy["test_top1"], "linear_eval_top5": accuracy["test_top5"],
                 "linear_eval_best_top1": self.best_top1}
@@ -76,6 +85,15 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
 
     batches, step_input, steps_per_epoch = _training_data(config, mesh, features_fn)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
+    if _precomputes(le):
+        # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
+        stored = _stored_test_features(config, mesh, features_fn)
+        evaluator = _Evaluator(config, lambda: stored, lambda x: x, classifier)
+        eval_every = steps_per_epoch
+    else:
+        evaluator = _Evaluator(config, lambda: data.eval_batches(config, mesh), features_fn, classifier)
+        # Ten evaluations over the run (and one at the end): each one runs the encoder over the test set.
+        eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     schedule = linear_schedule(config, steps_per_epoch)
     tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
     feature_dim = models.feature_dim(config.model, config.width_multiplier)
@@ -84,9 +102,6 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     compiled = parallel.jit_train_step(
         step, mesh, compiler_options=compile_utils.model_jit_options(config).get("compiler_options"))
-    # Ten evaluations over the run (and one at the end) give the best top-1 without slowing training much.
-    eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
-    evaluator = _Evaluator(config, mesh, features_fn, classifier)
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)
@@ -96,7 +111,7 @@ def _training_data(config: Any, mesh: Mesh, features_fn):
     """(batches, what the step applies to a batch's inputs, steps per epoch): stored features when precomputing,
     else augmented images through the frozen encoder."""
     le = config.linear_eval
-    if le.precompute_features and le.augment == "none":
+    if _precomputes(le):
         features, labels = _precompute(config, mesh, features_fn)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
         return _feature_batches(features, labels, le.batch_size, config.seed, mesh), (lambda x: x), steps_per_epoch
@@ -107,6 +122,16 @@ def _training_data(config: Any, mesh: Mesh, features_fn):
             yield {"image": batch["image"][:, 0], "label": batch["label"]}
 
     return batches, features_fn, data.steps_per_epoch(config, le.batch_size)
+
+
+def _precomputes(le) -> bool:
+    return le.precompute_features and le.augment == "none"
+
+
+def _stored_test_features(config, mesh, features_fn) -> list[dict[str, jax.Array]]:
+    """The test split's evaluation batches with "image" replaced by its frozen features, kept on device."""
+    compute = jax.jit(features_fn, **compile_utils.model_jit_options(config))
+    return [{**batch, "image": compute(batch["image"])} for batch in data.eval_batches(config, mesh)]
 
 
 def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):

@@ -88,3 +88,39 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
     assert 0.3 < oracle < 0.99, oracle  # a task where the probe has something to learn and to miss
     assert abs(ours - oracle) <= 0.01, (ours, oracle)
     jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(variables), before)
+
+
+def test_linear_eval_on_precomputed_features_evaluates_every_epoch(tmp_path):
+    """The best-over-epochs top-1 is over every epoch, not ten samples of the run (20 epochs: 20 evaluations)."""
+    from genscl_jax import model_builder, parallel, train_loop
+
+    config = make_tiny_config(eval_batch_size=256, **{
+        "linear_eval.augment": "none", "linear_eval.precompute_features": True, "linear_eval.batch_size": 256,
+        "linear_eval.num_epochs": 20.0, "linear_eval.warmup_epochs": 0.0, "linear_eval.decay_epochs": ()})
+    encoder = model_builder.build_encoder(config)
+    variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
+    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), variables)
+    evaluated = []
+    evaluate = trainer.periodic_eval
+    trainer.periodic_eval = lambda state, step: evaluated.append(step) or evaluate(state, step)
+    result = train_loop.run(trainer, str(tmp_path), checkpoint_every_steps=10_000, log_every_steps=10_000)
+    steps_per_epoch = result.steps // 20
+    assert evaluated == [steps_per_epoch * (epoch + 1) for epoch in range(20)]
+    assert result.eval_metrics["linear_eval_best_top1"] >= result.eval_metrics["linear_eval_top1"]
+
+
+def test_linear_probe_of_a_supervised_run_reads_its_network_without_the_classifier(tmp_path):
+    """The CE baseline gets the same linear probe as the contrastive encoders."""
+    supervised = make_tiny_config(mode="supervised", num_train_steps=2)
+    runner.run(supervised, str(tmp_path / "ce"))
+    frozen = linear_eval.load_frozen_encoder(supervised, str(tmp_path / "ce"))
+    trained = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "ce"),
+                                         read_only=True).restore_subtree(("params",))["params"]
+    assert "fc" in trained and "fc" not in frozen["params"]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, {k: v for k, v in trained.items() if k != "fc"},
+                           frozen["params"])
+    probe = make_tiny_config(mode="linear_eval", **{
+        "linear_eval.pretrained_workdir": str(tmp_path / "ce"), "linear_eval.augment": "none",
+        "linear_eval.precompute_features": True})
+    summary = runner.run(probe, str(tmp_path / "probe"))
+    assert 0.0 <= summary["linear_eval_top1"] <= 1.0
