@@ -1,0 +1,101 @@
+"""The evidence study (genscl_jax/study.py): CE, SupCon, GenSCL + Mixup/CutMix and + KD at one equal budget.
+
+    python -m genscl_jax.study --config configs/study_fashion_mnist.py --workdir runs/study
+
+`get_config` is the run recipe every method shares (the quickstart's network and optimizer, with the paper's
+crop + flip views); `get_study` is the method table the study module reads: what each method changes, the seeds
+and the budget. Each run is `python -m genscl_jax.main --config configs/study_fashion_mnist.py --config.KEY=VALUE
+...`, so results.json records a command that reproduces it. `:tiny` shrinks everything to a seconds-long smoke
+test on synthetic data (tests/test_study.py).
+"""
+
+from genscl_jax import config_defaults
+
+# Pretraining steps of batch 128 for every method (CE sees the same source images, one view each): 0.85 epochs
+# of Fashion-MNIST, sized so 4 methods x 3 seeds and the longer check fit in about 75 minutes on 2 shared CPU
+# cores (RESULTS.md).
+STEPS = 400
+
+
+def _arg(arg):
+    return config_defaults.parse_arg(arg, tiny=False)
+
+
+def get_config(arg: str = ""):
+    arg = _arg(arg)
+    config = config_defaults.base_config()
+    config.mode = "pretrain_and_eval"
+    config.dataset = "fashion_mnist"
+    config.image_size = 28
+    config.channels = 1
+    config.model = "resnet10"
+    config.stem = "cifar"
+    config.width_multiplier = 0.125
+    config.head.hidden_dim = 128
+    config.head.output_dim = 64
+    # The paper's views are random resized crops (scale 0.2-1) + flips + colour jitter; colour means little on
+    # one grayscale channel, so every method (CE included) trains on crop + flip.
+    config.augment = "crop_flip"
+    config.batch_size = 128
+    config.num_epochs = 1.0
+    config.num_train_steps = STEPS
+    config.optimizer = "adamw"
+    config.learning_rate = 0.003
+    config.weight_decay = 0.05
+    config.warmup_epochs = 0.05
+    config.warmup_start_lr = 0.0
+    config.temperature = 0.1
+    config.mix.kind = "none"
+    config.mix.alpha = 1.0
+    config.checkpoint_every_steps = 200
+    config.log_every_steps = 20
+    config.eval_batch_size = 500
+    # The same probe for every method: a linear classifier on precomputed frozen features, evaluated every epoch.
+    config.linear_eval.augment = "none"
+    config.linear_eval.precompute_features = True
+    config.linear_eval.batch_size = 256
+    config.linear_eval.num_epochs = 15  # half the quickstart's: 12 probes have to fit in the budget too
+    config.linear_eval.learning_rate = 5.0
+    config.linear_eval.warmup_epochs = 1.0
+    config.linear_eval.decay_epochs = (10, 13)
+    if arg.tiny:
+        _shrink(config)
+    return config
+
+
+def _shrink(config):
+    config.dataset = "synthetic"
+    config.image_size = 8
+    config.channels = 3
+    config.width_multiplier = 0.0625
+    config.head.hidden_dim = 16
+    config.head.output_dim = 8
+    config.batch_size = 8
+    config.num_train_steps = 2
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.eval_batch_size = 64
+    config.linear_eval.batch_size = 64
+    config.linear_eval.num_epochs = 2
+    config.linear_eval.decay_epochs = (1,)
+
+
+def get_study(arg: str = ""):
+    """The method table: name -> the config keys it changes. "{ce}" is the workdir of the CE run of the same seed
+    (the teacher; its linear probe reads it too). Methods run in this order, so a method's CE run is done first."""
+    arg = _arg(arg)
+    steps = 2 if arg.tiny else STEPS
+    mix = {"mix.kind": "mixup_cutmix"}
+    return {
+        "methods": {
+            "ce": {"mode": "supervised"},
+            "supcon": {},
+            "genscl_mix": mix,
+            "genscl_mix_kd": {**mix, "kd.alpha": 1.0, "kd.teacher": "{ce}"},
+        },
+        # The CE run's features get the same linear probe as the contrastive encoders.
+        "ce_probe": {"mode": "linear_eval", "linear_eval.pretrained_workdir": "{ce}"},
+        "seeds": [0] if arg.tiny else [0, 1, 2],
+        # After the main table: does a longer budget change the ordering? One seed, twice the steps.
+        "longer": {"methods": ["supcon", "genscl_mix"], "seeds": [0], "num_train_steps": 2 * steps},
+    }

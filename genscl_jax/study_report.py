@@ -1,0 +1,151 @@
+"""The study's results: results.json (one record per run), results.md (mean +- std per method, the machine and
+versions) and results.png (top-1 per method with every seed, and the pretraining loss curves from the runs'
+TensorBoard events)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+from typing import Any
+
+METHOD_LABELS = {"ce": "CE (supervised; linear probe)", "supcon": "SupCon (GenSCL, one-hot labels)",
+                 "genscl_mix": "GenSCL + Mixup/CutMix", "genscl_mix_kd": "GenSCL + Mixup/CutMix + KD (CE teacher)"}
+
+
+def write(records: list[dict[str, Any]], config: str, workdir: str, results_dir: str) -> None:
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, "results.json"), "w") as f:
+        json.dump(records, f, indent=1)
+    with open(os.path.join(results_dir, "results.md"), "w") as f:
+        f.write(markdown(records, config, workdir))
+    if records:
+        plot(records, os.path.join(results_dir, "results.png"))
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{100 * values[0]:.2f}" if values else "-"
+    return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f}"
+
+
+def _methods(records, phase):
+    ordered = [r["method"] for r in records if r["phase"] == phase]
+    return list(dict.fromkeys(ordered))
+
+
+def table(records: list[dict[str, Any]], phase: str = "main") -> str:
+    """Markdown: per method, the seeds, linear top-1 (final; best over epochs) mean +- sample std, in %."""
+    lines = ["| method | pretraining steps | seeds | linear top-1 (final) | linear top-1 (best epoch) | per seed (final) |",
+             "|---|---:|---:|---:|---:|---|"]
+    for method in _methods(records, phase):
+        rows = [r for r in records if r["phase"] == phase and r["method"] == method]
+        per_seed = ", ".join(f"{100 * r['top1']:.2f}" for r in rows)
+        steps = sorted({r["pretrain_steps"] for r in rows})
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | {'/'.join(map(str, steps))} | {len(rows)} | "
+                     f"{mean_std([r['top1'] for r in rows])} | {mean_std([r['top1_best'] for r in rows])} | "
+                     f"{per_seed} |")
+    classifier = [r["classifier_top1"] for r in records if r["phase"] == phase and "classifier_top1" in r]
+    if classifier:
+        lines.append(f"| CE classifier itself (its own fc, not a probe) | | {len(classifier)} | "
+                     f"{mean_std(classifier)} | | {', '.join(f'{100 * v:.2f}' for v in classifier)} |")
+    return "\n".join(lines) + "\n"
+
+
+def environment() -> str:
+    import jax
+    import jaxlib
+
+    versions = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+    for name in ("flax", "optax", "orbax.checkpoint", "tensorflow"):
+        try:
+            versions[name] = __import__(name, fromlist=["__version__"]).__version__
+        except ImportError:
+            pass
+    return (f"- machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, {platform.system()} "
+            f"{platform.release()}, devices: {', '.join(sorted({d.platform for d in jax.devices()}))}\n"
+            f"- written: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+            f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def markdown(records: list[dict[str, Any]], config: str, workdir: str) -> str:
+    hours = sum(r["wall_seconds"] for r in records) / 3600
+    text = [f"# Study: {config}\n",
+            f"Command: `python -m genscl_jax.study --config {config} --workdir {workdir}`\n",
+            "Linear-probe test top-1 (%) on frozen encoder features, mean +- sample standard deviation over seeds; "
+            "each row's runs and the argument lists that reproduce them are in results.json. For CE, the probe reads "
+            "the supervised network without its classifier; the classifier's own top-1 is the last row.\n",
+            table(records, "main")]
+    if any(r["phase"] == "longer" for r in records):
+        text += ["\n## Longer budget (one seed)\n", table(records, "longer")]
+    else:
+        text.append("\nLonger budget: not measured.\n")
+    text += [f"\n## Environment\n\n- runs' wall time, summed: {hours:.2f} h", environment()]
+    return "\n".join(text)
+
+
+def loss_curve(workdir: str) -> tuple[list[int], list[float]]:
+    """(steps, losses) of the "loss" scalar in the TensorBoard events of `workdir`; the last value per step wins (a
+    resumed run writes a second events file)."""
+    import glob
+
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.util import tensor_util
+
+    by_step = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+        for event in event_file_loader.EventFileLoader(path).Load():
+            for value in event.summary.value:
+                if value.tag == "loss":
+                    by_step[event.step] = float(tensor_util.make_ndarray(value.tensor))
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def plot(records: list[dict[str, Any]], path: str) -> None:
+    """Left: linear top-1 per method, one dot per seed and the mean. Middle: GenSCL-loss curves (contrastive
+    methods). Right: the CE run's cross-entropy (another loss, another scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [r for r in records if r["phase"] == "main"]
+    methods = _methods(records, "main")
+    colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, (ax_top1, ax_gen, ax_ce) = plt.subplots(1, 3, figsize=(13, 3.8), dpi=72)
+    for i, method in enumerate(methods):
+        values = [100 * r["top1"] for r in main if r["method"] == method]
+        ax_top1.scatter([i] * len(values), values, color=colours[method], s=18, zorder=3)
+        ax_top1.hlines(sum(values) / len(values), i - 0.25, i + 0.25, color=colours[method])
+    ax_top1.set_xticks(range(len(methods)), methods, rotation=20, fontsize=8)
+    ax_top1.set_ylabel("linear top-1 (%), final")
+    ax_top1.set_title("test top-1 (dots: seeds, bar: mean)", fontsize=9)
+    for record in main:
+        pretrain = record.get("train_workdir") or os.path.join(record["workdir"], "pretrain")
+        steps, losses = loss_curve(pretrain)
+        axis = ax_ce if record["method"] == "ce" else ax_gen
+        axis.plot(steps, losses, color=colours[record["method"]], linewidth=0.8, alpha=0.7,
+                  label=record["method"] if record["seed"] == min(r["seed"] for r in main) else None)
+    ax_gen.set_title("pretraining loss (GenSCL loss; targets differ by method)", fontsize=9)
+    ax_ce.set_title("CE training loss", fontsize=9)
+    for axis in (ax_gen, ax_ce):
+        axis.set_xlabel("step")
+        if axis.lines:  # the CE panel is empty until a CE run has finished
+            axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
