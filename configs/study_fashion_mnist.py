@@ -6,7 +6,7 @@
 crop + flip views); `get_study` is the method table the study module reads: what each method changes, the seeds
 and the budget. Each run is `python -m genscl_jax.main --config configs/study_fashion_mnist.py --config.KEY=VALUE
 ...`, so results.json records a command that reproduces it. `:tiny` shrinks everything to a seconds-long smoke
-test on synthetic data (tests/test_study.py).
+test on synthetic data (tests/test_study.py); `:runlocal` is every recipe's one-minute local version.
 """
 
 from genscl_jax import config_defaults
@@ -18,7 +18,7 @@ STEPS = 400
 
 
 def _arg(arg):
-    return config_defaults.parse_arg(arg, tiny=False)
+    return config_defaults.parse_arg(arg, tiny=False, runlocal=False)
 
 
 def get_config(arg: str = ""):
@@ -60,6 +60,8 @@ def get_config(arg: str = ""):
     config.linear_eval.decay_epochs = (10, 13)
     if arg.tiny:
         _shrink(config)
+    if arg.runlocal:
+        config_defaults.apply_runlocal(config)
     return config
 
 
