@@ -20,9 +20,19 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.mode = "pretrain"  # one of: pretrain | linear_eval | supervised | pretrain_and_eval
 
-    # Data. "synthetic" is generated on device and needs no TensorFlow.
-    c.dataset = "cifar10"  # one of: cifar10 | cifar100 | imagenet2012 | fashion_mnist | synthetic
-    c.data_dir = ""  # "" -> tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    # Data. "synthetic" is generated on device and needs no TensorFlow. image_folder: your own images in
+    # data_dir/train/CLASS/*.jpg (.jpeg, .png) and data_dir/test/CLASS/... (or val/). tfds:NAME: any tfds dataset.
+    # one of: cifar10 | cifar100 | imagenet2012 | fashion_mnist | synthetic | image_folder; or tfds:NAME
+    c.dataset = "cifar10"
+    c.data_dir = ""  # "" -> tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR); image_folder: its folder
+    # image_folder and tfds:NAME only: the splits to train and evaluate on ("" -> train; test, else val /
+    # validation); for tfds any split expression ("train[:90%]").
+    c.train_split = ""
+    c.test_split = ""
+    # Normalisation statistics per channel on the 0-1 scale, instead of the dataset's; () -> the dataset's (image
+    # folders and tfds:NAME: measured once on the training images and stored with the data).
+    c.data_mean = ()
+    c.data_std = ()
     c.image_size = 32
     c.channels = 0  # 0 -> the dataset's own channel count
     c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none

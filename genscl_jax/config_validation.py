@@ -14,7 +14,7 @@ from genscl_jax.data import registry
 # Each list of allowed values lives with the code that implements it; validation only reads them.
 CHOICES = {
     "mode": config_defaults.MODES,
-    "dataset": registry.NAMES,
+    "dataset": registry.CHOICES,
     "model": models.MODEL_NAMES,
     "stem": model_builder.STEMS,
     "dtype": model_builder.DTYPES,
@@ -32,6 +32,8 @@ CHOICES = {
 # Checked only when that feature is on (a teacher's architecture is irrelevant without a teacher).
 _CONDITIONAL = {"kd.teacher_model": lambda c: c.kd.alpha > 0, "kd.teacher_stem": lambda c: c.kd.alpha > 0,
                 "kd.teacher_dtype": lambda c: c.kd.alpha > 0}
+# Values accepted besides the listed ones, and how the error message names them.
+_OPEN_CHOICES = {"dataset": (registry.is_tfds_name, "tfds:NAME (any tfds dataset)")}
 
 
 class ConfigError(ValueError):
@@ -76,8 +78,10 @@ def _check_keys_and_types(config: Any) -> None:
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"config.{name}={value!r}: unknown value; allowed: {', '.join(allowed)}")
+    accepts, described = _OPEN_CHOICES.get(name, (lambda value: False, ""))
+    if value not in allowed and not accepts(value):
+        names = allowed + (described,) if described else allowed
+        raise ConfigError(f"config.{name}={value!r}: unknown value; allowed: {', '.join(names)}")
 
 
 def _positive(name: str, value: float, allow_zero: bool = False) -> None:
@@ -102,6 +106,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
     _check_batch(config, num_devices, num_processes)
+    _check_data(config)
     _check_kd(config)
     _check_moco(config)
     _check_knn(config)
@@ -119,6 +124,28 @@ def _check_batch(config: Any, num_devices: int, num_processes: int) -> None:
                           "processes")
     if config.num_views < 1:
         raise ConfigError(f"config.num_views={config.num_views}: must be >= 1")
+
+
+def _check_data(config: Any) -> None:
+    if config.dataset == registry.IMAGE_FOLDER and not config.data_dir:
+        raise ConfigError("config.data_dir is empty: dataset image_folder reads its images from data_dir/train/CLASS/ "
+                          "and data_dir/test/CLASS/ (local or gs://)")
+    if not registry.is_discovered(config.dataset):
+        for key in ("train_split", "test_split"):
+            if config[key]:
+                raise ConfigError(f"config.{key}={config[key]!r}: only image_folder and tfds:NAME datasets take "
+                                  f"splits; use dataset=tfds:{registry.get(config.dataset).tfds_name or 'NAME'} "
+                                  "to choose the splits of a tfds dataset")
+    mean, std = tuple(config.data_mean), tuple(config.data_std)
+    if len(mean) != len(std) or len(mean) not in (0, 1, 3):
+        raise ConfigError(f"config.data_mean={mean} and config.data_std={std}: give both, with 1 or 3 values each "
+                          "(one per channel), or neither")
+    if any(not isinstance(v, (int, float)) for v in mean + std) or any(v <= 0 for v in std):
+        raise ConfigError(f"config.data_std={std}: every value must be a number > 0 (0-1 pixel scale)")
+    fixed = registry.DATASETS.get(config.dataset)
+    if mean and fixed and len(mean) != fixed.info.channels:
+        raise ConfigError(f"config.data_mean={mean}: {config.dataset} has {fixed.info.channels} channel(s), so give "
+                          f"{fixed.info.channels} values")
 
 
 def _check_kd(config: Any) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import jax
 
-from genscl_jax import (checkpointing, config_validation, parallel, paths, reporting, run_config, teachers,
-                        train_loop)
+from genscl_jax import (checkpointing, config_validation, data, parallel, paths, preemption, reporting, run_config,
+                        teachers, train_loop)
 
 
 class RunError(RuntimeError):
@@ -21,14 +21,19 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         raise config_validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
     # Multi-process start-up comes first: device counts (and so validation) depend on it.
     parallel.initialize_distributed()
+    # jax.distributed takes SIGTERM without a word; from here on it is a stop request the training loop honours.
+    preemption.listen()
     config_validation.validate(config, jax.device_count(), jax.process_count())
     # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
     # while the run is unfinished (summary.json comes only at the end).
     run_config.write(workdir, config)
     started = time.time()
     try:
+        # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
+        data.prepare(config)
         summary = _run_mode(config, workdir)
-    except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError) as e:
+    except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
+            data.DataError) as e:
         raise RunError(str(e)) from e
     summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started)
     if not summary.get("preempted"):

@@ -11,6 +11,9 @@ ALLOWED_LAZY = {
     # The tf.data pipeline (TensorFlow) is loaded only when a tfds dataset is read: synthetic runs, the bench and
     # a bare accelerator VM never import TensorFlow.
     ("genscl_jax.data", "genscl_jax.data.tf_pipeline"),
+    # Likewise TensorFlow: measuring an image folder's statistics (once; later runs read them), and the facts of a
+    # tfds:NAME dataset, which come from its tfds builder.
+    ("genscl_jax.data", "genscl_jax.data.tf_stats"), ("genscl_jax.data", "genscl_jax.data.tfds_by_name"),
     # A registry hook, named by string so the registry itself imports nothing.
     ("genscl_jax.data.registry", "genscl_jax.data.fashion_mnist_offline"),
     # Only the mode that runs is imported: `--mode linear_eval` never builds the pretraining step, and clu's writers

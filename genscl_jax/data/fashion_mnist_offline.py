@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from genscl_jax.data.registry import DataError, DataFilesMissing
 
 DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
 SOURCE_DIR_ENV = "GENSCL_FASHION_MNIST_DIR"
@@ -37,6 +40,15 @@ def resolve_source_dir(source_dir: str | os.PathLike | None = None) -> str:
     return os.fspath(source_dir or os.environ.get(SOURCE_DIR_ENV) or DEFAULT_SOURCE_DIR)
 
 
+class DamagedFileError(DataError, ValueError):
+    """An idx file that cannot be parsed (truncated, not gzip, wrong header); the message names it and the fix."""
+
+
+def damaged_file_message(path: str, problem: str) -> str:
+    return (f"{path} is damaged ({problem}); restore it: `apt-get install --reinstall dataset-fashion-mnist` "
+            f"(the files in {DEFAULT_SOURCE_DIR}), or copy an intact one there (or to ${SOURCE_DIR_ENV}).")
+
+
 def missing_files_message(source_dir: str, missing: list[str]) -> str:
     """One line that says what is missing and the two ways to fix it."""
     return (f"Fashion-MNIST idx files not found in {source_dir} (missing: {', '.join(missing)}); "
@@ -45,26 +57,34 @@ def missing_files_message(source_dir: str, missing: list[str]) -> str:
 
 
 def check_source_files(source_dir: str) -> None:
-    """Raises FileNotFoundError with `missing_files_message` unless all four files are present."""
+    """Raises DataFilesMissing (a FileNotFoundError) with `missing_files_message` unless all four files are present."""
     names = [name for pair in SPLIT_FILES.values() for name in pair]
     missing = [n for n in names if not os.path.isfile(os.path.join(source_dir, n))]
     if missing:
-        raise FileNotFoundError(missing_files_message(source_dir, missing))
+        raise DataFilesMissing(missing_files_message(source_dir, missing))
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Parses an idx(.gz) file: magic (0, 0, type, ndim), ndim big-endian uint32 dims, then the data."""
+    """Parses an idx(.gz) file: magic (0, 0, type, ndim), ndim big-endian uint32 dims, then the data.
+
+    A file that cannot be parsed is a DamagedFileError naming it and how to restore it.
+    """
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # Truncated or not gzip at all.
+        raise DamagedFileError(damaged_file_message(path, f"{type(error).__name__}: {error}")) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE_TYPE_CODE:
-        raise ValueError(f"{path}: not an unsigned-byte idx file (magic bytes {raw[:4]!r})")
+        raise DamagedFileError(damaged_file_message(
+            path, f"not an unsigned-byte idx file: magic bytes {raw[:4]!r}"))
     ndim = raw[3]
     header_size = 4 + 4 * ndim
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} = {int(np.prod(dims))} values, file holds {data.size}")
+        raise DamagedFileError(damaged_file_message(
+            path, f"header says {dims} = {int(np.prod(dims))} values, file holds {data.size}"))
     return data.reshape(dims)
 
 
@@ -87,12 +107,15 @@ def load_split(source_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     image_file, label_file = SPLIT_FILES[split]
     images = read_idx(os.path.join(source_dir, image_file))
     labels = read_idx(os.path.join(source_dir, label_file))
+    image_path = os.path.join(source_dir, image_file)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{source_dir}: {split} images {images.shape} and labels {labels.shape} do not match")
+        raise DamagedFileError(damaged_file_message(
+            image_path, f"{split} images {images.shape} and labels {labels.shape} in {label_file} do not match"))
     if images.shape[1:] != (28, 28):
-        raise ValueError(f"{source_dir}: {split} images are {images.shape[1:]}, expected (28, 28)")
+        raise DamagedFileError(damaged_file_message(image_path, f"images are {images.shape[1:]}, expected (28, 28)"))
     if labels.max(initial=0) >= len(CLASS_NAMES):
-        raise ValueError(f"{source_dir}: {split} labels go up to {labels.max()}, expected < {len(CLASS_NAMES)}")
+        raise DamagedFileError(damaged_file_message(
+            os.path.join(source_dir, label_file), f"labels go up to {labels.max()}, expected < {len(CLASS_NAMES)}"))
     return images[..., None], labels.astype(np.int64)
 
 
@@ -122,9 +145,12 @@ class FashionMnistOffline(tfds.core.GeneratorBasedBuilder):
         return self._source_dir
 
     def download_and_prepare(self, *args, **kwargs):
-        # Fail before tfds announces a "download": a missing file is the likeliest problem here.
+        # Fail before tfds announces a "download", with our own one-line errors: a missing file is the likeliest
+        # problem, a damaged one (truncated copy, full disk) the next; reading both splits costs about a second.
         if not self.is_prepared():
             check_source_files(self._source_dir)
+            for split in SPLIT_FILES:
+                load_split(self._source_dir, split)
         return super().download_and_prepare(*args, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:

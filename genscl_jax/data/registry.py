@@ -6,16 +6,32 @@ normalisation statistics, split names) and how it is read. A new dataset is one 
 - reader "synthetic": generated on the accelerator by genscl_jax.data.synthetic (no TensorFlow);
 - reader "tfds": a tfds builder (`tfds_name`, or the `builder` hook) through genscl_jax.data.tf_pipeline.
 
+Two more kinds of dataset take their facts from the data itself (genscl_jax.data makes their entries):
+"image_folder" (PATH/train/CLASS/*.jpg, reader "image_folder", genscl_jax.data.image_folder) and "tfds:NAME", any
+tfds dataset by name (reader "tfds", genscl_jax.data.tfds_by_name).
+
 Config validation and the trainers import this module, so it imports nothing beyond the standard library.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 # Host augmentation policies of the tf.data pipeline (genscl_jax.data.augment implements them).
 POLICIES = ("simclr", "autoaugment", "randaugment", "crop_flip", "none")
-READERS = ("synthetic", "tfds")
+READERS = ("synthetic", "tfds", "image_folder")
+IMAGE_FOLDER = "image_folder"
+TFDS_PREFIX = "tfds:"
+
+
+class DataError(RuntimeError):
+    """Data that cannot be read as configured (missing, damaged, not downloadable from here); the message is one
+    line naming the path and how to fix it. runner.run turns it into the CLI's one-line `error: ...`."""
+
+
+class DataFilesMissing(DataError, FileNotFoundError):
+    """A DataError about files that are not where they should be."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +82,15 @@ class Dataset:
     stored_as_jpeg: bool = False
     # Files tfds cannot download, to be put in <data_dir>/downloads/manual by hand.
     manual_files: tuple[str, ...] = ()
+    # Images of any size, stored encoded as JPEG or PNG (an image folder; a tfds dataset whose images have no
+    # fixed size or are too large to cache decoded): read per epoch, decoded in the parallel map, evaluated on
+    # their central square.
+    variable_size: bool = False
+    # The features of a tfds example that hold the image and its class (a tfds dataset's supervised_keys).
+    image_key: str = "image"
+    label_key: str = "label"
+    # Reader "image_folder": its genscl_jax.data.image_folder.FolderLayout (files and labels of every split).
+    folder: Any = None
 
 
 # CIFAR statistics are the ones of SupCon's and the GenSCL authors' code (their std is the commonly copied
@@ -91,7 +116,19 @@ DATASETS: dict[str, Dataset] = {
     # "epoch" is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.
     "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.0,) * 3, (1.0,) * 3), reader="synthetic"),
 }
-NAMES = tuple(DATASETS)
+NAMES = tuple(DATASETS)  # The built-in entries.
+# What config.dataset takes: a built-in entry, image_folder, or tfds:NAME (see is_tfds_name).
+CHOICES = NAMES + (IMAGE_FOLDER,)
+
+
+def is_tfds_name(name: str) -> bool:
+    """True for "tfds:NAME": any tfds dataset, by its `tfds build` name (with a config: NAME/CONFIG)."""
+    return name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX)
+
+
+def is_discovered(name: str) -> bool:
+    """A dataset whose classes, sizes and statistics come from the data, not from an entry here."""
+    return name == IMAGE_FOLDER or is_tfds_name(name)
 
 
 def get(name: str) -> Dataset:
