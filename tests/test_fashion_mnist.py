@@ -94,3 +94,22 @@ def test_real_debian_files_parse():
     assert images.shape == (10_000, 28, 28, 1) and images.dtype == np.uint8
     assert labels.shape == (10_000,)
     np.testing.assert_array_equal(np.bincount(labels), [1000] * 10)  # Fashion-MNIST's test set is balanced.
+
+
+def test_without_the_debian_package_tfds_downloads_it_saying_so(tmp_path, monkeypatch, caplog):
+    """Colab or macOS: no $GENSCL_FASHION_MNIST_DIR and no /usr/share/datasets/fashion-mnist -> tfds's own builder
+    (it downloads where a network exists); with the package (or a named directory) the offline builder stays."""
+    monkeypatch.delenv(fmo.SOURCE_DIR_ENV, raising=False)
+    monkeypatch.setattr(fmo, "DEFAULT_SOURCE_DIR", str(tmp_path / "no-debian-package"))
+    with caplog.at_level("WARNING"):
+        builder = fmo.prepared_or_offline_builder("fashion_mnist", str(tmp_path / "tfds"))
+    assert not isinstance(builder, fmo.FashionMnistOffline) and builder.name == "fashion_mnist"
+    assert "downloads it once" in caplog.text and "apt-get install dataset-fashion-mnist" in caplog.text
+
+    (tmp_path / "no-debian-package").mkdir()  # the package's directory exists: offline, as before
+    assert isinstance(fmo.prepared_or_offline_builder("fashion_mnist", str(tmp_path / "tfds")),
+                      fmo.FashionMnistOffline)
+    monkeypatch.setenv(fmo.SOURCE_DIR_ENV, str(tmp_path / "named-but-missing"))
+    (tmp_path / "no-debian-package").rmdir()  # a named directory is never replaced by a download
+    assert isinstance(fmo.prepared_or_offline_builder("fashion_mnist", str(tmp_path / "tfds")),
+                      fmo.FashionMnistOffline)

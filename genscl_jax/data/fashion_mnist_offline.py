@@ -6,7 +6,8 @@ package `dataset-fashion-mnist` installs them in /usr/share/datasets/fashion-mni
 same features: image (28, 28, 1) uint8 and label ClassLabel(10), splits train (60000) and test (10000).
 
 Source directory, first match wins: the `source_dir` constructor argument, the environment variable
-GENSCL_FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist.
+GENSCL_FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist. Where none is set and the Debian package is absent
+(Colab, macOS), `prepared_or_offline_builder` falls back to tfds's own builder, which downloads the data once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from absl import logging
 
 from genscl_jax.data.registry import DataError, DataFilesMissing
 
@@ -120,12 +123,21 @@ def load_split(source_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepared_or_offline_builder(tfds_name: str, data_dir: str | None):
-    """tfds's own builder when it is prepared in data_dir (it is never downloaded), else FashionMnistOffline.
+    """tfds's own builder when it is prepared in data_dir; else FashionMnistOffline from the local idx files; else,
+    when no source directory was named and the Debian package's is absent, tfds's builder to download (logged).
 
-    The registry's builder hook for "fashion_mnist" (see genscl_jax.data.registry).
+    The registry's builder hook for "fashion_mnist" (see genscl_jax.data.registry). A directory named by
+    $GENSCL_FASHION_MNIST_DIR is never replaced by a download: its missing files are the user's error to see.
     """
     builder = tfds.builder(tfds_name, data_dir=data_dir)
-    return builder if builder.is_prepared() else FashionMnistOffline(data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if os.environ.get(SOURCE_DIR_ENV) or os.path.isdir(DEFAULT_SOURCE_DIR):
+        return FashionMnistOffline(data_dir=data_dir)
+    logging.warning("Fashion-MNIST: no offline idx files (%s is absent; `apt-get install dataset-fashion-mnist` "
+                    "provides them), so tfds's %s builder downloads it once into %s.", DEFAULT_SOURCE_DIR,
+                    tfds_name, data_dir or "the tfds data directory")
+    return builder
 
 
 class FashionMnistOffline(tfds.core.GeneratorBasedBuilder):
