@@ -14,6 +14,11 @@ Every key of a step is written before the barrier opens and listed after it, so 
 and stop at the same step. The agreement talks only to the coordinator (two round trips per check); it launches
 nothing on the devices, so it never waits for the steps queued there, as an all-gather of the flag would. JAX's own preemption sync point is not used: its
 SIGTERM listener is replaced by this Python handler, and mixing the two let one process stop alone.
+
+jax.distributed.initialize installs that listener, which takes SIGTERM without ending the process or telling
+anyone. So the runner calls `listen()` right after it: a SIGTERM that comes while the model is built or a checkpoint
+is restored is kept as a request, and the loop stops at its first check (at the step it resumed from, saving
+nothing new).
 """
 
 from __future__ import annotations
@@ -24,12 +29,28 @@ import threading
 
 import jax
 from absl import logging
+from jax._src import distributed  # the coordination client orbax uses for its barriers too; no public accessor
 
 # Hosts reach a check at different times (compilation, evaluation, a checkpoint written by one of them): the
 # barrier waits for the slowest. A process that died makes the coordination service fail the barrier at once.
 _BARRIER_TIMEOUT_MS = 60 * 60 * 1000
 # Numbers the loops of this process; every process runs the same loops in the same order, so the numbers agree.
 _loops = itertools.count()
+# Set by SIGTERM in this process; cleared when a loop has stopped for it, or by `listen` at the start of a run.
+_stop_requested = threading.Event()
+
+
+def _handle(signum, frame):
+    logging.warning("SIGTERM received: saving a checkpoint at the next step all processes agree on, then exiting.")
+    _stop_requested.set()
+
+
+def listen() -> None:
+    """From now on SIGTERM asks the training loop to stop instead of ending the process (main thread only); a
+    request left over from an earlier run in this process is forgotten."""
+    _stop_requested.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _handle)
 
 
 class StopAgreement:
@@ -39,38 +60,38 @@ class StopAgreement:
         if every_steps < 1:
             raise ValueError(f"every_steps={every_steps}: must be at least 1")
         self.every_steps = every_steps
-        self.requested = False  # this process was signalled
+        self.stopped = False
         self._previous = None
         self._loop = next(_loops)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = signal.signal(signal.SIGTERM, _handle)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
+        if self._previous is not None:  # None: a handler installed outside Python; ours stays then
             signal.signal(signal.SIGTERM, self._previous)
+        if self.stopped:
+            _stop_requested.clear()  # answered
 
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint at the next step all processes agree on, then "
-                        "exiting.")
-        self.requested = True
+    @property
+    def requested(self) -> bool:
+        """This process received SIGTERM."""
+        return _stop_requested.is_set()
 
     def should_stop(self, step: int) -> bool:
         """Whether to stop before training step `step + 1`; the same answer on every process."""
         if jax.process_count() == 1:
-            return self.requested
-        if step % self.every_steps:
-            return False
-        stop = self._agree(step)
-        if stop and not self.requested:
-            logging.warning("Another process received SIGTERM: saving a checkpoint at step %d, then exiting.", step)
-        return stop
+            self.stopped = self.requested
+        elif step % self.every_steps == 0:
+            self.stopped = self._agree(step)
+            if self.stopped and not self.requested:
+                logging.warning("Another process received SIGTERM: saving a checkpoint at step %d, then exiting.",
+                                step)
+        return self.stopped
 
     def _agree(self, step: int) -> bool:
-        from jax._src import distributed  # the client orbax uses for its barriers too; no public accessor
-
         client = distributed.global_state.client
         if client is None:
             raise RuntimeError("several JAX processes but no jax.distributed client: start them with "

@@ -90,3 +90,34 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_the_rerun_resumes_all(
         assert f"resumed from step {stopped}" in err
         assert result["steps"] == stopped + 2 and not result["preempted"]
     assert first["params_checksum"] == second["params_checksum"]
+
+
+SIGTERM_DURING_SETUP = """
+import json, os, signal, sys
+from conftest import make_tiny_config
+from genscl_jax import config_validation, runner
+
+validate = config_validation.validate
+
+
+def sigterm_then_validate(*args):  # runner.run calls it right after jax.distributed has started
+    os.kill(os.getpid(), signal.SIGTERM)
+    return validate(*args)
+
+
+config_validation.validate = sigterm_then_validate
+summary = runner.run(make_tiny_config(num_train_steps=4), sys.argv[1])
+print(json.dumps({"preempted": summary["preempted"], "steps": summary["steps"]}))
+"""
+
+
+def test_sigterm_before_the_loop_is_not_lost_to_jax_distributed(tmp_path):
+    """jax.distributed's own SIGTERM listener takes a signal that comes while the run is being set up and tells no
+    one; the run must still stop (at its first check, before any step) rather than train on."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{free_port()}",
+               JAX_NUM_PROCESSES="1", JAX_PROCESS_ID="0", PYTHONPATH=os.path.join(ROOT, "tests"))
+    done = subprocess.run([sys.executable, "-c", SIGTERM_DURING_SETUP, str(tmp_path / "run")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"preempted": True, "steps": 0}
+    assert not (tmp_path / "run" / "summary.json").exists()
