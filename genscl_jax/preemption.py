@@ -12,8 +12,9 @@ all processes agree whether to stop, through jax.distributed's coordination serv
 
 Every key of a step is written before the barrier opens and listed after it, so all processes see the same list
 and stop at the same step. The agreement talks only to the coordinator (two round trips per check); it launches
-nothing on the devices, so it never waits for the steps queued there, as an all-gather of the flag would. JAX's own preemption sync point is not used: its
-SIGTERM listener is replaced by this Python handler, and mixing the two let one process stop alone.
+nothing on the devices, so it never waits for the steps queued there, as an all-gather of the flag would. JAX's
+own preemption sync point is not used: its SIGTERM listener is replaced by this Python handler, and mixing the two
+let one process stop alone.
 
 jax.distributed.initialize installs that listener, which takes SIGTERM without ending the process or telling
 anyone. So the runner calls `listen()` right after it: a SIGTERM that comes while the model is built or a checkpoint

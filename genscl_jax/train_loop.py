@@ -2,8 +2,8 @@
 
 It owns what all trainers share: resume from the newest checkpoint before anything else, periodic checkpoints,
 SIGTERM (preemption) -> save and return at one step all processes agree on (preemption.py), a NaN/inf guard that
-stops loudly without saving the bad state, clu metric writers and progress reports, and periodic evaluation hooks. A trainer only brings its state, its
-compiled step and its batches.
+stops loudly without saving the bad state, clu metric writers and progress reports, and periodic evaluation hooks.
+A trainer only brings its state, its compiled step and its batches.
 """
 
 from __future__ import annotations
