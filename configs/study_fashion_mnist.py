@@ -98,6 +98,6 @@ def get_study(arg: str = ""):
         # The CE run's features get the same linear probe as the contrastive encoders.
         "ce_probe": {"mode": "linear_eval", "linear_eval.pretrained_workdir": "{ce}"},
         "seeds": [0] if arg.tiny else [0, 1, 2],
-        # After the main table: does a longer budget change the ordering? One seed, twice the steps.
-        "longer": {"methods": ["supcon", "genscl_mix"], "seeds": [0], "num_train_steps": 2 * steps},
+        # After the main table: does a longer budget change the ordering? One seed, twice and four times the steps.
+        "longer": {"methods": ["supcon", "genscl_mix"], "seeds": [0], "num_train_steps": [2 * steps, 4 * steps]},
     }

@@ -83,12 +83,14 @@ def plan(config: str, workdir: str) -> list[Run]:
             runs.append(_run(config, workdir, method, seed, "main", keys, ce_workdir))
             if method == CE:
                 runs.append(_run(config, workdir, method, seed, "main", study["ce_probe"], ce_workdir, probe=True))
-    longer = study.get("longer")
-    for seed in (longer or {}).get("seeds", []):
-        ce_workdir = os.path.join(workdir, CE, f"seed{seed}")
-        for method in longer["methods"]:
-            keys = {**methods[method], "num_train_steps": longer["num_train_steps"]}
-            runs.append(_run(config, os.path.join(workdir, "longer"), method, seed, "longer", keys, ce_workdir))
+    longer = study.get("longer") or {}
+    for steps in longer.get("num_train_steps", []):
+        for seed in longer["seeds"]:
+            ce_workdir = os.path.join(workdir, CE, f"seed{seed}")
+            for method in longer["methods"]:
+                keys = {**methods[method], "num_train_steps": steps}
+                root = os.path.join(workdir, f"longer_{steps}steps")
+                runs.append(_run(config, root, method, seed, "longer", keys, ce_workdir))
     return runs
 
 

@@ -40,11 +40,13 @@ def table(records: list[dict[str, Any]], phase: str = "main") -> str:
     """Markdown: per method, the seeds, linear top-1 (final; best over epochs) mean +- sample std, in %."""
     lines = ["| method | pretraining steps | seeds | linear top-1 (final) | linear top-1 (best epoch) | per seed (final) |",
              "|---|---:|---:|---:|---:|---|"]
-    for method in _methods(records, phase):
-        rows = [r for r in records if r["phase"] == phase and r["method"] == method]
+    budgets = sorted({r["pretrain_steps"] for r in records if r["phase"] == phase})
+    for steps, method in ((s, m) for s in budgets for m in _methods(records, phase)):
+        rows = [r for r in records if r["phase"] == phase and r["method"] == method and r["pretrain_steps"] == steps]
+        if not rows:
+            continue
         per_seed = ", ".join(f"{100 * r['top1']:.2f}" for r in rows)
-        steps = sorted({r["pretrain_steps"] for r in rows})
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | {'/'.join(map(str, steps))} | {len(rows)} | "
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | {steps} | {len(rows)} | "
                      f"{mean_std([r['top1'] for r in rows])} | {mean_std([r['top1_best'] for r in rows])} | "
                      f"{per_seed} |")
     classifier = [r["classifier_top1"] for r in records if r["phase"] == phase and "classifier_top1" in r]
@@ -90,7 +92,7 @@ def markdown(records: list[dict[str, Any]], config: str, workdir: str) -> str:
             "the supervised network without its classifier; the classifier's own top-1 is the last row.\n",
             table(records, "main")]
     if any(r["phase"] == "longer" for r in records):
-        text += ["\n## Longer budget (one seed)\n", table(records, "longer")]
+        text += ["\n## Longer budgets (one seed)\n", table(records, "longer")]
     else:
         text.append("\nLonger budget: not measured.\n")
     text += [f"\n## Environment\n\n- runs' wall time, summed: {hours:.2f} h", environment()]
