@@ -38,8 +38,8 @@ def _methods(records, phase):
 
 def table(records: list[dict[str, Any]], phase: str = "main") -> str:
     """Markdown: per method, the seeds, linear top-1 (final; best over epochs) mean +- sample std, in %."""
-    lines = ["| method | pretraining steps | seeds | linear top-1 (final) | linear top-1 (best epoch) | per seed (final) |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = ["| method | pretraining steps | seeds | linear top-1 (final) | linear top-1 (best epoch) "
+             "| per seed (final) |", "|---|---:|---:|---:|---:|---|"]
     budgets = sorted({r["pretrain_steps"] for r in records if r["phase"] == phase})
     for steps, method in ((s, m) for s in budgets for m in _methods(records, phase)):
         rows = [r for r in records if r["phase"] == phase and r["method"] == method and r["pretrain_steps"] == steps]
