@@ -9,6 +9,7 @@ and the budget. Each run is `python -m genscl_jax.main --config configs/study_fa
 test on synthetic data (tests/test_study.py); `:runlocal` is every recipe's one-minute local version.
 """
 
+from configs import quickstart
 from genscl_jax import config_defaults
 
 # Pretraining steps of batch 128 for every method (CE sees the same source images, one view each): 0.85 epochs
@@ -23,40 +24,15 @@ def _arg(arg):
 
 def get_config(arg: str = ""):
     arg = _arg(arg)
-    config = config_defaults.base_config()
-    config.mode = "pretrain_and_eval"
-    config.dataset = "fashion_mnist"
-    config.image_size = 28
-    config.channels = 1
-    config.model = "resnet10"
-    config.stem = "cifar"
-    config.width_multiplier = 0.125
-    config.head.hidden_dim = 128
-    config.head.output_dim = 64
+    config = quickstart.get_config()  # the quickstart's network, optimizer and probe; what differs follows
     # The paper's views are random resized crops (scale 0.2-1) + flips + colour jitter; colour means little on
     # one grayscale channel, so every method (CE included) trains on crop + flip.
     config.augment = "crop_flip"
-    config.batch_size = 128
-    config.num_epochs = 1.0
     config.num_train_steps = STEPS
-    config.optimizer = "adamw"
-    config.learning_rate = 0.003
-    config.weight_decay = 0.05
-    config.warmup_epochs = 0.05
-    config.warmup_start_lr = 0.0
-    config.temperature = 0.1
-    config.mix.kind = "none"
     config.mix.alpha = 1.0
     config.checkpoint_every_steps = 200
-    config.log_every_steps = 20
-    config.eval_batch_size = 500
     # The same probe for every method: a linear classifier on precomputed frozen features, evaluated every epoch.
-    config.linear_eval.augment = "none"
-    config.linear_eval.precompute_features = True
-    config.linear_eval.batch_size = 256
     config.linear_eval.num_epochs = 15  # half the quickstart's: 12 probes have to fit in the budget too
-    config.linear_eval.learning_rate = 5.0
-    config.linear_eval.warmup_epochs = 1.0
     config.linear_eval.decay_epochs = (10, 13)
     if arg.tiny:
         _shrink(config)

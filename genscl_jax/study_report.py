@@ -11,6 +11,8 @@ import platform
 import statistics
 from typing import Any
 
+from genscl_jax import bench
+
 METHOD_LABELS = {"ce": "CE (supervised; linear probe)", "supcon": "SupCon (GenSCL, one-hot labels)",
                  "genscl_mix": "GenSCL + Mixup/CutMix", "genscl_mix_kd": "GenSCL + Mixup/CutMix + KD (CE teacher)"}
 
@@ -66,21 +68,10 @@ def environment() -> str:
             versions[name] = __import__(name, fromlist=["__version__"]).__version__
         except ImportError:
             pass
-    return (f"- machine: {_cpu_name()}, {os.cpu_count()} CPU cores visible, {platform.system()} "
+    return (f"- machine: {bench.cpu_model_name()}, {os.cpu_count()} CPU cores visible, {platform.system()} "
             f"{platform.release()}, devices: {', '.join(sorted({d.platform for d in jax.devices()}))}\n"
             f"- written: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
             f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def markdown(records: list[dict[str, Any]], config: str, workdir: str) -> str:
