@@ -81,20 +81,25 @@ def _checkpoint_owner(workdir: str, config: ml_collections.ConfigDict) -> str:
     return paths.join(workdir, "pretrain") if config.mode == "pretrain_and_eval" else workdir
 
 
+def encoder_variables(variables: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's {"params", "batch_stats"} out of a run's variables: a pretrain run's "encoder" subtree of the
+    contrastive model, or a supervised run's network without its "fc" classifier."""
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    if "encoder" in params:
+        return {"params": params["encoder"], "batch_stats": batch_stats["encoder"]}
+    return {"params": {k: v for k, v in params.items() if k != "fc"}, "batch_stats": batch_stats}
+
+
 def _network(config: ml_collections.ConfigDict, variables: dict, with_head: bool) -> tuple[nn.Module, dict]:
     """The float32 module the run trained (or its encoder alone) and the matching part of its variables."""
     float32 = ml_collections.ConfigDict(config.to_dict())
     float32.dtype = "float32"  # export and features elsewhere: the parameters are float32 whatever the run computed in
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    if not with_head:
+        return model_builder.build_encoder(float32), encoder_variables(variables)
     if config.mode == "supervised":
-        if with_head:
-            num_classes = int(params["fc"]["bias"].shape[0])
-            return model_builder.build_encoder(float32, num_classes=num_classes), variables
-        return model_builder.build_encoder(float32), {
-            "params": {k: v for k, v in params.items() if k != "fc"}, "batch_stats": batch_stats}
-    if with_head:
-        return model_builder.build_contrastive_model(float32), variables
-    return model_builder.build_encoder(float32), {"params": params["encoder"], "batch_stats": batch_stats["encoder"]}
+        num_classes = int(variables["params"]["fc"]["bias"].shape[0])
+        return model_builder.build_encoder(float32, num_classes=num_classes), variables
+    return model_builder.build_contrastive_model(float32), variables
 
 
 def _check_shapes(module: nn.Module, variables: dict, image_size: int, workdir: str) -> None:

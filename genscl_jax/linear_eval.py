@@ -20,8 +20,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import (checkpointing, compile_utils, data, losses, metrics, model_builder, models, optimizers,
-                        parallel, train_loop)
+from genscl_jax import (checkpointing, compile_utils, data, encoders, losses, metrics, model_builder, models,
+                        optimizers, parallel, train_loop)
 from genscl_jax.train_state import TrainState, create_train_state
 
 
@@ -31,12 +31,8 @@ def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
     if ckpt.latest_step() is None:
         raise checkpointing.CheckpointError(
             f"config.linear_eval.pretrained_workdir={pretrained_workdir!r} has no checkpoint; pretrain first")
-    restored = ckpt.restore_subtree(("params", "batch_stats"))
-    params, batch_stats = restored["params"], restored["batch_stats"]
-    if "encoder" not in params:
-        # A supervised run: its network is the encoder plus the "fc" classifier (the CE baseline's linear probe).
-        return {"params": {k: v for k, v in params.items() if k != "fc"}, "batch_stats": batch_stats}
-    return {"params": params["encoder"], "batch_stats": batch_stats["encoder"]}
+    # A supervised run gives its network without the "fc" classifier: the CE baseline's linear probe.
+    return encoders.encoder_variables(ckpt.restore_subtree(("params", "batch_stats")))
 
 
 def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
@@ -83,11 +79,13 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
     def features_fn(images):
         return jax.lax.stop_gradient(encoder.apply(frozen, images, train=False))
 
-    batches, step_input, steps_per_epoch = _training_data(config, mesh, features_fn)
+    # The encoder alone, compiled once for every precomputed split.
+    encode = jax.jit(features_fn, **compile_utils.model_jit_options(config))
+    batches, step_input, steps_per_epoch = _training_data(config, mesh, features_fn, encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
     if _precomputes(le):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
-        stored = _stored_test_features(config, mesh, features_fn)
+        stored = _stored_test_features(config, mesh, encode)
         evaluator = _Evaluator(config, lambda: stored, lambda x: x, classifier)
         eval_every = steps_per_epoch
     else:
@@ -107,12 +105,12 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)
 
 
-def _training_data(config: Any, mesh: Mesh, features_fn):
-    """(batches, what the step applies to a batch's inputs, steps per epoch): stored features when precomputing,
-    else augmented images through the frozen encoder."""
+def _training_data(config: Any, mesh: Mesh, features_fn, encode):
+    """(batches, what the step applies to a batch's inputs, steps per epoch): stored features (from `encode`, the
+    jitted features_fn) when precomputing, else augmented images through the frozen encoder."""
     le = config.linear_eval
     if _precomputes(le):
-        features, labels = _precompute(config, mesh, features_fn)
+        features, labels = _precompute(config, mesh, encode)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
         return _feature_batches(features, labels, le.batch_size, config.seed, mesh), (lambda x: x), steps_per_epoch
 
@@ -128,10 +126,9 @@ def _precomputes(le) -> bool:
     return le.precompute_features and le.augment == "none"
 
 
-def _stored_test_features(config, mesh, features_fn) -> list[dict[str, jax.Array]]:
+def _stored_test_features(config, mesh, encode) -> list[dict[str, jax.Array]]:
     """The test split's evaluation batches with "image" replaced by its frozen features, kept on device."""
-    compute = jax.jit(features_fn, **compile_utils.model_jit_options(config))
-    return [{**batch, "image": compute(batch["image"])} for batch in data.eval_batches(config, mesh)]
+    return [{**batch, "image": encode(batch["image"])} for batch in data.eval_batches(config, mesh)]
 
 
 def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):
@@ -154,15 +151,14 @@ def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: in
     return step
 
 
-def _precompute(config, mesh, features_fn):
+def _precompute(config, mesh, encode):
     """Features and labels of every training example (no augmentation), gathered to every process's host."""
     from jax.experimental import multihost_utils
 
-    compute = jax.jit(features_fn, **compile_utils.model_jit_options(config))
     features, labels = [], []
     for batch in data.eval_batches(config, mesh, split="train"):
         # process_allgather is a plain device_get on one process and an all-gather across hosts.
-        feats, labs, keep = multihost_utils.process_allgather((compute(batch["image"]), batch["label"],
+        feats, labs, keep = multihost_utils.process_allgather((encode(batch["image"]), batch["label"],
                                                                batch["mask"]), tiled=True)
         keep = np.asarray(keep).astype(bool)
         features.append(np.asarray(feats)[keep])
