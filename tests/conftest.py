@@ -1,6 +1,8 @@
 """Shared test fixtures: tiny configs that exercise the real code paths in seconds on a 2-core CPU."""
 
 import os
+import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -59,6 +61,18 @@ def set_keys(config, overrides):
             target = target[parent]
         target[leaf] = value
     return config
+
+
+def network_namespace_problem(tools=("unshare", "ip")):
+    """Why a private network namespace (`unshare --net`, loopback up) cannot be made here, or None. Tests that start
+    a server or must not reach the network run inside one, and skip with this reason elsewhere."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed (util-linux / iproute2)"
+    probe = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"`unshare --net` failed (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}"
+    return None
 
 
 @pytest.fixture

@@ -3,13 +3,13 @@ missing or damaged Fashion-MNIST files, and a dataset that needs a download on a
 
 import gzip
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import network_namespace_problem
 
 from genscl_jax.data import network_probe
 
@@ -62,21 +62,10 @@ def test_a_truncated_idx_file_is_named_with_how_to_restore_it(tmp_path):
     assert "tfds build" not in last  # Not the advice for a missing download: the file is here, and damaged.
 
 
-def namespace_problem():
-    """Why a private network namespace cannot be made here, or None."""
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (util-linux / iproute2)"
-    probe = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"`unshare --net` failed (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}"
-    return None
-
-
 def test_a_download_without_network_fails_in_seconds_with_how_to_prepare(tmp_path):
     """CIFAR-10 not prepared in data_dir, in a network namespace with only loopback: no request leaves the machine,
     and the run must not spend minutes in tfds's download retries."""
-    problem = namespace_problem()
+    problem = network_namespace_problem()
     if problem:
         pytest.skip(f"needs a private network namespace: {problem}")
     offline = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']

@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 import urllib.parse
 
 import pytest
+from conftest import network_namespace_problem
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUCKET = "bucket"
@@ -30,17 +30,6 @@ URL = f"http://127.0.0.1:{PORT}"
 CLIENT_ENV = {"STORAGE_EMULATOR_HOST": URL, "TENSORSTORE_GCS_HTTP_URL": URL, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "x",
               "EPATH_USE_TF": "false", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK": "true"}
 STEP_LOGGED = re.compile(r"\] \[(\d+)\] \w+=")  # clu's LoggingWriter: "... logging_writer.py:NN] [7] loss=..."
-
-
-def _namespace_problem():
-    """Why a private network namespace cannot be made here, or None."""
-    for tool in ("unshare", "nsenter", "ip"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (util-linux / iproute2)"
-    probe = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"`unshare --net` failed (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}"
-    return None
 
 
 def _server_binary():
@@ -97,7 +86,7 @@ class FakeGcs:
 
 @pytest.fixture
 def gcs(tmp_path):
-    problem = _namespace_problem()
+    problem = network_namespace_problem(("unshare", "nsenter", "ip"))
     if problem:
         pytest.skip(f"needs a private network namespace for the local GCS server: {problem}")
     data = tmp_path / "gcs_data"
