@@ -6,6 +6,8 @@ notebooks can rely on one set of keys, and validation can reject any key that is
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -131,6 +133,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 512
     c.eval_every_steps = 0  # supervised mode: test accuracy every N steps (0 = at the end only)
     return c
+
+
+def make_recipe_importable(recipe_path: str) -> None:
+    """Puts the parent of a recipe file's folder on sys.path, so the recipes there import their siblings as a
+    package (`from configs import cifar10_resnet50`) from any working directory."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(recipe_path.split(":", 1)[0])))
+    if root not in sys.path:
+        sys.path.insert(0, root)
 
 
 def parse_arg(arg: str, **spec: Any) -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from genscl_jax import config_validation, runner
+from genscl_jax import config_defaults, config_validation, runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and summary.json.")
@@ -67,21 +67,18 @@ def _exit_with_config_error(error: object) -> None:
     sys.exit(2)
 
 
-def config_import_root(argv: list[str]) -> str | None:
-    """The parent of the --config file's folder: on sys.path, recipes there import their siblings as a package
-    (`from configs import cifar10_resnet50`) from any working directory."""
+def config_path(argv: list[str]) -> str | None:
+    """The --config value of a command line, read before absl parses it (the recipe must be importable by then)."""
     for i, arg in enumerate(argv):
-        value = arg[len("--config="):] if arg.startswith("--config=") else None
+        if arg.startswith("--config="):
+            return arg[len("--config="):]
         if arg == "--config" and i + 1 < len(argv):
-            value = argv[i + 1]
-        if value:
-            return os.path.dirname(os.path.dirname(os.path.abspath(value.split(":", 1)[0])))
+            return argv[i + 1]
     return None
 
 
 if __name__ == "__main__":
-    root = config_import_root(sys.argv)
-    if root and root not in sys.path:
-        sys.path.insert(0, root)
+    if config_path(sys.argv):
+        config_defaults.make_recipe_importable(config_path(sys.argv))
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=parse_flags)

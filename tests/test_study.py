@@ -15,6 +15,16 @@ RECIPE = "configs/study_fashion_mnist.py:tiny"  # synthetic data, 2 steps per ru
 METHODS = {"ce", "supcon", "genscl_mix", "genscl_mix_kd"}
 
 
+def test_the_recipe_loads_from_any_working_directory(tmp_path):
+    """The study recipe imports the quickstart's (`from configs import quickstart`): that works from elsewhere too."""
+    recipe = os.path.join(ROOT, "configs", "study_fashion_mnist.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run([sys.executable, "-c", f"from genscl_jax import study; print(len(study.plan({recipe!r}, "
+                            "'w')))"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert int(probe.stdout.split()[-1]) > 0
+
+
 def test_plan_orders_ce_first_and_points_kd_and_the_probe_at_its_workdir(monkeypatch):
     monkeypatch.chdir(ROOT)
     runs = study.plan("configs/study_fashion_mnist.py", "w")
