@@ -8,7 +8,7 @@ MoCo queue, Mixup-CutMix and a teacher of the recipe's architecture, at `--per-d
 1000 classes. Only the program is compiled: the state, batch and teacher are abstract shapes, nothing is allocated
 or run, so ResNet-50 at 224 px audits on a laptop. With a CPU backend the device count is forced through
 XLA_FLAGS before JAX starts (the SPMD partitioning is the one accelerators get; the audit runs anywhere).
-Bytes are per device per step (genscl_jax/hlo_audit.py says how each kind is counted).
+Bytes are per device per step (genscl_jax/tools/hlo_audit.py says how each kind is counted).
 """
 
 from __future__ import annotations
@@ -73,7 +73,10 @@ def audit(args: argparse.Namespace) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from genscl_jax import data, hlo_audit, parallel, pretrain, teachers
+    from genscl_jax import data
+    from genscl_jax.runtime import parallel
+    from genscl_jax.tools import hlo_audit
+    from genscl_jax.trainers import pretrain, teachers
 
     if len(jax.devices()) < args.devices:
         raise SystemExit(f"need {args.devices} devices, have {len(jax.devices())}: on a CPU, run this script "

@@ -1,6 +1,6 @@
 """Compares training-step speed of several set-ups on this machine as ratios measured in one run.
 
-Each variant is a worker process (JAX: genscl_jax.bench's step; PyTorch: torch_reference_step.py) that sets up,
+Each variant is a worker process (JAX: genscl_jax.tools.bench's step; PyTorch: torch_reference_step.py) that sets up,
 compiles and warms up, then waits. The driver then asks the workers in turn, round after round (rotating the
 order), to run a few steps; only one worker computes at any time, so all of them see the same machine load,
 which matters on a small shared CPU. Reported: each variant's median step time and its ratio to the first
@@ -13,7 +13,7 @@ variant (the ratio of medians and the median of the per-round ratios), and the p
         --torch torch --torch "cl|--channels-last"
 
 A variant is NAME, then '|'-separated items: an item starting with "--" is an extra argument of the worker
-(genscl_jax.bench's or torch_reference_step.py's), any other item is an environment variable NAME=VALUE
+(genscl_jax.tools.bench's or torch_reference_step.py's), any other item is an environment variable NAME=VALUE
 (XLA_FLAGS is appended to the inherited value).
 """
 
@@ -58,7 +58,7 @@ def jax_worker(argv: list[str], warmup: int) -> None:
     sys.path.insert(0, ROOT)
     import jax
 
-    from genscl_jax import bench
+    from genscl_jax.tools import bench
 
     args = bench.parse_args(argv)
     step = bench.StepBenchmark(args)

@@ -1,6 +1,6 @@
 """A/B of XLA compiler options on the real pretraining step, in one process, as ratios to the default.
 
-The step is built once (genscl_jax.bench.StepBenchmark), compiled once per option set (per-compile options,
+The step is built once (genscl_jax.tools.bench.StepBenchmark), compiled once per option set (per-compile options,
 not XLA_FLAGS, so every variant lives in this one process), and the variants are timed in turn, round after
 round with a rotating order, so that they all see the same load on a shared machine. Reported per variant:
 median wall time per step, median process CPU time per step (all threads), both as ratios to the first
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from genscl_jax import bench  # noqa: E402
+from genscl_jax.tools import bench  # noqa: E402
 
 DEFAULT_VARIANTS = (
     "default=",

@@ -3,7 +3,7 @@
 Same work as `python -m genscl_jax.bench` with --moco off, --teacher none, --mix none: the ResNet of
 genscl_jax.models (same stage layout, width multiplier, CIFAR or ImageNet stem, torchvision paddings,
 BatchNorm in train mode), the MLP projection head, two views of each source image in one forward, the GenSCL
-loss with the same formula as genscl_jax.losses (cosine label similarity, self excluded, row-max shift,
+loss with the same formula as genscl_jax.objectives.losses (cosine label similarity, self excluded, row-max shift,
 label-sum normalisation, tau / tau_base scaling), and SGD with momentum 0.9 and weight decay 1e-4 on every
 parameter (optax.add_decayed_weights + optax.sgd is torch.optim.SGD's arithmetic).
 
@@ -107,7 +107,7 @@ class ContrastiveResNet(nn.Module):
 
 def generalized_supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1,
                             base_temperature: float = 0.07) -> torch.Tensor:
-    """genscl_jax.losses.generalized_supcon_loss, all-vs-all with self excluded, label_sum normalisation."""
+    """genscl_jax.objectives.losses.generalized_supcon_loss, all-vs-all with self excluded, label_sum normalisation."""
     unit = F.normalize(labels.float(), dim=1, eps=1e-12)
     similarity = unit @ unit.T
     logits = (z @ z.T) / temperature

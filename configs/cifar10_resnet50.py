@@ -5,12 +5,12 @@ Add a teacher (GenSCL +KD): --config.kd.alpha=1 --config.kd.teacher=WORKDIR_OF_A
 Shrunk for a laptop: --config configs/cifar10_resnet50.py:runlocal
 """
 
-from genscl_jax import config_defaults
+from genscl_jax.config import defaults, recipes
 
 
 def get_config(arg: str = ""):
-    arg = config_defaults.parse_arg(arg, runlocal=False)
-    config = config_defaults.base_config()
+    arg = recipes.parse_arg(arg, runlocal=False)
+    config = defaults.base_config()
     config.mode = "pretrain_and_eval"
     config.dataset = "cifar10"
     config.image_size = 32
@@ -35,5 +35,5 @@ def get_config(arg: str = ""):
     config.checkpoint_every_steps = 2000
     config.log_every_steps = 100
     if arg.runlocal:
-        config_defaults.apply_runlocal(config)
+        recipes.apply_runlocal(config)
     return config

@@ -15,7 +15,7 @@ without one, --config.kd.alpha=0. ImageNet must be prepared for tfds first (see 
 Shrunk for a laptop: --config configs/imagenet_resnet50.py:runlocal
 """
 
-from genscl_jax import config_defaults
+from genscl_jax.config import defaults, recipes
 
 # Short names for the sources cited below.
 #   GENSCL: the GenSCL paper / its authors' code, as PAPER.md restates them.
@@ -26,8 +26,8 @@ from genscl_jax import config_defaults
 
 
 def get_config(arg: str = ""):
-    arg = config_defaults.parse_arg(arg, runlocal=False)
-    config = config_defaults.base_config()
+    arg = recipes.parse_arg(arg, runlocal=False)
+    config = defaults.base_config()
     config.mode = "pretrain_and_eval"  # our choice: pretrain, then the linear evaluation below
     config.dataset = "imagenet2012"  # GENSCL: the ImageNet-1k result (77.3 top-1)
     config.image_size = 224  # SUPCON_SH (configs.sh IMAGENET_FLAGS --image_size=224)
@@ -88,6 +88,6 @@ def get_config(arg: str = ""):
     config.log_every_steps = 100  # our choice
     config.eval_batch_size = 1024  # our choice: throughput only
     if arg.runlocal:
-        config_defaults.apply_runlocal(config)
+        recipes.apply_runlocal(config)
         config.dataset = "synthetic"
     return config

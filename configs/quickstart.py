@@ -9,12 +9,12 @@ and AdamW, then a linear classifier on precomputed frozen features. On a CPU the
 Prints and writes the test top-1 to runs/quickstart/summary.json.
 """
 
-from genscl_jax import config_defaults
+from genscl_jax.config import defaults, recipes
 
 
 def get_config(arg: str = ""):
-    arg = config_defaults.parse_arg(arg, runlocal=False)
-    config = config_defaults.base_config()
+    arg = recipes.parse_arg(arg, runlocal=False)
+    config = defaults.base_config()
     config.mode = "pretrain_and_eval"
     config.dataset = "fashion_mnist"
     config.image_size = 28  # native Fashion-MNIST size; the CIFAR stem keeps it
@@ -46,5 +46,5 @@ def get_config(arg: str = ""):
     config.linear_eval.warmup_epochs = 1.0
     config.linear_eval.decay_epochs = (20, 25)
     if arg.runlocal:
-        config_defaults.apply_runlocal(config)
+        recipes.apply_runlocal(config)
     return config

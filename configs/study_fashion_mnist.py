@@ -1,4 +1,4 @@
-"""The evidence study (genscl_jax/study.py): CE, SupCon, GenSCL + Mixup/CutMix and + KD at one equal budget.
+"""The evidence study (genscl_jax/tools/study.py): CE, SupCon, GenSCL + Mixup/CutMix and + KD at one equal budget.
 
     python -m genscl_jax.study --config configs/study_fashion_mnist.py --workdir runs/study
 
@@ -10,7 +10,7 @@ test on synthetic data (tests/test_study.py); `:runlocal` is every recipe's one-
 """
 
 from configs import quickstart
-from genscl_jax import config_defaults
+from genscl_jax.config import recipes
 
 # Pretraining steps of batch 128 for every method (CE sees the same source images, one view each): 0.85 epochs
 # of Fashion-MNIST, sized so 4 methods x 3 seeds and the longer check fit in about 75 minutes on 2 shared CPU
@@ -19,7 +19,7 @@ STEPS = 400
 
 
 def _arg(arg):
-    return config_defaults.parse_arg(arg, tiny=False, runlocal=False)
+    return recipes.parse_arg(arg, tiny=False, runlocal=False)
 
 
 def get_config(arg: str = ""):
@@ -37,7 +37,7 @@ def get_config(arg: str = ""):
     if arg.tiny:
         _shrink(config)
     if arg.runlocal:
-        config_defaults.apply_runlocal(config)
+        recipes.apply_runlocal(config)
     return config
 
 

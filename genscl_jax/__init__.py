@@ -1,12 +1,12 @@
 """genscl_jax: Generalized Supervised Contrastive Learning (GenSCL) in JAX/Flax.
 
 Importing the package has no side effects: TensorFlow is imported lazily by the input pipeline only, and
-`genscl_jax.load_encoder` (encoders.load_encoder) imports JAX, Flax and orbax on first access.
+`genscl_jax.load_encoder` (workdirs.trained_network.load_encoder) imports JAX, Flax and orbax on first access.
 """
 
 __version__ = "0.1.0"
 
-_LAZY = {"load_encoder": "genscl_jax.encoders"}
+_LAZY = {"load_encoder": "genscl_jax.workdirs.trained_network"}
 
 
 def __getattr__(name):

@@ -14,7 +14,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from genscl_jax import config_defaults, config_validation, runner
+from genscl_jax import runner
+from genscl_jax.config import recipes, validation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and summary.json.")
@@ -26,7 +27,7 @@ def main(argv):
     started = time.time()
     try:
         summary = runner.run(_CONFIG.value, _WORKDIR.value)
-    except config_validation.ConfigError as e:
+    except validation.ConfigError as e:
         # One line, no traceback: these are the user's to fix, and the message says how.
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -50,7 +51,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     an unknown --config.KEY names the closest keys, before the recipe is even loaded."""
     for arg in argv[1:]:
         if arg.startswith("--config."):
-            error = config_validation.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
+            error = validation.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
             if error:
                 _exit_with_config_error(error)
     try:
@@ -79,6 +80,6 @@ def config_path(argv: list[str]) -> str | None:
 
 if __name__ == "__main__":
     if config_path(sys.argv):
-        config_defaults.make_recipe_importable(config_path(sys.argv))
+        recipes.make_recipe_importable(config_path(sys.argv))
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=parse_flags)

@@ -7,8 +7,12 @@ from typing import Any
 
 import jax
 
-from genscl_jax import (checkpointing, config_validation, data, parallel, paths, preemption, reporting, run_config,
-                        teachers, train_loop)
+from genscl_jax.training import checkpointing, reporting, train_loop
+from genscl_jax.config import validation
+from genscl_jax import data
+from genscl_jax.runtime import parallel, paths, preemption
+from genscl_jax.workdirs import run_config
+from genscl_jax.trainers import teachers
 
 
 class RunError(RuntimeError):
@@ -18,12 +22,12 @@ class RunError(RuntimeError):
 def run(config: Any, workdir: str) -> dict[str, Any]:
     """Validates `config`, runs config.mode, writes and returns the summary."""
     if not workdir:
-        raise config_validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
+        raise validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
     # Multi-process start-up comes first: device counts (and so validation) depend on it.
     parallel.initialize_distributed()
     # jax.distributed takes SIGTERM without a word; from here on it is a stop request the training loop honours.
     preemption.listen()
-    config_validation.validate(config, jax.device_count(), jax.process_count())
+    validation.validate(config, jax.device_count(), jax.process_count())
     # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
     # while the run is unfinished (summary.json comes only at the end).
     run_config.write(workdir, config)
@@ -43,16 +47,16 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
 
 def _run_mode(config: Any, workdir: str) -> dict[str, Any]:
     if config.mode == "pretrain":
-        from genscl_jax import pretrain
+        from genscl_jax.trainers import pretrain
         return pretrain.run(config, workdir)
     if config.mode == "supervised":
-        from genscl_jax import supervised
+        from genscl_jax.trainers import supervised
         return supervised.run(config, workdir)
     if config.mode == "linear_eval":
-        from genscl_jax import linear_eval
+        from genscl_jax.trainers import linear_eval
         return linear_eval.run(config, workdir, pretrained_workdir=config.linear_eval.pretrained_workdir)
     if config.mode == "pretrain_and_eval":
-        from genscl_jax import linear_eval, pretrain
+        from genscl_jax.trainers import linear_eval, pretrain
         pretrain_dir = paths.join(workdir, "pretrain")
         summary = pretrain.run(config, pretrain_dir)
         if summary.get("preempted"):
@@ -63,4 +67,4 @@ def _run_mode(config: Any, workdir: str) -> dict[str, Any]:
                 "final_loss": summary["final_loss"], "steps": summary["steps"],
                 "images_per_second": summary["images_per_second"], "wall_seconds": summary["wall_seconds"]
                 + evaluation["wall_seconds"]}
-    raise config_validation.ConfigError(f"config.mode={config.mode!r} is unknown")
+    raise validation.ConfigError(f"config.mode={config.mode!r} is unknown")

@@ -64,7 +64,7 @@ if [[ -n $NUM_GPUS ]]; then
   export CUDA_VISIBLE_DEVICES
 fi
 
-# One process: a SLURM_NTASKS > 1 inherited from an allocation would make genscl_jax.parallel wait for peers.
+# One process: a SLURM_NTASKS > 1 inherited from an allocation would make genscl_jax.runtime.parallel wait for peers.
 unset SLURM_NTASKS SLURM_NPROCS
 # `-m genscl_jax.main` from any directory, while relative --config/--workdir paths stay relative to where you are.
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -10,7 +10,7 @@
 #                             session, with the venv on PATH; its output goes to $GENSCL_RUN_DIR/run-TIME.log.
 #                             On a multi-host slice it sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
 #                             JAX_PROCESS_ID from the VM's metadata (worker 0 coordinates), so that
-#                             genscl_jax.parallel starts jax.distributed on every worker.
+#                             genscl_jax.runtime.parallel starts jax.distributed on every worker.
 #   follow                    print the current run's log until the run ends; exit with its exit code
 #   status                    one line: running, finished (exit code) or no run
 #   stop                      SIGTERM the run: the engine saves a checkpoint and exits 0
@@ -62,7 +62,7 @@ setup() {
 
 metadata() { curl -sf --max-time 5 -H 'Metadata-Flavor: Google' "$METADATA_URL/$1"; }
 
-# Multi-host slices: tell genscl_jax.parallel (JAX_* variables) how to reach worker 0. The shell that gcloud ssh
+# Multi-host slices: tell genscl_jax.runtime.parallel (JAX_* variables) how to reach worker 0. The shell that gcloud ssh
 # opens has no TPU_WORKER_HOSTNAMES, so without this each worker would start alone.
 export_distributed_env() {
   [[ -z ${JAX_COORDINATOR_ADDRESS:-} ]] || return 0

@@ -26,12 +26,12 @@ try:
 except ImportError:
     pass
 
-from genscl_jax import config_defaults  # noqa: E402
+from genscl_jax.config import defaults  # noqa: E402
 
 
 def make_tiny_config(**overrides):
     """A synthetic-data pretraining config with a ~20k-parameter ResNet at 8 px."""
-    config = config_defaults.base_config()
+    config = defaults.base_config()
     config.dataset = "synthetic"
     config.image_size = 8
     config.model = "resnet10"

@@ -10,7 +10,8 @@ import numpy as np
 sys.path.insert(0, "tests")
 from conftest import make_tiny_config  # noqa: E402
 
-from genscl_jax import parallel, pretrain  # noqa: E402
+from genscl_jax.runtime import parallel
+from genscl_jax.trainers import pretrain  # noqa: E402
 
 
 def run(devices, steps=2):

@@ -14,7 +14,8 @@ import numpy as np
 sys.path.insert(0, "tests")
 from conftest import make_tiny_config  # noqa: E402
 
-from genscl_jax import checkpointing, runner  # noqa: E402
+from genscl_jax import runner  # noqa: E402
+from genscl_jax.training import checkpointing
 
 
 def config_for(num_steps, checkpoint_every_steps=2):

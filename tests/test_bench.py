@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genscl_jax import bench, loss_chunked, losses, models
+from genscl_jax import models
+from genscl_jax.objectives import loss_chunked, losses
+from genscl_jax.tools import bench
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 # ml_collections is allowed: the bench builds its step from config_defaults.base_config(), as training does.

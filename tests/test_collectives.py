@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from genscl_jax import hlo_audit
+from genscl_jax.tools import hlo_audit
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

@@ -7,8 +7,8 @@ import ml_collections
 import pytest
 from conftest import set_keys
 
-from genscl_jax import config_defaults
-from genscl_jax.config_validation import ConfigError, validate
+from genscl_jax.config import defaults, recipes
+from genscl_jax.config.validation import ConfigError, validate
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 RECIPES = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
@@ -52,7 +52,7 @@ def test_imagenet_recipe_without_teacher_says_how_to_fix():
 
 
 def base(**changes):
-    config = config_defaults.base_config()
+    config = defaults.base_config()
     config.dataset = "synthetic"
     return set_keys(config, changes)
 
@@ -102,13 +102,13 @@ def test_ints_are_accepted_for_floats_and_infinite_alpha_is_fine():
 
 
 def test_allowed_values_beside_each_key_match_the_lists_validation_uses():
-    """config_defaults.py writes "one of: a | b" beside (or above) each key with a fixed set of values; the lists
-    live with the code that implements them (config_validation.CHOICES), so the comments must not drift."""
+    """defaults.py writes "one of: a | b" beside (or above) each key with a fixed set of values; the lists
+    live with the code that implements them (validation.CHOICES), so the comments must not drift."""
     import re
 
-    from genscl_jax import config_validation
+    from genscl_jax.config import validation
 
-    source = open(config_defaults.__file__).read().splitlines()
+    source = open(defaults.__file__).read().splitlines()
     documented, pending = {}, None
     for line in source:
         comment = re.search(r"# one of: ([\w | ]+)", line)
@@ -119,37 +119,37 @@ def test_allowed_values_beside_each_key_match_the_lists_validation_uses():
             pending = None
         elif values:
             pending = values  # a comment line above the key it documents
-    for key, allowed in config_validation.CHOICES.items():
-        assert documented.get(key) is not None, f"config_defaults.py: no 'one of:' beside {key}"
+    for key, allowed in validation.CHOICES.items():
+        assert documented.get(key) is not None, f"defaults.py: no 'one of:' beside {key}"
         assert tuple(v.split(" ")[0] for v in documented[key]) == tuple(allowed), key
-    assert {k for k, v in documented.items() if v} == set(config_validation.CHOICES)
+    assert {k for k, v in documented.items() if v} == set(validation.CHOICES)
 
 
 @pytest.mark.parametrize("key, value", [("linear_eval.augment", "crops"), ("kd.teacher_stem", "cifar10")])
 def test_every_choice_key_is_validated(key, value):
-    config = set_keys(config_defaults.base_config(), {key: value, "kd.alpha": 1.0, "kd.teacher": "/t"})
+    config = set_keys(defaults.base_config(), {key: value, "kd.alpha": 1.0, "kd.teacher": "/t"})
     with pytest.raises(ConfigError, match=f"config.{key}={value!r}: unknown value"):
         validate(config, num_devices=1)
 
 
 def test_recipe_arguments_parse_like_big_vision():
-    arg = config_defaults.parse_arg("runlocal,steps=7,lr=0.5,tag=x", runlocal=False, steps=0, lr=0.1, tag="")
+    arg = recipes.parse_arg("runlocal,steps=7,lr=0.5,tag=x", runlocal=False, steps=0, lr=0.1, tag="")
     assert (arg.runlocal, arg.steps, arg.lr, arg.tag) == (True, 7, 0.5, "x")
-    assert config_defaults.parse_arg("", runlocal=False).runlocal is False
-    assert config_defaults.parse_arg("runlocal=false", runlocal=True).runlocal is False
+    assert recipes.parse_arg("", runlocal=False).runlocal is False
+    assert recipes.parse_arg("runlocal=false", runlocal=True).runlocal is False
     with pytest.raises(ValueError, match="'runlocl' is unknown; this recipe takes: runlocal"):
-        config_defaults.parse_arg("runlocl", runlocal=False)
+        recipes.parse_arg("runlocl", runlocal=False)
     with pytest.raises(ValueError, match="steps='many': expected int"):
-        config_defaults.parse_arg("steps=many", steps=0)
+        recipes.parse_arg("steps=many", steps=0)
     with pytest.raises(ValueError, match="'steps' needs a value"):
-        config_defaults.parse_arg("steps", steps=0)
+        recipes.parse_arg("steps", steps=0)
 
 
 @pytest.mark.parametrize("name, hint", [("pretrained_workdir", "linear_eval.pretrained_workdir"),
                                         ("mix.knd", "mix.kind"), ("batchsize", "batch_size")])
 def test_unknown_keys_name_the_closest_ones(name, hint):
-    from genscl_jax import config_validation
+    from genscl_jax.config import validation
 
-    error = config_validation.unknown_key_error(name)
+    error = validation.unknown_key_error(name)
     assert str(error).startswith(f"config.{name}: unknown key (did you mean {hint}")
-    assert config_validation.unknown_key_error("linear_eval.batch_size") is None
+    assert validation.unknown_key_error("linear_eval.batch_size") is None

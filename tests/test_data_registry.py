@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from genscl_jax import config_defaults, data
+from genscl_jax import data
+from genscl_jax.config import defaults
 from genscl_jax.data import registry
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -26,7 +27,7 @@ def test_one_channel_statistics_tile_and_per_channel_ones_do_not():
 
 
 def test_data_spec_is_the_registry_entry_at_the_configured_channels():
-    config = config_defaults.base_config()
+    config = defaults.base_config()
     config.dataset, config.channels = "fashion_mnist", 3
     assert data.data_spec(config) == registry.get("fashion_mnist").info.with_channels(3)
     config.dataset, config.channels = "imagenet2012", 0
@@ -59,7 +60,8 @@ def test_builder_hooks_name_a_function():
 
 def test_the_entry_and_the_registry_import_no_tensorflow():
     """Facts of every dataset, tfds ones included, come without TensorFlow; only reading a tfds one loads it."""
-    code = ("import sys\nfrom genscl_jax import config_defaults, data\nc = config_defaults.base_config()\n"
+    code = ("import sys\nfrom genscl_jax import data\nfrom genscl_jax.config import defaults\n"
+            "c = defaults.base_config()\n"
             "for name in data.registry.NAMES:\n    c.dataset = name\n    data.data_spec(c), data.steps_per_epoch(c)\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

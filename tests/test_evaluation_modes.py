@@ -6,7 +6,9 @@ import jax
 import numpy as np
 from conftest import make_tiny_config
 
-from genscl_jax import checkpointing, linear_eval, runner
+from genscl_jax import runner
+from genscl_jax.trainers import linear_eval
+from genscl_jax.training import checkpointing
 
 
 def test_supervised_mode_learns_and_reports_test_accuracy(tmp_path):
@@ -44,7 +46,8 @@ def test_pretrain_and_eval_writes_one_summary_and_keeps_the_encoder_frozen(tmp_p
 
 
 def test_linear_eval_best_top1_survives_a_resume(tmp_path):
-    from genscl_jax import model_builder, parallel
+    from genscl_jax.models import model_builder
+    from genscl_jax.runtime import parallel
 
     config = make_tiny_config(eval_batch_size=256)
     encoder = model_builder.build_encoder(config)
@@ -60,7 +63,10 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
     """The paper's protocol on precomputed features of a frozen random encoder vs scikit-learn's optimum."""
     from sklearn.linear_model import LogisticRegression
 
-    from genscl_jax import data, model_builder, parallel, train_loop
+    from genscl_jax import data
+    from genscl_jax.models import model_builder
+    from genscl_jax.runtime import parallel
+    from genscl_jax.training import train_loop
 
     config = make_tiny_config(eval_batch_size=256, **{
         "linear_eval.augment": "none", "linear_eval.precompute_features": True, "linear_eval.batch_size": 512,
@@ -92,7 +98,9 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
 
 def test_linear_eval_on_precomputed_features_evaluates_every_epoch(tmp_path):
     """The best-over-epochs top-1 is over every epoch, not ten samples of the run (20 epochs: 20 evaluations)."""
-    from genscl_jax import model_builder, parallel, train_loop
+    from genscl_jax.models import model_builder
+    from genscl_jax.runtime import parallel
+    from genscl_jax.training import train_loop
 
     config = make_tiny_config(eval_batch_size=256, **{
         "linear_eval.augment": "none", "linear_eval.precompute_features": True, "linear_eval.batch_size": 256,

@@ -20,8 +20,11 @@ from conftest import make_tiny_config
 from safetensors.numpy import load_file
 
 import genscl_jax
-from genscl_jax import (checkpointing, encoders, export, linear_eval, models, run_config, runner,
-                        torch_conversion)
+from genscl_jax.training import checkpointing
+from genscl_jax.workdirs import trained_network, export, run_config
+from genscl_jax.trainers import linear_eval
+from genscl_jax import models, runner
+from genscl_jax.models import torch_conversion
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -73,7 +76,7 @@ def test_exported_resnet18_gives_torchvisions_features_and_logits(tmp_path):
         np.testing.assert_allclose(net.eval()(nchw(images)).numpy(), features, atol=1e-4, rtol=0)
 
     # --with-head: the whole classifier, fc included, loads strictly into torchvision's resnet18.
-    trained = encoders.load_trained(str(tmp_path / "run"), with_head=True)
+    trained = trained_network.load_trained(str(tmp_path / "run"), with_head=True)
     logits = np.asarray(trained.module.apply(trained.variables, images, train=False))
     export.export(str(tmp_path / "run"), str(tmp_path / "classifier.safetensors"), with_head=True)
     net = torchvision.models.resnet18(num_classes=10)
@@ -174,7 +177,7 @@ def test_an_unfinished_run_is_read_from_its_config_json(tmp_path):
     # A workdir from before config.json: the config inside summary.json.
     os.rename(tmp_path / "summary.moved", summary)
     os.remove(tmp_path / "config.json")
-    assert encoders.recorded_config(str(tmp_path)).model == "resnet10"
+    assert trained_network.recorded_config(str(tmp_path)).model == "resnet10"
 
 
 @pytest.mark.parametrize("setup, output, message", [
@@ -204,6 +207,6 @@ def test_the_command_line_and_a_cheap_import(tmp_path):
                            "x.onnx"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("export error: --output x.onnx: unknown extension")
     probe = ("import sys, genscl_jax; heavy = [m for m in ('jax', 'flax', 'orbax', 'torch') if m in sys.modules]; "
-             "assert not heavy, heavy; from genscl_jax import encoders; "
-             "assert genscl_jax.load_encoder is encoders.load_encoder")
+             "assert not heavy, heavy; from genscl_jax.workdirs import trained_network; "
+             "assert genscl_jax.load_encoder is trained_network.load_encoder")
     subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True, timeout=120)

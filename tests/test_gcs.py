@@ -123,11 +123,11 @@ def write_config(path, **settings):
     without importing the test suite's conftest and its torch into every CLI start)."""
     lines = "".join(f"    c.{key} = {value!r}\n" for key, value in settings.items())
     path.write_text(textwrap.dedent("""\
-        from genscl_jax import config_defaults
+        from genscl_jax.config import defaults
 
 
         def get_config():
-            c = config_defaults.base_config()
+            c = defaults.base_config()
             c.dataset, c.image_size, c.model, c.width_multiplier, c.stem = "synthetic", 8, "resnet10", 0.0625, "cifar"
             c.head.hidden_dim, c.head.output_dim = 16, 8
             c.batch_size, c.learning_rate, c.warmup_epochs = 8, 0.05, 0.0

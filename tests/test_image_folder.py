@@ -13,8 +13,9 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from conftest import make_tiny_config  # noqa: E402
 
-from genscl_jax import config_defaults, data, runner  # noqa: E402
-from genscl_jax.config_validation import ConfigError, validate  # noqa: E402
+from genscl_jax import data, runner  # noqa: E402
+from genscl_jax.config import defaults  # noqa: E402
+from genscl_jax.config.validation import ConfigError, validate  # noqa: E402
 from genscl_jax.data import image_folder, registry, tf_pipeline, tf_stats  # noqa: E402
 from genscl_jax.data.registry import DataError  # noqa: E402
 
@@ -51,7 +52,7 @@ def write_folder(root, classes=CLASSES, test="test", channels=3, test_counts=2):
 
 
 def folder_config(root, **overrides):
-    config = config_defaults.base_config()
+    config = defaults.base_config()
     config.dataset, config.data_dir = "image_folder", str(root)
     for key, value in overrides.items():
         config[key] = value
@@ -210,7 +211,8 @@ def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
 def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     write_folder(tmp_path)
     data.data_spec(folder_config(tmp_path))  # Measures (TensorFlow) and stores.
-    code = ("import sys\nfrom genscl_jax import config_defaults, data\nc = config_defaults.base_config()\n"
+    code = ("import sys\nfrom genscl_jax import data\nfrom genscl_jax.config import defaults\n"
+            "c = defaults.base_config()\n"
             f"c.dataset, c.data_dir = 'image_folder', {str(tmp_path)!r}\n"
             "print(data.data_spec(c).num_classes, data.steps_per_epoch(c, 4))\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")

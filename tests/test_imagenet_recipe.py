@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from test_config_validation import CONFIG_DIR, load_recipe
 
-from genscl_jax import config_defaults
-from genscl_jax.config_validation import CHOICES, validate
+from genscl_jax.config import defaults
+from genscl_jax.config.validation import CHOICES, validate
 from genscl_jax.data import augment
 
 RECIPE = os.path.join(CONFIG_DIR, "imagenet_resnet50.py")
@@ -70,7 +70,7 @@ def test_runlocal_keeps_the_recipe_and_validates():
 
 def test_validation_accepts_exactly_the_augment_policies():
     assert CHOICES["augment"] == augment.POLICIES and "autoaugment" in CHOICES["augment"]
-    config = config_defaults.base_config()
+    config = defaults.base_config()
     config.dataset, config.augment = "synthetic", "autoaugment"
     validate(config, num_devices=1)
 

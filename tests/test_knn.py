@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import make_tiny_config
 
-from genscl_jax import knn, models, runner
+from genscl_jax import models, runner
+from genscl_jax.trainers import knn
 
 scores_fn = jax.jit(knn.neighbour_class_scores, static_argnames=("num_classes", "k", "temperature", "bank_chunk"))
 

@@ -1,10 +1,33 @@
-"""The package's structure: which module may import which. Imports inside functions count too, so a lazy import
-cannot hide a cycle; the few lazy imports that remain are listed with their reason."""
+"""The package's structure: which layer may import which. Imports inside functions count too, so a lazy import
+cannot hide a cycle or a layer crossed upward; the few lazy imports that remain are listed with their reason."""
 
 import ast
 import os
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "genscl_jax")
+
+# Each sub-package and what it may import of genscl_jax besides itself. Imports run downward only:
+# main/runner -> trainers -> {training, objectives, models, data, workdirs} -> runtime.
+LAYERS = {
+    "runtime": set(),
+    "config": set(), "config.defaults": set(), "config.recipes": {"config.defaults"},
+    "objectives": set(),  # pure maths: jax and optax only (test_objectives_import_only_jax_and_optax)
+    "models": set(),
+    "data": {"runtime"},
+    "training": {"runtime"},
+    "workdirs": {"training", "models", "runtime"},
+    "trainers": {"training", "objectives", "models", "data", "workdirs", "runtime"},
+    # Validation reads the allowed values from the code that implements them, so it sits above those layers.
+    "config.validation": {"config.defaults", "data", "models", "objectives", "training", "runtime"},
+    "runner": {"config", "trainers", "training", "data", "workdirs", "runtime"},
+    "main": {"config", "runner"},
+    # Command-line forwarders (`python -m genscl_jax.bench` ...), each to the one module it names.
+    "bench": {"tools"}, "study": {"tools"}, "export": {"workdirs"},
+    # Tools use the library; the library never imports them.
+    "tools": {"config", "trainers", "training", "objectives", "models", "data", "workdirs", "runtime"},
+    # `genscl_jax.load_encoder`, resolved lazily.
+    "": {"workdirs"},
+}
 
 # (importer, imported): deferred on purpose, each for a reason a reader should know.
 ALLOWED_LAZY = {
@@ -18,13 +41,16 @@ ALLOWED_LAZY = {
     ("genscl_jax.data.registry", "genscl_jax.data.fashion_mnist_offline"),
     # Only the mode that runs is imported: `--mode linear_eval` never builds the pretraining step, and clu's writers
     # (reporting, with TensorBoard) load only when a loop reports.
-    ("genscl_jax.runner", "genscl_jax.pretrain"), ("genscl_jax.runner", "genscl_jax.supervised"),
-    ("genscl_jax.runner", "genscl_jax.linear_eval"), ("genscl_jax.train_loop", "genscl_jax.reporting"),
+    ("genscl_jax.runner", "genscl_jax.trainers.pretrain"), ("genscl_jax.runner", "genscl_jax.trainers.supervised"),
+    ("genscl_jax.runner", "genscl_jax.trainers.linear_eval"),
+    ("genscl_jax.training.train_loop", "genscl_jax.training.reporting"),
     # `python -m genscl_jax.export` checks its arguments before JAX, flax and orbax load, so a typo costs no wait.
-    ("genscl_jax.export", "genscl_jax.torch_conversion"), ("genscl_jax.export", "genscl_jax.encoders"),
-    ("genscl_jax.export", "genscl_jax.models"), ("genscl_jax.export", "genscl_jax.model_builder"),
+    ("genscl_jax.workdirs.export", "genscl_jax.models.torch_conversion"),
+    ("genscl_jax.workdirs.export", "genscl_jax.workdirs.trained_network"),
+    ("genscl_jax.workdirs.export", "genscl_jax.models"),
+    ("genscl_jax.workdirs.export", "genscl_jax.models.model_builder"),
     # `genscl_jax.load_encoder` without importing JAX models at `import genscl_jax`.
-    ("genscl_jax", "genscl_jax.encoders"),
+    ("genscl_jax", "genscl_jax.workdirs.trained_network"),
 }
 
 
@@ -33,8 +59,8 @@ def module_name(path):
     return rel.removesuffix(".__init__")
 
 
-def imports(path):
-    """(imported module, at top level?) for every genscl_jax import in the file."""
+def imports(path, prefix="genscl_jax"):
+    """(imported module, at top level?) for every import starting with `prefix` in the file."""
     tree = ast.parse(open(path).read())
     top_level = {id(node) for node in tree.body}
     found = []
@@ -42,20 +68,27 @@ def imports(path):
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("genscl_jax"):
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix):
             names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
         for name in names:
-            if name.startswith("genscl_jax"):
+            if name.startswith(prefix):
                 found.append((name, id(node) in top_level))
     return found
 
 
-def graph():
+def all_modules():
     modules = {}
     for folder, _, files in os.walk(ROOT):
         for f in files:
             if f.endswith(".py"):
                 modules[module_name(os.path.join(folder, f))] = os.path.join(folder, f)
+    return modules
+
+
+def graph():
+    modules = all_modules()
     edges = {}
     for name, path in modules.items():
         for imported, top in imports(path):
@@ -64,6 +97,68 @@ def graph():
             if imported in modules and imported != name:
                 edges.setdefault(name, {})[imported] = edges.get(name, {}).get(imported, False) or top
     return modules, edges
+
+
+def layer_of(module):
+    """The LAYERS key a module belongs to: its sub-package ("trainers"), or "config.defaults" and its siblings."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return ""
+    if parts[0] == "config" and len(parts) > 1:
+        return f"config.{parts[1]}"
+    return parts[0]
+
+
+def may_import(importer_layer, imported_layer):
+    allowed = LAYERS[importer_layer] | {importer_layer}
+    return any(imported_layer == a or imported_layer.startswith(a + ".") or a.startswith(imported_layer + ".")
+               for a in allowed)
+
+
+def test_every_module_has_a_layer():
+    unknown = sorted(m for m in all_modules() if layer_of(m) not in LAYERS)
+    assert not unknown, f"modules outside the layers of tests/test_layering.py: {unknown}"
+
+
+def test_imports_run_down_the_layers():
+    _, edges = graph()
+    upward = sorted((a, b) for a, targets in edges.items() for b in targets
+                    if layer_of(a) != layer_of(b) and not may_import(layer_of(a), layer_of(b)))
+    assert not upward, f"imports against the layers: {upward}"
+
+
+def test_the_library_never_imports_tools():
+    _, edges = graph()
+    found = sorted((a, b) for a, targets in edges.items() for b in targets
+                   if layer_of(b) == "tools" and layer_of(a) not in ("tools", "bench", "study"))
+    assert not found, found
+
+
+def test_objectives_import_only_jax_and_optax():
+    allowed = {"jax", "optax", "numpy", "math", "functools", "dataclasses", "typing", "__future__"}
+    for name, path in all_modules().items():
+        if layer_of(name) != "objectives":
+            continue
+        tree = ast.parse(open(path).read())
+        for node in ast.walk(tree):
+            roots = []
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            for root in roots:
+                if root == "genscl_jax":
+                    continue  # checked by test_imports_run_down_the_layers: only objectives itself
+                assert root in allowed, f"{name} imports {root}"
+
+
+def test_every_sub_package_says_what_it_holds_and_may_import():
+    for folder in sorted(os.listdir(ROOT)):
+        init = os.path.join(ROOT, folder, "__init__.py")
+        if not os.path.isfile(init):
+            continue
+        doc = ast.get_docstring(ast.parse(open(init).read())) or ""
+        assert len(doc.split()) >= 15 and "import" in doc, f"genscl_jax/{folder}/__init__.py: {doc!r}"
 
 
 def test_no_import_cycles_lazy_imports_included():
@@ -96,6 +191,6 @@ def test_lazy_imports_are_the_listed_ones():
 
 def test_trainers_do_not_import_each_other():
     _, edges = graph()
-    trainers = {"genscl_jax.pretrain", "genscl_jax.supervised", "genscl_jax.linear_eval"}
+    trainers = {"genscl_jax.trainers.pretrain", "genscl_jax.trainers.supervised", "genscl_jax.trainers.linear_eval"}
     for trainer in trainers:
         assert not set(edges.get(trainer, {})) & (trainers - {trainer}), (trainer, edges.get(trainer))

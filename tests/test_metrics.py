@@ -4,7 +4,7 @@ supervised training all report through them."""
 import jax.numpy as jnp
 import numpy as np
 
-from genscl_jax import metrics
+from genscl_jax.training import metrics
 
 
 def numpy_top1_top5(scores, labels, mask):

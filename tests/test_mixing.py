@@ -1,4 +1,4 @@
-"""Tests for genscl_jax.mixing: labels must describe the pixels that were actually mixed."""
+"""Tests for genscl_jax.objectives.mixing: labels must describe the pixels that were actually mixed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genscl_jax.mixing import MIX_KINDS, mix_batch, mix_views, one_hot_labels, partner_shift
+from genscl_jax.objectives.mixing import MIX_KINDS, mix_batch, mix_views, one_hot_labels, partner_shift
 
 B, H, W, C = 6, 8, 8, 3
 

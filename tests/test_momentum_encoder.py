@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from genscl_jax import momentum_encoder as me
+from genscl_jax.objectives import momentum_encoder as me
 
 
 def test_ema_update_is_the_convex_combination():

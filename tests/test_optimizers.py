@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genscl_jax import optimizers
+from genscl_jax.training import optimizers
 
 
 def test_warmup_then_cosine_to_the_floor():

@@ -49,7 +49,7 @@ def test_a_built_wheel_holds_every_module_and_imports_outside_the_checkout(tmp_p
     checkout = {os.path.relpath(os.path.join(folder, f), ROOT).replace(os.sep, "/")
                 for folder, _, files in os.walk(os.path.join(ROOT, "genscl_jax")) for f in files if f.endswith(".py")}
     assert checkout <= packaged, sorted(checkout - packaged)
-    probe = ("import genscl_jax, genscl_jax.data.registry as r, genscl_jax.config_defaults as c; "
+    probe = ("import genscl_jax, genscl_jax.data.registry as r, genscl_jax.config.defaults as c; "
              "print(genscl_jax.__file__, len(r.NAMES), len(c.base_config()))")
     run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))

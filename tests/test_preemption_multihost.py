@@ -11,7 +11,7 @@ import threading
 
 from test_multihost import ROOT, free_port
 
-from genscl_jax import checkpointing
+from genscl_jax.training import checkpointing
 
 STEP_LOGGED = re.compile(r"\] \[(\d+)\] \w+=")  # clu's LoggingWriter: "... logging_writer.py:NN] [7] loss=..."
 NO_PERIODIC_CHECKPOINT = 1_000_000
@@ -95,9 +95,10 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_the_rerun_resumes_all(
 SIGTERM_DURING_SETUP = """
 import json, os, signal, sys
 from conftest import make_tiny_config
-from genscl_jax import config_validation, runner
+from genscl_jax import runner
+from genscl_jax.config import validation
 
-validate = config_validation.validate
+validate = validation.validate
 
 
 def sigterm_then_validate(*args):  # runner.run calls it right after jax.distributed has started
@@ -105,7 +106,7 @@ def sigterm_then_validate(*args):  # runner.run calls it right after jax.distrib
     return validate(*args)
 
 
-config_validation.validate = sigterm_then_validate
+validation.validate = sigterm_then_validate
 summary = runner.run(make_tiny_config(num_train_steps=4), sys.argv[1])
 print(json.dumps({"preempted": summary["preempted"], "steps": summary["steps"]}))
 """

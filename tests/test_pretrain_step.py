@@ -5,7 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genscl_jax import losses, mixing, model_builder, models, parallel, pretrain, teachers
+from genscl_jax.objectives import losses, mixing
+from genscl_jax.models import model_builder
+from genscl_jax import models
+from genscl_jax.runtime import parallel
+from genscl_jax.trainers import pretrain, teachers
 from conftest import make_tiny_config
 
 

@@ -5,7 +5,7 @@ import logging
 
 from clu import metric_writers
 
-from genscl_jax import reporting
+from genscl_jax.training import reporting
 
 
 def _warnings(caplog):

@@ -1,4 +1,4 @@
-"""The evidence study (genscl_jax.study) end to end at toy scale: every method runs, results.json records an argv
+"""The evidence study (genscl_jax.tools.study) end to end at toy scale: every method runs, results.json records an argv
 that reproduces its run, a rerun skips finished runs and resumes an unfinished one, KD's teacher is the CE run."""
 
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from genscl_jax import study
+from genscl_jax.tools import study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = "configs/study_fashion_mnist.py:tiny"  # synthetic data, 2 steps per run, one seed
@@ -19,8 +19,9 @@ def test_the_recipe_loads_from_any_working_directory(tmp_path):
     """The study recipe imports the quickstart's (`from configs import quickstart`): that works from elsewhere too."""
     recipe = os.path.join(ROOT, "configs", "study_fashion_mnist.py")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    probe = subprocess.run([sys.executable, "-c", f"from genscl_jax import study; print(len(study.plan({recipe!r}, "
-                            "'w')))"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    code = f"from genscl_jax.tools import study; print(len(study.plan({recipe!r}, 'w')))"
+    probe = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert int(probe.stdout.split()[-1]) > 0
 

@@ -11,8 +11,12 @@ import torchvision
 from conftest import make_tiny_config
 from safetensors.torch import save_file
 
-from genscl_jax import checkpointing, models, run_config, runner, teachers, torch_conversion
-from genscl_jax.train_state import TrainState
+from genscl_jax import models, runner
+from genscl_jax.models import torch_conversion
+from genscl_jax.trainers import teachers
+from genscl_jax.training import checkpointing
+from genscl_jax.training.train_state import TrainState
+from genscl_jax.workdirs import run_config
 
 
 def randomized_torchvision(name, num_classes=10, seed=0):

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from conftest import make_tiny_config
 
-from genscl_jax import checkpointing, parallel, pretrain, runner, train_loop
+from genscl_jax import runner
+from genscl_jax.runtime import parallel
+from genscl_jax.trainers import pretrain
+from genscl_jax.training import checkpointing, train_loop
 
 
 def params_of(workdir, step=None):

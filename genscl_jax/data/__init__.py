@@ -5,6 +5,8 @@ here from the data (`dataset_entry`). Importing this package imports no TensorFl
 only, and the modules that import TensorFlow and tfds (`tf_pipeline` and `augment`, `tf_stats`, `tfds_by_name`) are
 imported inside the functions that read such a dataset, and nowhere else. Facts of a built-in dataset never need
 them; an image folder's need them only the first time, to measure its statistics.
+
+Of genscl_jax it imports only runtime; trainers (and runner, for `prepare`) import it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Any, Iterator
 import jax
 from jax.sharding import Mesh
 
-from genscl_jax import parallel
 from genscl_jax.data import image_folder, registry, stats, synthetic
 from genscl_jax.data.registry import DataError as DataError  # What runner turns into the one-line `error: ...`.
 from genscl_jax.data.registry import DatasetInfo
+from genscl_jax.runtime import parallel
 
 
 def dataset_entry(config: Any) -> registry.Dataset:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from absl import logging
 
-from genscl_jax import paths
+from genscl_jax.runtime import paths
 
 _FORMAT = 1  # Bumped when the file's meaning changes: an older file is then measured again.
 

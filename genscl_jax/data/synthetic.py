@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from genscl_jax import compile_utils
+from genscl_jax.runtime import compile_options
 
 # Its class count and the size of an "epoch" are in genscl_jax.data.registry.
 # kNN and linear evaluation on synthetic data read this many examples of each split (it is only a smoke test).
@@ -43,7 +43,7 @@ def _compiled_generator(sharding, **static):
     # also what lets several processes share one global synthetic batch.
     # Elementwise work only: compiled cheaply (see compile_utils), it is as fast and compiles in a fraction.
     out_shardings = None if sharding is None else {"image": sharding, "label": sharding}
-    return compile_utils.compile_cheaply(functools.partial(_train_batch, **static), jax.random.PRNGKey(0),
+    return compile_options.compile_cheaply(functools.partial(_train_batch, **static), jax.random.PRNGKey(0),
                                          out_shardings=out_shardings)
 
 

@@ -1,4 +1,7 @@
-"""Model zoo: ResNet encoders, projection / classifier heads and the contrastive wrapper."""
+"""Model zoo: ResNet encoders, projection / classifier heads and the contrastive wrapper; the builder that makes
+the networks a config asks for (model_builder), and PyTorch weight conversion (torch_conversion).
+
+It imports no other part of genscl_jax: flax and jax only (torch only inside torch_conversion, lazily)."""
 
 from genscl_jax.models.contrastive import ContrastiveModel
 from genscl_jax.models.heads import HEAD_KINDS, LinearClassifier, ProjectionHead, l2_normalize

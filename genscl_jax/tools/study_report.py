@@ -11,7 +11,7 @@ import platform
 import statistics
 from typing import Any
 
-from genscl_jax import bench
+from genscl_jax.tools import bench
 
 METHOD_LABELS = {"ce": "CE (supervised; linear probe)", "supcon": "SupCon (GenSCL, one-hot labels)",
                  "genscl_mix": "GenSCL + Mixup/CutMix", "genscl_mix_kd": "GenSCL + Mixup/CutMix + KD (CE teacher)"}

@@ -14,9 +14,12 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import (compile_utils, data, losses, metrics, mixing, model_builder, optimizers, parallel,
-                        train_loop)
-from genscl_jax.train_state import TrainState, create_train_state
+from genscl_jax import data
+from genscl_jax.models import model_builder
+from genscl_jax.objectives import losses, mixing
+from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.training import metrics, optimizers, train_loop
+from genscl_jax.training.train_state import TrainState, create_train_state
 
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
@@ -55,7 +58,7 @@ def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
                                 mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing)
-    options = compile_utils.model_jit_options(config)
+    options = compile_options.model_jit_options(config)
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     evaluate = jax.jit(lambda state, images: model.apply(
         {"params": state.params, "batch_stats": state.batch_stats}, images, train=False), **options)

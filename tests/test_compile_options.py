@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from genscl_jax import compile_utils, config_validation, parallel, pretrain, supervised
 from conftest import make_tiny_config
+
+from genscl_jax.config import validation
+from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.trainers import pretrain, supervised
 
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -33,7 +35,7 @@ def test_eigen_option_moves_convolutions_out_of_ynnpack_and_keeps_the_numbers():
     w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)) * 0.05
     config = make_tiny_config(cpu_convolutions="eigen")
     default = jax.jit(conv_weight_gradient).lower(x, w).compile()
-    eigen = jax.jit(conv_weight_gradient, **compile_utils.model_jit_options(config)).lower(x, w).compile()
+    eigen = jax.jit(conv_weight_gradient, **compile_options.model_jit_options(config)).lower(x, w).compile()
     if not convolutions_in_ynnpack(default.as_text()):
         pytest.skip("this jaxlib's XLA:CPU does not use YNNPACK for convolutions: nothing to switch")
     assert convolutions_in_ynnpack(eigen.as_text()) == 0
@@ -44,8 +46,8 @@ def test_eigen_option_moves_convolutions_out_of_ynnpack_and_keeps_the_numbers():
 
 
 def test_options_are_empty_for_ynnpack_and_keep_matmuls_and_reductions_in_ynnpack_for_eigen():
-    assert compile_utils.model_jit_options(make_tiny_config(cpu_convolutions="ynnpack")) == {}
-    options = compile_utils.model_jit_options(make_tiny_config(cpu_convolutions="eigen"))
+    assert compile_options.model_jit_options(make_tiny_config(cpu_convolutions="ynnpack")) == {}
+    options = compile_options.model_jit_options(make_tiny_config(cpu_convolutions="eigen"))
     # YNNPACK keeps matmuls and reductions (XLA's own reductions are over 10x slower here).
     kept = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
     assert options in ({}, {"compiler_options": {YNN_OPTION: kept}})
@@ -55,13 +57,13 @@ def test_eigen_keeps_batchnorm_statistics_out_of_xla_reduce_window():
     """Without YNNPACK reductions XLA:CPU rewrites big sums into reduce-window loops (10-16x slower)."""
     x = jnp.ones((64, 32, 32, 32))
     stats = jax.jit(lambda x: (jnp.mean(x, axis=(0, 1, 2)), jnp.mean(x * x, axis=(0, 1, 2))),
-                    **compile_utils.model_jit_options(make_tiny_config(cpu_convolutions="eigen")))
+                    **compile_options.model_jit_options(make_tiny_config(cpu_convolutions="eigen")))
     assert "reduce-window" not in stats.lower(x).compile().as_text()
 
 
 def test_bad_choice_is_a_config_error():
-    with pytest.raises(config_validation.ConfigError, match="cpu_convolutions"):
-        config_validation.validate(make_tiny_config(cpu_convolutions="onednn"), num_devices=1)
+    with pytest.raises(validation.ConfigError, match="cpu_convolutions"):
+        validation.validate(make_tiny_config(cpu_convolutions="onednn"), num_devices=1)
 
 
 def test_trainers_compile_the_network_with_the_configured_library(monkeypatch):
@@ -71,7 +73,7 @@ def test_trainers_compile_the_network_with_the_configured_library(monkeypatch):
         seen.append(config.cpu_convolutions)
         return {}
 
-    monkeypatch.setattr(compile_utils, "model_jit_options", spy)
+    monkeypatch.setattr(compile_options, "model_jit_options", spy)
     mesh = parallel.create_mesh()
     pretrain.build_trainer(make_tiny_config(cpu_convolutions="ynnpack"), mesh)
     assert seen == ["ynnpack"]

@@ -20,9 +20,13 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from genscl_jax import (checkpointing, compile_utils, data, encoders, losses, metrics, model_builder, models,
-                        optimizers, parallel, train_loop)
-from genscl_jax.train_state import TrainState, create_train_state
+from genscl_jax import data, models
+from genscl_jax.models import model_builder
+from genscl_jax.objectives import losses
+from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.training import checkpointing, metrics, optimizers, train_loop
+from genscl_jax.training.train_state import TrainState, create_train_state
+from genscl_jax.workdirs import trained_network
 
 
 def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
@@ -32,7 +36,7 @@ def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
         raise checkpointing.CheckpointError(
             f"config.linear_eval.pretrained_workdir={pretrained_workdir!r} has no checkpoint; pretrain first")
     # A supervised run gives its network without the "fc" classifier: the CE baseline's linear probe.
-    return encoders.encoder_variables(ckpt.restore_subtree(("params", "batch_stats")))
+    return trained_network.encoder_variables(ckpt.restore_subtree(("params", "batch_stats")))
 
 
 def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
@@ -56,7 +60,7 @@ class _Evaluator:
         self.test_batches = test_batches
         self.best_top1 = 0.0
         self._logits = jax.jit(lambda params, inputs: classifier.apply({"params": params}, inputs_fn(inputs)),
-                               **compile_utils.model_jit_options(config))
+                               **compile_options.model_jit_options(config))
 
     def __call__(self, state: TrainState, step: int) -> dict[str, float]:
         del step
@@ -80,7 +84,7 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
         return jax.lax.stop_gradient(encoder.apply(frozen, images, train=False))
 
     # The encoder alone, compiled once for every precomputed split.
-    encode = jax.jit(features_fn, **compile_utils.model_jit_options(config))
+    encode = jax.jit(features_fn, **compile_options.model_jit_options(config))
     batches, step_input, steps_per_epoch = _training_data(config, mesh, features_fn, encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
     if _precomputes(le):
@@ -99,7 +103,7 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     compiled = parallel.jit_train_step(
-        step, mesh, compiler_options=compile_utils.model_jit_options(config).get("compiler_options"))
+        step, mesh, compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)

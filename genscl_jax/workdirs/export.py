@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from genscl_jax import paths
+from genscl_jax.runtime import paths
 
 FILE_FORMATS = (".safetensors", ".npz")
 
@@ -42,11 +42,12 @@ def export(workdir: str, output: str, *, with_head: bool = False) -> list[str]:
     if output_format == "orbax" and paths.exists(output):
         raise ExportError(f"--output {output} exists: remove it or choose a new directory (an orbax export is a "
                           "directory and is never written over)")
-    from genscl_jax import encoders, torch_conversion  # JAX and orbax only once the arguments are good
+    from genscl_jax.models import torch_conversion  # JAX and orbax only once the arguments are good
+    from genscl_jax.workdirs import trained_network
 
     try:
-        trained = encoders.load_trained(workdir, with_head=with_head)
-    except encoders.EncoderError as e:
+        trained = trained_network.load_trained(workdir, with_head=with_head)
+    except trained_network.EncoderError as e:
         raise ExportError(str(e)) from e
     if output_format == ".safetensors":
         from safetensors.numpy import save
@@ -102,7 +103,8 @@ def flat_arrays(variables: dict[str, Any], prefix: str = "") -> dict[str, np.nda
 
 def torchvision_notes(config: Any) -> list[str]:
     """What differs from a stock torchvision ResNet, and what a torchvision model needs to hold these weights."""
-    from genscl_jax import model_builder, models
+    from genscl_jax import models
+    from genscl_jax.models import model_builder
 
     notes = []
     if model_builder.resolve_stem(config.stem, config.image_size) == "cifar":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from genscl_jax import losses
+from genscl_jax.objectives import losses
 
 
 def generalized_supcon_loss_chunked(

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from genscl_jax import paths
+from genscl_jax.runtime import paths
 
 
 class CheckpointError(RuntimeError):

@@ -5,7 +5,7 @@
     python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
     python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
 
-The step is the one training runs: pretrain.build_program on a config from config_defaults.base_config() with
+The step is the one training runs: pretrain.build_program on a config from defaults.base_config() with
 the flags below applied, jitted as the trainer jits it (parallel.jit_train_step), so this measures the product.
 What it reports:
   - images/s: source images (the global batch, not views) per second; step ms: the median over repeats of the
@@ -38,8 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genscl_jax import (compile_utils, config_defaults, data, loss_chunked, losses, mixing, model_builder, models,
-                        optimizers, parallel, pretrain, teachers)
+from genscl_jax import data, models
+from genscl_jax.config import defaults
+from genscl_jax.models import model_builder
+from genscl_jax.objectives import loss_chunked, losses, mixing
+from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.trainers import pretrain, teachers
+from genscl_jax.training import optimizers
 
 GIB = 1024**3
 LOSS_IMPLS = ("dense", "chunked")
@@ -155,8 +160,8 @@ def _gib(num_bytes: int | None) -> float | None:
 
 
 def step_config(args: argparse.Namespace, num_devices: int):
-    """The training config (config_defaults.base_config) this benchmark's step is built from."""
-    config = config_defaults.base_config()
+    """The training config (defaults.base_config) this benchmark's step is built from."""
+    config = defaults.base_config()
     config.dataset = "synthetic"  # only steps_per_epoch reads it; the data spec is the bench's own
     for key, value in dict(
             model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
@@ -215,7 +220,7 @@ class StepBenchmark:
     def _random_teacher(self, channels: int) -> teachers.Teacher:
         module = teachers.teacher_module(self.config, self.num_classes)
         sample = jnp.zeros((1, self.args.image_size, self.args.image_size, channels), jnp.float32)
-        return teachers.Teacher(module, compile_utils.run_once(
+        return teachers.Teacher(module, compile_options.run_once(
             lambda rng: module.init(rng, sample, train=False), jax.random.PRNGKey(self.args.seed + 1),
             out_shardings=parallel.replicated(self.mesh)))
 
@@ -497,7 +502,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--teacher-dtype", default="", help="default: --dtype")
     g.add_argument("--kd-alpha", type=float, default=1.0, help="weight of the teacher term when --teacher is set")
     g.add_argument("--mix", default="none", choices=mixing.MIX_KINDS)
-    g.add_argument("--cpu-convolutions", default="eigen", choices=compile_utils.CPU_CONVOLUTIONS,
+    g.add_argument("--cpu-convolutions", default="eigen", choices=compile_options.CPU_CONVOLUTIONS,
                    help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
     g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
     g.add_argument("--optimizer", default="sgd", choices=optimizers.OPTIMIZERS)

@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genscl_jax import loss_chunked, losses, mixing, momentum_encoder, optimizers
 from genscl_jax.data import device_augment
-from genscl_jax.train_state import TrainState
+from genscl_jax.objectives import loss_chunked, losses, mixing, momentum_encoder
+from genscl_jax.training import optimizers
+from genscl_jax.training.train_state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)

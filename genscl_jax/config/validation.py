@@ -8,12 +8,17 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from genscl_jax import compile_utils, config_defaults, losses, mixing, model_builder, models, optimizers
+from genscl_jax import models
+from genscl_jax.config import defaults
 from genscl_jax.data import registry
+from genscl_jax.models import model_builder
+from genscl_jax.objectives import losses, mixing
+from genscl_jax.runtime import compile_options
+from genscl_jax.training import optimizers
 
 # Each list of allowed values lives with the code that implements it; validation only reads them.
 CHOICES = {
-    "mode": config_defaults.MODES,
+    "mode": defaults.MODES,
     "dataset": registry.CHOICES,
     "model": models.MODEL_NAMES,
     "stem": model_builder.STEMS,
@@ -24,7 +29,7 @@ CHOICES = {
     "augment": registry.POLICIES,
     "linear_eval.augment": registry.POLICIES,
     "loss_normalization": losses.NORMALIZATIONS,
-    "cpu_convolutions": compile_utils.CPU_CONVOLUTIONS,
+    "cpu_convolutions": compile_options.CPU_CONVOLUTIONS,
     "kd.teacher_model": models.MODEL_NAMES,
     "kd.teacher_stem": model_builder.STEMS,
     "kd.teacher_dtype": model_builder.DTYPES,
@@ -53,7 +58,7 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 def unknown_key_error(name: str) -> ConfigError | None:
     """None if `name` ("linear_eval.batch_size") is a config key, else the one-line error, with the closest keys."""
-    known = list(_flatten(config_defaults.base_config()))
+    known = list(_flatten(defaults.base_config()))
     if name in known:
         return None
     leaf = name.rsplit(".", 1)[-1]
@@ -61,11 +66,11 @@ def unknown_key_error(name: str) -> ConfigError | None:
     close = [k for k in known if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(name, known, n=1,
                                                                                           cutoff=0.6)
     hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
-    return ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/config_defaults.py for all keys")
+    return ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/defaults.py for all keys")
 
 
 def _check_keys_and_types(config: Any) -> None:
-    known = _flatten(config_defaults.base_config())
+    known = _flatten(defaults.base_config())
     given = _flatten(config)
     for name, value in given.items():
         error = unknown_key_error(name)

@@ -17,7 +17,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from genscl_jax import checkpointing, encoders, model_builder, models, paths, run_config, torch_conversion
+from genscl_jax import models
+from genscl_jax.models import model_builder, torch_conversion
+from genscl_jax.runtime import paths
+from genscl_jax.training import checkpointing
+from genscl_jax.workdirs import run_config, trained_network
 
 
 class TeacherError(ValueError):
@@ -101,7 +105,7 @@ def _variables_from_workdir(workdir: str) -> dict:
 
 def check_variables(module: nn.Module, variables: dict, sample_shape: tuple[int, ...], *, source: str) -> None:
     """Compares every variable's shape with what `module` expects; fails on the first mismatch, naming it."""
-    problem = encoders.variables_mismatch(module, variables, sample_shape)
+    problem = trained_network.variables_mismatch(module, variables, sample_shape)
     if problem:
         hint = " (wrong number of classes?)" if "'fc'" in problem else ""
         raise TeacherError(f"teacher {source}: {problem}{hint}")

@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from genscl_jax import compile_utils, data, metrics, models, parallel
+from genscl_jax import data, models
+from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.training import metrics
 
 BANK_CHUNK = 4096  # bank rows compared per scan step
 
@@ -87,7 +89,7 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_cl
     if knn.k < 1 or knn.temperature <= 0:
         raise ValueError(f"config.knn.k={knn.k} must be >= 1 and config.knn.temperature={knn.temperature} > 0")
     replicated = parallel.replicated(mesh)
-    options = compile_utils.model_jit_options(config)
+    options = compile_options.model_jit_options(config)
 
     def encode(state, images):
         variables = {"params": state.params, "batch_stats": state.batch_stats}

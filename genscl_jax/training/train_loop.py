@@ -17,7 +17,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from genscl_jax import checkpointing, preemption
+from genscl_jax.runtime import preemption
+from genscl_jax.training import checkpointing
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -198,7 +199,7 @@ class _Loop:
 
 def run_and_report(trainer: Trainer, config: Any, workdir: str) -> dict[str, Any]:
     """`run` with clu writers, progress reports and a parameter overview; returns the mode's summary."""
-    from genscl_jax import reporting
+    from genscl_jax.training import reporting
 
     reporting.log_parameter_overview(trainer.state.params)
     writer = reporting.create_writer(workdir)

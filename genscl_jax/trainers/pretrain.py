@@ -10,9 +10,13 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from genscl_jax import (compile_utils, data, knn, model_builder, momentum_encoder, optimizers, parallel,
-                        pretrain_step, teachers, train_loop)
-from genscl_jax.train_state import TrainState, train_state_initializer
+from genscl_jax import data
+from genscl_jax.models import model_builder
+from genscl_jax.objectives import momentum_encoder
+from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.trainers import knn, pretrain_step, teachers
+from genscl_jax.training import optimizers, train_loop
+from genscl_jax.training.train_state import TrainState, train_state_initializer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +61,9 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, *,
                                             replicate=parallel.replicated_constraint(mesh))
     return PretrainProgram(
         step_fn=step, model=model, mesh=mesh,
-        init_state=lambda: compile_utils.run_once(initializer, seed_key, out_shardings=parallel.replicated(mesh)),
+        init_state=lambda: compile_options.run_once(initializer, seed_key, out_shardings=parallel.replicated(mesh)),
         state_shapes=lambda: jax.eval_shape(initializer, seed_key), teacher=teacher, total_steps=total_steps,
-        compiler_options=compile_utils.model_jit_options(config).get("compiler_options"))
+        compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
 
 
 def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None = None) -> train_loop.Trainer:

@@ -24,7 +24,8 @@ import sys
 import time
 from typing import Any
 
-from genscl_jax import config_defaults, study_report
+from genscl_jax.config import recipes
+from genscl_jax.tools import study_report
 
 CE = "ce"  # the method whose workdir "{ce}" names: the teacher and the probed CE network
 
@@ -48,7 +49,7 @@ def load_recipe(config: str):
     path, _, arg = config.partition(":")
     if not os.path.isfile(path):
         raise StudyError(f"--config {path}: no such file; give a study recipe such as configs/study_fashion_mnist.py")
-    config_defaults.make_recipe_importable(path)  # the recipe may import its siblings (`from configs import ...`)
+    recipes.make_recipe_importable(path)  # the recipe may import its siblings (`from configs import ...`)
     spec = importlib.util.spec_from_file_location(f"_study_recipe_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

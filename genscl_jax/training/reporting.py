@@ -13,7 +13,7 @@ from typing import Any
 import jax
 from absl import logging
 
-from genscl_jax import paths
+from genscl_jax.runtime import paths
 
 
 def create_writer(workdir: str):

@@ -16,7 +16,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from genscl_jax import checkpointing, model_builder, paths, run_config
+from genscl_jax.models import model_builder
+from genscl_jax.runtime import paths
+from genscl_jax.training import checkpointing
+from genscl_jax.workdirs import run_config
 
 MODES = ("pretrain", "supervised", "pretrain_and_eval")  # the modes whose checkpoints hold an encoder
 _WHICH_WORKDIR = "give the workdir of a pretrain, supervised or pretrain_and_eval run"

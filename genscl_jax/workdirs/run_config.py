@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from genscl_jax import paths
+from genscl_jax.runtime import paths
 
 CONFIG_FILE = "config.json"
 _SUMMARY_FILE = "summary.json"

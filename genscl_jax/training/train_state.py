@@ -13,7 +13,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from genscl_jax import compile_utils, parallel
+from genscl_jax.runtime import compile_options, parallel
 
 
 @struct.dataclass
@@ -54,4 +54,4 @@ def create_train_state(init_variables: Callable[[jax.Array], dict], tx: optax.Gr
     ResNet-200's initialisation is one compiled program, compiled cheaply since it runs once.
     """
     init = train_state_initializer(init_variables, tx, with_ema=with_ema, make_queue=make_queue)
-    return compile_utils.run_once(init, jax.random.PRNGKey(seed), out_shardings=parallel.replicated(mesh))
+    return compile_options.run_once(init, jax.random.PRNGKey(seed), out_shardings=parallel.replicated(mesh))
