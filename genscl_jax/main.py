@@ -19,14 +19,17 @@ from genscl_jax.config import recipes, validation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and summary.json.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also show the libraries' INFO logging (orbax, tfds, TensorFlow, jax, "
+                             "absl), every metric at each log step and the parameter table; absl's --verbosity too.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     started = time.time()
+    runner.configure_console(verbose=_VERBOSE.value or flags.FLAGS["verbosity"].present)
     try:
-        summary = runner.run(_CONFIG.value, _WORKDIR.value)
+        summary = runner.run(_CONFIG.value, _WORKDIR.value, recipe=config_path(sys.argv) or "")
     except validation.ConfigError as e:
         # One line, no traceback: these are the user's to fix, and the message says how.
         print(f"config error: {e}", file=sys.stderr)
@@ -37,8 +40,6 @@ def main(argv):
     if summary.get("preempted"):
         logging.warning("Preempted at step %d; the checkpoint is saved and a rerun resumes.", summary["steps"])
         return
-    logging.info("Done in %.0f s: %s", time.time() - started,
-                 {k: v for k, v in summary.items() if k not in ("config", "final_metrics", "pretrain")})
     headline = {k: summary[k] for k in ("final_loss", "test_top1", "knn_top1", "linear_eval_top1",
                                         "linear_eval_top5") if summary.get(k) is not None}
     print(f"{summary['mode']} done in {time.time() - started:.0f} s: "

@@ -10,7 +10,7 @@ import jax
 from genscl_jax.training import checkpointing, reporting, train_loop
 from genscl_jax.config import validation
 from genscl_jax import data
-from genscl_jax.runtime import parallel, paths, preemption
+from genscl_jax.runtime import console, parallel, paths, preemption
 from genscl_jax.workdirs import run_config
 from genscl_jax.trainers import teachers
 
@@ -19,8 +19,14 @@ class RunError(RuntimeError):
     """A run that stopped for a reason the user can fix; the message is one line saying how."""
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-    """Validates `config`, runs config.mode, writes and returns the summary."""
+def configure_console(verbose: bool) -> None:
+    """The command line's console: the libraries' logging quiet unless `verbose` (runtime/console.py)."""
+    console.configure(verbose)
+
+
+def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
+    """Validates `config`, runs config.mode, writes and returns the summary. `recipe` (the config file) is named on
+    the console."""
     if not workdir:
         raise validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
     # Multi-process start-up comes first: device counts (and so validation) depend on it.
@@ -28,6 +34,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     # jax.distributed takes SIGTERM without a word; from here on it is a stop request the training loop honours.
     preemption.listen()
     validation.validate(config, jax.device_count(), jax.process_count())
+    console.import_tensorflow()  # for TensorBoard and tf.data; quiet, its C++ INFO lines dropped
     # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
     # while the run is unfinished (summary.json comes only at the end).
     run_config.write(workdir, config)
@@ -35,6 +42,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     try:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
         data.prepare(config)
+        _say_what_runs(config, workdir, recipe)
         summary = _run_mode(config, workdir)
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
             data.DataError) as e:
@@ -43,6 +51,17 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     if not summary.get("preempted"):
         reporting.write_summary(workdir, summary)
     return summary
+
+
+def _say_what_runs(config: Any, workdir: str, recipe: str) -> None:
+    """Three lines on what runs: the mode, recipe and workdir; the data; the devices and processes."""
+    spec = data.data_spec(config)
+    console.say(f"{config.mode}" + (f" of {recipe}" if recipe else "") + f" in {workdir}")
+    console.say(f"  data: {config.dataset}, {spec.num_train:,} train / {data.eval_examples(config):,} test images, "
+                f"{config.image_size}x{config.image_size}x{spec.channels}, {spec.num_classes} classes")
+    processes = jax.process_count()
+    console.say(f"  devices: {jax.device_count()} {jax.devices()[0].device_kind}, {processes} "
+                + ("process" if processes == 1 else "processes"))
 
 
 def _run_mode(config: Any, workdir: str) -> dict[str, Any]:

@@ -128,6 +128,14 @@ def train_batches(config: Any, mesh: Mesh, *, start_step: int, batch_size: int, 
         yield parallel.global_batch_from_local(batch, mesh)
 
 
+def eval_examples(config: Any, split: str = "test") -> int:
+    """How many examples one pass of eval_batches(config, split=split) holds (its padding not counted)."""
+    if _reads_synthetic(config):
+        return synthetic.EVAL_EXAMPLES
+    spec = data_spec(config)
+    return spec.num_train if split == "train" else spec.num_test
+
+
 def eval_batches(config: Any, mesh: Mesh, *, split: str = "test") -> Iterator[dict[str, jax.Array]]:
     """One pass over an evaluation split, {"image": [B, H, W, C], "label", "mask"}; padding has mask False."""
     spec = data_spec(config)

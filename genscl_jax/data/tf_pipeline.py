@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 
 from genscl_jax.data import augment, network_probe, registry
 from genscl_jax.data.registry import DataError, DataFilesMissing, DatasetInfo
+from genscl_jax.runtime import console
 
 # The built-in datasets this pipeline reads: the registry's tfds entries.
 DATASETS = {name: entry for name, entry in registry.DATASETS.items() if entry.reader == "tfds"}
@@ -170,6 +171,8 @@ def prepare_builder(builder, data_dir: str | None, entry: registry.Dataset | Non
     """`builder`, prepared (downloaded and converted by tfds when it is not yet); failures are one-line DataErrors."""
     if builder.is_prepared():
         return builder
+    if not (console.live() or console.verbose()):
+        tfds.disable_progress_bar()  # tfds's bars are live on a terminal; in a log they are a page of \r-updates
     try:
         builder.download_and_prepare()
     except DataError:

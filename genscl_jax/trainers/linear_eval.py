@@ -24,7 +24,7 @@ from genscl_jax import data, models
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
-from genscl_jax.training import checkpointing, metrics, optimizers, train_loop
+from genscl_jax.training import checkpointing, metrics, optimizers, progress, train_loop
 from genscl_jax.training.train_state import TrainState, create_train_state
 from genscl_jax.workdirs import trained_network
 
@@ -106,7 +106,9 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
         step, mesh, compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
-                              periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)
+                              periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,
+                              # About ten console lines, each after an evaluation (a new test top-1).
+                              report_every_steps=steps_per_epoch * max(int(le.num_epochs) // 10, 1))
 
 
 def _training_data(config: Any, mesh: Mesh, features_fn, encode):
@@ -132,7 +134,7 @@ def _precomputes(le) -> bool:
 
 def _stored_test_features(config, mesh, encode) -> list[dict[str, jax.Array]]:
     """The test split's evaluation batches with "image" replaced by its frozen features, kept on device."""
-    return [{**batch, "image": encode(batch["image"])} for batch in data.eval_batches(config, mesh)]
+    return list(_encoded(config, mesh, encode, "test", lambda batch, features: {**batch, "image": features}))
 
 
 def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):
@@ -159,15 +161,35 @@ def _precompute(config, mesh, encode):
     """Features and labels of every training example (no augmentation), gathered to every process's host."""
     from jax.experimental import multihost_utils
 
-    features, labels = [], []
-    for batch in data.eval_batches(config, mesh, split="train"):
+    def gather(batch, encoded):
         # process_allgather is a plain device_get on one process and an all-gather across hosts.
-        feats, labs, keep = multihost_utils.process_allgather((encode(batch["image"]), batch["label"],
-                                                               batch["mask"]), tiled=True)
+        return multihost_utils.process_allgather((encoded, batch["label"], batch["mask"]), tiled=True)
+
+    features, labels = [], []
+    for feats, labs, keep in _encoded(config, mesh, encode, "train", gather):
         keep = np.asarray(keep).astype(bool)
         features.append(np.asarray(feats)[keep])
         labels.append(np.asarray(labs)[keep])
     return np.concatenate(features), np.concatenate(labels)
+
+
+def _encoded(config, mesh, encode, split: str, take):
+    """take(batch, its features) for each batch of one pass over `split`, with a progress bar (or line) for it."""
+    total = data.eval_examples(config, split)
+    throughput = progress.Throughput()
+    stage = progress.StageProgress(f"linear_eval features ({split})", total, throughput, unit="images")
+    done = 0
+    try:
+        for batch in data.eval_batches(config, mesh, split=split):
+            taken = take(batch, encode(batch["image"]))
+            # Global batch rows, padding included: the last batch's padding is cut off at the split's size.
+            done = min(done + batch["label"].shape[0], total)
+            throughput.done(batch["label"].shape[0], sync=taken)
+            stage.tick(done)
+            yield taken
+        stage.report(done, {})
+    finally:
+        stage.close()
 
 
 def _feature_batches(features, labels, batch_size: int, seed: int, mesh: Mesh):
