@@ -29,7 +29,7 @@ URL = f"http://127.0.0.1:{PORT}"
 # gcsfs and tensorstore to the local server; NO_GCE_CHECK: google-auth does not wait 3 s for a metadata server.
 CLIENT_ENV = {"STORAGE_EMULATOR_HOST": URL, "TENSORSTORE_GCS_HTTP_URL": URL, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "x",
               "EPATH_USE_TF": "false", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK": "true"}
-STEP_LOGGED = re.compile(r"\] \[(\d+)\] \w+=")  # clu's LoggingWriter: "... logging_writer.py:NN] [7] loss=..."
+STEP_LOGGED = re.compile(r"^\w+  step ([\d,]+)/")  # the progress line: "pretrain  step 7/100,000 (0%)  ..."
 
 
 def _server_binary():
@@ -179,7 +179,7 @@ def _sigterm_after_step(proc, step, timeout=240):
         for line in proc.stderr:
             seen.append(line)
             match = STEP_LOGGED.search(line)
-            if match and int(match.group(1)) >= step:
+            if match and int(match.group(1).replace(",", "")) >= step:
                 return
 
     reader = threading.Thread(target=watch, daemon=True)
