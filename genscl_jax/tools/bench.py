@@ -162,7 +162,6 @@ def _gib(num_bytes: int | None) -> float | None:
 def step_config(args: argparse.Namespace, num_devices: int):
     """The training config (defaults.base_config) this benchmark's step is built from."""
     config = defaults.base_config()
-    config.dataset = "synthetic"  # only steps_per_epoch reads it; the data spec is the bench's own
     for key, value in dict(
             model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
             dtype=args.dtype, cpu_convolutions=args.cpu_convolutions, num_views=args.num_views,
@@ -204,7 +203,8 @@ class StepBenchmark:
         spec = data.DatasetInfo(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
         t0 = time.perf_counter()
         teacher = self._random_teacher(channels) if args.teacher != "none" else None
-        self.program = pretrain.build_program(self.config, self.mesh, spec, teacher=teacher)
+        self.program = pretrain.build_program(self.config, self.mesh, spec, spec.num_train // self.global_batch,
+                                              teacher=teacher)
         self.initial_state = self.program.init_state()
         self.teacher_variables = teacher.variables if teacher else None
         self.batch = random_batch(args.seed, self.global_batch, args.num_views, args.image_size, channels,
