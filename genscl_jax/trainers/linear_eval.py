@@ -148,9 +148,7 @@ def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: in
             return losses.soft_cross_entropy(logits, targets), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state)
+        new_state = state.apply_gradients(grads, tx)
         return new_state, {"loss": loss, "train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                            "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step)}
 

@@ -38,9 +38,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
             return loss, (new_model_state["batch_stats"], logits)
 
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  batch_stats=batch_stats, opt_state=opt_state)
+        new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
         # Accuracy against the dominant source label of each (possibly mixed) image.
         accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
         return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": optimizers.global_norm(grads),
