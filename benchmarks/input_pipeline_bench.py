@@ -10,15 +10,21 @@ tf.data pipeline with the training pipeline's options (tf_pipeline.pipeline_opti
 
 - `read`: the examples alone (slicing the bytes, batching the labels): the pipeline's own overhead;
 - `decode`: tf.io.decode_jpeg and nothing else: the floor of any pipeline that decodes each image once
-  (`decode_fast_idct`: the same with libjpeg's fast, less accurate, integer IDCT);
+  (`decode_fast_idct`, `decode_simple_upsampling`: the same with libjpeg's fast integer IDCT, or with chroma
+  upsampled by replication; both change the pixels);
 - `PATH+STAGE`: the stage profile of the two-view simclr preprocessing, cumulative (each row adds STAGE to the row
   before, so a stage's cost is the difference of two rows), built from genscl_jax.data.augment's own functions:
   `float32+...` is the path as it was before views left the host as uint8 (every stage on the host), `uint8+...`
   the host's share now (colour, blur and normalisation on the device), `uint8_window+...` the same with only each
-  view's crop window decoded (tf.image.decode_and_crop_jpeg, once per view); `float32+colour_graycond` the float32
-  path to its colour stage with grayscale in a tf.cond instead of a matmul by the identity for the views it spares;
+  view's crop window decoded (tf.image.decode_and_crop_jpeg, once per view);
+- options against `uint8+batch`, the same views made another way: `uint8_union_window+batch` decodes only the
+  bounding box of both views' windows, `uint8_slice_flip+batch` flips while cutting the crop (a stride -1 slice),
+  `uint8_quantized_resize+batch` resizes with TF's fixed-point uint8 kernel; `float32+colour_graycond` is the
+  float32 path to its colour stage with grayscale in a tf.cond instead of a matmul by the identity;
 - `simclr_host`, `simclr_device`: the product, tf_pipeline.make_train_preprocess for imagenet2012 (colour jitter,
-  grayscale and blur on the host; or on the device, `device_color_augment`), batched as training batches it.
+  grayscale and blur on the host; or on the device, `device_color_augment`), batched as training batches it;
+  `before_simclr_device` is what the product's host did with colour on the device before views left it as uint8
+  (crop, resize, flip and blur in float32; `float32+batch` is its host-colour path).
 
 The variants are timed in rounds, in a rotating order, each for `--seconds` on a fresh iterator after two warm-up
 batches (so none computes while another is timed): on a shared machine all see the same load. Per variant: images
@@ -30,6 +36,7 @@ cores 2,000 images/s would need, and the bytes per image that leave the host.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -121,21 +128,86 @@ def product_preprocess(*, policy: str, image_size: int, num_views: int, device_c
     return lambda example: {"out": preprocess(example)["image"]}
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Options measured against the uint8 path (uint8+batch): each makes the same two crop + flip views another way.
+
+
+def _windows(shape, seed, num_views):
+    """(offset, size, flip seed) of each view, as augment_view draws them."""
+    found = []
+    for view_seed in augment.split_seed(seed, num_views):
+        crop_seed, flip_seed = augment.split_seed(view_seed, 6)[:2]
+        found.append((*augment.random_resized_crop_window(crop_seed, shape), flip_seed))
+    return found
+
+
+def union_window_views(example, *, image_size: int, num_views: int):
+    """Decode only the bounding box of the views' crop windows (once), then cut each view from it."""
+    jpeg, seed = example["image"], tf.stack([example["key"], tf.constant(7, tf.int64)])
+    windows = _windows(tf.image.extract_jpeg_shape(jpeg), seed, num_views)
+    top = tf.reduce_min(tf.stack([offset for offset, _, _ in windows]), 0)
+    bottom = tf.reduce_max(tf.stack([offset + size for offset, size, _ in windows]), 0)
+    region = tf.image.decode_and_crop_jpeg(jpeg, tf.concat([top, bottom - top], 0), channels=3)
+    views = []
+    for offset, size, flip_seed in windows:
+        crop = tf.slice(region, tf.concat([offset - top, [0]], 0), tf.concat([size, [-1]], 0))
+        crop.set_shape([None, None, 3])
+        views.append(augment.random_flip(augment.resize_to_uint8(crop, image_size), flip_seed))
+    return {"out": tf.stack(views)}
+
+
+def slice_flip_views(example, *, image_size: int, num_views: int):
+    """Flip while cutting the crop (a strided slice with stride -1), instead of reversing the resized view."""
+    image = tf.io.decode_jpeg(example["image"], channels=3)
+    width, views = tf.shape(image)[1], []
+    for offset, size, flip_seed in _windows(tf.shape(image), tf.stack([example["key"], tf.constant(7, tf.int64)]),
+                                            num_views):
+        (y, x), (h, w) = tf.unstack(offset), tf.unstack(size)
+        flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
+        begin = tf.stack([y, tf.where(flip, x + w - 1, x), 0])
+        end = tf.stack([y + h, tf.where(flip, tf.where(x > 0, x - 1, -width - 1), x + w), 3])
+        crop = tf.strided_slice(image, begin, end, tf.stack([1, tf.where(flip, -1, 1), 1]))
+        crop.set_shape([None, None, 3])
+        views.append(augment.resize_to_uint8(crop, image_size))
+    return {"out": tf.stack(views)}
+
+
+def quantized_resize_views(example, *, image_size: int, num_views: int):
+    """TF's fixed-point uint8 resize (QuantizedResizeBilinear) instead of the float kernel and a rounding pass."""
+    image = tf.io.decode_jpeg(example["image"], channels=3)
+    views = []
+    for offset, size, flip_seed in _windows(tf.shape(image), tf.stack([example["key"], tf.constant(7, tf.int64)]),
+                                            num_views):
+        crop = tf.bitcast(tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0)), tf.quint8)
+        resized = tf.raw_ops.QuantizedResizeBilinear(images=crop[None], size=[image_size, image_size], min=0.0,
+                                                     max=255.0, half_pixel_centers=True)[0][0]
+        views.append(augment.random_flip(tf.bitcast(resized, tf.uint8), flip_seed))
+    return {"out": tf.stack(views)}
+
+
 def variants(*, policy: str, image_size: int, num_views: int) -> dict[str, Callable]:
-    found = {"read": profile_preprocess((), image_size=image_size, num_views=num_views, dtype="float32")}
+    kwargs = dict(image_size=image_size, num_views=num_views)
+    found = {"read": profile_preprocess((), dtype="float32", **kwargs)}
     for path, stages in PROFILE_STAGES.items():
         for end in range(1, len(stages) + 1):
             name = "decode" if stages[:end] == ("decode",) else f"{path}+{stages[end - 1]}"
-            found.setdefault(name, profile_preprocess(stages[:end], image_size=image_size, num_views=num_views,
-                                                      dtype=path.split("_")[0]))
+            found.setdefault(name, profile_preprocess(stages[:end], dtype=path.split("_")[0], **kwargs))
+    # Decoding options: libjpeg's fast integer IDCT, and chroma upsampling by replication (both change pixels).
+    for name, decode_options in (("decode_fast_idct", {"dct_method": "INTEGER_FAST"}),
+                                 ("decode_simple_upsampling", {"fancy_upscaling": False})):
+        found[name] = lambda example, o=decode_options: {
+            "out": tf.shape(tf.io.decode_jpeg(example["image"], channels=3, **o))[0]}
+    for name, option in (("uint8_union_window+batch", union_window_views), ("uint8_slice_flip+batch", slice_flip_views),
+                         ("uint8_quantized_resize+batch", quantized_resize_views)):
+        found[name] = functools.partial(option, **kwargs)
     found["float32+colour_graycond"] = profile_preprocess(PROFILE_STAGES["float32"][:4] + ("colour_graycond",),
-                                                          image_size=image_size, num_views=num_views, dtype="float32")
-    # The option of libjpeg's fast integer IDCT (less accurate pixels), against the default accurate one.
-    found["decode_fast_idct"] = lambda example: {
-        "out": tf.shape(tf.io.decode_jpeg(example["image"], channels=3, dct_method="INTEGER_FAST"))[0]}
+                                                          dtype="float32", **kwargs)
+    # The product before views left the host as uint8, with colour on the device: crop, resize, flip, blur, float32.
+    found["before_simclr_device"] = profile_preprocess(("decode", "crop", "resize", "flip", "blur", "batch"),
+                                                       dtype="float32", **kwargs)
     for device in (False, True):
         found[f"{policy}_{'device' if device else 'host'}"] = product_preprocess(
-            policy=policy, image_size=image_size, num_views=num_views, device_color_augment=device)
+            policy=policy, device_color_augment=device, **kwargs)
     return found
 
 

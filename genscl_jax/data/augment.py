@@ -20,6 +20,7 @@ Importing this module imports TensorFlow; only genscl_jax.data.tf_pipeline impor
 from __future__ import annotations
 
 import math
+
 import tensorflow as tf
 
 from genscl_jax.data.registry import BLUR_SIGMA, GRAY_WEIGHTS, POLICIES, blur_kernel_size
