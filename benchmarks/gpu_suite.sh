@@ -5,6 +5,10 @@
 #   3. the loss alone: N in {1k, 4k, 8k, 16k} anchors vs N + 65536 contrasts, C in {10, 1000}, dense and chunked
 #   4. the collective audit: every collective of the ImageNet recipe's step partitioned over 8 devices, with bytes
 #      (JAX_PLATFORMS=cpu with 8 forced host devices: one GPU has no collectives to audit)
+#   5. case 1's step fed by the product's host input pipeline (tf.data on synthetic 375x500 JPEGs, colour and blur
+#      on the device): images/s end to end against step only, and the input-wait share, i.e. whether the host
+#      keeps up. It needs tensorflow and tensorflow_datasets, which the accelerator VM lacks and which are too large
+#      to carry: there the case prints "skipped: ..." and its JSON says so (install them to run it).
 # Every case builds the product's step from config_defaults.base_config(), so it needs ml_collections (pure
 # Python), which the accelerator VM lacks: carry its wheel (the device tool's README shows how).
 #
@@ -40,12 +44,14 @@ if [[ $SIZES == tiny ]]; then
   R50_224=(--model resnet10 --width 0.0625 --image-size 64 --per-device-batch 4 --dtype bfloat16 --moco --queue-size 64
            --head-dim 16 --steps 2 --repeats 2 --warmup 1)
   R50_32=(--model resnet10 --width 0.0625 --image-size 16 --per-device-batch 4 --steps 2 --repeats 2 --warmup 1)
+  PIPELINE=(--input-images 16)
   LOSS=(--anchors 64,128 --queue 256 --loss-block 32 --loss-steps 2 --repeats 2)
   SHARE=(--anchors 128 --classes 1000)
 else
   R50_224=(--model resnet50 --image-size 224 --per-device-batch 128 --dtype bfloat16 --moco --queue-size 65536
            --steps 10 --repeats 5 --warmup 3)
   R50_32=(--model resnet50 --image-size 32 --per-device-batch 512 --steps 10 --repeats 5 --warmup 3)
+  PIPELINE=(--input-images 1024)
   LOSS=(--anchors 1024,4096,8192,16384 --queue 65536 --loss-block 1024 --loss-steps 5 --repeats 5)
   SHARE=(--anchors 8192 --classes 1000)  # the ImageNet recipe: 4096 images x 2 views
 fi
@@ -64,6 +70,7 @@ run() {  # run NAME ARGS...: one bench process, its JSON and log under $OUT
   > "$OUT/gpu.txt" 2>/dev/null || true; }
 run r50_224_bf16_moco "${R50_224[@]}" --peak-tflops "$PEAK_BF16"
 run r50_cifar32_fp32 "${R50_32[@]}" --peak-tflops "$PEAK_TF32"
+run r50_224_jpeg_pipeline "${R50_224[@]}" --color-augment --input jpeg "${PIPELINE[@]}"
 # One process per implementation and label dimension; sizes ascend, so each case's device peak is its own.
 for impl in dense chunked; do
   for classes in 10 1000; do

@@ -91,7 +91,7 @@ def test_gpu_suite_commands_parse():
                              capture_output=True, text=True).stdout
         commands = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("== ") and ": " in line
                     and "done" not in line]
-        assert len(commands) == 7
+        assert len(commands) == 8
         audit = shlex.split(commands.pop())  # the collective audit, on 8 forced CPU devices
         assert audit[:2] == ["JAX_PLATFORMS=cpu", "python"] and audit[2] == "benchmarks/collective_audit.py"
         sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -122,3 +122,18 @@ def test_torch_reference_matches_our_loss_and_model_size():
     flax_params = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes["params"]))
     torch_params = sum(p.numel() for p in ref.ContrastiveResNet("resnet18", 0.25, "cifar").parameters())
     assert torch_params == flax_params
+
+
+def test_the_pipeline_fed_step_is_skipped_with_a_message_without_tensorflow(tmp_path):
+    """The GPU suite's input-pipeline case on a machine without TensorFlow: one line saying what is missing, a JSON
+    that says "skipped", exit 0 (so the suite goes on), and no step built for nothing."""
+    out = str(tmp_path / "pipeline.json")
+    script = ("import runpy, sys\nsys.modules['tensorflow'] = None  # as if it were not installed\n"
+              f"sys.argv = ['genscl_jax.bench', '--quick', '--input', 'jpeg', '--json', {out!r}]\n"
+              "runpy.run_module('genscl_jax.bench', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped: --input jpeg feeds the step from the product's tf.data pipeline" in proc.stdout
+    assert "lacks tensorflow" in proc.stdout
+    with open(out) as f:
+        assert "lacks tensorflow" in json.load(f)["pipeline_step"]["skipped"]

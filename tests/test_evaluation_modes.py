@@ -64,6 +64,7 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
     from genscl_jax import data
+    from genscl_jax.data import device_preprocess
     from genscl_jax.models import model_builder
     from genscl_jax.runtime import parallel
     from genscl_jax.training import train_loop
@@ -82,9 +83,11 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
 
     def features(split):
         feats, labels = [], []
-        for batch in data.resolve(config).eval_batches(mesh, batch_size=config.eval_batch_size, split=split):
+        source = data.resolve(config)
+        for batch in source.eval_batches(mesh, batch_size=config.eval_batch_size, split=split):
             keep = np.asarray(batch["mask"]).astype(bool)
-            feats.append(np.asarray(encoder.apply(variables, batch["image"], train=False))[keep])
+            inputs = device_preprocess.normalize(batch["image"], source.eval_preprocessing())
+            feats.append(np.asarray(encoder.apply(variables, inputs, train=False))[keep])
             labels.append(np.asarray(batch["label"])[keep])
         return np.concatenate(feats), np.concatenate(labels)
 

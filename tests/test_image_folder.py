@@ -182,8 +182,10 @@ def test_folder_batches_cover_each_split_with_their_labels(tmp_path):
     assert list(labels) == [0, 0, 1, 1, 2, 2]  # Sorted classes, each class's files in name order.
     # Evaluation images are the files themselves at their own size (central square of a square image).
     images = np.concatenate([b["image"][b["mask"]] for b in evaluation])
+    assert images.dtype == np.uint8  # The step normalises, with the folder's statistics.
+    normalised = (images / 255.0 - entry.info.mean) / entry.info.std
     expected = (np.stack([image for image, _ in written["test"]]) / 255.0 - entry.info.mean) / entry.info.std
-    np.testing.assert_allclose(images, expected, atol=0.15 / min(entry.info.std))  # JPEG: close, not exact.
+    np.testing.assert_allclose(normalised, expected, atol=0.15 / min(entry.info.std))  # JPEG: close, not exact.
 
 
 def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
@@ -191,8 +193,7 @@ def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
     entry = data.resolve(folder_config(tmp_path)).entry
 
     def signature(images):  # Each training image's own pixel sum (PNG, read at its own size: exact).
-        pixels = images * np.array(entry.info.std) + np.array(entry.info.mean)
-        return {int(round(v)) for v in (pixels * 255).reshape(len(images), -1).sum(1)}
+        return {int(v) for v in images.astype(int).reshape(len(images), -1).sum(1)}
 
     shares, eval_counts = [], []
     for process in range(2):  # Global batch 4, local 2: 3 local steps are one epoch of the 6-file share.

@@ -84,8 +84,5 @@ def test_imagenet_pipeline_runs_autoaugment():
             dataset=registry.get("imagenet2012"), data_dir=None, global_batch_size=4, image_size=32,
             policy="autoaugment", num_views=2, seed=0, process_index=0, process_count=1)
         batch = next(iterator)
-    info = registry.get("imagenet2012").info
-    assert batch["image"].shape == (4, 2, 32, 32, 3) and batch["image"].dtype == np.float32
-    low, high = (0 - np.array(info.mean)) / np.array(info.std), (1 - np.array(info.mean)) / np.array(info.std)
-    assert np.all(batch["image"] >= low - 1e-4) and np.all(batch["image"] <= high + 1e-4)
-    assert not np.allclose(batch["image"][:, 0], batch["image"][:, 1])
+    assert batch["image"].shape == (4, 2, 32, 32, 3) and batch["image"].dtype == np.uint8
+    assert not np.array_equal(batch["image"][:, 0], batch["image"][:, 1])

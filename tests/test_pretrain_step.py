@@ -8,6 +8,7 @@ import pytest
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.models import model_builder
 from genscl_jax import data, models
+from genscl_jax.data import device_preprocess
 from genscl_jax.runtime import parallel
 from genscl_jax.trainers import pretrain, teachers
 from conftest import make_tiny_config
@@ -39,16 +40,20 @@ def test_loss_falls_on_a_learnable_task():
 
 
 def test_step_without_key_encoder_computes_the_paper_loss():
-    """Recompute one step by hand: same mixing keys, same forward, loss over all 2N views."""
+    """Recompute one step by hand: the uint8 views normalised, same mixing keys, same forward, loss over all 2N
+    views."""
     config = make_tiny_config(**{"mix.kind": "mixup"})
-    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
+    source = data.resolve(config)
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), source)
     state0 = jax.device_get(trainer.state)
     batch = next(trainer.batches(0))
+    assert batch["image"].dtype == jnp.uint8
     _, metrics = trainer.train_step(trainer.state, batch)
 
     model = model_builder.build_contrastive_model(config)
     _, mix_key = jax.random.split(jax.random.fold_in(state0.rng, 0))
-    views, labels = mixing.mix_views(mix_key, batch["image"], batch["label"], 10, kind="mixup", alpha=1.0)
+    images = device_preprocess.normalize(batch["image"], source.eval_preprocessing())
+    views, labels = mixing.mix_views(mix_key, images, batch["label"], 10, kind="mixup", alpha=1.0)
     out, _ = model.apply({"params": state0.params, "batch_stats": state0.batch_stats},
                          views.reshape((-1,) + views.shape[2:]), train=True, mutable=["batch_stats"])
     expected = losses.generalized_supcon_loss(out["projection"], labels.reshape(-1, 10))

@@ -34,7 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.image_size = 32
     c.channels = 0  # 0 -> the dataset's own channel count
     c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none
-    c.device_color_augment = False  # colour jitter/grayscale on the accelerator; the host only crops and flips
+    # simclr's colour jitter, grayscale and blur in the compiled step (every training mode); the host only decodes,
+    # crops and flips, half its CPU per ImageNet image (BENCHMARKS.md section 7)
+    c.device_color_augment = False
     c.num_views = 2
 
     # Model.

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import jax
 from jax.sharding import Mesh
 
-from genscl_jax.data import image_folder, registry, stats, synthetic
+from genscl_jax.data import device_preprocess, image_folder, registry, stats, synthetic
 from genscl_jax.data.registry import DataError as DataError  # What runner turns into the one-line `error: ...`.
 from genscl_jax.data.registry import DatasetInfo as DatasetInfo
 from genscl_jax.runtime import parallel
@@ -88,11 +88,22 @@ class DataSource:
     def steps_per_epoch(self, batch_size: int) -> int:
         return max(self.info.num_train // batch_size, 1)
 
+    def train_preprocessing(self, augment: str, device_color_augment: bool = False) -> device_preprocess.Preprocessing:
+        """What a training step must do to `train_batches(augment=..., device_color_augment=...)`'s views (its
+        normalisation statistics, and simclr's colour augmentation and blur when they run on the device)."""
+        return device_preprocess.for_training(self.entry, self.info, policy=augment, image_size=self.image_size,
+                                              device_color_augment=device_color_augment)
+
+    def eval_preprocessing(self) -> device_preprocess.Preprocessing:
+        """What a step must do to `eval_batches`' images: normalise them with the dataset's statistics."""
+        return device_preprocess.Preprocessing.of(self.info)
+
     def train_batches(self, mesh: Mesh, *, start_step: int, batch_size: int, augment: str, num_views: int,
                       device_color_augment: bool = False) -> Iterator[dict[str, jax.Array]]:
-        """Global training batches {"image": [B, V, H, W, C], "label": [B]} from `start_step` on.
+        """Global training batches {"image": uint8 [B, V, H, W, C], "label": [B]} from `start_step` on.
 
-        device_color_augment: the host only crops and flips; colour augmentation runs in the step (simclr only).
+        The step finishes them with `train_preprocessing(augment, device_color_augment)` (device_preprocess.
+        train_views); device_color_augment: the host only crops and flips simclr's views.
         """
         if self.entry.reader == "synthetic":
             yield from synthetic.train_iterator(
@@ -105,7 +116,8 @@ class DataSource:
         local = tf_pipeline.create_train_iterator(
             dataset=self.entry, data_dir=self.data_dir, global_batch_size=batch_size, image_size=self.image_size,
             policy=augment, num_views=num_views, seed=self.seed, start_step=start_step,
-            device_color_augment=device_color_augment and augment == "simclr", channels=self.info.channels)
+            device_color_augment=self.train_preprocessing(augment, device_color_augment).color_augment,
+            channels=self.info.channels)
         for batch in local:
             yield parallel.global_batch_from_local(batch, mesh)
 
@@ -116,7 +128,9 @@ class DataSource:
         return self.info.num_train if split == "train" else self.info.num_test
 
     def eval_batches(self, mesh: Mesh, *, batch_size: int, split: str = "test") -> Iterator[dict[str, jax.Array]]:
-        """One pass over an evaluation split, {"image": [B, H, W, C], "label", "mask"}; padding has mask False."""
+        """One pass over an evaluation split, {"image": uint8 [B, H, W, C], "label", "mask"}; padding has mask False.
+
+        A step normalises the images with `eval_preprocessing()` (device_preprocess.normalize)."""
         if self.entry.reader == "synthetic":
             # Its own seeds per split, so the "train" and "test" examples differ.
             seed = self.seed + (1_000_003 if split == "test" else 2_000_003)

@@ -29,6 +29,14 @@ TEST_SPLITS = ("test", "validation", "val")
 # Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use; the host (augment)
 # and the device (device_augment) colour augmentations share them.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+# SimCLR's Gaussian blur, shared by the host (augment) and the device (device_augment): sigma uniform in this range,
+# a kernel about a tenth of the view's side.
+BLUR_SIGMA = (0.1, 2.0)
+
+
+def blur_kernel_size(side: int) -> int:
+    """The odd blur kernel of a `side` px view (23 taps at 224 px, 1, i.e. no blur, below 40 px)."""
+    return 2 * (side // 20) + 1
 
 
 class DataError(RuntimeError):
@@ -99,6 +107,12 @@ class Dataset:
     # Reader "image_folder": its genscl_jax.data.image_folder.FolderLayout (files and labels of every split).
     folder: Any = None
 
+    def blur_prob(self, policy: str, image_size: int) -> float:
+        """SimCLR's Gaussian blur probability for this dataset's `policy` views: 0.5 for ImageNet-sized photos, as
+        SimCLR and MoCo v2 blur them; none at CIFAR sizes, where blur only destroys the views."""
+        photos = self.stored_as_jpeg or (self.variable_size and image_size > 64)
+        return 0.5 if policy == "simclr" and photos else 0.0
+
 
 # CIFAR statistics are the ones of SupCon's and the GenSCL authors' code (their std is the commonly copied
 # per-image one, not the per-pixel (0.247, 0.243, 0.261)); using theirs keeps inputs identical to theirs.
@@ -119,9 +133,10 @@ DATASETS: dict[str, Dataset] = {
         DatasetInfo(10, 60_000, 10_000, 1, (0.2860,), (0.3530,)),
         reader="tfds", tfds_name="fashion_mnist",
         builder="genscl_jax.data.fashion_mnist_offline:prepared_or_offline_builder"),
-    # Zero mean, unit std: the generator's images are used as they come. The split sizes only set what an
-    # "epoch" is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.
-    "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.0,) * 3, (1.0,) * 3, any_channels=True),
+    # The generator's standardised values x are stored as 8-bit pixels 255 * (0.5 + x / 8) (x in [-4, 4]), like
+    # every dataset's, so normalising with these statistics gives x back. The split sizes only set what an "epoch"
+    # is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.
+    "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.5,) * 3, (0.125,) * 3, any_channels=True),
                          reader="synthetic"),
 }
 NAMES = tuple(DATASETS)  # The built-in entries.

@@ -17,6 +17,10 @@ process reads its share of the files, every epoch in a (seed, epoch)-shuffled or
 `dataset` is a registry.Dataset entry (genscl_jax.data resolves it, and makes those of image folders and tfds:NAME);
 `channels` is the count to emit, by the registry's one rule (DatasetInfo.with_channels).
 
+Images leave as uint8 pixels, a quarter of float32's bytes; the steps convert and normalise them with the
+dataset's statistics (genscl_jax.data.device_preprocess), and with `device_color_augment` also do simclr's colour
+jitter, grayscale and blur.
+
 This module and `augment` import TensorFlow and tfds when imported. Only genscl_jax.data's reading functions
 import this module, so the synthetic path, the bench and config validation never load TensorFlow.
 """
@@ -86,14 +90,13 @@ def _example_key(tfds_id):
 # Per-example preprocessing.
 
 
-def _emitted(info: DatasetInfo, channels: int | None) -> tuple[tuple[float, ...], tuple[float, ...], int]:
-    """(mean, std, channels) of the images this pipeline emits for `channels` (None: the dataset's own)."""
-    emitted = info.with_channels(channels)
-    return emitted.mean, emitted.std, emitted.channels
+def _emitted_channels(info: DatasetInfo, channels: int | None) -> int:
+    """The channel count of the images this pipeline emits for `channels` (None: the dataset's own)."""
+    return info.with_channels(channels).channels
 
 
 def _small_image(image, info: DatasetInfo, image_size: int, channels: int):
-    """CIFAR / Fashion-MNIST uint8 -> float32 [0, 1] at image_size (28 px padded to 32), channels tiled."""
+    """CIFAR / Fashion-MNIST uint8 -> uint8 at image_size (28 px padded to 32), channels tiled."""
     image = augment.pad_or_resize(image, image_size)
     if channels != info.channels:
         image = tf.tile(image, [1, 1, channels])
@@ -117,7 +120,7 @@ def _jpeg_center_crop(jpeg, image_size: int):
     height, width = shape[0], shape[1]
     crop = tf.cast(tf.round(tf.cast(tf.minimum(height, width), tf.float32) * (224 / 256)), tf.int32)
     window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
-    return augment.resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), image_size)
+    return augment.to_uint8(augment.resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), image_size))
 
 
 def _central_square(image, image_size: int):
@@ -125,7 +128,7 @@ def _central_square(image, image_size: int):
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     side = tf.minimum(height, width)
     square = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
-    return augment.resize(square, image_size)
+    return augment.to_uint8(augment.resize(square, image_size))
 
 
 def _eval_image(image, entry: registry.Dataset, image_size: int, channels: int):
@@ -139,16 +142,17 @@ def _eval_image(image, entry: registry.Dataset, image_size: int, channels: int):
 def make_train_preprocess(dataset: registry.Dataset, *, image_size: int, policy: str, num_views: int,
                           seed: int, device_color_augment: bool = False, channels: int | None = None,
                           blur_prob: float | None = None):
-    """fn({"image", "label", "key", "epoch"}) -> {"image": [V, S, S, C] float32, "label": int32}.
+    """fn({"image", "label", "key", "epoch"}) -> {"image": [V, S, S, C] uint8, "label": int32}.
 
     The image is encoded (JPEG for ImageNet, JPEG or PNG for variable-size datasets; decoded once, shared by the
-    views) or uint8.
+    views) or uint8. device_color_augment: simclr's colour jitter, grayscale and blur are left to the step
+    (device_preprocess.for_training says the same); blur_prob: the host's blur instead of the dataset's rule.
     """
     entry, info = dataset, dataset.info
-    mean, std, channels = _emitted(info, channels)
+    channels = _emitted_channels(info, channels)
     is_jpeg, variable = entry.stored_as_jpeg, entry.variable_size
-    if blur_prob is None:  # SimCLR / MoCo v2 blur ImageNet-sized views; at 32 px blur only destroys them.
-        blur_prob = 0.5 if policy == "simclr" and (is_jpeg or variable and image_size > 64) else 0.0
+    if blur_prob is None:
+        blur_prob = 0.0 if device_color_augment else entry.blur_prob(policy, image_size)
     # ImageNet linear evaluation trains on torchvision's default crop scale (SupCon's recipe).
     crop_scale = (0.08, 1.0) if is_jpeg and policy == "crop_flip" else (0.2, 1.0)
     view_kwargs = dict(policy=policy, image_size=image_size, color=not device_color_augment,
@@ -166,8 +170,6 @@ def make_train_preprocess(dataset: registry.Dataset, *, image_size: int, policy:
             else:
                 image = _small_image(example["image"], info, image_size, channels)
             views = augment.augment_views(image, example_seed, num_views, **view_kwargs)
-        if not device_color_augment:  # Otherwise the device normalises after its colour jitter.
-            views = augment.normalize(views, mean, std)
         return {"image": views, "label": tf.cast(example["label"], tf.int32)}
 
     return preprocess
@@ -290,12 +292,11 @@ def create_train_iterator(*, dataset: registry.Dataset, data_dir: str | None, gl
                           device_color_augment: bool = False, channels: int | None = None,
                           blur_prob: float | None = None, shuffle_buffer: int | None = None
                           ) -> Iterator[dict]:
-    """Endless numpy batches {"image": float32 [b, V, S, S, C], "label": int32 [b]}, b = global / processes.
+    """Endless numpy batches {"image": uint8 [b, V, S, S, C], "label": int32 [b]}, b = global / processes.
 
     Batches run on across epoch boundaries (no example is dropped at an epoch's end), so step k starts at
-    example k * b of this process's stream; that is how `start_step` resumes exactly. Images are normalised
-    unless device_color_augment, when the host only crops / flips (and RandAugments or blurs where the
-    policy says so) and emits [0, 1] images for genscl_jax.data.device_augment.color_augment.
+    example k * b of this process's stream; that is how `start_step` resumes exactly. With device_color_augment
+    the host only crops and flips simclr's views (other policies are unchanged): the step does the rest.
     """
     entry = dataset  # The policy is checked where it is implemented (augment.augment_view).
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
@@ -331,14 +332,14 @@ def _eval_examples(entry: registry.Dataset, data_dir: str | None, split: str, pr
 def create_eval_iterator(*, dataset: registry.Dataset, data_dir: str | None, global_batch_size: int,
                          image_size: int, split: str = "test", process_index: int | None = None,
                          process_count: int | None = None, channels: int | None = None) -> Iterator[dict]:
-    """One pass of numpy batches {"image": float32 [b, S, S, C], "label": int32 [b], "mask": bool [b]}.
+    """One pass of numpy batches {"image": uint8 [b, S, S, C], "label": int32 [b], "mask": bool [b]}.
 
     Processes read disjoint shares that differ by at most one example; each pads its share with mask=False
     examples up to the same number of full batches, so no example is dropped or repeated.
     """
     entry, info = dataset, dataset.info
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
-    mean, std, channels = _emitted(info, channels)
+    channels = _emitted_channels(info, channels)
     split = info.split_name(split)
     ds, total = _eval_examples(entry, data_dir, split, process_index, process_count)
     largest_share = -(-total // process_count)
@@ -349,11 +350,11 @@ def create_eval_iterator(*, dataset: registry.Dataset, data_dir: str | None, glo
                          f"{largest_share}")
 
     def preprocess(example):
-        image = augment.normalize(_eval_image(example["image"], entry, image_size, channels), mean, std)
+        image = _eval_image(example["image"], entry, image_size, channels)
         return {"image": image, "label": tf.cast(example["label"], tf.int32), "mask": tf.constant(True)}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    padding = {"image": tf.zeros([image_size, image_size, channels], tf.float32),
+    padding = {"image": tf.zeros([image_size, image_size, channels], tf.uint8),
                "label": tf.constant(0, tf.int32), "mask": tf.constant(False)}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(num_batches * local_batch - share))
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -40,6 +40,7 @@ import numpy as np
 
 from genscl_jax import data, models
 from genscl_jax.config import defaults, recipes
+from genscl_jax.data import device_preprocess, registry
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import loss_chunked, losses, mixing
 from genscl_jax.runtime import compile_options, parallel
@@ -191,7 +192,8 @@ class StepBenchmark:
     """The product's pretraining step (pretrain.build_program) for `args`, lowered once; `compile(options)` gives
     callables sharing its inputs."""
 
-    def __init__(self, args: argparse.Namespace, mesh=None):
+    def __init__(self, args: argparse.Namespace, mesh=None,
+                 preprocessing: device_preprocess.Preprocessing | None = None):
         self.args = args
         self.mesh = mesh or parallel.create_mesh()
         self.num_devices = self.mesh.devices.size
@@ -199,11 +201,11 @@ class StepBenchmark:
         self.num_classes = num_classes_for(args)
         self.config = step_config(args, self.num_devices)
         channels = args.channels
-        # Normalisation constants only matter to on-device colour augmentation.
         spec = data.DatasetInfo(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
         t0 = time.perf_counter()
         teacher = self._random_teacher(channels) if args.teacher != "none" else None
         self.program = pretrain.build_program(self.config, self.mesh, spec, spec.num_train // self.global_batch,
+                                              preprocessing=preprocessing or step_preprocessing(args, spec),
                                               teacher=teacher)
         self.initial_state = self.program.init_state()
         self.teacher_variables = teacher.variables if teacher else None
@@ -255,9 +257,17 @@ class StepBenchmark:
         return run
 
 
+def step_preprocessing(args: argparse.Namespace, spec: data.DatasetInfo) -> device_preprocess.Preprocessing:
+    """What the step does to its uint8 views, as for the dataset this shape stands for: ImageNet at 64 px and more
+    (with --color-augment: colour jitter, grayscale and blur on the device), CIFAR below (no blur)."""
+    entry = registry.get("imagenet2012" if args.image_size >= 64 else "cifar10")
+    return device_preprocess.for_training(entry, spec, policy="simclr", image_size=args.image_size,
+                                          device_color_augment=args.color_augment)
+
+
 def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, channels: int, num_classes: int,
                  mesh) -> dict[str, jax.Array]:
-    """One global batch {"image": [B, V, H, W, C] float32, "label": [B] int32} of noise, each process making its
+    """One global batch {"image": [B, V, H, W, C] uint8, "label": [B] int32} of noise, each process making its
     share on the host and placing it as the input pipeline does (parallel.global_batch_from_local).
 
     The step's cost does not depend on pixel values, and this costs no compilation (synthetic.py's generator
@@ -265,7 +275,7 @@ def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, 
     """
     local = global_batch // jax.process_count()
     rng = np.random.default_rng(seed + jax.process_index())
-    images = rng.standard_normal((local, num_views, image_size, image_size, channels), dtype=np.float32)
+    images = rng.integers(0, 256, (local, num_views, image_size, image_size, channels), dtype=np.uint8)
     labels = rng.integers(0, num_classes, (local,), dtype=np.int32)
     return parallel.global_batch_from_local({"image": images, "label": labels}, mesh)
 
@@ -506,7 +516,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mix", default="none", choices=mixing.MIX_KINDS)
     g.add_argument("--cpu-convolutions", default="eigen", choices=compile_options.CPU_CONVOLUTIONS,
                    help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
-    g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
+    g.add_argument("--color-augment", action="store_true",
+                   help="simclr's colour jitter, grayscale and (at 64 px and more) blur on the device, in the step")
+    g.add_argument("--input", default="noise", choices=("noise", "jpeg"),
+                   help="noise: one batch reused (the device alone); jpeg: every step a batch from the product's "
+                        "tf.data pipeline over synthetic JPEGs (needs TensorFlow; genscl_jax/tools/pipeline_bench.py)")
+    g.add_argument("--input-images", type=int, default=512, help="--input jpeg: synthetic 375x500 JPEGs to write")
+    g.add_argument("--input-dir", default="", help="--input jpeg: their image folder (default: under the temp dir)")
     g.add_argument("--optimizer", default="sgd", choices=optimizers.OPTIMIZERS)
     g.add_argument("--learning-rate", type=float, default=0.1)
     g.add_argument("--head-dim", type=int, default=128, help="projection output dim (also the loss-only D)")
@@ -547,6 +563,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"environment": env, "argv": list(argv if argv is not None else sys.argv[1:])}
     if args.loss_only:
         results["loss"] = bench_loss(args)
+    elif args.input == "jpeg":
+        from genscl_jax.tools import pipeline_bench  # TensorFlow, only in this mode
+
+        results["pipeline_step"] = pipeline_bench.bench_pipeline_step(args, StepBenchmark)
+        print("\n".join(pipeline_bench.lines(results["pipeline_step"])), file=out, flush=True)
     else:
         results["step"] = bench_step(args)
         print("\n".join(_step_lines(results["step"])), file=out, flush=True)

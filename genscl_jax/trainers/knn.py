@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from genscl_jax import data, models
+from genscl_jax.data import device_preprocess
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.training import metrics
 
@@ -91,10 +92,12 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, source
     replicated = parallel.replicated(mesh)
     options = compile_options.model_jit_options(config)
     num_classes = source.info.num_classes
+    preprocessing = source.eval_preprocessing()
 
     def encode(state, images):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return models.l2_normalize(model.apply(variables, images, train=False, method=models.ContrastiveModel.encode))
+        inputs = device_preprocess.normalize(images, preprocessing)
+        return models.l2_normalize(model.apply(variables, inputs, train=False, method=models.ContrastiveModel.encode))
 
     # Gathered (replicated) outputs: the bank is needed whole by every query. (Compiler options are only allowed on
     # top-level jits, so query_counts calls the plain `encode`.)

@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh
 
 from genscl_jax import data, models
+from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
@@ -80,12 +81,17 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     encoder = model_builder.build_encoder(config)
     frozen = parallel.replicate(encoder_variables, mesh)
 
-    def features_fn(images):
-        return jax.lax.stop_gradient(encoder.apply(frozen, images, train=False))
+    def network_features(inputs):  # normalised images -> frozen pooled features
+        return jax.lax.stop_gradient(encoder.apply(frozen, inputs, train=False))
+
+    test_preprocessing = source.eval_preprocessing()
+
+    def features_fn(images):  # evaluation batches' uint8 images -> features
+        return network_features(device_preprocess.normalize(images, test_preprocessing))
 
     # The encoder alone, compiled once for every precomputed split.
     encode = jax.jit(features_fn, **compile_options.model_jit_options(config))
-    batches, step_input, steps_per_epoch = _training_data(config, mesh, source, features_fn, encode)
+    batches, step_input, steps_per_epoch = _training_data(config, mesh, source, network_features, encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
     if _precomputes(le):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
@@ -112,21 +118,27 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
                               report_every_steps=steps_per_epoch * max(int(le.num_epochs) // 10, 1))
 
 
-def _training_data(config: Any, mesh: Mesh, source: data.DataSource, features_fn, encode):
-    """(batches, what the step applies to a batch's inputs, steps per epoch): stored features (from `encode`, the
-    jitted features_fn) when precomputing, else augmented images through the frozen encoder."""
+def _training_data(config: Any, mesh: Mesh, source: data.DataSource, network_features, encode):
+    """(batches, step_input(key, batch) -> the classifier's inputs, steps per epoch): stored features (from
+    `encode`, the jitted encoder of evaluation images) when precomputing, else one augmented view per image,
+    finished on the device (device_preprocess.train_views) and through the frozen encoder (`network_features`)."""
     le = config.linear_eval
     if _precomputes(le):
         features, labels = _precompute(config, mesh, source, encode)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
-        return _feature_batches(features, labels, le.batch_size, config.seed, mesh), (lambda x: x), steps_per_epoch
+        batches = _feature_batches(features, labels, le.batch_size, config.seed, mesh)
+        return batches, (lambda key, batch: batch["features"]), steps_per_epoch
+
+    preprocessing = source.train_preprocessing(le.augment, config.device_color_augment)
 
     def batches(start_step):
-        for batch in source.train_batches(mesh, start_step=start_step, batch_size=le.batch_size,
-                                          augment=le.augment, num_views=1):
-            yield {"image": batch["image"][:, 0], "label": batch["label"]}
+        return source.train_batches(mesh, start_step=start_step, batch_size=le.batch_size, augment=le.augment,
+                                    num_views=1, device_color_augment=config.device_color_augment)
 
-    return batches, features_fn, source.steps_per_epoch(le.batch_size)
+    def step_input(key, batch):
+        return network_features(device_preprocess.train_views(key, batch["image"], preprocessing)[:, 0])
+
+    return batches, step_input, source.steps_per_epoch(le.batch_size)
 
 
 def _precomputes(le) -> bool:
@@ -138,10 +150,9 @@ def _stored_test_features(config, mesh, source, encode) -> list[dict[str, jax.Ar
     return list(_encoded(config, mesh, source, encode, "test", lambda batch, features: {**batch, "image": features}))
 
 
-def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):
+def _make_step(classifier: nn.Module, tx, schedule, step_input, num_classes: int):
     def step(state: TrainState, batch):
-        inputs = batch["features"] if "features" in batch else batch["image"]
-        features = features_fn(inputs)
+        features = step_input(jax.random.fold_in(state.rng, state.step), batch)
         targets = jax.nn.one_hot(batch["label"], num_classes)
 
         def loss_fn(params):

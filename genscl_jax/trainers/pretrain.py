@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from genscl_jax import data
+from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import momentum_encoder
 from genscl_jax.runtime import compile_options, parallel
@@ -39,13 +40,15 @@ class PretrainProgram:
 
 
 def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epoch: int, *,
+                  preprocessing: device_preprocess.Preprocessing,
                   teacher: teachers.Teacher | None = None) -> PretrainProgram:
     """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec` with
-    `steps_per_epoch` steps of config.batch_size per epoch (epoch-based schedules)."""
+    `steps_per_epoch` steps of config.batch_size per epoch (epoch-based schedules), whose uint8 views the step
+    finishes with `preprocessing` (DataSource.train_preprocessing)."""
     total_steps = optimizers.total_train_steps(config, steps_per_epoch)
     model = model_builder.build_contrastive_model(config)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
-    settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, spec.mean, spec.std)
+    settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, preprocessing)
     if settings.uses_teacher and teacher is None:
         teacher = teachers.load_teacher(config, spec.num_classes, spec.channels)
 
@@ -70,7 +73,9 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, *,
                   teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
     spec = source.info
-    program = build_program(config, mesh, spec, source.steps_per_epoch(config.batch_size), teacher=teacher)
+    preprocessing = source.train_preprocessing(config.augment, config.device_color_augment)
+    program = build_program(config, mesh, spec, source.steps_per_epoch(config.batch_size),
+                            preprocessing=preprocessing, teacher=teacher)
     state, total_steps, teacher, compiled = program.init_state(), program.total_steps, program.teacher, program.jit()
     teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
 

@@ -1,8 +1,9 @@
 """The GenSCL pretraining step: one compiled function from (state, global batch) to (state, metrics).
 
-Inside one step: optional on-device colour augmentation, per-view Mixup/CutMix, the teacher's forward on the
-mixed views (no gradient), the student's forward on all views, the generalized loss against mixed labels and
-teacher labels, the optimizer update, the EMA key-encoder update and the queue update.
+Inside one step: the device's share of the input pipeline (the uint8 views normalised, after colour augmentation
+when it runs on the device), per-view Mixup/CutMix, the teacher's forward on the mixed views (no gradient), the
+student's forward on all views, the generalized loss against mixed labels and teacher labels, the optimizer update,
+the EMA key-encoder update and the queue update.
 
 No TensorFlow and no config library here: the benchmark imports this module on machines that have neither.
 """
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genscl_jax.data import device_augment
+from genscl_jax.data import device_preprocess
 from genscl_jax.objectives import loss_chunked, losses, mixing, momentum_encoder
 from genscl_jax.training import optimizers
 from genscl_jax.training.train_state import TrainState
@@ -29,6 +30,8 @@ class PretrainSettings:
     """What the step needs to know besides the model and optimizer (all static under jit)."""
     num_classes: int
     total_steps: int
+    # What the step does to the batch's uint8 views first (DataSource.train_preprocessing).
+    preprocessing: device_preprocess.Preprocessing
     temperature: float = 0.1
     base_temperature: float = 0.07
     loss_normalization: str = "label_sum"
@@ -40,9 +43,6 @@ class PretrainSettings:
     moco: bool = False
     ema_momentum: float = 0.999
     ema_momentum_cosine: bool = False
-    device_color_augment: bool = False
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
     @property
     def uses_teacher(self) -> bool:
@@ -53,7 +53,8 @@ class PretrainSettings:
         return not math.isinf(self.kd_alpha)
 
 
-def settings_from_config(config: Any, num_classes: int, total_steps: int, mean=(), std=()) -> PretrainSettings:
+def settings_from_config(config: Any, num_classes: int, total_steps: int,
+                         preprocessing: device_preprocess.Preprocessing) -> PretrainSettings:
     return PretrainSettings(
         num_classes=num_classes, total_steps=total_steps, temperature=config.temperature,
         base_temperature=config.base_temperature, loss_normalization=config.loss_normalization,
@@ -61,8 +62,7 @@ def settings_from_config(config: Any, num_classes: int, total_steps: int, mean=(
         mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, kd_alpha=float(config.kd.alpha),
         kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
         ema_momentum_cosine=config.moco.momentum_cosine,
-        device_color_augment=config.device_color_augment and config.augment == "simclr",
-        mean=tuple(mean), std=tuple(std))
+        preprocessing=preprocessing)
 
 
 TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images) -> logits
@@ -86,8 +86,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         views = batch["image"]  # [B, V, H, W, C]
         batch_size, num_views = views.shape[:2]
-        if s.device_color_augment:
-            views = device_augment.color_augment(aug_key, views, mean=s.mean, std=s.std)
+        views = device_preprocess.train_views(aug_key, views, s.preprocessing)
         views, mixed_labels = mixing.mix_views(mix_key, views, batch["label"], s.num_classes,
                                                kind=s.mix_kind, alpha=s.mix_alpha)
         # Batch-major flattening keeps the leading (sharded) axis the batch axis; the loss is order-invariant.

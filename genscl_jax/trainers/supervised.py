@@ -15,6 +15,7 @@ import optax
 from jax.sharding import Mesh
 
 from genscl_jax import data
+from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.runtime import compile_options, parallel
@@ -23,10 +24,14 @@ from genscl_jax.training.train_state import TrainState, create_train_state
 
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                         num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float):
+                         num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float,
+                         preprocessing: device_preprocess.Preprocessing):
+    """step(state, batch) -> (state, metrics); `preprocessing`: what it does to the batch's uint8 views first
+    (DataSource.train_preprocessing)."""
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
-        views, targets = mixing.mix_views(key, batch["image"], batch["label"], num_classes, kind=mix_kind,
+        views = device_preprocess.train_views(jax.random.fold_in(key, 1), batch["image"], preprocessing)
+        views, targets = mixing.mix_views(key, views, batch["label"], num_classes, kind=mix_kind,
                                           alpha=mix_alpha)
         images = views.reshape((-1,) + views.shape[2:])
         targets = targets.reshape(-1, num_classes)
@@ -55,15 +60,19 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
-                                mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing)
+                                mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing,
+                                preprocessing=source.train_preprocessing(config.augment, config.device_color_augment))
     options = compile_options.model_jit_options(config)
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
+    test_preprocessing = source.eval_preprocessing()
     evaluate = jax.jit(lambda state, images: model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False), **options)
+        {"params": state.params, "batch_stats": state.batch_stats},
+        device_preprocess.normalize(images, test_preprocessing), train=False), **options)
 
     def batches(start_step: int):
         return source.train_batches(mesh, start_step=start_step, batch_size=config.batch_size,
-                                    augment=config.augment, num_views=1)
+                                    augment=config.augment, num_views=1,
+                                    device_color_augment=config.device_color_augment)
 
     def test_accuracy(state: TrainState, step: int) -> dict[str, float]:
         del step
