@@ -2,8 +2,9 @@
 
 It owns what all trainers share: resume from the newest checkpoint before anything else, periodic checkpoints,
 SIGTERM (preemption) -> save and return at one step all processes agree on (preemption.py), a NaN/inf guard that
-stops loudly without saving the bad state, clu metric writers and progress reports, and periodic evaluation hooks.
-A trainer only brings its state, its compiled step and its batches.
+stops loudly without saving the bad state, clu metric writers and progress reports, periodic evaluation hooks, and
+the share of time spent waiting for the input pipeline (input_wait.py). A trainer only brings its state, its
+compiled step and its batches.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from absl import logging
 
 from genscl_jax.runtime import preemption
 from genscl_jax.training import checkpointing
+from genscl_jax.training.input_wait import InputWait
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,6 +52,7 @@ class LoopResult:
     wall_seconds: float
     images_per_second: float
     preempted: bool
+    input_wait_share: float | None = None  # of this invocation's wall time, over its log windows (input_wait.py)
 
 
 def _host_scalars(metrics: dict) -> dict[str, float]:
@@ -116,7 +119,7 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
                       wall_seconds=time.time() - started,
                       # A rerun that trained nothing reports the throughput saved with the checkpoint.
                       images_per_second=throughput.images_per_second() or loop.saved_images_per_second,
-                      preempted=preempted)
+                      preempted=preempted, input_wait_share=loop.input_wait.run_share())
 
 
 @dataclasses.dataclass
@@ -133,6 +136,7 @@ class _Loop:
     eval_metrics: dict = dataclasses.field(default_factory=dict)
     evaluated_step: int | None = None
     saved_images_per_second: float = 0.0
+    input_wait: InputWait = dataclasses.field(default_factory=InputWait)
 
     def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
         trainer, step, pending = self.trainer, start, None
@@ -144,7 +148,7 @@ class _Loop:
                     if step > start:
                         self._save(step, state)
                     return state, step, True
-                state, metrics = trainer.train_step(state, next(batches))
+                state, metrics = trainer.train_step(state, self.input_wait.next_batch(batches))
                 step += 1
                 # The previous step's metrics are checked now, one step late, so the device never waits for it.
                 if pending is not None:
@@ -180,11 +184,16 @@ class _Loop:
             # A state is saved only after its own step's loss was seen to be finite.
             self.last_metrics = _host_scalars(metrics)
             _check_finite(self.last_metrics, step, self.trainer.name)
-            self._write(step, {**self.last_metrics, "images_per_second": self.throughput.images_per_second()})
+            wait = self.input_wait.close_window()  # the device has just caught up
+            self._write(step, {**self.last_metrics, **wait, "images_per_second": self.throughput.images_per_second()})
         if self.trainer.periodic_eval and self.trainer.eval_every_steps and step % self.trainer.eval_every_steps == 0:
             self.evaluate(state, step)
         if save_now:
             self._save(step, state)
+        # The next input-wait window opens where the device has caught up and evaluation and saving are done: after
+        # a log step, and after the first step (whose metrics the throughput meter blocks on; it held compilation).
+        if step % self.log_every_steps == 0 or save_now or not self.input_wait.started:
+            self.input_wait.restart()
 
     def evaluate(self, state: Any, step: int) -> dict:
         self.eval_metrics = self.trainer.periodic_eval(state, step)
@@ -213,4 +222,5 @@ def run_and_report(trainer: Trainer, config: Any, workdir: str) -> dict[str, Any
         writer.flush()
     return {"mode": trainer.name, "steps": result.steps, "wall_seconds": result.wall_seconds,
             "images_per_second": result.images_per_second, "final_loss": result.last_metrics.get("loss"),
+            "input_wait_share": result.input_wait_share,
             "final_metrics": result.last_metrics, **result.eval_metrics, "preempted": result.preempted}
