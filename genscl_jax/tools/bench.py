@@ -332,20 +332,31 @@ def bench_monitor_cost(args: argparse.Namespace) -> dict[str, Any]:
         run = bench.runner(compiled)
         _, metrics = jax.block_until_ready(run(max(args.warmup, 1)))
         runs["on" if monitor else "off"] = {"run": run, "compile_s": round(compile_seconds, 3), "times": [],
+                                            "cpu_times": [], "flops": compiled_flops(compiled),
                                             "loss_after_warmup": float(jax.device_get(metrics["loss"]))}
     for round_index in range(args.repeats):
         for name in (("on", "off") if round_index % 2 == 0 else ("off", "on")):
+            cpu_start = time.process_time()
             runs[name]["times"] += time_loop(runs[name]["run"], repeats=1, steps=args.steps)
-    on, off = runs["on"]["times"], runs["off"]["times"]
+            runs[name]["cpu_times"].append((time.process_time() - cpu_start) / args.steps)
+    on, off = runs["on"], runs["off"]
     result = {"mode": "monitor_cost", "config": describe_step(args), "global_batch": bench.global_batch,
               "rounds": args.repeats, "steps_per_round": args.steps,
-              "ratio_of_medians": round(statistics.median(on) / statistics.median(off), 4),
-              "median_paired_ratio": round(statistics.median(a / b for a, b in zip(on, off)), 4)}
+              "ratio_of_medians": _ratio(statistics.median(on["times"]), statistics.median(off["times"])),
+              "median_paired_ratio": round(statistics.median(a / b for a, b in zip(on["times"], off["times"])), 4),
+              # Process CPU time (all threads): what other jobs on a shared CPU move far less than wall time.
+              "cpu_time_ratio": _ratio(statistics.median(on["cpu_times"]), statistics.median(off["cpu_times"])),
+              "flops_ratio": _ratio(on["flops"], off["flops"]) if on["flops"] and off["flops"] else None}
     for name, run in runs.items():
         result[name] = {"step_ms": round(statistics.median(run["times"]) * 1e3, 3),
                         "step_ms_rounds": [round(t * 1e3, 3) for t in run["times"]],
+                        "cpu_ms": round(statistics.median(run["cpu_times"]) * 1e3, 3), "flops_per_step": run["flops"],
                         "compile_s": run["compile_s"], "loss_after_warmup": run["loss_after_warmup"]}
     return result
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 4)
 
 
 def _monitor_cost_lines(r: dict[str, Any]) -> list[str]:
@@ -354,7 +365,8 @@ def _monitor_cost_lines(r: dict[str, Any]) -> list[str]:
             f"{r['global_batch']} x {c['num_views']} views, moco={c['moco']}, {r['rounds']} rounds x "
             f"{r['steps_per_round']} steps",
             f"  step ms with probe + diagnostics {r['on']['step_ms']:.2f}, without {r['off']['step_ms']:.2f}: "
-            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f})"]
+            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f}, CPU time "
+            f"{r['cpu_time_ratio']:.4f}, XLA FLOPs {r['flops_ratio']})"]
 
 
 # ------------------------------------------------------------------------------------------- the loss alone
