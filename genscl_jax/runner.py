@@ -86,10 +86,13 @@ def _pretrain_and_eval(config: Any, workdir: str, source: data.DataSource) -> di
     if summary.get("preempted"):
         return summary
     evaluation = linear_eval.run(config, paths.join(workdir, "linear_eval"), source, pretrained_workdir=pretrain_dir)
-    knn = {k: v for k, v in summary.items() if k.startswith("knn_")}
-    return {**evaluation, **knn, "mode": "pretrain_and_eval", "pretrain": summary,
+    # Pretraining's own evaluation (kNN, online probe: last and best) beside the linear evaluation's, which is the
+    # run's authoritative number.
+    monitored = {k: v for k, v in summary.items() if k.startswith(("knn_", "probe_"))}
+    return {**evaluation, **monitored, "mode": "pretrain_and_eval", "pretrain": summary,
             "final_loss": summary["final_loss"], "steps": summary["steps"],
-            "images_per_second": summary["images_per_second"], "wall_seconds": summary["wall_seconds"]
+            "images_per_second": summary["images_per_second"], "input_wait_share": summary["input_wait_share"],
+            "wall_seconds": summary["wall_seconds"]
             + evaluation["wall_seconds"]}
 
 

@@ -20,11 +20,12 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 # ml_collections is allowed: the bench builds its step from config_defaults.base_config(), as training does.
 BANNED = ("tensorflow", "tensorflow_datasets", "clu")
 
-# One fresh process runs `python -m genscl_jax.bench` twice (quick step, tiny loss-only), then lists the banned
+# One fresh process runs `python -m genscl_jax.bench` three times (quick step, tiny loss-only, the quick step's
+# monitor cost), then lists the banned
 # top-level modules it has imported. A fresh process: this test session itself imports TensorFlow elsewhere.
 _SCRIPT = """
 import json, runpy, sys
-for argv in ({step!r}, {loss!r}):
+for argv in ({step!r}, {loss!r}, {monitor!r}):
     sys.argv = ["genscl_jax.bench", *argv]
     runpy.run_module("genscl_jax.bench", run_name="__main__", alter_sys=True)
 print("BANNED " + json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & set({banned!r}))))
@@ -34,15 +35,18 @@ print("BANNED " + json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & s
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    step_json, loss_json = str(out / "step.json"), str(out / "loss.json")
+    step_json, loss_json, monitor_json = str(out / "step.json"), str(out / "loss.json"), str(out / "monitor.json")
     script = _SCRIPT.format(step=["--quick", "--steps", "3", "--repeats", "2", "--json", step_json],
                             loss=["--quick", "--loss-only", "--anchors", "16,40", "--queue", "24",
                                   "--loss-impl", "dense,chunked", "--loss-block", "16", "--json", loss_json],
+                            monitor=["--quick", "--monitor-cost", "--steps", "1", "--repeats", "2", "--json",
+                                     monitor_json],
                             banned=BANNED)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(step_json) as f, open(loss_json) as g:
-        return {"stdout": proc.stdout, "step": json.load(f), "loss": json.load(g), "folder": str(out)}
+    with open(step_json) as f, open(loss_json) as g, open(monitor_json) as h:
+        return {"stdout": proc.stdout, "step": json.load(f), "loss": json.load(g), "monitor": json.load(h),
+                "folder": str(out)}
 
 
 def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
@@ -52,6 +56,16 @@ def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
     assert step["flops_per_step"] > 0 and step["planned_bytes"] > 0 and np.isfinite(step["loss_after_warmup"])
     assert bench_run["step"]["environment"]["jax"] == jax.__version__
     assert "images/s" in bench_run["stdout"] and "step ms" in bench_run["stdout"]
+
+
+def test_monitor_cost_mode_times_the_step_with_and_without_the_probe_and_diagnostics(bench_run):
+    cost = bench_run["monitor"]["monitor_cost"]
+    assert cost["on"]["step_ms"] > 0 and cost["off"]["step_ms"] > 0 and cost["ratio_of_medians"] > 0
+    assert len(cost["on"]["step_ms_rounds"]) == len(cost["off"]["step_ms_rounds"]) == 2
+    assert cost["flops_ratio"] > 1.0  # the probe's update and the diagnostics are real work
+    # The encoder's update is the same with and without them: the same loss after the warm-up steps.
+    assert cost["on"]["loss_after_warmup"] == cost["off"]["loss_after_warmup"]
+    assert "monitor cost" in bench_run["stdout"]
 
 
 def test_loss_only_mode_at_a_tiny_size(bench_run):

@@ -108,12 +108,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.linear_eval.decay_factor = 0.2
     c.linear_eval.augment = "crop_flip"  # one of: simclr | autoaugment | randaugment | crop_flip | none
     c.linear_eval.precompute_features = False
-    # Weighted kNN monitor on backbone features (every_steps 0 = off).
+    # Watching pretraining (README "Watching a run"). Every eval_every_steps (below) and at the end: the kNN vote's
+    # test top-1 on the encoder's features, against a bank of the first knn.max_train_examples training examples
+    # (0: the whole training split), and the online probe's test top-1.
     c.knn = ml_collections.ConfigDict()
-    c.knn.every_steps = 0
+    c.knn.enabled = True
     c.knn.k = 200
     c.knn.temperature = 0.1
     c.knn.max_train_examples = 0
+    # A linear classifier trained in the pretraining step on the detached pooled features (constant learning rate).
+    c.online_probe = ml_collections.ConfigDict()
+    c.online_probe.enabled = True
+    c.online_probe.optimizer = "adamw"  # one of: sgd | lars | adamw
+    c.online_probe.learning_rate = 1e-3
+    c.online_probe.momentum = 0.9  # sgd and lars
+    c.online_probe.weight_decay = 0.0
+    # The GenSCL diagnostics among the step's metrics (positive mass, target entropy, alignment, uniformity, ...).
+    c.diagnostics = True
     # Supervised cross-entropy training.
     c.label_smoothing = 0.0
 
@@ -129,5 +140,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.log_every_steps = 50
     c.eval_batch_size = 512
-    c.eval_every_steps = 0  # supervised mode: test accuracy every N steps (0 = at the end only)
+    # Pretraining: kNN and the online probe; supervised: test accuracy. Every N steps and at the end (0: the end only).
+    c.eval_every_steps = 1000
     return c

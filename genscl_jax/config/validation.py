@@ -33,6 +33,7 @@ CHOICES = {
     "kd.teacher_model": models.MODEL_NAMES,
     "kd.teacher_stem": model_builder.STEMS,
     "kd.teacher_dtype": model_builder.DTYPES,
+    "online_probe.optimizer": optimizers.OPTIMIZERS,
 }
 # Checked only when that feature is on (a teacher's architecture is irrelevant without a teacher).
 _CONDITIONAL = {"kd.teacher_model": lambda c: c.kd.alpha > 0, "kd.teacher_stem": lambda c: c.kd.alpha > 0,
@@ -56,11 +57,18 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return items
 
 
+# Keys that were replaced, and by what: their error says where the setting went.
+_MOVED = {"knn.every_steps": "config.eval_every_steps (one schedule for the kNN and the online probe; "
+                             "config.knn.enabled switches the kNN)"}
+
+
 def unknown_key_error(name: str) -> ConfigError | None:
     """None if `name` ("linear_eval.batch_size") is a config key, else the one-line error, with the closest keys."""
     known = list(_flatten(defaults.base_config()))
     if name in known:
         return None
+    if name in _MOVED:
+        return ConfigError(f"config.{name}: no longer a key; use {_MOVED[name]}")
     leaf = name.rsplit(".", 1)[-1]
     # The right key under another parent, else the closest spelling.
     close = [k for k in known if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(name, known, n=1,
@@ -106,7 +114,8 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
                  "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size",
                  "preemption_check_every_steps"):
         _positive(name, config[name])
-    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs", "loss_block_size"):
+    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs", "loss_block_size",
+                 "eval_every_steps"):
         _positive(name, config[name], allow_zero=True)
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
@@ -115,6 +124,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     _check_kd(config)
     _check_moco(config)
     _check_knn(config)
+    _check_online_probe(config)
     if config.mode == "linear_eval" and not config.linear_eval.pretrained_workdir:
         raise ConfigError("config.linear_eval.pretrained_workdir is empty: mode linear_eval needs the workdir "
                           "of a pretraining run (or use mode pretrain_and_eval)")
@@ -177,7 +187,16 @@ def _check_moco(config: Any) -> None:
 
 
 def _check_knn(config: Any) -> None:
-    for name in ("every_steps", "max_train_examples"):
-        _positive(f"knn.{name}", config.knn[name], allow_zero=True)
+    _positive("knn.max_train_examples", config.knn.max_train_examples, allow_zero=True)
     _positive("knn.k", config.knn.k)
     _positive("knn.temperature", config.knn.temperature)
+    if config.knn.enabled and config.knn.max_train_examples and config.dataset == registry.IMAGE_FOLDER:
+        raise ConfigError(f"config.knn.max_train_examples={config.knn.max_train_examples}: an image folder's "
+                          "training split is read class by class, so a bounded kNN bank would hold only its first "
+                          "classes; use 0 (the whole split) or config.knn.enabled=False")
+
+
+def _check_online_probe(config: Any) -> None:
+    if config.online_probe.enabled:
+        _positive("online_probe.learning_rate", config.online_probe.learning_rate)
+        _positive("online_probe.weight_decay", config.online_probe.weight_decay, allow_zero=True)

@@ -4,6 +4,7 @@
     python -m genscl_jax.bench --model resnet18 --width 0.5 --image-size 32 --per-device-batch 32
     python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
     python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
+    python -m genscl_jax.bench --monitor-cost --model resnet50 --image-size 32 --per-device-batch 8 --steps 2
 
 The step is the one training runs: pretrain.build_program on a config from defaults.base_config() with
 the flags below applied, jitted as the trainer jits it (parallel.jit_train_step), so this measures the product.
@@ -16,6 +17,10 @@ What it reports:
   - FLOPs and MFU: FLOPs per step from XLA's cost analysis of the compiled step (compiled.cost_analysis()
     ["flops"], per device for a sharded program; it counts a multiply-add as 2 FLOPs), divided by the step
     time and by --peak-tflops (per device) when given.
+  - --monitor-cost: what the online probe and the GenSCL diagnostics add to the step. The step with them
+    (--monitor, training's default) and without (--no-monitor) are compiled in one process and timed in turn,
+    round after round (the order alternating), so both see the same load: the ratio of the medians and the
+    median of the per-round ratios.
 
 Only jax, flax, optax, orbax, numpy and ml_collections are imported: no TensorFlow, tfds or clu, so it runs on a
 bare accelerator VM (with ml_collections' wheel carried there). The data is one batch of noise reused every step:
@@ -171,6 +176,7 @@ def step_config(args: argparse.Namespace, num_devices: int):
             device_color_augment=args.color_augment, augment="simclr",
             head={"hidden_dim": args.head_hidden_dim, "output_dim": args.head_dim},
             moco={"enabled": args.moco, "queue_size": args.queue_size},
+            online_probe={"enabled": args.monitor}, diagnostics=args.monitor,
             kd={"alpha": args.kd_alpha if args.teacher != "none" else 0.0, "teacher": "random weights",
                 "teacher_model": args.teacher if args.teacher != "none" else "resnet50",
                 "teacher_width_multiplier": args.teacher_width,
@@ -283,7 +289,8 @@ def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, 
 def describe_step(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in (
         "model", "width", "stem", "image_size", "channels", "per_device_batch", "num_views", "dtype", "moco",
-        "queue_size", "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions")}
+        "queue_size", "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions",
+        "monitor")}
 
 
 def bench_step(args: argparse.Namespace) -> dict[str, Any]:
@@ -322,6 +329,54 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     if not np.isfinite(loss):
         result["warning"] = "non-finite loss"
     return result
+
+
+def bench_monitor_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """The step with and without the online probe and the diagnostics, interleaved round by round."""
+    runs = {}
+    for monitor in (True, False):
+        variant = argparse.Namespace(**{**vars(args), "monitor": monitor})
+        bench = StepBenchmark(variant)
+        compiled, compile_seconds = bench.compile(bench.training_compiler_options(
+            _parse_compiler_options(args.compiler_option)))
+        run = bench.runner(compiled)
+        _, metrics = jax.block_until_ready(run(max(args.warmup, 1)))
+        runs["on" if monitor else "off"] = {"run": run, "compile_s": round(compile_seconds, 3), "times": [],
+                                            "cpu_times": [], "flops": compiled_flops(compiled),
+                                            "loss_after_warmup": float(jax.device_get(metrics["loss"]))}
+    for round_index in range(args.repeats):
+        for name in (("on", "off") if round_index % 2 == 0 else ("off", "on")):
+            cpu_start = time.process_time()
+            runs[name]["times"] += time_loop(runs[name]["run"], repeats=1, steps=args.steps)
+            runs[name]["cpu_times"].append((time.process_time() - cpu_start) / args.steps)
+    on, off = runs["on"], runs["off"]
+    result = {"mode": "monitor_cost", "config": describe_step(args), "global_batch": bench.global_batch,
+              "rounds": args.repeats, "steps_per_round": args.steps,
+              "ratio_of_medians": _ratio(statistics.median(on["times"]), statistics.median(off["times"])),
+              "median_paired_ratio": round(statistics.median(a / b for a, b in zip(on["times"], off["times"])), 4),
+              # Process CPU time (all threads): what other jobs on a shared CPU move far less than wall time.
+              "cpu_time_ratio": _ratio(statistics.median(on["cpu_times"]), statistics.median(off["cpu_times"])),
+              "flops_ratio": _ratio(on["flops"], off["flops"]) if on["flops"] and off["flops"] else None}
+    for name, run in runs.items():
+        result[name] = {"step_ms": round(statistics.median(run["times"]) * 1e3, 3),
+                        "step_ms_rounds": [round(t * 1e3, 3) for t in run["times"]],
+                        "cpu_ms": round(statistics.median(run["cpu_times"]) * 1e3, 3), "flops_per_step": run["flops"],
+                        "compile_s": run["compile_s"], "loss_after_warmup": run["loss_after_warmup"]}
+    return result
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 4)
+
+
+def _monitor_cost_lines(r: dict[str, Any]) -> list[str]:
+    c = r["config"]
+    return [f"monitor cost: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch "
+            f"{r['global_batch']} x {c['num_views']} views, moco={c['moco']}, {r['rounds']} rounds x "
+            f"{r['steps_per_round']} steps",
+            f"  step ms with probe + diagnostics {r['on']['step_ms']:.2f}, without {r['off']['step_ms']:.2f}: "
+            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f}, CPU time "
+            f"{r['cpu_time_ratio']:.4f}, XLA FLOPs {r['flops_ratio']})"]
 
 
 # ------------------------------------------------------------------------------------------- the loss alone
@@ -490,6 +545,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes that run in seconds on a CPU (CI regression run; reports, asserts nothing)")
     p.add_argument("--loss-only", action="store_true", help="time the loss alone (forward + backward)")
+    p.add_argument("--monitor-cost", action="store_true",
+                   help="time the step with and without the online probe and diagnostics, interleaved")
     p.add_argument("--json", default="", help="also write the results as JSON to this path ('-': stdout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
@@ -523,6 +580,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "tf.data pipeline over synthetic JPEGs (needs TensorFlow; genscl_jax/tools/pipeline_bench.py)")
     g.add_argument("--input-images", type=int, default=512, help="--input jpeg: synthetic 375x500 JPEGs to write")
     g.add_argument("--input-dir", default="", help="--input jpeg: their image folder (default: under the temp dir)")
+    g.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=True,
+                   help="the online linear probe and the GenSCL diagnostics in the step (training's default)")
     g.add_argument("--optimizer", default="sgd", choices=optimizers.OPTIMIZERS)
     g.add_argument("--learning-rate", type=float, default=0.1)
     g.add_argument("--head-dim", type=int, default=128, help="projection output dim (also the loss-only D)")
@@ -568,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         results["pipeline_step"] = pipeline_bench.bench_pipeline_step(args, StepBenchmark)
         print("\n".join(pipeline_bench.lines(results["pipeline_step"])), file=out, flush=True)
+    elif args.monitor_cost:
+        results["monitor_cost"] = bench_monitor_cost(args)
+        print("\n".join(_monitor_cost_lines(results["monitor_cost"])), file=out, flush=True)
     else:
         results["step"] = bench_step(args)
         print("\n".join(_step_lines(results["step"])), file=out, flush=True)

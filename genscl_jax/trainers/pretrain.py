@@ -15,7 +15,7 @@ from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import momentum_encoder
 from genscl_jax.runtime import compile_options, parallel
-from genscl_jax.trainers import knn, pretrain_step, teachers
+from genscl_jax.trainers import online_probe, pretrain_eval, pretrain_step, teachers
 from genscl_jax.training import optimizers, train_loop
 from genscl_jax.training.train_state import TrainState, train_state_initializer
 
@@ -30,6 +30,7 @@ class PretrainProgram:
     init_state: Callable[[], TrainState]  # the initial state, replicated on the mesh
     state_shapes: Callable[[], Any]  # the state's shapes and dtypes, without computing it
     teacher: teachers.Teacher | None
+    probe: online_probe.OnlineProbe | None  # the online linear probe the step trains (config.online_probe)
     total_steps: int
     compiler_options: dict[str, Any] | None  # what training compiles the step with (compile_utils)
 
@@ -57,16 +58,19 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
     if config.moco.enabled:
         make_queue = functools.partial(momentum_encoder.empty_queue, config.moco.queue_size, config.head.output_dim,
                                        spec.num_classes, settings.uses_teacher)
+    probe = online_probe.from_config(config, spec.num_classes)
     initializer = train_state_initializer(lambda rng: model.init(rng, sample, train=False), tx,
-                                          with_ema=config.moco.enabled, make_queue=make_queue)
+                                          with_ema=config.moco.enabled, make_queue=make_queue,
+                                          make_probe=probe.init if probe else None)
     seed_key = jax.random.PRNGKey(config.seed)
     step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
                                             teacher_fn=teacher.logits if teacher else None,
-                                            replicate=parallel.replicated_constraint(mesh))
+                                            replicate=parallel.replicated_constraint(mesh), probe=probe)
     return PretrainProgram(
         step_fn=step, model=model, mesh=mesh,
         init_state=lambda: compile_options.run_once(initializer, seed_key, out_shardings=parallel.replicated(mesh)),
-        state_shapes=lambda: jax.eval_shape(initializer, seed_key), teacher=teacher, total_steps=total_steps,
+        state_shapes=lambda: jax.eval_shape(initializer, seed_key), teacher=teacher, probe=probe,
+        total_steps=total_steps,
         compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
 
 
@@ -84,12 +88,12 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, *,
                                     augment=config.augment, num_views=config.num_views,
                                     device_color_augment=config.device_color_augment)
 
-    # config.knn.every_steps > 0: a kNN monitor on the encoder's features, every N steps and at the end.
-    monitor = knn.make_monitor(config, mesh, program.model, source) if config.knn.every_steps else None
+    # kNN and the online probe's test top-1, every config.eval_every_steps steps and at the end.
+    evaluator = pretrain_eval.make_evaluator(config, mesh, program.model, source, program.probe)
     return train_loop.Trainer(
         name="pretrain", state=state, train_step=lambda s, b: compiled(s, b, teacher_variables), batches=batches,
-        total_steps=total_steps, examples_per_step=config.batch_size, periodic_eval=monitor,
-        eval_every_steps=config.knn.every_steps)
+        total_steps=total_steps, examples_per_step=config.batch_size, periodic_eval=evaluator,
+        eval_every_steps=config.eval_every_steps, resume_eval=evaluator.resume if evaluator else None)
 
 
 def run(config: Any, workdir: str, source: data.DataSource, *, mesh: Mesh | None = None,

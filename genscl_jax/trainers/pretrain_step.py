@@ -3,7 +3,9 @@
 Inside one step: the device's share of the input pipeline (the uint8 views normalised, after colour augmentation
 when it runs on the device), per-view Mixup/CutMix, the teacher's forward on the mixed views (no gradient), the
 student's forward on all views, the generalized loss against mixed labels and teacher labels, the optimizer update,
-the EMA key-encoder update and the queue update.
+the EMA key-encoder update and the queue update; beside them, what shows whether the run is learning: the GenSCL
+diagnostics (objectives/diagnostics.py) and the online linear probe's update on the detached features
+(online_probe.py), neither of which reaches the encoder's gradients.
 
 No TensorFlow and no config library here: the benchmark imports this module on machines that have neither.
 """
@@ -20,7 +22,8 @@ import jax.numpy as jnp
 import optax
 
 from genscl_jax.data import device_preprocess
-from genscl_jax.objectives import loss_chunked, losses, mixing, momentum_encoder
+from genscl_jax.objectives import diagnostics, loss_chunked, losses, mixing, momentum_encoder
+from genscl_jax.trainers.online_probe import OnlineProbe
 from genscl_jax.training import optimizers
 from genscl_jax.training.train_state import TrainState
 
@@ -43,6 +46,7 @@ class PretrainSettings:
     moco: bool = False
     ema_momentum: float = 0.999
     ema_momentum_cosine: bool = False
+    diagnostics: bool = True  # the GenSCL diagnostics among the step's metrics
 
     @property
     def uses_teacher(self) -> bool:
@@ -62,7 +66,7 @@ def settings_from_config(config: Any, num_classes: int, total_steps: int,
         mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, kd_alpha=float(config.kd.alpha),
         kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
         ema_momentum_cosine=config.moco.momentum_cosine,
-        preprocessing=preprocessing)
+        preprocessing=preprocessing, diagnostics=config.diagnostics)
 
 
 TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images) -> logits
@@ -70,8 +74,10 @@ TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images)
 
 def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
                        settings: PretrainSettings, teacher_fn: TeacherFn | None = None,
-                       replicate: Callable[[Any], Any] = lambda tree: tree):
+                       replicate: Callable[[Any], Any] = lambda tree: tree, probe: OnlineProbe | None = None):
     """Returns step(state, batch, teacher_variables) -> (state, metrics); jit it with the shardings you want.
+
+    With `probe`, state.probe is its state (train_state_initializer's make_probe) and the step trains it.
 
     `replicate` lays a pytree out whole on every device inside the step (parallel.replicated_constraint(mesh)).
     The MoCo contrast set goes through it: anchors stay sharded, each device scores its rows against all contrasts.
@@ -102,15 +108,21 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
             outputs, new_model_state = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"])
             terms = _loss_terms(outputs["projection"], labels, contrasts, s)
-            return _combine(terms, s), (new_model_state["batch_stats"], terms)
+            return _combine(terms, s), (new_model_state["batch_stats"], terms, outputs)
 
-        (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (batch_stats, terms, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
         metrics = {"loss": loss, "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step),
                    **{f"loss_{name}": value for name, value in terms.items()}}
         if s.moco:
             new_state, queue_metrics = _update_key_encoder(new_state, contrasts, labels, s)
             metrics.update(queue_metrics)
+        if s.diagnostics:
+            metrics.update(_diagnostics(outputs["projection"], labels, contrasts, new_state.queue, num_views, s))
+        if probe is not None:
+            probe_state, probe_metrics = probe.update(state.probe, outputs["features"], labels["mixed"])
+            new_state = new_state.replace(probe=probe_state)
+            metrics.update(probe_metrics)
         return new_state, metrics
 
     return step
@@ -143,19 +155,43 @@ def _key_contrasts(model, state: TrainState, images, labels, replicate) -> dict[
 def _loss_terms(projection, labels, contrasts, s: PretrainSettings) -> dict[str, jax.Array]:
     """One GenSCL term per label source: "mixed" (ground truth after mixing) and "teacher" (distillation)."""
     terms = {}
-    names = (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.uses_teacher else [])
     loss_fn = losses.generalized_supcon_loss
     if s.loss_block_size:
         loss_fn = functools.partial(loss_chunked.generalized_supcon_loss_chunked, block_size=s.loss_block_size)
-    for name in names:
-        kwargs = {}
-        if contrasts is not None:
-            kwargs = dict(contrast_features=contrasts["features"], contrast_labels=contrasts[name],
-                          contrast_mask=contrasts["mask"], exclude_self=True)
+    for name in _label_sources(s):
         terms[name] = loss_fn(
             projection, labels[name], temperature=s.temperature, base_temperature=s.base_temperature,
-            normalization=s.loss_normalization, **kwargs)
+            normalization=s.loss_normalization, **_contrast_kwargs(contrasts, name))
     return terms
+
+
+def _label_sources(s: PretrainSettings) -> list[str]:
+    return (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.uses_teacher else [])
+
+
+def _contrast_kwargs(contrasts, name: str) -> dict[str, Any]:
+    """The loss's contrast-set arguments for label source `name`: none (all-vs-all) without MoCo."""
+    if contrasts is None:
+        return {}
+    return dict(contrast_features=contrasts["features"], contrast_labels=contrasts[name],
+                contrast_mask=contrasts["mask"], exclude_self=True)
+
+
+def _diagnostics(projection, labels, contrasts, queue, num_views: int, s: PretrainSettings) -> dict[str, jax.Array]:
+    """objectives/diagnostics.py's scalars: per label source over the loss's contrast set ("_teacher" suffix for the
+    teacher's labels), of the projections, of the key queue with MoCo and of the teacher with distillation."""
+    projection = jax.lax.stop_gradient(projection)
+    metrics = diagnostics.alignment_uniformity(projection, num_views)
+    for name in _label_sources(s):
+        suffix = "" if name == "mixed" else f"_{name}"
+        values = diagnostics.contrast_diagnostics(projection, labels[name], temperature=s.temperature,
+                                                  **_contrast_kwargs(contrasts, name))
+        metrics.update({f"{key}{suffix}": value for key, value in values.items()})
+    if s.moco:
+        metrics["key_age"] = diagnostics.queue_key_age(queue, keys_per_step=projection.shape[0])
+    if s.uses_teacher:
+        metrics["teacher_agreement"] = diagnostics.teacher_agreement(labels["teacher"], labels["mixed"])
+    return metrics
 
 
 def _combine(terms: dict[str, jax.Array], s: PretrainSettings) -> jax.Array:

@@ -24,8 +24,11 @@ from genscl_jax.runtime import console
 FIELDS: list[tuple[str, str]] = [
     ("loss", "loss {:#.3g}"),
     ("knn_top1", "kNN top-1 {:.1%}"),
+    ("probe_top1", "probe top-1 {:.1%}"),
     ("test_top1", "test top-1 {:.1%}"),
     ("linear_eval_top1", "test top-1 {:.1%}"),
+    # Near 100%: the host input pipeline is the bottleneck (input_wait.py).
+    ("input_wait_share", "input wait {:.0%}"),
 ]
 
 

@@ -3,7 +3,8 @@
 It owns what all trainers share: resume from the newest checkpoint before anything else, periodic checkpoints,
 SIGTERM (preemption) -> save and return at one step all processes agree on (preemption.py), a NaN/inf guard that
 stops loudly without saving the bad state, clu metric writers, the console's progress line or bar (progress.py),
-and periodic evaluation hooks. A trainer only brings its state, its compiled step and its batches.
+periodic evaluation hooks, and the share of time spent waiting for the input pipeline (input_wait.py). A trainer
+only brings its state, its compiled step and its batches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from genscl_jax.runtime import console, preemption
 from genscl_jax.training import checkpointing, progress
+from genscl_jax.training.input_wait import InputWait
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -52,6 +54,7 @@ class LoopResult:
     wall_seconds: float
     images_per_second: float
     preempted: bool
+    input_wait_share: float | None = None  # of this invocation's wall time, over its log windows (input_wait.py)
 
 
 def _host_scalars(metrics: dict) -> dict[str, float]:
@@ -100,7 +103,7 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
                       wall_seconds=time.time() - started,
                       # A rerun that trained nothing reports the throughput saved with the checkpoint.
                       images_per_second=throughput.images_per_second() or loop.saved_images_per_second,
-                      preempted=preempted)
+                      preempted=preempted, input_wait_share=loop.input_wait.run_share())
 
 
 @dataclasses.dataclass
@@ -118,6 +121,8 @@ class _Loop:
     eval_metrics: dict = dataclasses.field(default_factory=dict)
     evaluated_step: int | None = None
     saved_images_per_second: float = 0.0
+    input_wait: InputWait = dataclasses.field(default_factory=InputWait)
+    wait_metrics: dict = dataclasses.field(default_factory=dict)  # the last closed input-wait window's share
 
     def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
         trainer, step, pending = self.trainer, start, None
@@ -129,7 +134,7 @@ class _Loop:
                     if step > start:
                         self._save(step, state)
                     return state, step, True
-                state, metrics = trainer.train_step(state, next(batches))
+                state, metrics = trainer.train_step(state, self.input_wait.next_batch(batches))
                 step += 1
                 # The previous step's metrics are checked now, one step late, so the device never waits for it.
                 if pending is not None:
@@ -169,15 +174,22 @@ class _Loop:
             self.last_metrics = _host_scalars(metrics)
             _check_finite(self.last_metrics, step, self.trainer.name)
         if logged:
-            self._write(step, {**self.last_metrics, "images_per_second": self.throughput.images_per_second()})
+            self.wait_metrics = self.input_wait.close_window()  # the device has just caught up
+            self._write(step, {**self.last_metrics, **self.wait_metrics,
+                               "images_per_second": self.throughput.images_per_second()})
         if self.trainer.periodic_eval and self.trainer.eval_every_steps and step % self.trainer.eval_every_steps == 0:
             self.evaluate(state, step)
         if reported:
-            self.stage.report(step, {**self.last_metrics, **self.eval_metrics})  # the newest evaluation's, too
+            # The newest input-wait window's share and evaluation's metrics, too.
+            self.stage.report(step, {**self.last_metrics, **self.wait_metrics, **self.eval_metrics})
         else:
             self.stage.advance(step)
         if save_now:
             self._save(step, state)
+        # The next input-wait window opens where the device has caught up and evaluation and saving are done: after
+        # a log step, and after the first step (whose metrics the throughput meter blocks on; it held compilation).
+        if logged or not self.input_wait.started:
+            self.input_wait.restart()
 
     def evaluate(self, state: Any, step: int) -> dict:
         self.eval_metrics = self.trainer.periodic_eval(state, step)
@@ -207,4 +219,5 @@ def run_and_report(trainer: Trainer, config: Any, workdir: str) -> dict[str, Any
         writer.flush()
     return {"mode": trainer.name, "steps": result.steps, "wall_seconds": result.wall_seconds,
             "images_per_second": result.images_per_second, "final_loss": result.last_metrics.get("loss"),
+            "input_wait_share": result.input_wait_share,
             "final_metrics": result.last_metrics, **result.eval_metrics, "preempted": result.preempted}
