@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mix = ml_collections.ConfigDict()
     c.mix.kind = "none"  # one of: none | mixup | cutmix | mixup_cutmix
     c.mix.alpha = 1.0
+    c.mix.prob = 1.0  # the chance that a view (a batch of one view per image) is mixed at all; 1: always (paper)
 
     # Knowledge distillation: alpha 0 = off, inf = teacher labels only.
     c.kd = ml_collections.ConfigDict()

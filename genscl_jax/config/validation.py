@@ -112,6 +112,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
     _check_batch(config, num_devices, num_processes)
     _check_data(config)
+    _check_mix(config)
     _check_kd(config)
     _check_moco(config)
     _check_knn(config)
@@ -151,6 +152,12 @@ def _check_data(config: Any) -> None:
     if mean and fixed and len(mean) != fixed.info.channels:
         raise ConfigError(f"config.data_mean={mean}: {config.dataset} has {fixed.info.channels} channel(s), so give "
                           f"{fixed.info.channels} values")
+
+
+def _check_mix(config: Any) -> None:
+    if not 0.0 <= config.mix.prob <= 1.0:
+        raise ConfigError(f"config.mix.prob={config.mix.prob}: the chance that a view is mixed must be in [0, 1] "
+                          "(1: every view, as in the paper)")
 
 
 def _check_kd(config: Any) -> None:
