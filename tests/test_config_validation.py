@@ -75,6 +75,7 @@ def base(**changes):
     ({"knn.every_steps": -1}, r"config.knn.every_steps=-1: must be >= 0"),
     ({"mix.prob": 1.5}, r"config.mix.prob=1.5: the chance that a view is mixed must be in \[0, 1\]"),
     ({"mix.prob": -0.1}, r"config.mix.prob=-0.1: .* must be in \[0, 1\]"),
+    ({"linear_eval.recalibrate_batch_stats": -1}, r"config.linear_eval.recalibrate_batch_stats=-1: must be >= 0"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(changes, message):
     with pytest.raises(ConfigError, match=message) as info:

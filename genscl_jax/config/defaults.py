@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.linear_eval.decay_factor = 0.2
     c.linear_eval.augment = "crop_flip"  # one of: simclr | autoaugment | randaugment | crop_flip | none
     c.linear_eval.precompute_features = False
+    # > 0: before features are extracted, the frozen encoder's BatchNorm running statistics are recomputed on this
+    # many un-augmented training batches (batch_size images each, train mode, no gradient): the statistics it
+    # trained with come from augmented (and maybe mixed) views, the features are taken of clean images. 0: off.
+    c.linear_eval.recalibrate_batch_stats = 0
     # Weighted kNN monitor on backbone features (every_steps 0 = off).
     c.knn = ml_collections.ConfigDict()
     c.knn.every_steps = 0

@@ -116,6 +116,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     _check_kd(config)
     _check_moco(config)
     _check_knn(config)
+    _positive("linear_eval.recalibrate_batch_stats", config.linear_eval.recalibrate_batch_stats, allow_zero=True)
     if config.mode == "linear_eval" and not config.linear_eval.pretrained_workdir:
         raise ConfigError("config.linear_eval.pretrained_workdir is empty: mode linear_eval needs the workdir "
                           "of a pretraining run (or use mode pretrain_and_eval)")

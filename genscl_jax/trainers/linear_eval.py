@@ -6,7 +6,9 @@ are read from the pretraining workdir and passed to the step as constants: they 
 written into this run's checkpoints. With `precompute_features` (and no training augmentation) the encoder runs
 once over the training and test sets and the classifier trains on stored features, far faster on a CPU, and is
 evaluated every epoch (without it, ten times per run). The encoder may come from a pretraining run or from a
-supervised run (the CE baseline's probe: its network without the classifier).
+supervised run (the CE baseline's probe: its network without the classifier). With
+`recalibrate_batch_stats` > 0 its BatchNorm running statistics are first recomputed on clean training images
+(batch_norm_recalibration), so features of clean images are not normalised with statistics of augmented views.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from genscl_jax import data, models
@@ -25,6 +28,7 @@ from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.training import checkpointing, metrics, optimizers, train_loop
+from genscl_jax.trainers import batch_norm_recalibration
 from genscl_jax.training.train_state import TrainState, create_train_state
 from genscl_jax.workdirs import trained_network
 
@@ -78,7 +82,7 @@ class _Evaluator:
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_variables: dict) -> train_loop.Trainer:
     le, spec = config.linear_eval, source.info
     encoder = model_builder.build_encoder(config)
-    frozen = parallel.replicate(encoder_variables, mesh)
+    frozen = parallel.replicate(_recalibrated(config, mesh, source, encoder, encoder_variables), mesh)
 
     def features_fn(images):
         return jax.lax.stop_gradient(encoder.apply(frozen, images, train=False))
@@ -108,6 +112,21 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)
+
+
+def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.Module, variables: dict) -> dict:
+    """The encoder's variables with its BatchNorm statistics recomputed on linear_eval.recalibrate_batch_stats clean
+    training batches (batch_norm_recalibration), or as given when that is 0. The batches are the first of the
+    un-augmented training stream, keyed by the seed: a resumed run recomputes the same statistics."""
+    num_batches = config.linear_eval.recalibrate_batch_stats
+    if not num_batches:
+        return variables
+    clean = (batch["image"][:, 0] for batch in source.train_batches(
+        mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1))
+    logging.info("linear_eval: recomputing the encoder's BatchNorm statistics on %d clean training batches of %d",
+                 num_batches, config.batch_size)
+    return batch_norm_recalibration.recalibrate_batch_stats(encoder, parallel.replicate(variables, mesh), clean,
+                                                            num_batches, mesh)
 
 
 def _training_data(config: Any, mesh: Mesh, source: data.DataSource, features_fn, encode):
