@@ -11,9 +11,12 @@ is the same function of the global batch on any number of devices. Each view use
 folded into [1, B - 1]) and its own lam, so the two views of an image have different partners.
 Statistically this is randperm's pairing: the input pipeline shuffles, so the image at position i + shift is a
 uniformly random other image, independent of image i, and every image is a partner exactly once per view, as in
-a permutation. What differs is only randperm's rare coincidences, which a shift rules out: an image drawn as its
+a permutation. What differs is randperm's rare coincidences, which a shift rules out: an image drawn as its
 own partner (an unmixed image; expected once per batch with randperm), two images that are each other's partner
-(expected 1/2 pair), and an image with the same partner in both views (expected once).
+(expected 1/2 pair), and an image with the same partner in both views (expected once); and the shifts tie the two
+views' partners together (view 1's partner of image i is view 0's partner of view 0's partner). Measured against
+independent permutations on the targets the loss sees (the row sum of label similarity and the target entropy),
+the difference is tiny: BENCHMARKS.md, "Mixing partners", has the figures and the command.
 
 Per call one lam ~ Beta(alpha, alpha) is shared by the whole batch (as in the authors' code). For CutMix, lam is
 reset to the exact fraction of pixels kept from a, so labels match pixels. `mix_views` mixes each augmented view
