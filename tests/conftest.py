@@ -26,29 +26,14 @@ try:
 except ImportError:
     pass
 
-from genscl_jax.config import defaults  # noqa: E402
+from genscl_jax.config import defaults, recipes  # noqa: E402
 
 
 def make_tiny_config(**overrides):
-    """A synthetic-data pretraining config with a ~20k-parameter ResNet at 8 px."""
-    config = defaults.base_config()
-    config.dataset = "synthetic"
-    config.image_size = 8
-    config.model = "resnet10"
-    config.width_multiplier = 0.0625
-    config.stem = "cifar"
-    config.head.hidden_dim = 16
-    config.head.output_dim = 8
-    config.batch_size = 8
-    config.num_train_steps = 4
+    """A synthetic-data pretraining config with the ~20k-parameter tiny ResNet at 8 px (recipes.shrink_to_tiny)."""
+    config = recipes.shrink_to_tiny(defaults.base_config())
     config.learning_rate = 0.05
     config.warmup_epochs = 0.0
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.eval_batch_size = 64
-    config.moco.queue_size = 32
-    config.linear_eval.batch_size = 64
-    config.linear_eval.num_epochs = 1
     return set_keys(config, overrides)
 
 

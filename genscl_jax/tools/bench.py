@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genscl_jax import data, models
-from genscl_jax.config import defaults
+from genscl_jax.config import defaults, recipes
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import loss_chunked, losses, mixing
 from genscl_jax.runtime import compile_options, parallel
@@ -467,9 +467,11 @@ def _loss_line(case: dict[str, Any]) -> str:
     return f"{head}   {case['ms']:.2f} ms fwd+bwd   device peak {'n/a' if peak is None else f'{peak} GiB'}"
 
 
-QUICK = dict(model="resnet10", width=0.0625, stem="cifar", image_size=16, per_device_batch=8, queue_size=64,
-             head_dim=16, head_hidden_dim=32, warmup=2, steps=10, repeats=5, anchors="64,256", classes="10",
-             queue=512, loss_steps=2)
+# --quick: the project's tiny network (recipes.TINY_NETWORK) at 16 px, a few steps.
+QUICK = dict(model=recipes.TINY_NETWORK["model"], width=recipes.TINY_NETWORK["width_multiplier"],
+             stem=recipes.TINY_NETWORK["stem"], head_dim=recipes.TINY_NETWORK["head.output_dim"],
+             head_hidden_dim=recipes.TINY_NETWORK["head.hidden_dim"], image_size=16, per_device_batch=8,
+             queue_size=64, warmup=2, steps=10, repeats=5, anchors="64,256", classes="10", queue=512, loss_steps=2)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
