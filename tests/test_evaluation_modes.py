@@ -135,3 +135,22 @@ def test_linear_probe_of_a_supervised_run_reads_its_network_without_the_classifi
         "linear_eval.precompute_features": True})
     summary = runner.run(probe, str(tmp_path / "probe"))
     assert 0.0 <= summary["linear_eval_top1"] <= 1.0
+
+
+def test_supervised_step_takes_mix_prob():
+    """With mix.prob 0 a mixup CE run trains on the unmixed images: the same losses as without mixing."""
+    from genscl_jax.runtime import parallel
+    from genscl_jax.trainers import supervised
+
+    def losses(**overrides):
+        config = make_tiny_config(mode="supervised", **overrides)
+        trainer = supervised.build_trainer(config, parallel.create_mesh(), data.resolve(config))
+        state, batches, seen = trainer.state, trainer.batches(0), []
+        for _ in range(2):
+            state, metrics = trainer.train_step(state, next(batches))
+            seen.append(float(metrics["loss"]))
+        return seen
+
+    unmixed = losses()
+    np.testing.assert_array_equal(losses(**{"mix.kind": "mixup", "mix.prob": 0.0}), unmixed)
+    assert not np.allclose(losses(**{"mix.kind": "mixup"}), unmixed)

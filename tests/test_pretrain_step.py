@@ -142,3 +142,12 @@ def test_blocked_loss_gives_the_same_step():
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
                            dense_state.params, block_state.params)
+
+
+def test_mix_prob_reaches_the_compiled_step():
+    """config.mix.prob goes through the settings into the step: with prob 0 a mixup run trains on unmixed views."""
+    unmixed = [h["loss"] for h in run_steps(make_tiny_config(), 2)[2]]
+    never = [h["loss"] for h in run_steps(make_tiny_config(**{"mix.kind": "mixup", "mix.prob": 0.0}), 2)[2]]
+    always = [h["loss"] for h in run_steps(make_tiny_config(**{"mix.kind": "mixup"}), 2)[2]]
+    np.testing.assert_array_equal(never, unmixed)
+    assert not np.allclose(always, unmixed)

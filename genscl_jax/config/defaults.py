@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mix = ml_collections.ConfigDict()
     c.mix.kind = "none"  # one of: none | mixup | cutmix | mixup_cutmix
     c.mix.alpha = 1.0
+    c.mix.prob = 1.0  # the chance that a view (a batch of one view per image) is mixed at all; 1: always (paper)
 
     # Knowledge distillation: alpha 0 = off, inf = teacher labels only.
     c.kd = ml_collections.ConfigDict()
@@ -108,6 +109,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.linear_eval.decay_factor = 0.2
     c.linear_eval.augment = "crop_flip"  # one of: simclr | autoaugment | randaugment | crop_flip | none
     c.linear_eval.precompute_features = False
+    # > 0: before features are extracted, the frozen encoder's BatchNorm running statistics are recomputed on this
+    # many un-augmented training batches (batch_size images each, train mode, no gradient): the statistics it
+    # trained with come from augmented (and maybe mixed) views, the features are taken of clean images. 0: off.
+    c.linear_eval.recalibrate_batch_stats = 0
     # Watching pretraining (README "Watching a run"). Every eval_every_steps (below) and at the end: the kNN vote's
     # test top-1 on the encoder's features, against a bank of the first knn.max_train_examples training examples
     # (0: the whole training split), and the online probe's test top-1.

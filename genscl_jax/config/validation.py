@@ -121,10 +121,12 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
     _check_batch(config, num_devices, num_processes)
     _check_data(config)
+    _check_mix(config)
     _check_kd(config)
     _check_moco(config)
     _check_knn(config)
     _check_online_probe(config)
+    _positive("linear_eval.recalibrate_batch_stats", config.linear_eval.recalibrate_batch_stats, allow_zero=True)
     if config.mode == "linear_eval" and not config.linear_eval.pretrained_workdir:
         raise ConfigError("config.linear_eval.pretrained_workdir is empty: mode linear_eval needs the workdir "
                           "of a pretraining run (or use mode pretrain_and_eval)")
@@ -161,6 +163,12 @@ def _check_data(config: Any) -> None:
     if mean and fixed and len(mean) != fixed.info.channels:
         raise ConfigError(f"config.data_mean={mean}: {config.dataset} has {fixed.info.channels} channel(s), so give "
                           f"{fixed.info.channels} values")
+
+
+def _check_mix(config: Any) -> None:
+    if not 0.0 <= config.mix.prob <= 1.0:
+        raise ConfigError(f"config.mix.prob={config.mix.prob}: the chance that a view is mixed must be in [0, 1] "
+                          "(1: every view, as in the paper)")
 
 
 def _check_kd(config: Any) -> None:

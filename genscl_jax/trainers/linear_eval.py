@@ -6,7 +6,9 @@ are read from the pretraining workdir and passed to the step as constants: they 
 written into this run's checkpoints. With `precompute_features` (and no training augmentation) the encoder runs
 once over the training and test sets and the classifier trains on stored features, far faster on a CPU, and is
 evaluated every epoch (without it, ten times per run). The encoder may come from a pretraining run or from a
-supervised run (the CE baseline's probe: its network without the classifier).
+supervised run (the CE baseline's probe: its network without the classifier). With
+`recalibrate_batch_stats` > 0 its BatchNorm running statistics are first recomputed on clean training images
+(batch_norm_recalibration), so features of clean images are not normalised with statistics of augmented views.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from genscl_jax import data, models
@@ -25,6 +28,7 @@ from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.trainers import batch_norm_recalibration
 from genscl_jax.training import checkpointing, metrics, optimizers, progress, train_loop
 from genscl_jax.training.train_state import TrainState, create_train_state
 from genscl_jax.workdirs import trained_network
@@ -79,7 +83,7 @@ class _Evaluator:
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_variables: dict) -> train_loop.Trainer:
     le, spec = config.linear_eval, source.info
     encoder = model_builder.build_encoder(config)
-    frozen = parallel.replicate(encoder_variables, mesh)
+    frozen = parallel.replicate(_recalibrated(config, mesh, source, encoder, encoder_variables), mesh)
 
     def network_features(inputs):  # normalised images -> frozen pooled features
         return jax.lax.stop_gradient(encoder.apply(frozen, inputs, train=False))
@@ -116,6 +120,22 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,
                               # About ten console lines, each after an evaluation (a new test top-1).
                               report_every_steps=steps_per_epoch * max(int(le.num_epochs) // 10, 1))
+
+
+def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.Module, variables: dict) -> dict:
+    """The encoder's variables with its BatchNorm statistics recomputed on linear_eval.recalibrate_batch_stats clean
+    training batches (batch_norm_recalibration), or as given when that is 0. The batches are the first of the
+    un-augmented training stream, keyed by the seed: a resumed run recomputes the same statistics."""
+    num_batches = config.linear_eval.recalibrate_batch_stats
+    if not num_batches:
+        return variables
+    preprocessing = source.eval_preprocessing()  # the host sends uint8 pixels; normalised here as in evaluation
+    clean = (device_preprocess.normalize(batch["image"][:, 0], preprocessing) for batch in source.train_batches(
+        mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1))
+    logging.info("linear_eval: recomputing the encoder's BatchNorm statistics on %d clean training batches of %d",
+                 num_batches, config.batch_size)
+    return batch_norm_recalibration.recalibrate_batch_stats(encoder, parallel.replicate(variables, mesh), clean,
+                                                            num_batches, mesh)
 
 
 def _training_data(config: Any, mesh: Mesh, source: data.DataSource, network_features, encode):

@@ -41,6 +41,7 @@ class PretrainSettings:
     loss_block_size: int = 0  # > 0: the loss in blocks of anchor rows (loss_chunked), for very large contrast sets
     mix_kind: str = "none"
     mix_alpha: float = 1.0
+    mix_prob: float = 1.0  # the chance that a view is mixed at all (1: every view, as in the paper)
     kd_alpha: float = 0.0  # 0: no teacher; inf: teacher labels only
     kd_temperature: float = 1.0
     moco: bool = False
@@ -63,7 +64,8 @@ def settings_from_config(config: Any, num_classes: int, total_steps: int,
         num_classes=num_classes, total_steps=total_steps, temperature=config.temperature,
         base_temperature=config.base_temperature, loss_normalization=config.loss_normalization,
         loss_block_size=config.loss_block_size,
-        mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, kd_alpha=float(config.kd.alpha),
+        mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
+        kd_alpha=float(config.kd.alpha),
         kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
         ema_momentum_cosine=config.moco.momentum_cosine,
         preprocessing=preprocessing, diagnostics=config.diagnostics)
@@ -94,7 +96,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         batch_size, num_views = views.shape[:2]
         views = device_preprocess.train_views(aug_key, views, s.preprocessing)
         views, mixed_labels = mixing.mix_views(mix_key, views, batch["label"], s.num_classes,
-                                               kind=s.mix_kind, alpha=s.mix_alpha)
+                                               kind=s.mix_kind, alpha=s.mix_alpha, prob=s.mix_prob)
         # Batch-major flattening keeps the leading (sharded) axis the batch axis; the loss is order-invariant.
         images = views.reshape((batch_size * num_views,) + views.shape[2:])
         labels = {"mixed": mixed_labels.reshape(batch_size * num_views, -1)}

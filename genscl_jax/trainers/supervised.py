@@ -25,14 +25,14 @@ from genscl_jax.training.train_state import TrainState, create_train_state
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                          num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float,
-                         preprocessing: device_preprocess.Preprocessing):
+                         preprocessing: device_preprocess.Preprocessing, mix_prob: float = 1.0):
     """step(state, batch) -> (state, metrics); `preprocessing`: what it does to the batch's uint8 views first
     (DataSource.train_preprocessing)."""
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
         views = device_preprocess.train_views(jax.random.fold_in(key, 1), batch["image"], preprocessing)
         views, targets = mixing.mix_views(key, views, batch["label"], num_classes, kind=mix_kind,
-                                          alpha=mix_alpha)
+                                          alpha=mix_alpha, prob=mix_prob)
         images = views.reshape((-1,) + views.shape[2:])
         targets = targets.reshape(-1, num_classes)
 
@@ -60,7 +60,8 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
-                                mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing,
+                                mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
+                                label_smoothing=config.label_smoothing,
                                 preprocessing=source.train_preprocessing(config.augment, config.device_color_augment))
     options = compile_options.model_jit_options(config)
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
