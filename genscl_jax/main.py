@@ -40,7 +40,7 @@ def main(argv):
     if summary.get("preempted"):
         logging.warning("Preempted at step %d; the checkpoint is saved and a rerun resumes.", summary["steps"])
         return
-    headline = {k: summary[k] for k in ("final_loss", "test_top1", "knn_top1", "linear_eval_top1",
+    headline = {k: summary[k] for k in ("final_loss", "test_top1", "knn_top1", "probe_top1", "linear_eval_top1",
                                         "linear_eval_top5") if summary.get(k) is not None}
     print(f"{summary['mode']} done in {time.time() - started:.0f} s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in headline.items())

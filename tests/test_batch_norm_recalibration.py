@@ -7,6 +7,7 @@ import numpy as np
 from conftest import make_tiny_config
 
 from genscl_jax import data
+from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.runtime import parallel
 from genscl_jax.trainers import batch_norm_recalibration, linear_eval
@@ -67,8 +68,8 @@ def test_linear_eval_takes_features_with_recalibrated_statistics_and_zero_is_off
     mesh, source = parallel.create_mesh(), data.resolve(config)
     assert linear_eval._recalibrated(config, mesh, source, encoder, variables) is variables  # 0: untouched
 
-    clean = (b["image"][:, 0] for b in source.train_batches(mesh, start_step=0, batch_size=config.batch_size,
-                                                             augment="none", num_views=1))
+    batches = source.train_batches(mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1)
+    clean = (device_preprocess.normalize(b["image"][:, 0], source.eval_preprocessing()) for b in batches)
     expected = batch_norm_recalibration.recalibrate_batch_stats(encoder, variables, clean, 2, mesh)
     as_trained = _first_step_loss(config, variables)
     with_expected = _first_step_loss(config, expected)

@@ -78,7 +78,7 @@ def test_trainers_compile_the_network_with_the_configured_library(monkeypatch):
     mesh = parallel.create_mesh()
     config = make_tiny_config(cpu_convolutions="ynnpack")
     pretrain.build_trainer(config, mesh, data.resolve(config))
-    assert seen == ["ynnpack"]
+    assert seen and set(seen) == {"ynnpack"}  # the step and the periodic evaluation
     seen.clear()
     supervised.build_trainer(make_tiny_config(), mesh, data.resolve(make_tiny_config()))
-    assert seen == ["eigen"]  # the default
+    assert seen and set(seen) == {"eigen"}  # the default

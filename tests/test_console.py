@@ -16,7 +16,7 @@ from genscl_jax.training import progress
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PROGRESS = re.compile(r"^pretrain  step ([\d,]+)/200 \(\d+%\)  \d+:\d\d:\d\d elapsed, ETA \d+:\d\d:\d\d  [\d,]+ img/s  "
-                      r"loss [\d.]+$")
+                      r"loss [\d.]+  input wait \d+%$")  # input wait: the host pipeline's share
 ABSL_INFO = re.compile(r"^I\d{4} ")  # absl's (and C++'s) INFO prefix: I1201 22:20:19.186790 ... file.py:NN]
 
 
@@ -90,8 +90,9 @@ def test_a_run_prints_a_short_readable_console(tmp_path):
     assert len(progress_lines) == 19, err  # every 10 steps, the ETA on all but the last (step 200)
     assert err.splitlines()[0].startswith("pretrain_and_eval of ") and "  devices: 1 cpu, 1 process" in err, err
     assert "pretrain  step 200/200 (100%)" in err and "linear_eval features (train)  images 2,048/2,048" in err, err
-    assert re.search(r"^linear_eval  step 64/64 \(100%\) .* test top-1 [\d.]+%$", err, re.M), err
-    assert re.fullmatch(r"pretrain_and_eval done in \d+ s: final_loss=[\d.]+, linear_eval_top1=[\d.]+, "
+    assert re.search(r"^linear_eval  step 64/64 \(100%\) .* test top-1 [\d.]+%  input wait \d+%$", err, re.M), err
+    assert re.fullmatch(r"pretrain_and_eval done in \d+ s: final_loss=[\d.]+, knn_top1=[\d.]+, probe_top1=[\d.]+, "
+                        r"linear_eval_top1=[\d.]+, "
                         r"linear_eval_top5=[\d.]+ \(summary: .*summary.json\)\n", out), out
     # The parameter table is in the workdir, the console has one line on it.
     assert "encoder/conv_init/kernel" in (tmp_path / "run" / "pretrain" / "parameters.txt").read_text()
@@ -102,7 +103,7 @@ def test_verbose_brings_the_libraries_back(tmp_path):
     args = _main_args(tmp_path, "--verbose", "--config.mode=pretrain", "--config.num_train_steps=10")
     _, err = _run(args)
     assert "checkpoint_manager.py" in err  # orbax's INFO lines
-    assert re.search(r"logging_writer.py:\d+\] \[10\] grad_norm=", err), err  # every metric, clu's LoggingWriter
+    assert re.search(r"logging_writer.py:\d+\] \[10\] .*grad_norm=", err), err  # every metric, clu's LoggingWriter
     assert "encoder/conv_init/kernel" in err  # the parameter table
     assert "pretrain  step 10/10 (100%)" in err
 

@@ -21,7 +21,7 @@ def test_one_channel_statistics_tile_and_per_channel_ones_do_not():
     assert (rgb.channels, rgb.mean, rgb.std) == (3, (0.2860,) * 3, (0.3530,) * 3)
     assert rgb.num_classes == fashion.num_classes and rgb.num_train == fashion.num_train
     gray = registry.get("synthetic").info.with_channels(1)  # The generator makes any channel count.
-    assert (gray.channels, gray.mean, gray.std) == (1, (0.0,), (1.0,))
+    assert (gray.channels, gray.mean, gray.std) == (1, (0.5,), (0.125,))
     with pytest.raises(ValueError, match="channels=1 is not supported.*set channels to 0"):
         registry.get("cifar10").info.with_channels(1)
 
