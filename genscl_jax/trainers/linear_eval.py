@@ -24,19 +24,19 @@ from genscl_jax import data, models
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
-from genscl_jax.training import checkpointing, metrics, optimizers, train_loop
+from genscl_jax.training import metrics, optimizers, train_loop
 from genscl_jax.training.train_state import TrainState, create_train_state
 from genscl_jax.workdirs import trained_network
 
 
-def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
-    """The encoder's {"params", "batch_stats"} from the newest checkpoint of a pretraining or supervised run."""
-    ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(pretrained_workdir), read_only=True)
-    if ckpt.latest_step() is None:
-        raise checkpointing.CheckpointError(
-            f"config.linear_eval.pretrained_workdir={pretrained_workdir!r} has no checkpoint; pretrain first")
-    # A supervised run gives its network without the "fc" classifier: the CE baseline's linear probe.
-    return trained_network.encoder_variables(ckpt.restore_subtree(("params", "batch_stats")))
+def load_frozen_encoder(pretrained_workdir: str) -> trained_network.TrainedNetwork:
+    """The encoder of a pretrain, supervised (its network without the "fc" classifier: the CE baseline's linear
+    probe) or pretrain_and_eval run, restored as every reader of a workdir restores it (the architecture it
+    recorded, its newest checkpoint)."""
+    try:
+        return trained_network.load_trained(pretrained_workdir)
+    except trained_network.EncoderError as e:
+        raise trained_network.EncoderError(f"config.linear_eval.pretrained_workdir: {e}") from e
 
 
 def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
@@ -75,9 +75,12 @@ class _Evaluator:
         self.best_top1 = max(self.best_top1, saved_metrics.get("linear_eval_best_top1", 0.0))
 
 
-def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loop.Trainer:
+def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict, encoder: nn.Module | None = None
+                  ) -> train_loop.Trainer:
+    """The linear classifier's trainer on the frozen `encoder` (default: the one `config` describes) with
+    `encoder_variables`, computing in config.dtype."""
     le, spec = config.linear_eval, data.data_spec(config)
-    encoder = model_builder.build_encoder(config)
+    encoder = (encoder or model_builder.build_encoder(config)).clone(dtype=model_builder.compute_dtype(config.dtype))
     frozen = parallel.replicate(encoder_variables, mesh)
 
     def features_fn(images):
@@ -98,7 +101,8 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
         eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     schedule = linear_schedule(config, steps_per_epoch)
     tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
-    feature_dim = models.feature_dim(config.model, config.width_multiplier)
+    feature_dim = jax.eval_shape(features_fn, jnp.zeros((1, config.image_size, config.image_size, spec.channels),
+                                                       jnp.float32)).shape[-1]
     state = create_train_state(
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
@@ -194,6 +198,6 @@ def _feature_batches(features, labels, batch_size: int, seed: int, mesh: Mesh):
 def run(config: Any, workdir: str, *, pretrained_workdir: str, mesh: Mesh | None = None) -> dict[str, Any]:
     """Trains and evaluates the linear classifier; the summary holds linear_eval_top1/top5 (fractions)."""
     mesh = mesh or parallel.create_mesh()
-    encoder_variables = load_frozen_encoder(config, pretrained_workdir)
-    summary = train_loop.run_and_report(build_trainer(config, mesh, encoder_variables), config, workdir)
-    return summary
+    pretrained = load_frozen_encoder(pretrained_workdir)
+    trainer = build_trainer(config, mesh, pretrained.variables, encoder=pretrained.module)
+    return train_loop.run_and_report(trainer, config, workdir)
