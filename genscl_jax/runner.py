@@ -6,12 +6,13 @@ import time
 from typing import Any
 
 import jax
+from absl import logging
 
 from genscl_jax.training import checkpointing, reporting, train_loop
 from genscl_jax.config import validation
 from genscl_jax import data
 from genscl_jax.runtime import parallel, paths, preemption
-from genscl_jax.workdirs import run_config
+from genscl_jax.workdirs import run_config, trained_network
 from genscl_jax.trainers import teachers
 
 
@@ -20,14 +21,27 @@ class RunError(RuntimeError):
 
 
 def run(config: Any, workdir: str) -> dict[str, Any]:
-    """Validates `config`, runs config.mode, writes and returns the summary."""
+    """Validates `config`, runs config.mode, writes and returns the summary. A run stopped by SIGTERM or Ctrl-C
+    returns with "preempted" (and, for Ctrl-C, "interrupted") set and writes no summary."""
     if not workdir:
         raise validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
+    if paths.exists(workdir) and not paths.is_dir(workdir):
+        raise validation.ConfigError(f"--workdir {workdir} is a file, not a directory: give a new directory, or the "
+                                     "workdir of a run to resume")
     # Multi-process start-up comes first: device counts (and so validation) depend on it.
     parallel.initialize_distributed()
-    # jax.distributed takes SIGTERM without a word; from here on it is a stop request the training loop honours.
+    # jax.distributed takes SIGTERM without a word; from here on SIGTERM and Ctrl-C are stop requests the training
+    # loop honours.
     preemption.listen()
+    try:
+        return _run_validated(config, workdir)
+    finally:
+        preemption.stop_listening()
+
+
+def _run_validated(config: Any, workdir: str) -> dict[str, Any]:
     validation.validate(config, jax.device_count(), jax.process_count())
+    _check_rerun(config, workdir)
     # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
     # while the run is unfinished (summary.json comes only at the end).
     run_config.write(workdir, config)
@@ -37,12 +51,35 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         data.prepare(config)
         summary = _run_mode(config, workdir)
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
-            data.DataError) as e:
+            trained_network.EncoderError, data.DataError) as e:
         raise RunError(str(e)) from e
     summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started)
-    if not summary.get("preempted"):
+    if summary.get("preempted"):
+        summary["interrupted"] = preemption.was_interrupted()
+    else:
         reporting.write_summary(workdir, summary)
     return summary
+
+
+def _check_rerun(config: Any, workdir: str) -> None:
+    """A workdir with checkpoints resumes only with the config they were trained with (config.json), up to the
+    keys a rerun may change, which are listed once; anything else is a ConfigError before config.json is touched."""
+    recorded = run_config.read(workdir) if paths.is_dir(workdir) else None
+    if recorded is None or not any(checkpointing.has_checkpoints(checkpointing.checkpoint_dir(stage))
+                                   for stage in _stage_dirs(workdir)):
+        return
+    try:
+        changes = validation.rerun_changes(recorded, config)
+    except validation.ConfigError as e:
+        raise validation.ConfigError(f"--workdir {workdir}: {e}") from None
+    if changes:
+        logging.warning("%s: resuming with %s (keys that do not change what is trained)", workdir,
+                        ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+
+
+def _stage_dirs(workdir: str) -> list[str]:
+    """The directories whose checkpoints/ a run of `workdir` writes: itself, or pretrain_and_eval's two stages."""
+    return [workdir, paths.join(workdir, "pretrain"), paths.join(workdir, "linear_eval")]
 
 
 def _run_mode(config: Any, workdir: str) -> dict[str, Any]:
@@ -61,7 +98,8 @@ def _run_mode(config: Any, workdir: str) -> dict[str, Any]:
         summary = pretrain.run(config, pretrain_dir)
         if summary.get("preempted"):
             return summary
-        evaluation = linear_eval.run(config, paths.join(workdir, "linear_eval"), pretrained_workdir=pretrain_dir)
+        # The encoder is read back through the workdir, as any other reader of it would (its config.json).
+        evaluation = linear_eval.run(config, paths.join(workdir, "linear_eval"), pretrained_workdir=workdir)
         knn = {k: v for k, v in summary.items() if k.startswith("knn_")}
         return {**evaluation, **knn, "mode": "pretrain_and_eval", "pretrain": summary,
                 "final_loss": summary["final_loss"], "steps": summary["steps"],

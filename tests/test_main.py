@@ -2,12 +2,14 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import last_line, write_config
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 # The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny.
@@ -101,3 +103,89 @@ def test_first_moco_step_has_the_in_batch_loss_through_the_cli(tmp_path):
         with open(os.path.join(workdir, "summary.json")) as f:
             losses_seen[moco] = json.load(f)["final_loss"]
     assert abs(losses_seen[True] - losses_seen[False]) <= 1e-5 * abs(losses_seen[False]), losses_seen
+
+
+def wait_for_checkpoint(proc, ckdir, step, timeout=240):
+    """Until <ckdir>/<step> exists (the run is compiled and training), with the process still running."""
+    deadline = time.time() + timeout
+    while not os.path.isdir(os.path.join(ckdir, str(step))):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+
+
+def test_ctrl_c_saves_at_the_current_step_exits_130_and_the_same_command_resumes(tmp_path):
+    config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
+    workdir = str(tmp_path / "run")
+    args = ["--config", config, "--config.num_train_steps=100000", "--workdir", workdir]
+    proc = main(*args)
+    wait_for_checkpoint(proc, os.path.join(workdir, "checkpoints"), 3)
+    time.sleep(3)  # some steps past the periodic checkpoint: the ones Ctrl-C must not lose
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert "Ctrl-C: saving a checkpoint at the current step" in err
+    line = last_line(err)
+    saved = re.fullmatch(r"interrupted by Ctrl-C at step (\d+), checkpoint saved; the same command resumes", line)
+    assert saved, line
+    saved = int(saved.group(1))
+    assert saved > 3, saved  # the step it had reached, past the periodic checkpoint
+    assert max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == saved
+
+    done = main("--config", config, f"--config.num_train_steps={saved + 2}", "--workdir", workdir)
+    _, err = done.communicate(timeout=240)
+    assert done.returncode == 0, err[-3000:]
+    assert f"resumed from step {saved}" in err
+    # The changed run length is allowed, and said once.
+    assert len([line for line in err.splitlines() if "resuming with num_train_steps 100000 -> " in line]) == 1
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
+    config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
+    workdir = tmp_path / "run"
+    proc = main("--config", config, "--config.num_train_steps=100000", "--workdir", str(workdir))
+    deadline = time.time() + 240
+    while not (workdir / "config.json").exists():  # written once Ctrl-C is a stop request, before the model builds
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stderr:  # the first Ctrl-C is acknowledged while the model is still being built
+        if "Ctrl-C: saving a checkpoint" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert last_line(err) == ("stopped by a second Ctrl-C without saving; the same command resumes from the newest "
+                              "checkpoint")
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("workdir_is_a_file", "config error: --workdir {tmp}/file is a file, not a directory: give a new directory"),
+    ("no_such_config", "config error: --config {tmp}/nope.py: no such file (the recipes are in configs/"),
+    ("syntax_error", "config error: {tmp}/broken.py:3: '(' was never closed (c = defaults.base_config(()"),
+    ("no_get_config", "config error: {tmp}/other.py has no get_config(): a config file defines get_config()"),
+    ("get_config_raises", "config error: {tmp}/raises.py: get_config() raised NameError: name 'undefined' is not "
+                          "defined"),
+])
+def test_bad_command_lines_are_one_line(tmp_path, setup, message):
+    config, workdir = write_config(tmp_path / "tiny.py"), tmp_path / "run"
+    if setup == "workdir_is_a_file":
+        workdir = tmp_path / "file"
+        workdir.write_text("not a directory")
+    elif setup == "no_such_config":
+        config = str(tmp_path / "nope.py")
+    elif setup == "syntax_error":
+        config = str(tmp_path / "broken.py")
+        (tmp_path / "broken.py").write_text("from genscl_jax.config import defaults\ndef get_config():\n"
+                                            "    c = defaults.base_config(()\n    return c\n")
+    elif setup == "no_get_config":
+        config = str(tmp_path / "other.py")
+        (tmp_path / "other.py").write_text("def config():\n    return None\n")
+    elif setup == "get_config_raises":
+        config = str(tmp_path / "raises.py")
+        (tmp_path / "raises.py").write_text("def get_config():\n    return undefined\n")
+    proc = main("--config", config, "--workdir", str(workdir))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert last_line(err).startswith(message.format(tmp=tmp_path)), err[-3000:]
