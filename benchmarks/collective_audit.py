@@ -50,7 +50,6 @@ def recipe_config(args: argparse.Namespace):
     from configs import imagenet_resnet50
 
     config = imagenet_resnet50.get_config()
-    config.dataset = "synthetic"  # shapes only: no data is read
     config.batch_size = args.per_device_batch * args.devices
     config.num_train_steps = 1000
     for key, value in (("model", args.model), ("width_multiplier", args.width), ("image_size", args.image_size),
@@ -91,7 +90,7 @@ def audit(args: argparse.Namespace) -> dict:
         sample = jnp.zeros((1, config.image_size, config.image_size, channels))
         teacher = teachers.Teacher(module, jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), sample,
                                                                                 train=False)))
-    program = pretrain.build_program(config, mesh, spec, teacher=teacher)
+    program = pretrain.build_program(config, mesh, spec, spec.num_train // config.batch_size, teacher=teacher)
     state = program.state_shapes()
     batch = {"image": jax.ShapeDtypeStruct((config.batch_size, config.num_views, config.image_size,
                                             config.image_size, channels), jnp.float32),

@@ -52,8 +52,8 @@ def time_input_pipeline(*, num_images: int = 256, source_size: tuple[int, int] =
         ds = tf.data.Dataset.from_tensor_slices(paths).enumerate()
         ds = ds.map(lambda index, path: {"image": tf.io.read_file(path), "label": index % 1000,
                                          "key": index, "epoch": tf.constant(0, tf.int64)}).cache().repeat()
-        preprocess = tf_pipeline.make_train_preprocess("imagenet2012", image_size=image_size, policy=policy,
-                                                       num_views=num_views, seed=seed,
+        preprocess = tf_pipeline.make_train_preprocess(registry.get("imagenet2012"), image_size=image_size,
+                                                       policy=policy, num_views=num_views, seed=seed,
                                                        device_color_augment=device_color_augment)
         ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         batches = iter(ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

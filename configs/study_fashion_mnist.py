@@ -42,18 +42,10 @@ def get_config(arg: str = ""):
 
 
 def _shrink(config):
-    config.dataset = "synthetic"
-    config.image_size = 8
+    """The tiny config (recipes.shrink_to_tiny) on three channels, two steps and a two-epoch probe."""
+    recipes.shrink_to_tiny(config)
     config.channels = 3
-    config.width_multiplier = 0.0625
-    config.head.hidden_dim = 16
-    config.head.output_dim = 8
-    config.batch_size = 8
     config.num_train_steps = 2
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.eval_batch_size = 64
-    config.linear_eval.batch_size = 64
     config.linear_eval.num_epochs = 2
     config.linear_eval.decay_epochs = (1,)
 

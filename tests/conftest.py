@@ -27,29 +27,14 @@ try:
 except ImportError:
     pass
 
-from genscl_jax.config import defaults  # noqa: E402
+from genscl_jax.config import defaults, recipes  # noqa: E402
 
 
 def make_tiny_config(**overrides):
-    """A synthetic-data pretraining config with a ~20k-parameter ResNet at 8 px."""
-    config = defaults.base_config()
-    config.dataset = "synthetic"
-    config.image_size = 8
-    config.model = "resnet10"
-    config.width_multiplier = 0.0625
-    config.stem = "cifar"
-    config.head.hidden_dim = 16
-    config.head.output_dim = 8
-    config.batch_size = 8
-    config.num_train_steps = 4
+    """A synthetic-data pretraining config with the ~20k-parameter tiny ResNet at 8 px (recipes.shrink_to_tiny)."""
+    config = recipes.shrink_to_tiny(defaults.base_config())
     config.learning_rate = 0.05
     config.warmup_epochs = 0.0
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.eval_batch_size = 64
-    config.moco.queue_size = 32
-    config.linear_eval.batch_size = 64
-    config.linear_eval.num_epochs = 1
     return set_keys(config, overrides)
 
 
@@ -77,20 +62,17 @@ def network_namespace_problem(tools=("unshare", "ip")):
 
 
 def write_config(path, **settings):
-    """A config file for a ~20k-parameter ResNet on 8 px synthetic images (what conftest.make_tiny_config makes,
-    without importing the test suite's conftest and its torch into every CLI start)."""
+    """A config file of the tiny config (what make_tiny_config makes, through recipes.shrink_to_tiny) with
+    `settings` ({"checkpoint_every_steps": 3, "moco.enabled": True}) on top, for runs of the command line, which
+    then import neither this conftest nor its torch."""
     lines = "".join(f"    c.{key} = {value!r}\n" for key, value in settings.items())
     path.write_text(textwrap.dedent("""\
-        from genscl_jax.config import defaults
+        from genscl_jax.config import defaults, recipes
 
 
         def get_config():
-            c = defaults.base_config()
-            c.dataset, c.image_size, c.model, c.width_multiplier, c.stem = "synthetic", 8, "resnet10", 0.0625, "cifar"
-            c.head.hidden_dim, c.head.output_dim = 16, 8
-            c.batch_size, c.learning_rate, c.warmup_epochs = 8, 0.05, 0.0
-            c.log_every_steps, c.eval_batch_size, c.moco.queue_size = 1, 64, 32
-            c.linear_eval.batch_size = 64
+            c = recipes.shrink_to_tiny(defaults.base_config())
+            c.learning_rate, c.warmup_epochs = 0.05, 0.0
         """) + lines + "    return c\n")
     return str(path)
 

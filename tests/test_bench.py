@@ -1,5 +1,5 @@
-"""The benchmark: quick and loss-only modes run and report, the chunked loss equals the dense one, bench stays free
-of TensorFlow / clu, the GPU suite's commands parse, and the PyTorch reference computes our loss and model."""
+"""The benchmark: quick and loss-only modes run and report, bench stays free of TensorFlow / clu, the GPU suite's
+commands parse, and the PyTorch reference computes our loss and model."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from genscl_jax import models
-from genscl_jax.objectives import loss_chunked, losses
+from genscl_jax.objectives import losses
 from genscl_jax.tools import bench
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -69,52 +69,6 @@ def test_bench_imports_neither_tensorflow_nor_clu(bench_run):
     assert json.loads(line[len("BANNED "):]) == []
 
 
-def _loss_inputs(seed, n, m, dim=16, classes=7):
-    k = jax.random.split(jax.random.PRNGKey(seed), 5)
-    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    return dict(features=unit(jax.random.normal(k[0], (n, dim))),
-                labels=jax.nn.softmax(3 * jax.random.normal(k[1], (n, classes))),
-                contrast_features=unit(jax.random.normal(k[2], (m, dim))),
-                contrast_labels=jax.nn.softmax(3 * jax.random.normal(k[3], (m, classes))),
-                contrast_mask=jax.random.bernoulli(k[4], 0.7, (m,)))
-
-
-@pytest.mark.parametrize("contrasts,normalization", [("self", "label_sum"), ("queue", "count"),
-                                                     ("masked_queue", "label_sum"), ("own_keys_queue", "label_sum")])
-def test_chunked_loss_equals_dense_loss_and_gradients(contrasts, normalization):
-    x = _loss_inputs(0, 50, 90)
-    queue = ["contrast_features", "contrast_labels", "contrast_mask"]
-    extra = {"self": [], "queue": queue[:2], "masked_queue": queue, "own_keys_queue": queue}[contrasts]
-    # MoCo: the first 50 contrasts are the anchors' own keys, excluded like SupCon's diagonal.
-    own = {"exclude_self": True} if contrasts == "own_keys_queue" else {}
-
-    def make(loss_fn, **kw):
-        def f(features, contrast_features):
-            args = {"contrast_features": contrast_features, **{k: x[k] for k in extra if k != "contrast_features"}}
-            return loss_fn(features, x["labels"], normalization=normalization,
-                           **{k: v for k, v in args.items() if k in extra}, **own, **kw)
-        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
-
-    dense_value, dense_grads = make(losses.generalized_supcon_loss)(x["features"], x["contrast_features"])
-    for block in (16, 50):  # uneven blocks (the last one padded), one block
-        value, grads = make(loss_chunked.generalized_supcon_loss_chunked, block_size=block)(
-            x["features"], x["contrast_features"])
-        np.testing.assert_allclose(value, dense_value, rtol=1e-6)
-        for g, d in zip(grads, dense_grads):
-            np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-6 * float(jnp.abs(d).max()) + 1e-12)
-
-
-def test_chunked_loss_never_materialises_the_full_matrix():
-    """The compiled backward of the chunked loss needs far less memory than the dense one at N=M=1024."""
-    x = _loss_inputs(1, 1024, 1024, dim=8, classes=4)
-    planned = {}
-    for name, fn in (("dense", losses.generalized_supcon_loss),
-                     ("chunked", lambda *a, **k: loss_chunked.generalized_supcon_loss_chunked(*a, block_size=64, **k))):
-        compiled = jax.jit(jax.grad(lambda f, fn=fn: fn(f, x["labels"]))).lower(x["features"]).compile()
-        planned[name] = bench.planned_bytes(compiled)
-    assert planned["chunked"] * 4 < planned["dense"], planned
-
-
 def test_suite_summary_gives_the_table_rows_and_the_loss_share(bench_run):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import summarize_suite
@@ -154,8 +108,9 @@ def test_torch_reference_matches_our_loss_and_model_size():
     torch = pytest.importorskip("torch")
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import torch_reference_step as ref
+    from test_losses import random_loss_inputs
 
-    x = _loss_inputs(2, 24, 24)
+    x = random_loss_inputs(2, 24, 24)
     labels = jax.nn.one_hot(jnp.arange(24) % 5, 5) * 0.7 + 0.3 * x["labels"][:, :5]
     expected = losses.generalized_supcon_loss(x["features"], labels)
     got = ref.generalized_supcon_loss(torch.tensor(np.asarray(x["features"])), torch.tensor(np.asarray(labels)))

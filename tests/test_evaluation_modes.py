@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from conftest import make_tiny_config
 
-from genscl_jax import runner
+from genscl_jax import data, runner
 from genscl_jax.trainers import linear_eval
 from genscl_jax.training import checkpointing
 
@@ -52,7 +52,7 @@ def test_linear_eval_best_top1_survives_a_resume(tmp_path):
     config = make_tiny_config(eval_batch_size=256)
     encoder = model_builder.build_encoder(config)
     variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
-    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), variables)
+    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), data.resolve(config), variables)
     trainer.resume_eval({"linear_eval_top1": 0.97, "linear_eval_best_top1": 0.97})
     metrics = trainer.periodic_eval(trainer.state, 0)  # an untrained classifier: far below 0.97
     assert metrics["linear_eval_top1"] < 0.9
@@ -77,12 +77,12 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
     sample = np.zeros((1, config.image_size, config.image_size, 3), np.float32)
     variables = encoder.init(jax.random.PRNGKey(7), sample, train=False)
     before = jax.device_get(variables)
-    trainer = linear_eval.build_trainer(config, mesh, variables)
+    trainer = linear_eval.build_trainer(config, mesh, data.resolve(config), variables)
     result = train_loop.run(trainer, str(tmp_path), checkpoint_every_steps=10_000, log_every_steps=100)
 
     def features(split):
         feats, labels = [], []
-        for batch in data.eval_batches(config, mesh, split=split):
+        for batch in data.resolve(config).eval_batches(mesh, batch_size=config.eval_batch_size, split=split):
             keep = np.asarray(batch["mask"]).astype(bool)
             feats.append(np.asarray(encoder.apply(variables, batch["image"], train=False))[keep])
             labels.append(np.asarray(batch["label"])[keep])
@@ -107,7 +107,7 @@ def test_linear_eval_on_precomputed_features_evaluates_every_epoch(tmp_path):
         "linear_eval.num_epochs": 20.0, "linear_eval.warmup_epochs": 0.0, "linear_eval.decay_epochs": ()})
     encoder = model_builder.build_encoder(config)
     variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
-    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), variables)
+    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), data.resolve(config), variables)
     evaluated = []
     evaluate = trainer.periodic_eval
     trainer.periodic_eval = lambda state, step: evaluated.append(step) or evaluate(state, step)

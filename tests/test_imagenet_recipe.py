@@ -77,13 +77,14 @@ def test_validation_accepts_exactly_the_augment_policies():
 
 def test_imagenet_pipeline_runs_autoaugment():
     tfds = pytest.importorskip("tensorflow_datasets")
+    from genscl_jax.data import registry
     from genscl_jax.data import tf_pipeline as ip
     with tfds.testing.mock_data(num_examples=8):
         iterator = ip.create_train_iterator(
-            dataset="imagenet2012", data_dir=None, global_batch_size=4, image_size=32, policy="autoaugment",
-            num_views=2, seed=0, process_index=0, process_count=1)
+            dataset=registry.get("imagenet2012"), data_dir=None, global_batch_size=4, image_size=32,
+            policy="autoaugment", num_views=2, seed=0, process_index=0, process_count=1)
         batch = next(iterator)
-    info = ip.get_dataset_info("imagenet2012")
+    info = registry.get("imagenet2012").info
     assert batch["image"].shape == (4, 2, 32, 32, 3) and batch["image"].dtype == np.float32
     low, high = (0 - np.array(info.mean)) / np.array(info.std), (1 - np.array(info.mean)) / np.array(info.std)
     assert np.all(batch["image"] >= low - 1e-4) and np.all(batch["image"] <= high + 1e-4)

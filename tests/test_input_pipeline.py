@@ -13,11 +13,12 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from genscl_jax.data import registry, tfds_builders  # noqa: E402
 from genscl_jax.data import tf_pipeline as ip  # noqa: E402
 from genscl_jax.data import fashion_mnist_offline as fmo  # noqa: E402
 
 NUM_TRAIN, NUM_TEST = 20, 10
-FASHION = ip.get_dataset_info("fashion_mnist")
+FASHION = registry.get("fashion_mnist").info
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def fashion_dir(fashion_source, tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(fmo.SOURCE_DIR_ENV, str(source))
-        ip.load_builder("fashion_mnist", data_dir)  # Prepares it; later calls only read.
+        tfds_builders.load_builder(registry.get("fashion_mnist"), data_dir)  # Prepares it; later calls only read.
     return data_dir
 
 
@@ -56,21 +57,24 @@ def take(iterator, count):
 
 
 def fashion_train(data_dir, **kwargs):
-    args = dict(dataset="fashion_mnist", data_dir=data_dir, global_batch_size=4, image_size=32, policy="none",
-                num_views=1, seed=0, process_index=0, process_count=1)
+    args = dict(dataset=registry.get("fashion_mnist"), data_dir=data_dir, global_batch_size=4, image_size=32,
+                policy="none", num_views=1, seed=0, process_index=0, process_count=1)
     return ip.create_train_iterator(**{**args, **kwargs})
 
 
 def test_dataset_table_and_errors(fashion_dir):
-    assert set(ip.DATASETS) == {"cifar10", "cifar100", "imagenet2012", "fashion_mnist"}
-    info = ip.get_dataset_info("imagenet2012")
+    tfds_read = {name for name, entry in registry.DATASETS.items() if entry.reader == "tfds"}
+    assert tfds_read == {"cifar10", "cifar100", "imagenet2012", "fashion_mnist"}
+    info = registry.get("imagenet2012").info
     assert (info.num_classes, info.test_split, len(info.mean)) == (1000, "validation", 3)
     with pytest.raises(ValueError, match="cifar100.*fashion_mnist.*imagenet2012"):
-        ip.get_dataset_info("mnist")
-    assert ip.num_examples("cifar10", "train") == 50_000
-    assert ip.num_examples("imagenet2012", "test") == 50_000
-    assert ip.num_examples("fashion_mnist", "train", data_dir=fashion_dir) == NUM_TRAIN
-    assert ip.normalization_stats("fashion_mnist", channels=3) == ((0.2860,) * 3, (0.3530,) * 3)
+        registry.get("mnist")
+    assert registry.get("cifar10").info.num_train == 50_000
+    assert registry.get("imagenet2012").info.num_test == 50_000
+    prepared = tfds_builders.load_builder(registry.get("fashion_mnist"), fashion_dir)
+    assert tfds_builders.split_size(prepared, "train") == NUM_TRAIN
+    tiled = registry.get("fashion_mnist").info.with_channels(3)
+    assert (tiled.mean, tiled.std) == ((0.2860,) * 3, (0.3530,) * 3)
     with pytest.raises(ValueError, match="policy"):
         fashion_train(fashion_dir, policy="mixup")
     with pytest.raises(ValueError, match="divisible"):
@@ -78,7 +82,7 @@ def test_dataset_table_and_errors(fashion_dir):
 
 
 def check_normalised(images, dataset):
-    info = ip.get_dataset_info(dataset)
+    info = registry.get(dataset).info
     low = (0 - np.array(info.mean)) / np.array(info.std)
     high = (1 - np.array(info.mean)) / np.array(info.std)
     assert images.dtype == np.float32
@@ -91,9 +95,9 @@ def check_normalised(images, dataset):
 def test_mock_train_batches(dataset, policy):
     with tfds.testing.mock_data(num_examples=8):
         batches = take(ip.create_train_iterator(
-            dataset=dataset, data_dir=None, global_batch_size=4, image_size=32, policy=policy, num_views=2,
-            seed=0, process_index=0, process_count=1), 3)
-    num_classes = ip.get_dataset_info(dataset).num_classes
+            dataset=registry.get(dataset), data_dir=None, global_batch_size=4, image_size=32, policy=policy,
+            num_views=2, seed=0, process_index=0, process_count=1), 3)
+    num_classes = registry.get(dataset).info.num_classes
     for batch in batches:
         assert batch["image"].shape == (4, 2, 32, 32, 3)
         assert batch["label"].dtype == np.int32 and batch["label"].shape == (4,)
@@ -105,7 +109,7 @@ def test_mock_train_batches(dataset, policy):
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet2012"])
 def test_mock_eval_batches(dataset):
     with tfds.testing.mock_data(num_examples=7):
-        batches = list(ip.create_eval_iterator(dataset=dataset, data_dir=None, global_batch_size=4,
+        batches = list(ip.create_eval_iterator(dataset=registry.get(dataset), data_dir=None, global_batch_size=4,
                                                image_size=32, process_index=0, process_count=1))
     assert len(batches) == 2
     for batch in batches:
@@ -118,8 +122,8 @@ def test_mock_eval_batches(dataset):
 def test_device_color_augment_leaves_images_in_unit_range():
     with tfds.testing.mock_data(num_examples=4):
         batch = next(ip.create_train_iterator(
-            dataset="cifar10", data_dir=None, global_batch_size=4, image_size=32, policy="simclr", num_views=2,
-            seed=0, process_index=0, process_count=1, device_color_augment=True))
+            dataset=registry.get("cifar10"), data_dir=None, global_batch_size=4, image_size=32, policy="simclr",
+            num_views=2, seed=0, process_index=0, process_count=1, device_color_augment=True))
     assert batch["image"].dtype == np.float32
     assert batch["image"].min() >= 0 and batch["image"].max() <= 1
 
@@ -131,7 +135,8 @@ def test_fashion_mnist_padding_and_channels(fashion_dir):
     np.testing.assert_allclose(batch["image"][:, :, :2], -FASHION.mean[0] / FASHION.std[0], rtol=1e-5)
     rgb = next(fashion_train(fashion_dir, channels=3, policy="simclr"))
     assert rgb["image"].shape == (4, 1, 32, 32, 3)
-    evaluation = next(ip.create_eval_iterator(dataset="fashion_mnist", data_dir=fashion_dir, global_batch_size=4,
+    evaluation = next(ip.create_eval_iterator(dataset=registry.get("fashion_mnist"), data_dir=fashion_dir,
+                                              global_batch_size=4,
                                               image_size=32, process_index=0, process_count=1))
     assert evaluation["image"].shape == (4, 32, 32, 1)
 
@@ -202,8 +207,8 @@ def test_eval_sees_every_example_once(fashion_dir, process_count, global_batch_s
     seen, batch_counts = [], []
     for process_index in range(process_count):
         batches = list(ip.create_eval_iterator(
-            dataset="fashion_mnist", data_dir=fashion_dir, global_batch_size=global_batch_size, image_size=32,
-            process_index=process_index, process_count=process_count))
+            dataset=registry.get("fashion_mnist"), data_dir=fashion_dir, global_batch_size=global_batch_size,
+            image_size=32, process_index=process_index, process_count=process_count))
         batch_counts.append(len(batches))
         for batch in batches:
             assert batch["image"].shape[0] == global_batch_size // process_count
@@ -217,7 +222,7 @@ def test_eval_sees_every_example_once(fashion_dir, process_count, global_batch_s
 
 def test_missing_imagenet_names_the_files(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
-        ip.create_train_iterator(dataset="imagenet2012", data_dir=str(tmp_path), global_batch_size=2,
+        ip.create_train_iterator(dataset=registry.get("imagenet2012"), data_dir=str(tmp_path), global_batch_size=2,
                                  image_size=32, policy="simclr", num_views=2, seed=0, process_index=0,
                                  process_count=1)
     message = str(error.value)
@@ -229,7 +234,8 @@ def test_missing_imagenet_names_the_files(tmp_path):
 def test_missing_fashion_mnist_files_through_the_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv(fmo.SOURCE_DIR_ENV, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        ip.create_eval_iterator(dataset="fashion_mnist", data_dir=str(tmp_path / "data"), global_batch_size=2,
+        ip.create_eval_iterator(dataset=registry.get("fashion_mnist"), data_dir=str(tmp_path / "data"),
+                                global_batch_size=2,
                                 image_size=32, process_index=0, process_count=1)
 
 

@@ -37,6 +37,7 @@ ALLOWED_LAZY = {
     # Likewise TensorFlow: measuring an image folder's statistics (once; later runs read them), and the facts of a
     # tfds:NAME dataset, which come from its tfds builder.
     ("genscl_jax.data", "genscl_jax.data.tf_stats"), ("genscl_jax.data", "genscl_jax.data.tfds_by_name"),
+    ("genscl_jax.data", "genscl_jax.data.tfds_builders"),
     # A registry hook, named by string so the registry itself imports nothing.
     ("genscl_jax.data.registry", "genscl_jax.data.fashion_mnist_offline"),
     # Only the mode that runs is imported: `--mode linear_eval` never builds the pretraining step, and clu's writers

@@ -11,6 +11,9 @@ import time
 import pytest
 from conftest import last_line, write_config
 
+from genscl_jax import runner
+from genscl_jax.config import defaults
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 # The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny.
 TINY = ["--config", "configs/imagenet_resnet50.py:runlocal", "--config.kd.alpha=0", "--config.model=resnet10",
@@ -103,6 +106,11 @@ def test_first_moco_step_has_the_in_batch_loss_through_the_cli(tmp_path):
         with open(os.path.join(workdir, "summary.json")) as f:
             losses_seen[moco] = json.load(f)["final_loss"]
     assert abs(losses_seen[True] - losses_seen[False]) <= 1e-5 * abs(losses_seen[False]), losses_seen
+
+
+def test_every_mode_the_config_knows_is_one_the_runner_runs():
+    """config.defaults.MODES (what validation accepts) and runner.MODES (what runs each) name the same modes."""
+    assert tuple(runner.MODES) == defaults.MODES
 
 
 def wait_for_checkpoint(proc, ckdir, step, timeout=240):

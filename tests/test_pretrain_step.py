@@ -7,7 +7,7 @@ import pytest
 
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.models import model_builder
-from genscl_jax import models
+from genscl_jax import data, models
 from genscl_jax.runtime import parallel
 from genscl_jax.trainers import pretrain, teachers
 from conftest import make_tiny_config
@@ -21,7 +21,7 @@ def tiny_teacher(config, num_classes=10, seed=3):
 
 
 def run_steps(config, num_steps, teacher=None):
-    trainer = pretrain.build_trainer(config, parallel.create_mesh(), teacher=teacher)
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config), teacher=teacher)
     state, history = trainer.state, []
     batches = trainer.batches(0)
     for _ in range(num_steps):
@@ -41,7 +41,7 @@ def test_loss_falls_on_a_learnable_task():
 def test_step_without_key_encoder_computes_the_paper_loss():
     """Recompute one step by hand: same mixing keys, same forward, loss over all 2N views."""
     config = make_tiny_config(**{"mix.kind": "mixup"})
-    trainer = pretrain.build_trainer(config, parallel.create_mesh())
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
     state0 = jax.device_get(trainer.state)
     batch = next(trainer.batches(0))
     _, metrics = trainer.train_step(trainer.state, batch)
@@ -91,7 +91,7 @@ def test_first_moco_step_has_the_in_batch_loss(loss_block_size):
 
 def test_ema_follows_the_formula_for_one_step():
     config = make_tiny_config(**{"moco.enabled": True, "moco.momentum": 0.75})
-    trainer = pretrain.build_trainer(config, parallel.create_mesh())
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
     before = jax.device_get(trainer.state)
     state, _ = trainer.train_step(trainer.state, next(trainer.batches(0)))
     after = jax.device_get(state)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import make_tiny_config
 
-from genscl_jax import runner
+from genscl_jax import data, runner
 from genscl_jax.runtime import parallel
 from genscl_jax.trainers import pretrain
 from genscl_jax.training import checkpointing, train_loop
@@ -26,7 +26,7 @@ def assert_trees_equal(a, b):
 
 
 def loop(config, workdir, batches=None):
-    trainer = pretrain.build_trainer(config, parallel.create_mesh())
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
     if batches is not None:
         trainer.batches = batches(trainer.batches)
     return train_loop.run(trainer, str(workdir), checkpoint_every_steps=config.checkpoint_every_steps,
@@ -122,7 +122,7 @@ def test_resume_restores_the_last_metrics_and_the_eval_state(tmp_path):
     resumed_with = []
 
     def trainer_with_eval():
-        trainer = pretrain.build_trainer(config, parallel.create_mesh())
+        trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
         trainer.periodic_eval = lambda state, step: {"best_so_far": float(10 * step)}
         trainer.eval_every_steps = 2
         trainer.resume_eval = resumed_with.append

@@ -89,6 +89,27 @@ def _parse_value(name: str, text: str, kind: type) -> Any:
         raise ValueError(f"config argument {name}={text!r}: expected {kind.__name__}") from None
 
 
+# The one tiny network: a ResNet-10 at 1/16 width with the CIFAR stem and a 16-8 head, ~20k parameters, whose
+# steps compile and run in seconds on a CPU. The tests, the `:tiny` recipe variants and the bench's --quick use it.
+TINY_NETWORK = {"model": "resnet10", "width_multiplier": 0.0625, "stem": "cifar", "head.hidden_dim": 16,
+                "head.output_dim": 8}
+
+
+def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The tiny config: TINY_NETWORK on 8 px synthetic data, batch 8, 4 steps, a checkpoint every 2 steps and
+    a log line every step, tiny evaluation batches. Everything else (loss, mixing, MoCo, mode) stays."""
+    sizes = {**TINY_NETWORK, "dataset": "synthetic", "image_size": 8, "batch_size": 8, "num_train_steps": 4,
+             "checkpoint_every_steps": 2, "log_every_steps": 1, "eval_batch_size": 64, "moco.queue_size": 32,
+             "linear_eval.batch_size": 64, "linear_eval.num_epochs": 1}
+    for key, value in sizes.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
 def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """big_vision's `runlocal`: the same recipe, shrunk to run for a minute on a laptop (`--config file.py:runlocal`).
 

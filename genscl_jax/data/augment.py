@@ -23,10 +23,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from genscl_jax.data.registry import POLICIES
-
-# Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use.
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+from genscl_jax.data.registry import GRAY_WEIGHTS, POLICIES
 
 
 def split_seed(seed, num: int):

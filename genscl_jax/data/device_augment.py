@@ -17,7 +17,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+from genscl_jax.data.registry import GRAY_WEIGHTS
 
 
 def _luma(image: jax.Array) -> jax.Array:

@@ -23,6 +23,12 @@ POLICIES = ("simclr", "autoaugment", "randaugment", "crop_flip", "none")
 READERS = ("synthetic", "tfds", "image_folder")
 IMAGE_FOLDER = "image_folder"
 TFDS_PREFIX = "tfds:"
+# The evaluation split (a tfds split, or an image folder's folder) when config.test_split names none: the first
+# of these the dataset has.
+TEST_SPLITS = ("test", "validation", "val")
+# Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use; the host (augment)
+# and the device (device_augment) colour augmentations share them.
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class DataError(RuntimeError):
@@ -46,19 +52,20 @@ class DatasetInfo:
     std: tuple[float, ...]
     train_split: str = "train"
     test_split: str = "test"
+    any_channels: bool = False  # generated with any channel count (the synthetic task)
 
     def with_channels(self, channels: int | None) -> DatasetInfo:
-        """This dataset read with `channels` channels (None or 0: its own count).
+        """This dataset read with `channels` channels (None or 0: its own count): the one channel rule.
 
-        Statistics that are equal in every channel repeat for any count: Fashion-MNIST's one channel is
-        tiled to three for an RGB model, the synthetic generator makes any count. Distinct per-channel
-        statistics (CIFAR's, ImageNet's) say which channel is which, so those datasets keep their count.
+        A one-channel dataset is tiled to any count (Fashion-MNIST for an RGB model), its statistics repeated;
+        the synthetic generator makes any count. Other datasets keep their own count: their per-channel
+        statistics say which channel is which, and no reader drops channels.
         """
         if not channels or channels == self.channels:
             return self
-        if len(set(self.mean)) > 1 or len(set(self.std)) > 1:
-            raise ValueError(f"channels={channels} is not supported for a {self.channels}-channel dataset with "
-                             f"per-channel statistics; set channels to 0 (its own {self.channels})")
+        if self.channels != 1 and not self.any_channels:
+            raise ValueError(f"channels={channels} is not supported for a {self.channels}-channel dataset; set "
+                             f"channels to 0 (its own {self.channels})")
         return dataclasses.replace(self, channels=channels, mean=self.mean[:1] * channels,
                                    std=self.std[:1] * channels)
 
@@ -117,7 +124,8 @@ DATASETS: dict[str, Dataset] = {
         install_hint="run `apt-get install dataset-fashion-mnist` (Debian/Ubuntu; the offline files, no download)"),
     # Zero mean, unit std: the generator's images are used as they come. The split sizes only set what an
     # "epoch" is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.
-    "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.0,) * 3, (1.0,) * 3), reader="synthetic"),
+    "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.0,) * 3, (1.0,) * 3, any_channels=True),
+                         reader="synthetic"),
 }
 NAMES = tuple(DATASETS)  # The built-in entries.
 # What config.dataset takes: a built-in entry, image_folder, or tfds:NAME (see is_tfds_name).

@@ -14,7 +14,8 @@ number of full batches (a multi-host step needs the same number of calls everywh
 Image folders (reader "image_folder") take the same path with their file list in place of a tfds split: each
 process reads its share of the files, every epoch in a (seed, epoch)-shuffled order, keyed by file name.
 
-`dataset` is a registry name or a registry.Dataset entry (genscl_jax.data makes those of image folders and tfds:NAME).
+`dataset` is a registry.Dataset entry (genscl_jax.data resolves it, and makes those of image folders and tfds:NAME);
+`channels` is the count to emit, by the registry's one rule (DatasetInfo.with_channels).
 
 This module and `augment` import TensorFlow and tfds when imported. Only genscl_jax.data's reading functions
 import this module, so the synthetic path, the bench and config validation never load TensorFlow.
@@ -22,174 +23,17 @@ import this module, so the synthetic path, the bench and config validation never
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import os
 from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from genscl_jax.data import augment, network_probe, registry
-from genscl_jax.data.registry import DataError, DataFilesMissing, DatasetInfo
+from genscl_jax.data import augment, registry, tfds_builders
+from genscl_jax.data.registry import DatasetInfo
 
-# The built-in datasets this pipeline reads: the registry's tfds entries.
-DATASETS = {name: entry for name, entry in registry.DATASETS.items() if entry.reader == "tfds"}
 _MAX_EPOCHS = 1 << 40  # "Forever": the train iterator never ends.
 _LARGE_SHUFFLE_BUFFER = 10_000  # Encoded ImageNet JPEGs, ~110 kB each: ~1 GB per process.
-
-
-def _entry(dataset: str | registry.Dataset) -> registry.Dataset:
-    if isinstance(dataset, registry.Dataset):
-        return dataset
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)} (or 'synthetic', which "
-                         "does not go through this pipeline)")
-    return DATASETS[dataset]
-
-
-def get_dataset_info(dataset: str | registry.Dataset) -> DatasetInfo:
-    return _entry(dataset).info
-
-
-def normalization_stats(dataset: str | registry.Dataset,
-                        channels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) matching the channel count the pipeline emits (a gray dataset tiled to RGB repeats them)."""
-    info = get_dataset_info(dataset)
-    info = info.with_channels(_output_channels(info, channels))
-    return info.mean, info.std
-
-
-def _output_channels(info: DatasetInfo, channels: int | None) -> int:
-    if channels is None or channels == info.channels:
-        return info.channels
-    if info.channels == 1 and channels == 3:
-        return 3
-    raise ValueError(f"channels={channels} is not supported for a {info.channels}-channel dataset "
-                     "(only None, the native count, or 3 for a one-channel dataset)")
-
-
-def num_examples(dataset: str | registry.Dataset, split: str, data_dir: str | None = None) -> int:
-    """Examples in a split: read from the prepared dataset when data_dir holds it, else the known size."""
-    info = get_dataset_info(dataset)
-    split = info.split_name(split)
-    if data_dir is not None:
-        builder = _builder(dataset, data_dir)
-        if builder.is_prepared():
-            return builder.info.splits[split].num_examples
-    known = {info.train_split: info.num_train, info.test_split: info.num_test}
-    if split not in known:
-        raise ValueError(f"size of split {split!r} of {dataset} is only known once it is prepared in a data_dir")
-    return known[split]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Builders: which tfds builder serves a dataset, and preparing it (with errors that say what to do).
-
-
-def make_builder(tfds_name: str, data_dir: str | None, hook: str = ""):
-    """The tfds builder of `tfds_name`, prepared or not: `hook`'s ("module:function", a registry entry's builder),
-    else tfds.builder's. A name tfds does not know is a DataError."""
-    if hook:
-        module, function = hook.split(":")
-        return getattr(importlib.import_module(module), function)(tfds_name, data_dir)
-    try:
-        return tfds.builder(tfds_name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        close = difflib.get_close_matches(tfds_name.split("/")[0], tfds.list_builders(), n=3)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise DataError(f"tfds has no dataset {tfds_name!r}{hint}; its names are listed at "
-                        "https://www.tensorflow.org/datasets/catalog/overview") from None
-    except ValueError as error:  # A config tfds does not know (NAME/CONFIG), a bad version, ...
-        raise DataError(f"tfds cannot make {tfds_name!r}: {_first_line(error)}") from None
-
-
-def _builder(dataset: str | registry.Dataset, data_dir: str | None):
-    entry = _entry(dataset)
-    return make_builder(entry.tfds_name, data_dir, entry.builder)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-def default_data_dir(data_dir: str | None) -> str:
-    return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-
-
-def manual_download_message(dataset: str | registry.Dataset, data_dir: str | None) -> str:
-    entry, root = _entry(dataset), default_data_dir(data_dir)
-    manual_dir = os.path.join(root, "downloads", "manual")
-    return (f"{entry.tfds_name} is not prepared in {root} and tfds cannot download it: put "
-            f"{' and '.join(entry.manual_files)} in {manual_dir}, then rerun, or run "
-            f"`tfds build {entry.tfds_name} --data_dir {root}`; see "
-            f"https://www.tensorflow.org/datasets/catalog/{entry.tfds_name} for where to get them.")
-
-
-def _not_prepared_message(builder, data_dir: str | None, why: str, entry: registry.Dataset | None = None) -> str:
-    root = default_data_dir(data_dir)
-    # A way without a download (Fashion-MNIST's Debian package) comes first.
-    first = f"{entry.install_hint}, or " if entry is not None and entry.install_hint else ""
-    return (f"{builder.name} is not prepared in {root} and cannot be prepared here ({why}); {first}on a machine "
-            f"with network access run `tfds build {builder.name} --data_dir DIR`, copy DIR here and pass "
-            "--config.data_dir=DIR")
-
-
-def _manual_files_present(entry: registry.Dataset, data_dir: str | None) -> bool:
-    manual_dir = os.path.join(default_data_dir(data_dir), "downloads", "manual")
-    return all(tf.io.gfile.exists(os.path.join(manual_dir, f)) for f in entry.manual_files)
-
-
-def check_can_prepare(builder, data_dir: str | None, entry: registry.Dataset | None = None) -> None:
-    """DataError at once when an unprepared dataset cannot be prepared from here: its manual files (a registry
-    entry's) are missing, or its download server does not answer (network_probe), where tfds would spend minutes
-    retrying.
-
-    A run calls this once, up front (genscl_jax.data.prepare); the readers do not, so tfds's test mocks, which
-    leave every builder unprepared, never meet the probe.
-    """
-    if builder.is_prepared():
-        return
-    if entry is not None and entry.manual_files:
-        if not _manual_files_present(entry, data_dir):
-            raise DataFilesMissing(manual_download_message(entry, data_dir))
-        return
-    urls = sorted(builder.url_infos or {})
-    reason = network_probe.unreachable_reason(urls[0]) if urls else None
-    if reason:
-        raise DataError(_not_prepared_message(builder, data_dir, f"its download server {reason}", entry))
-
-
-def load_builder(dataset: str | registry.Dataset, data_dir: str | None):
-    """The prepared tfds builder of `dataset` (prepares it when needed; never downloads Fashion-MNIST)."""
-    entry = _entry(dataset)
-    return prepare_builder(_builder(entry, data_dir), data_dir, entry)
-
-
-def prepare_builder(builder, data_dir: str | None, entry: registry.Dataset | None = None):
-    """`builder`, prepared (downloaded and converted by tfds when it is not yet); failures are one-line DataErrors."""
-    if builder.is_prepared():
-        return builder
-    try:
-        builder.download_and_prepare()
-    except DataError:
-        raise  # The offline Fashion-MNIST builder's: it names the file and the fix.
-    except Exception as error:  # tfds raises many kinds (AssertionError for a missing manual dir, ...).
-        if entry is not None and entry.manual_files and not _manual_files_present(entry, data_dir):
-            raise DataFilesMissing(manual_download_message(entry, data_dir)) from error
-        raise DataError(_not_prepared_message(builder, data_dir, f"{type(error).__name__}: {_first_line(error)}",
-                                              entry)) from error
-    return builder
-
-
-def split_size(builder, split: str) -> int:
-    """Examples in `split`, from the dataset's cardinality (exact for prepared tfds data and for mocks)."""
-    cardinality = int(builder.as_dataset(split=split).cardinality())
-    if cardinality >= 0:
-        return cardinality
-    return builder.info.splits[split].num_examples
 
 
 def _process_split(split: str, process_index: int, process_count: int, drop_remainder: bool):
@@ -242,6 +86,12 @@ def _example_key(tfds_id):
 # Per-example preprocessing.
 
 
+def _emitted(info: DatasetInfo, channels: int | None) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """(mean, std, channels) of the images this pipeline emits for `channels` (None: the dataset's own)."""
+    emitted = info.with_channels(channels)
+    return emitted.mean, emitted.std, emitted.channels
+
+
 def _small_image(image, info: DatasetInfo, image_size: int, channels: int):
     """CIFAR / Fashion-MNIST uint8 -> float32 [0, 1] at image_size (28 px padded to 32), channels tiled."""
     image = augment.pad_or_resize(image, image_size)
@@ -286,7 +136,7 @@ def _eval_image(image, entry: registry.Dataset, image_size: int, channels: int):
     return _small_image(image, entry.info, image_size, channels)
 
 
-def make_train_preprocess(dataset: str | registry.Dataset, *, image_size: int, policy: str, num_views: int,
+def make_train_preprocess(dataset: registry.Dataset, *, image_size: int, policy: str, num_views: int,
                           seed: int, device_color_augment: bool = False, channels: int | None = None,
                           blur_prob: float | None = None):
     """fn({"image", "label", "key", "epoch"}) -> {"image": [V, S, S, C] float32, "label": int32}.
@@ -294,10 +144,8 @@ def make_train_preprocess(dataset: str | registry.Dataset, *, image_size: int, p
     The image is encoded (JPEG for ImageNet, JPEG or PNG for variable-size datasets; decoded once, shared by the
     views) or uint8.
     """
-    entry = _entry(dataset)
-    info = entry.info
-    channels = _output_channels(info, channels)
-    mean, std = normalization_stats(entry, channels)
+    entry, info = dataset, dataset.info
+    mean, std, channels = _emitted(info, channels)
     is_jpeg, variable = entry.stored_as_jpeg, entry.variable_size
     if blur_prob is None:  # SimCLR / MoCo v2 blur ImageNet-sized views; at 32 px blur only destroys them.
         blur_prob = 0.5 if policy == "simclr" and (is_jpeg or variable and image_size > 64) else 0.0
@@ -414,7 +262,7 @@ def _train_epochs(entry: registry.Dataset, data_dir: str | None, *, seed: int, p
         files, labels = _folder_share(entry, entry.info.train_split, process_index, process_count,
                                       drop_remainder=True)
         return _folder_epoch_reader(files, labels, seed=seed, process_index=process_index)
-    builder = load_builder(entry, data_dir)
+    builder = tfds_builders.load_builder(entry, data_dir)
     # Equal shares (the < process_count leftover examples are dropped) keep the hosts' epochs in step.
     split = _process_split(entry.info.train_split, process_index, process_count, drop_remainder=True)
     streamed = entry.stored_as_jpeg or entry.variable_size
@@ -436,7 +284,7 @@ def pipeline_options():
 # Training iterator.
 
 
-def create_train_iterator(*, dataset: str | registry.Dataset, data_dir: str | None, global_batch_size: int,
+def create_train_iterator(*, dataset: registry.Dataset, data_dir: str | None, global_batch_size: int,
                           image_size: int, policy: str, num_views: int, seed: int, start_step: int = 0,
                           process_index: int | None = None, process_count: int | None = None,
                           device_color_augment: bool = False, channels: int | None = None,
@@ -449,9 +297,7 @@ def create_train_iterator(*, dataset: str | registry.Dataset, data_dir: str | No
     unless device_color_augment, when the host only crops / flips (and RandAugments or blurs where the
     policy says so) and emits [0, 1] images for genscl_jax.data.device_augment.color_augment.
     """
-    if policy not in augment.POLICIES:
-        raise ValueError(f"unknown augmentation policy {policy!r}; choose from {augment.POLICIES}")
-    entry = _entry(dataset)
+    entry = dataset  # The policy is checked where it is implemented (augment.augment_view).
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
     read_epoch, epoch_size = _train_epochs(entry, data_dir, seed=seed, process_index=process_index,
                                            process_count=process_count, shuffle_buffer=shuffle_buffer)
@@ -476,13 +322,13 @@ def _eval_examples(entry: registry.Dataset, data_dir: str | None, split: str, pr
     if entry.reader == "image_folder":
         files, labels = _folder_share(entry, split, process_index, process_count, drop_remainder=False)
         return _with_file_contents(_read_files(files, labels)), len(entry.folder.splits[split].files)
-    builder = load_builder(entry, data_dir)
+    builder = tfds_builders.load_builder(entry, data_dir)
     examples = _read_split(builder, _process_split(split, process_index, process_count, drop_remainder=False),
                            encoded=entry.stored_as_jpeg or entry.variable_size, keys=(entry.image_key, entry.label_key))
-    return examples, split_size(builder, split)
+    return examples, tfds_builders.split_size(builder, split)
 
 
-def create_eval_iterator(*, dataset: str | registry.Dataset, data_dir: str | None, global_batch_size: int,
+def create_eval_iterator(*, dataset: registry.Dataset, data_dir: str | None, global_batch_size: int,
                          image_size: int, split: str = "test", process_index: int | None = None,
                          process_count: int | None = None, channels: int | None = None) -> Iterator[dict]:
     """One pass of numpy batches {"image": float32 [b, S, S, C], "label": int32 [b], "mask": bool [b]}.
@@ -490,11 +336,9 @@ def create_eval_iterator(*, dataset: str | registry.Dataset, data_dir: str | Non
     Processes read disjoint shares that differ by at most one example; each pads its share with mask=False
     examples up to the same number of full batches, so no example is dropped or repeated.
     """
-    entry = _entry(dataset)
-    info = entry.info
+    entry, info = dataset, dataset.info
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
-    channels = _output_channels(info, channels)
-    mean, std = normalization_stats(entry, channels)
+    mean, std, channels = _emitted(info, channels)
     split = info.split_name(split)
     ds, total = _eval_examples(entry, data_dir, split, process_index, process_count)
     largest_share = -(-total // process_count)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genscl_jax import data, models
-from genscl_jax.config import defaults
+from genscl_jax.config import defaults, recipes
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import loss_chunked, losses, mixing
 from genscl_jax.runtime import compile_options, parallel
@@ -162,7 +162,6 @@ def _gib(num_bytes: int | None) -> float | None:
 def step_config(args: argparse.Namespace, num_devices: int):
     """The training config (defaults.base_config) this benchmark's step is built from."""
     config = defaults.base_config()
-    config.dataset = "synthetic"  # only steps_per_epoch reads it; the data spec is the bench's own
     for key, value in dict(
             model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
             dtype=args.dtype, cpu_convolutions=args.cpu_convolutions, num_views=args.num_views,
@@ -204,7 +203,8 @@ class StepBenchmark:
         spec = data.DatasetInfo(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
         t0 = time.perf_counter()
         teacher = self._random_teacher(channels) if args.teacher != "none" else None
-        self.program = pretrain.build_program(self.config, self.mesh, spec, teacher=teacher)
+        self.program = pretrain.build_program(self.config, self.mesh, spec, spec.num_train // self.global_batch,
+                                              teacher=teacher)
         self.initial_state = self.program.init_state()
         self.teacher_variables = teacher.variables if teacher else None
         self.batch = random_batch(args.seed, self.global_batch, args.num_views, args.image_size, channels,
@@ -467,9 +467,11 @@ def _loss_line(case: dict[str, Any]) -> str:
     return f"{head}   {case['ms']:.2f} ms fwd+bwd   device peak {'n/a' if peak is None else f'{peak} GiB'}"
 
 
-QUICK = dict(model="resnet10", width=0.0625, stem="cifar", image_size=16, per_device_batch=8, queue_size=64,
-             head_dim=16, head_hidden_dim=32, warmup=2, steps=10, repeats=5, anchors="64,256", classes="10",
-             queue=512, loss_steps=2)
+# --quick: the project's tiny network (recipes.TINY_NETWORK) at 16 px, a few steps.
+QUICK = dict(model=recipes.TINY_NETWORK["model"], width=recipes.TINY_NETWORK["width_multiplier"],
+             stem=recipes.TINY_NETWORK["stem"], head_dim=recipes.TINY_NETWORK["head.output_dim"],
+             head_hidden_dim=recipes.TINY_NETWORK["head.hidden_dim"], image_size=16, per_device_batch=8,
+             queue_size=64, warmup=2, steps=10, repeats=5, anchors="64,256", classes="10", queue=512, loss_steps=2)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -83,13 +83,14 @@ def build_memory_bank(state: Any, features_fn: FeatureFn, batches: Iterable[dict
     return jnp.concatenate(features), jnp.concatenate(labels), valid
 
 
-def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_classes: int):
+def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, source: data.DataSource):
     """The Trainer.periodic_eval hook: (state, step) -> {"knn_top1", "knn_top5"} (fractions in [0, 1])."""
     knn = config.knn
     if knn.k < 1 or knn.temperature <= 0:
         raise ValueError(f"config.knn.k={knn.k} must be >= 1 and config.knn.temperature={knn.temperature} > 0")
     replicated = parallel.replicated(mesh)
     options = compile_options.model_jit_options(config)
+    num_classes = source.info.num_classes
 
     def encode(state, images):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -107,9 +108,10 @@ def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_cl
 
     def monitor(state: Any, step: int) -> dict[str, float]:
         del step
-        bank = build_memory_bank(state, features_fn, data.eval_batches(config, mesh, split="train"),
-                                 knn.max_train_examples)
-        counts = (query_counts(state, bank, batch) for batch in data.eval_batches(config, mesh, split="test"))
+        train = source.eval_batches(mesh, batch_size=config.eval_batch_size, split="train")
+        bank = build_memory_bank(state, features_fn, train, knn.max_train_examples)
+        test = source.eval_batches(mesh, batch_size=config.eval_batch_size, split="test")
+        counts = (query_counts(state, bank, batch) for batch in test)
         return metrics.top1_top5(metrics.sum_counts(counts), prefix="knn_")
 
     return monitor

@@ -75,11 +75,11 @@ class _Evaluator:
         self.best_top1 = max(self.best_top1, saved_metrics.get("linear_eval_best_top1", 0.0))
 
 
-def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict, encoder: nn.Module | None = None
-                  ) -> train_loop.Trainer:
+def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_variables: dict,
+                  encoder: nn.Module | None = None) -> train_loop.Trainer:
     """The linear classifier's trainer on the frozen `encoder` (default: the one `config` describes) with
     `encoder_variables`, computing in config.dtype."""
-    le, spec = config.linear_eval, data.data_spec(config)
+    le, spec = config.linear_eval, source.info
     encoder = (encoder or model_builder.build_encoder(config)).clone(dtype=model_builder.compute_dtype(config.dtype))
     frozen = parallel.replicate(encoder_variables, mesh)
 
@@ -88,15 +88,16 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict, encoder: nn.
 
     # The encoder alone, compiled once for every precomputed split.
     encode = jax.jit(features_fn, **compile_options.model_jit_options(config))
-    batches, step_input, steps_per_epoch = _training_data(config, mesh, features_fn, encode)
+    batches, step_input, steps_per_epoch = _training_data(config, mesh, source, features_fn, encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
     if _precomputes(le):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
-        stored = _stored_test_features(config, mesh, encode)
+        stored = _stored_test_features(config, mesh, source, encode)
         evaluator = _Evaluator(config, lambda: stored, lambda x: x, classifier)
         eval_every = steps_per_epoch
     else:
-        evaluator = _Evaluator(config, lambda: data.eval_batches(config, mesh), features_fn, classifier)
+        evaluator = _Evaluator(config, lambda: source.eval_batches(mesh, batch_size=config.eval_batch_size),
+                               features_fn, classifier)
         # Ten evaluations over the run (and one at the end): each one runs the encoder over the test set.
         eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     schedule = linear_schedule(config, steps_per_epoch)
@@ -113,30 +114,31 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict, encoder: nn.
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)
 
 
-def _training_data(config: Any, mesh: Mesh, features_fn, encode):
+def _training_data(config: Any, mesh: Mesh, source: data.DataSource, features_fn, encode):
     """(batches, what the step applies to a batch's inputs, steps per epoch): stored features (from `encode`, the
     jitted features_fn) when precomputing, else augmented images through the frozen encoder."""
     le = config.linear_eval
     if _precomputes(le):
-        features, labels = _precompute(config, mesh, encode)
+        features, labels = _precompute(config, mesh, source, encode)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
         return _feature_batches(features, labels, le.batch_size, config.seed, mesh), (lambda x: x), steps_per_epoch
 
     def batches(start_step):
-        for batch in data.train_batches(config, mesh, start_step=start_step, batch_size=le.batch_size,
-                                        augment=le.augment, num_views=1):
+        for batch in source.train_batches(mesh, start_step=start_step, batch_size=le.batch_size,
+                                          augment=le.augment, num_views=1):
             yield {"image": batch["image"][:, 0], "label": batch["label"]}
 
-    return batches, features_fn, data.steps_per_epoch(config, le.batch_size)
+    return batches, features_fn, source.steps_per_epoch(le.batch_size)
 
 
 def _precomputes(le) -> bool:
     return le.precompute_features and le.augment == "none"
 
 
-def _stored_test_features(config, mesh, encode) -> list[dict[str, jax.Array]]:
+def _stored_test_features(config, mesh, source, encode) -> list[dict[str, jax.Array]]:
     """The test split's evaluation batches with "image" replaced by its frozen features, kept on device."""
-    return [{**batch, "image": encode(batch["image"])} for batch in data.eval_batches(config, mesh)]
+    return [{**batch, "image": encode(batch["image"])}
+            for batch in source.eval_batches(mesh, batch_size=config.eval_batch_size)]
 
 
 def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):
@@ -150,21 +152,19 @@ def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: in
             return losses.soft_cross_entropy(logits, targets), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state)
+        new_state = state.apply_gradients(grads, tx)
         return new_state, {"loss": loss, "train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                            "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step)}
 
     return step
 
 
-def _precompute(config, mesh, encode):
+def _precompute(config, mesh, source, encode):
     """Features and labels of every training example (no augmentation), gathered to every process's host."""
     from jax.experimental import multihost_utils
 
     features, labels = [], []
-    for batch in data.eval_batches(config, mesh, split="train"):
+    for batch in source.eval_batches(mesh, batch_size=config.eval_batch_size, split="train"):
         # process_allgather is a plain device_get on one process and an all-gather across hosts.
         feats, labs, keep = multihost_utils.process_allgather((encode(batch["image"]), batch["label"],
                                                                batch["mask"]), tiled=True)
@@ -195,9 +195,10 @@ def _feature_batches(features, labels, batch_size: int, seed: int, mesh: Mesh):
     return batches
 
 
-def run(config: Any, workdir: str, *, pretrained_workdir: str, mesh: Mesh | None = None) -> dict[str, Any]:
+def run(config: Any, workdir: str, source: data.DataSource, *, pretrained_workdir: str,
+        mesh: Mesh | None = None) -> dict[str, Any]:
     """Trains and evaluates the linear classifier; the summary holds linear_eval_top1/top5 (fractions)."""
     mesh = mesh or parallel.create_mesh()
     pretrained = load_frozen_encoder(pretrained_workdir)
-    trainer = build_trainer(config, mesh, pretrained.variables, encoder=pretrained.module)
+    trainer = build_trainer(config, mesh, source, pretrained.variables, encoder=pretrained.module)
     return train_loop.run_and_report(trainer, config, workdir)

@@ -38,12 +38,13 @@ class PretrainProgram:
         return parallel.jit_train_step(self.step_fn, self.mesh, num_replicated_args=1, compiler_options=options)
 
 
-def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, *,
+def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epoch: int, *,
                   teacher: teachers.Teacher | None = None) -> PretrainProgram:
-    """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec`."""
-    total_steps = data.total_train_steps(config)
+    """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec` with
+    `steps_per_epoch` steps of config.batch_size per epoch (epoch-based schedules)."""
+    total_steps = optimizers.total_train_steps(config, steps_per_epoch)
     model = model_builder.build_contrastive_model(config)
-    tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
+    tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, spec.mean, spec.std)
     if settings.uses_teacher and teacher is None:
         teacher = teachers.load_teacher(config, spec.num_classes, spec.channels)
@@ -66,26 +67,28 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, *,
         compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
 
 
-def build_trainer(config: Any, mesh: Mesh, *, teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
-    spec = data.data_spec(config)
-    program = build_program(config, mesh, spec, teacher=teacher)
+def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, *,
+                  teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
+    spec = source.info
+    program = build_program(config, mesh, spec, source.steps_per_epoch(config.batch_size), teacher=teacher)
     state, total_steps, teacher, compiled = program.init_state(), program.total_steps, program.teacher, program.jit()
     teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
 
     def batches(start_step: int):
-        return data.train_batches(config, mesh, start_step=start_step, batch_size=config.batch_size,
-                                  augment=config.augment, num_views=config.num_views)
+        return source.train_batches(mesh, start_step=start_step, batch_size=config.batch_size,
+                                    augment=config.augment, num_views=config.num_views,
+                                    device_color_augment=config.device_color_augment)
 
     # config.knn.every_steps > 0: a kNN monitor on the encoder's features, every N steps and at the end.
-    monitor = knn.make_monitor(config, mesh, program.model, spec.num_classes) if config.knn.every_steps else None
+    monitor = knn.make_monitor(config, mesh, program.model, source) if config.knn.every_steps else None
     return train_loop.Trainer(
         name="pretrain", state=state, train_step=lambda s, b: compiled(s, b, teacher_variables), batches=batches,
         total_steps=total_steps, examples_per_step=config.batch_size, periodic_eval=monitor,
         eval_every_steps=config.knn.every_steps)
 
 
-def run(config: Any, workdir: str, *, mesh: Mesh | None = None, teacher: teachers.Teacher | None = None
-        ) -> dict[str, Any]:
+def run(config: Any, workdir: str, source: data.DataSource, *, mesh: Mesh | None = None,
+        teacher: teachers.Teacher | None = None) -> dict[str, Any]:
     """Pretrains to the configured number of steps (resuming from `workdir`) and returns the run's summary."""
-    trainer = build_trainer(config, mesh or parallel.create_mesh(), teacher=teacher)
+    trainer = build_trainer(config, mesh or parallel.create_mesh(), source, teacher=teacher)
     return train_loop.run_and_report(trainer, config, workdir)

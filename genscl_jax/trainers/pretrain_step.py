@@ -106,9 +106,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
             return _combine(terms, s), (new_model_state["batch_stats"], terms)
 
         (loss, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
         metrics = {"loss": loss, "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step),
                    **{f"loss_{name}": value for name, value in terms.items()}}
         if s.moco:

@@ -27,6 +27,13 @@ class TrainState:
     ema: Any = None
     queue: Any = None
 
+    def apply_gradients(self, grads: Any, tx: optax.GradientTransformation, **fields: Any) -> TrainState:
+        """The state one optimizer step later: `grads` through `tx`, step + 1, and `fields` (e.g. the new
+        batch_stats) replaced. Every trainer's step ends here."""
+        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                            opt_state=opt_state, **fields)
+
 
 def train_state_initializer(init_variables: Callable[[jax.Array], dict], tx: optax.GradientTransformation, *,
                             with_ema: bool = False, make_queue: Callable[[], Any] | None = None
