@@ -36,7 +36,8 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("stopped by a second Ctrl-C without saving; the same command resumes from the newest checkpoint",
+        # A second Ctrl-C, or one before the run could take it as a request: nothing more is saved.
+        print("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the newest checkpoint",
               file=sys.stderr)
         sys.exit(_INTERRUPTED)
     if summary.get("interrupted"):

@@ -44,7 +44,7 @@ def _run_validated(config: Any, workdir: str) -> dict[str, Any]:
     _check_rerun(config, workdir)
     # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
     # while the run is unfinished (summary.json comes only at the end).
-    run_config.write(workdir, config)
+    _write_record(paths.join(workdir, run_config.CONFIG_FILE), lambda: run_config.write(workdir, config))
     started = time.time()
     try:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
@@ -57,8 +57,18 @@ def _run_validated(config: Any, workdir: str) -> dict[str, Any]:
     if summary.get("preempted"):
         summary["interrupted"] = preemption.was_interrupted()
     else:
-        reporting.write_summary(workdir, summary)
+        _write_record(paths.join(workdir, "summary.json"), lambda: reporting.write_summary(workdir, summary))
     return summary
+
+
+def _write_record(path: str, write: Callable[[], Any]) -> None:
+    """A record of the workdir (config.json, summary.json) that cannot be written (a full disk, no permission) is
+    one line; the same command, rerun, writes it (a finished run trains nothing more)."""
+    try:
+        write()
+    except OSError as e:
+        raise RunError(f"{path} could not be written ({e.strerror or e}): free some space or fix the permissions, "
+                       "then rerun the same command") from e
 
 
 def _check_rerun(config: Any, workdir: str) -> None:

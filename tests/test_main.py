@@ -164,8 +164,8 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    assert last_line(err) == ("stopped by a second Ctrl-C without saving; the same command resumes from the newest "
-                              "checkpoint")
+    assert last_line(err) == ("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the "
+                              "newest checkpoint")
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -211,3 +211,20 @@ def test_runner_writes_the_summary(tmp_path):
     assert written["config"]["moco"]["queue_size"] == 32
     # TensorBoard event files are written next to it.
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+
+
+def test_ctrl_c_is_a_stop_request_a_second_one_stops_at_once_and_handlers_come_back():
+    from genscl_jax.runtime import preemption
+
+    preemption.listen()
+    try:
+        with preemption.StopAgreement() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.should_stop(0) and preemption.was_interrupted()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        with preemption.StopAgreement() as stop:  # the next loop: the answered Ctrl-C is forgotten
+            assert not stop.should_stop(0) and not preemption.was_interrupted()
+    finally:
+        preemption.stop_listening()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a notebook's Ctrl-C interrupts again

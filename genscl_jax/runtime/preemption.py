@@ -99,6 +99,8 @@ class StopAgreement:
         self._loop = next(_loops)
 
     def __enter__(self):
+        if not _stop_requested.is_set():
+            _interrupted.clear()  # a Ctrl-C an earlier loop answered: the next one is again a first
         if threading.current_thread() is threading.main_thread():
             self._previous = {signum: signal.signal(signum, _handle) for signum in _SIGNALS}
         return self

@@ -187,17 +187,16 @@ class Checkpointer:
 
     def _set_aside(self, problem: DamagedCheckpoint, resumed_step: int) -> None:
         """Moves a damaged checkpoint to checkpoints/damaged/<step> (process 0; all processes wait for it)."""
-        source = paths.join(self.directory, str(problem.step))
-        target, copies = paths.join(self.directory, DAMAGED_DIR, str(problem.step)), 0
-        while paths.exists(target):  # the same step damaged again after an earlier rerun
-            copies += 1
-            target = paths.join(self.directory, DAMAGED_DIR, f"{problem.step}.{copies}")
         if jax.process_index() == 0:
-            paths.move_dir(source, target)
-        ocp.multihost.sync_global_processes(f"genscl_jax_set_aside_{problem.step}_{copies}")
+            target, copies = paths.join(self.directory, DAMAGED_DIR, str(problem.step)), 0
+            while paths.exists(target):  # the same step damaged again after an earlier rerun
+                copies += 1
+                target = paths.join(self.directory, DAMAGED_DIR, f"{problem.step}.{copies}")
+            paths.move_dir(self._location(problem.step), target)
+            logging.warning("checkpoint %s does not restore (%s): moved to %s; resuming from step %d",
+                            self._location(problem.step), problem.why, target, resumed_step)
+        ocp.multihost.sync_global_processes(f"genscl_jax_set_aside:{self.directory}:{problem.step}")
         self._manager.reload()
-        logging.warning("checkpoint %s does not restore (%s): moved to %s; resuming from step %d",
-                        self._location(problem.step), problem.why, target, resumed_step)
 
     def _location(self, step: int) -> str:
         return paths.join(self.directory, str(step))
