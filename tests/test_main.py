@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -113,6 +114,40 @@ def test_every_mode_the_config_knows_is_one_the_runner_runs():
     assert tuple(runner.MODES) == defaults.MODES
 
 
+def interruptible_main(*args):
+    """main(...) with Ctrl-C in its default state even when these tests run in a background job, which starts
+    its children with SIGINT ignored (and an ignored SIGINT stays ignored)."""
+    return main(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_line(proc, text, timeout=240):
+    """Reads proc's stderr until a line holds `text`; returns what was read."""
+    seen = []
+
+    def read():
+        for line in proc.stderr:
+            seen.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive() or not seen or text not in seen[-1]:
+        proc.kill()
+        raise AssertionError(f"no line with {text!r}: " + "".join(seen)[-3000:])
+    return "".join(seen)
+
+
+def communicate_or_kill(proc, timeout=120):
+    """proc's stderr once it has exited; a process that does not exit in time is killed and the test fails."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the run did not exit: " + proc.communicate()[1][-3000:]) from None
+
+
 def wait_for_checkpoint(proc, ckdir, step, timeout=240):
     """Until <ckdir>/<step> exists (the run is compiled and training), with the process still running."""
     deadline = time.time() + timeout
@@ -125,11 +160,11 @@ def test_ctrl_c_saves_at_the_current_step_exits_130_and_the_same_command_resumes
     config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
     workdir = str(tmp_path / "run")
     args = ["--config", config, "--config.num_train_steps=100000", "--workdir", workdir]
-    proc = main(*args)
+    proc = interruptible_main(*args)
     wait_for_checkpoint(proc, os.path.join(workdir, "checkpoints"), 3)
     time.sleep(3)  # some steps past the periodic checkpoint: the ones Ctrl-C must not lose
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = communicate_or_kill(proc)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert "Ctrl-C: saving a checkpoint at the current step" in err
@@ -151,17 +186,15 @@ def test_ctrl_c_saves_at_the_current_step_exits_130_and_the_same_command_resumes
 def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
     config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
     workdir = tmp_path / "run"
-    proc = main("--config", config, "--config.num_train_steps=100000", "--workdir", str(workdir))
+    proc = interruptible_main("--config", config, "--config.num_train_steps=100000", "--workdir", str(workdir))
     deadline = time.time() + 240
     while not (workdir / "config.json").exists():  # written once Ctrl-C is a stop request, before the model builds
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    for line in proc.stderr:  # the first Ctrl-C is acknowledged while the model is still being built
-        if "Ctrl-C: saving a checkpoint" in line:
-            break
+    wait_for_line(proc, "Ctrl-C: saving a checkpoint")  # acknowledged while the model is still being built
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = communicate_or_kill(proc)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     assert last_line(err) == ("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the "

@@ -216,6 +216,7 @@ def test_runner_writes_the_summary(tmp_path):
 def test_ctrl_c_is_a_stop_request_a_second_one_stops_at_once_and_handlers_come_back():
     from genscl_jax.runtime import preemption
 
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also in a background job
     preemption.listen()
     try:
         with preemption.StopAgreement() as stop:
@@ -227,4 +228,20 @@ def test_ctrl_c_is_a_stop_request_a_second_one_stops_at_once_and_handlers_come_b
             assert not stop.should_stop(0) and not preemption.was_interrupted()
     finally:
         preemption.stop_listening()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a notebook's Ctrl-C interrupts again
+        restored = signal.signal(signal.SIGINT, outer)
+    assert restored is signal.default_int_handler  # a notebook's Ctrl-C interrupts again
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    """nohup and a script's background jobs start a run with SIGINT ignored: it must not start to stop the run."""
+    from genscl_jax.runtime import preemption
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        preemption.listen()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with preemption.StopAgreement():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        preemption.stop_listening()
+    finally:
+        signal.signal(signal.SIGINT, previous)

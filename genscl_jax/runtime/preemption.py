@@ -69,8 +69,13 @@ def listen() -> None:
     _stop_requested.clear()
     _interrupted.clear()
     if threading.current_thread() is threading.main_thread():
-        for signum in _SIGNALS:
+        for signum in _signals_to_take():
             _previous_handlers.setdefault(signum, signal.signal(signum, _handle))
+
+
+def _signals_to_take() -> tuple[int, ...]:
+    """SIGTERM, and SIGINT unless it is ignored (nohup, a background job of a script): ignored stays ignored."""
+    return tuple(s for s in _SIGNALS if s != signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN)
 
 
 def stop_listening() -> None:
@@ -102,7 +107,7 @@ class StopAgreement:
         if not _stop_requested.is_set():
             _interrupted.clear()  # a Ctrl-C an earlier loop answered: the next one is again a first
         if threading.current_thread() is threading.main_thread():
-            self._previous = {signum: signal.signal(signum, _handle) for signum in _SIGNALS}
+            self._previous = {signum: signal.signal(signum, _handle) for signum in _signals_to_take()}
         return self
 
     def __exit__(self, *exc):
