@@ -238,22 +238,39 @@ def test_a_damaged_newest_checkpoint_in_a_bucket_is_set_aside_and_the_run_resume
 
 
 def test_kill_9_during_a_save_to_a_bucket_then_rerun_ends_as_an_uninterrupted_run(gcs, tmp_path):
-    config = write_config(tmp_path / "tiny.py", num_train_steps=12, checkpoint_every_steps=1)
+    config = write_config(tmp_path / "tiny.py", num_train_steps=40, checkpoint_every_steps=1)
     finish(gcs.main("--config", config, "--workdir", f"gs://{BUCKET}/straight"))
     expected = gcs.read_json("straight/summary.json")["final_loss"]
 
-    workdir = f"gs://{BUCKET}/run"
-    proc = gcs.main("--config", config, "--workdir", workdir)
-    deadline = time.time() + 240
-    while not gcs.checkpoint_steps("run") or gcs.checkpoint_steps("run")[-1] < 5:
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
-    proc.kill()  # SIGKILL: with a checkpoint every step, a save is in flight
-    proc.communicate(timeout=60)
-    complete = gcs.checkpoint_steps("run")
-    started = {int(name.split("/")[2]) for name in gcs.objects("run/checkpoints/") if name.split("/")[2].isdigit()}
-    assert complete[-1] < 12 and started - set(complete), (complete, started)  # a save was cut short
+    workdir, complete, cut_short = f"gs://{BUCKET}/run", [], set()
+    for _ in range(5):  # until a SIGKILL lands while a save is half written (the same command resumes each time)
+        proc = gcs.main("--config", config, "--workdir", workdir)
+        deadline = time.time() + 240
+        while not _saving_after_a_complete_checkpoint(*_checkpoints_in_bucket(gcs, "run")):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        proc.kill()
+        proc.communicate(timeout=60)
+        complete, half_written = _checkpoints_in_bucket(gcs, "run")
+        cut_short = _saving_after_a_complete_checkpoint(complete, half_written)
+        if cut_short:
+            break
+    assert cut_short, "no SIGKILL landed during a save"
 
     err = finish(gcs.main("--config", config, "--workdir", workdir))
     assert f"resumed from step {complete[-1]} in {workdir}/checkpoints" in err
     assert gcs.read_json("run/summary.json")["final_loss"] == expected
+
+
+def _checkpoints_in_bucket(gcs, run):
+    """(complete steps, steps with objects but no commit marker yet), from one listing of the bucket."""
+    steps = {}
+    for name in gcs.objects(f"{run}/checkpoints/"):
+        parts = name.split("/")
+        if parts[2].isdigit():
+            steps.setdefault(int(parts[2]), set()).add("/".join(parts[3:]))
+    complete = sorted(step for step, files in steps.items() if "commit_success.txt" in files)
+    return complete, set(steps) - set(complete)
+
+
+def _saving_after_a_complete_checkpoint(complete, half_written):
+    return {step for step in half_written if complete and step > complete[-1]}
