@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import textwrap
 
 import pytest
 
@@ -58,6 +59,44 @@ def network_namespace_problem(tools=("unshare", "ip")):
     if probe.returncode != 0:
         return f"`unshare --net` failed (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}"
     return None
+
+
+def write_config(path, **settings):
+    """A config file of the tiny config (what make_tiny_config makes, through recipes.shrink_to_tiny) with
+    `settings` ({"checkpoint_every_steps": 3, "moco.enabled": True}) on top, for runs of the command line, which
+    then import neither this conftest nor its torch."""
+    lines = "".join(f"    c.{key} = {value!r}\n" for key, value in settings.items())
+    path.write_text(textwrap.dedent("""\
+        from genscl_jax.config import defaults, recipes
+
+
+        def get_config():
+            c = recipes.shrink_to_tiny(defaults.base_config())
+            c.learning_rate, c.warmup_epochs = 0.05, 0.0
+        """) + lines + "    return c\n")
+    return str(path)
+
+
+def mount_namespace_problem():
+    """Why a private mount namespace (`unshare --mount`, where a small tmpfs stands for a full disk) cannot be made
+    here, or None."""
+    if shutil.which("unshare") is None:
+        return "`unshare` is not installed (util-linux)"
+    probe = subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"`unshare --mount` with a tmpfs failed (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}"
+    return None
+
+
+# Lines TensorFlow and XLA print at start-up, whatever happens.
+STARTUP_NOISE = ("oneDNN", "cpu_feature", "rebuild TensorFlow", "absl::InitializeLog")
+
+
+def last_line(err):
+    """The last line a command printed to stderr, start-up noise aside."""
+    lines = [line for line in err.splitlines() if line.strip() and not any(n in line for n in STARTUP_NOISE)]
+    return lines[-1] if lines else ""
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_pretrain_and_eval_writes_one_summary_and_keeps_the_encoder_frozen(tmp_p
     # The encoder read by linear evaluation is bit-identical to the pretraining checkpoint's.
     pretrained = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "pretrain"),
                                             read_only=True).restore_subtree(("params",))["params"]["encoder"]
-    frozen = linear_eval.load_frozen_encoder(config, str(tmp_path / "pretrain"))["params"]
+    frozen = linear_eval.load_frozen_encoder(str(tmp_path / "pretrain")).variables["params"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained, frozen)
     # Rerunning the finished run trains nothing and reports the same numbers, the final loss included.
     again = runner.run(config, str(tmp_path))
@@ -124,7 +124,7 @@ def test_linear_probe_of_a_supervised_run_reads_its_network_without_the_classifi
     """The CE baseline gets the same linear probe as the contrastive encoders."""
     supervised = make_tiny_config(mode="supervised", num_train_steps=2)
     runner.run(supervised, str(tmp_path / "ce"))
-    frozen = linear_eval.load_frozen_encoder(supervised, str(tmp_path / "ce"))
+    frozen = linear_eval.load_frozen_encoder(str(tmp_path / "ce")).variables
     trained = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "ce"),
                                          read_only=True).restore_subtree(("params",))["params"]
     assert "fc" in trained and "fc" not in frozen["params"]

@@ -168,7 +168,7 @@ def test_a_teacher_for_other_classes_is_refused_naming_both(tmp_path):
 
 
 @pytest.mark.parametrize("recorded, message", [
-    (None, r"no config.json or summary.json, so its architecture is unknown: rerun its command once"),
+    (None, r"not a genscl_jax workdir \(no config.json or summary.json\), so its architecture is unknown"),
     (make_tiny_config(mode="pretrain"), r"a pretrain run has no classifier; a teacher is the workdir of a "
                                         r"supervised run"),
 ])

@@ -9,6 +9,12 @@ from __future__ import annotations
 import ml_collections
 
 MODES = ("pretrain", "linear_eval", "supervised", "pretrain_and_eval")  # runner.run dispatches on these
+# What a rerun of a workdir that has checkpoints may change: how long it trains, how often it logs, checkpoints
+# and evaluates, and where it reads its data. Any other key changes what the checkpoints hold or how they were
+# trained, so a rerun with another value stops and asks for a new workdir (validation.rerun_changes).
+RERUN_MAY_CHANGE = ("num_train_steps", "num_epochs", "linear_eval.num_epochs", "log_every_steps",
+                    "checkpoint_every_steps", "keep_checkpoints", "preemption_check_every_steps", "eval_batch_size",
+                    "eval_every_steps", "knn.*", "data_dir", "cpu_convolutions")
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -97,6 +97,8 @@ class Dataset:
     stored_as_jpeg: bool = False
     # Files tfds cannot download, to be put in <data_dir>/downloads/manual by hand.
     manual_files: tuple[str, ...] = ()
+    # A way to get the data without a download, named first when it is not prepared and cannot be downloaded.
+    install_hint: str = ""
     # Images of any size, stored encoded as JPEG or PNG (an image folder; a tfds dataset whose images have no
     # fixed size or are too large to cache decoded): read per epoch, decoded in the parallel map, evaluated on
     # their central square.
@@ -132,7 +134,8 @@ DATASETS: dict[str, Dataset] = {
     "fashion_mnist": Dataset(
         DatasetInfo(10, 60_000, 10_000, 1, (0.2860,), (0.3530,)),
         reader="tfds", tfds_name="fashion_mnist",
-        builder="genscl_jax.data.fashion_mnist_offline:prepared_or_offline_builder"),
+        builder="genscl_jax.data.fashion_mnist_offline:prepared_or_offline_builder",
+        install_hint="run `apt-get install dataset-fashion-mnist` (Debian/Ubuntu; the offline files, no download)"),
     # The generator's standardised values x are stored as 8-bit pixels 255 * (0.5 + x / 8) (x in [-4, 4]), like
     # every dataset's, so normalising with these statistics gives x back. The split sizes only set what an "epoch"
     # is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.

@@ -63,10 +63,12 @@ def manual_download_message(entry: registry.Dataset, data_dir: str | None) -> st
             f"https://www.tensorflow.org/datasets/catalog/{entry.tfds_name} for where to get them.")
 
 
-def _not_prepared_message(builder, data_dir: str | None, why: str) -> str:
+def _not_prepared_message(builder, data_dir: str | None, why: str, entry: registry.Dataset | None = None) -> str:
     root = default_data_dir(data_dir)
-    return (f"{builder.name} is not prepared in {root} and cannot be prepared here ({why}); on a machine with "
-            f"network access run `tfds build {builder.name} --data_dir DIR`, copy DIR here and pass "
+    # A way without a download (Fashion-MNIST's Debian package) comes first.
+    first = f"{entry.install_hint}, or " if entry is not None and entry.install_hint else ""
+    return (f"{builder.name} is not prepared in {root} and cannot be prepared here ({why}); {first}on a machine "
+            f"with network access run `tfds build {builder.name} --data_dir DIR`, copy DIR here and pass "
             "--config.data_dir=DIR")
 
 
@@ -92,7 +94,7 @@ def check_can_prepare(builder, data_dir: str | None, entry: registry.Dataset | N
     urls = sorted(builder.url_infos or {})
     reason = network_probe.unreachable_reason(urls[0]) if urls else None
     if reason:
-        raise DataError(_not_prepared_message(builder, data_dir, f"its download server {reason}"))
+        raise DataError(_not_prepared_message(builder, data_dir, f"its download server {reason}", entry))
 
 
 def load_builder(entry: registry.Dataset, data_dir: str | None):
@@ -113,8 +115,8 @@ def prepare_builder(builder, data_dir: str | None, entry: registry.Dataset | Non
     except Exception as error:  # tfds raises many kinds (AssertionError for a missing manual dir, ...).
         if entry is not None and entry.manual_files and not _manual_files_present(entry, data_dir):
             raise DataFilesMissing(manual_download_message(entry, data_dir)) from error
-        raise DataError(_not_prepared_message(builder, data_dir, f"{type(error).__name__}: {_first_line(error)}")
-                        ) from error
+        raise DataError(_not_prepared_message(builder, data_dir, f"{type(error).__name__}: {_first_line(error)}",
+                                              entry)) from error
     return builder
 
 

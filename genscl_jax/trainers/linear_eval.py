@@ -29,19 +29,19 @@ from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.trainers import batch_norm_recalibration
-from genscl_jax.training import checkpointing, metrics, optimizers, progress, train_loop
+from genscl_jax.training import metrics, optimizers, progress, train_loop
 from genscl_jax.training.train_state import TrainState, create_train_state
 from genscl_jax.workdirs import trained_network
 
 
-def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
-    """The encoder's {"params", "batch_stats"} from the newest checkpoint of a pretraining or supervised run."""
-    ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(pretrained_workdir), read_only=True)
-    if ckpt.latest_step() is None:
-        raise checkpointing.CheckpointError(
-            f"config.linear_eval.pretrained_workdir={pretrained_workdir!r} has no checkpoint; pretrain first")
-    # A supervised run gives its network without the "fc" classifier: the CE baseline's linear probe.
-    return trained_network.encoder_variables(ckpt.restore_subtree(("params", "batch_stats")))
+def load_frozen_encoder(pretrained_workdir: str) -> trained_network.TrainedNetwork:
+    """The encoder of a pretrain, supervised (its network without the "fc" classifier: the CE baseline's linear
+    probe) or pretrain_and_eval run, restored as every reader of a workdir restores it (the architecture it
+    recorded, its newest checkpoint)."""
+    try:
+        return trained_network.load_trained(pretrained_workdir)
+    except trained_network.EncoderError as e:
+        raise trained_network.EncoderError(f"config.linear_eval.pretrained_workdir: {e}") from e
 
 
 def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
@@ -80,9 +80,12 @@ class _Evaluator:
         self.best_top1 = max(self.best_top1, saved_metrics.get("linear_eval_best_top1", 0.0))
 
 
-def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_variables: dict) -> train_loop.Trainer:
+def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_variables: dict,
+                  encoder: nn.Module | None = None) -> train_loop.Trainer:
+    """The linear classifier's trainer on the frozen `encoder` (default: the one `config` describes) with
+    `encoder_variables`, computing in config.dtype."""
     le, spec = config.linear_eval, source.info
-    encoder = model_builder.build_encoder(config)
+    encoder = (encoder or model_builder.build_encoder(config)).clone(dtype=model_builder.compute_dtype(config.dtype))
     frozen = parallel.replicate(_recalibrated(config, mesh, source, encoder, encoder_variables), mesh)
 
     def network_features(inputs):  # normalised images -> frozen pooled features
@@ -109,7 +112,8 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
         eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     schedule = linear_schedule(config, steps_per_epoch)
     tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
-    feature_dim = models.feature_dim(config.model, config.width_multiplier)
+    feature_dim = jax.eval_shape(features_fn, jnp.zeros((1, config.image_size, config.image_size, spec.channels),
+                                                       jnp.float32)).shape[-1]
     state = create_train_state(
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
@@ -247,5 +251,6 @@ def run(config: Any, workdir: str, source: data.DataSource, *, pretrained_workdi
         mesh: Mesh | None = None) -> dict[str, Any]:
     """Trains and evaluates the linear classifier; the summary holds linear_eval_top1/top5 (fractions)."""
     mesh = mesh or parallel.create_mesh()
-    encoder_variables = load_frozen_encoder(config, pretrained_workdir)
-    return train_loop.run_and_report(build_trainer(config, mesh, source, encoder_variables), config, workdir)
+    pretrained = load_frozen_encoder(pretrained_workdir)
+    trainer = build_trainer(config, mesh, source, pretrained.variables, encoder=pretrained.module)
+    return train_loop.run_and_report(trainer, config, workdir)

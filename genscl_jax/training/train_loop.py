@@ -1,10 +1,10 @@
 """The one training loop every trainer (pretraining, supervised, linear evaluation) runs.
 
-It owns what all trainers share: resume from the newest checkpoint before anything else, periodic checkpoints,
-SIGTERM (preemption) -> save and return at one step all processes agree on (preemption.py), a NaN/inf guard that
-stops loudly without saving the bad state, clu metric writers, the console's progress line or bar (progress.py),
-periodic evaluation hooks, and the share of time spent waiting for the input pipeline (input_wait.py). A trainer
-only brings its state, its compiled step and its batches.
+It owns what all trainers share: resume from the newest checkpoint that restores before anything else, periodic
+checkpoints, SIGTERM (preemption) or Ctrl-C -> save and return at one step all processes agree on (preemption.py),
+a NaN/inf guard that stops loudly without saving the bad state, clu metric writers, the console's progress line or
+bar (progress.py), periodic evaluation hooks, and the share of time spent waiting for the input pipeline
+(input_wait.py). A trainer only brings its state, its compiled step and its batches.
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
     loop = _Loop(trainer, ckpt, writer, report_progress, checkpoint_every_steps, log_every_steps, throughput,
                  preemption_check_every_steps)
     try:
-        if ckpt.latest_step() is not None:
-            start = ckpt.latest_step()
-            state = ckpt.restore(trainer.state)
+        # The newest checkpoint that restores; newer damaged ones are set aside with a warning each.
+        resumed, state = ckpt.resume(trainer.state)
+        if resumed is not None:
+            start = resumed
             loop.resume_metrics(ckpt.metadata(start))
             console.say(f"{trainer.name}  resumed from step {start} in {ckpt.directory}", log_elsewhere=True)
         loop.stage = progress.StageProgress(trainer.name, trainer.total_steps, throughput, start=start)
