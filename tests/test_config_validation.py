@@ -77,8 +77,8 @@ def base(**changes):
     ({"online_probe.learning_rate": 0.0}, r"config.online_probe.learning_rate=0.0: must be > 0"),
     ({"dataset": "image_folder", "data_dir": "/d", "knn.max_train_examples": 1000},
      r"knn.max_train_examples=1000: an image folder's training split is read class by class"),
-    ({"mix.prob": 1.5}, r"config.mix.prob=1.5: the chance that a view is mixed must be in \[0, 1\]"),
-    ({"mix.prob": -0.1}, r"config.mix.prob=-0.1: .* must be in \[0, 1\]"),
+    ({"mix.prob": 1.5}, r"config.mix.prob=1.5: must be in \[0, 1\]"),
+    ({"mix.prob": -0.1}, r"config.mix.prob=-0.1: must be in \[0, 1\]"),
     ({"linear_eval.recalibrate_batch_stats": -1}, r"config.linear_eval.recalibrate_batch_stats=-1: must be >= 0"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(changes, message):
