@@ -33,6 +33,7 @@ CHOICES = {
     "kd.teacher_model": models.MODEL_NAMES,
     "kd.teacher_stem": model_builder.STEMS,
     "kd.teacher_dtype": model_builder.DTYPES,
+    "remat": models.REMAT,
 }
 # Checked only when that feature is on (a teacher's architecture is irrelevant without a teacher).
 _CONDITIONAL = {"kd.teacher_model": lambda c: c.kd.alpha > 0, "kd.teacher_stem": lambda c: c.kd.alpha > 0,
@@ -106,11 +107,13 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
                  "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size",
                  "preemption_check_every_steps"):
         _positive(name, config[name])
-    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs", "loss_block_size"):
+    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs", "loss_block_size",
+                 "micro_batch_size", "bn_group_size"):
         _positive(name, config[name], allow_zero=True)
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
     _check_batch(config, num_devices, num_processes)
+    _check_micro_batches(config, num_devices)
     _check_data(config)
     _check_kd(config)
     _check_moco(config)
@@ -129,6 +132,41 @@ def _check_batch(config: Any, num_devices: int, num_processes: int) -> None:
                           "processes")
     if config.num_views < 1:
         raise ConfigError(f"config.num_views={config.num_views}: must be >= 1")
+
+
+# The modes whose training step runs the encoder in micro-batches and BatchNorm groups (linear evaluation trains a
+# linear layer on a frozen encoder).
+_MICRO_BATCH_MODES = ("pretrain", "pretrain_and_eval", "supervised")
+
+
+def _check_micro_batches(config: Any, num_devices: int) -> None:
+    """micro_batch_size and bn_group_size: strided groups of source images that span every device equally."""
+    micro, group, batch = config.micro_batch_size, config.bn_group_size, config.batch_size
+    for name, size in (("micro_batch_size", micro), ("bn_group_size", group)):
+        if not size:
+            continue
+        if config.mode not in _MICRO_BATCH_MODES:
+            raise ConfigError(f"config.{name}={size}: mode {config.mode} has no such step (it applies to "
+                              f"{', '.join(_MICRO_BATCH_MODES)}); set it to 0")
+        if batch % size:
+            raise ConfigError(f"config.{name}={size} does not divide config.batch_size={batch}; use a divisor, "
+                              f"e.g. {_divisor_near(batch, size, num_devices)}")
+        if size % num_devices:
+            raise ConfigError(f"config.{name}={size} is not divisible by the {num_devices} devices (each "
+                              f"micro-batch takes the same number of images from every device); use e.g. "
+                              f"{_divisor_near(batch, size, num_devices)}")
+    if micro and group and group != micro:
+        raise ConfigError(f"config.bn_group_size={group} differs from config.micro_batch_size={micro}: a "
+                          "micro-batched step normalises each micro-batch with its own statistics; set "
+                          "bn_group_size to 0 or to micro_batch_size")
+    if config.remat != "none" and config.mode not in _MICRO_BATCH_MODES:
+        raise ConfigError(f"config.remat={config.remat!r}: mode {config.mode} trains no encoder; set it to 'none'")
+
+
+def _divisor_near(batch: int, size: int, num_devices: int) -> int:
+    """The divisor of `batch` that is a multiple of `num_devices` closest to `size` (the batch itself at worst)."""
+    candidates = [d for d in range(num_devices, batch + 1, num_devices) if batch % d == 0]
+    return min(candidates, key=lambda d: (abs(d - size), d))
 
 
 def _check_data(config: Any) -> None:

@@ -26,11 +26,14 @@ variance with the biased batch variance (PyTorch: unbiased), and the fc bias sta
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+
+from genscl_jax.models.batch_norm import BatchNormGroups, GhostBatchNorm
 
 # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -56,8 +59,11 @@ def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn
     )
 
 
-def _bn(train: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.BatchNorm:
-    return nn.BatchNorm(
+def _bn(train: bool, dtype: Any, name: str, zero_scale: bool = False,
+        groups: BatchNormGroups | None = None) -> nn.BatchNorm:
+    """torchvision's BatchNorm; with `groups`, train-mode statistics per group of the batch (batch_norm.py)."""
+    norm = functools.partial(GhostBatchNorm, groups=groups) if groups else nn.BatchNorm
+    return norm(
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
@@ -80,16 +86,18 @@ class BasicBlock(nn.Module):
     strides: int = 1
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
+    bn_groups: BatchNormGroups | None = None
 
     expansion: ClassVar[int] = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        groups = self.bn_groups
         y = _conv(self.filters, 3, self.strides, self.dtype, "conv1")(x)
-        y = nn.relu(_bn(train, self.dtype, "bn1")(y))
+        y = nn.relu(_bn(train, self.dtype, "bn1", groups=groups)(y))
         y = _conv(self.filters, 3, 1, self.dtype, "conv2")(y)
-        y = _bn(train, self.dtype, "bn2", zero_scale=self.zero_init_last_bn)(y)
-        return nn.relu(y + _shortcut(x, self.filters, self.strides, train, self.dtype))
+        y = _bn(train, self.dtype, "bn2", zero_scale=self.zero_init_last_bn, groups=groups)(y)
+        return nn.relu(y + _shortcut(x, self.filters, self.strides, train, self.dtype, groups))
 
 
 class BottleneckBlock(nn.Module):
@@ -99,22 +107,24 @@ class BottleneckBlock(nn.Module):
     strides: int = 1
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
+    bn_groups: BatchNormGroups | None = None
 
     expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        out_features = self.filters * self.expansion
+        out_features, groups = self.filters * self.expansion, self.bn_groups
         y = _conv(self.filters, 1, 1, self.dtype, "conv1")(x)
-        y = nn.relu(_bn(train, self.dtype, "bn1")(y))
+        y = nn.relu(_bn(train, self.dtype, "bn1", groups=groups)(y))
         y = _conv(self.filters, 3, self.strides, self.dtype, "conv2")(y)
-        y = nn.relu(_bn(train, self.dtype, "bn2")(y))
+        y = nn.relu(_bn(train, self.dtype, "bn2", groups=groups)(y))
         y = _conv(out_features, 1, 1, self.dtype, "conv3")(y)
-        y = _bn(train, self.dtype, "bn3", zero_scale=self.zero_init_last_bn)(y)
-        return nn.relu(y + _shortcut(x, out_features, self.strides, train, self.dtype))
+        y = _bn(train, self.dtype, "bn3", zero_scale=self.zero_init_last_bn, groups=groups)(y)
+        return nn.relu(y + _shortcut(x, out_features, self.strides, train, self.dtype, groups))
 
 
-def _shortcut(x: jax.Array, features: int, strides: int, train: bool, dtype: Any) -> jax.Array:
+def _shortcut(x: jax.Array, features: int, strides: int, train: bool, dtype: Any,
+              groups: BatchNormGroups | None) -> jax.Array:
     """Identity, or torchvision's `downsample` (1x1 strided conv + BN) when the shape changes.
 
     Called from inside a block's compact __call__, so proj_conv / proj_bn are that block's children.
@@ -122,7 +132,7 @@ def _shortcut(x: jax.Array, features: int, strides: int, train: bool, dtype: Any
     if strides == 1 and x.shape[-1] == features:
         return x
     y = _conv(features, 1, strides, dtype, "proj_conv")(x)
-    return _bn(train, dtype, "proj_bn")(y)
+    return _bn(train, dtype, "proj_bn", groups=groups)(y)
 
 
 def stage_widths(width_multiplier: float = 1) -> tuple[int, ...]:
@@ -139,6 +149,10 @@ class ResNet(nn.Module):
     stem: "cifar" = 3x3 stride-1 conv, no max-pool (32 px inputs); "imagenet" = 7x7 stride-2 conv + max-pool.
     num_classes: None -> __call__ returns pooled features [B, F]; an int -> adds Dense "fc", returns logits.
     dtype: compute dtype of convs and BatchNorm; parameters stay float32 and outputs are float32.
+    bn_groups: train-mode BatchNorm statistics per group of the batch (ghost BatchNorm, batch_norm.py); None: over
+      the whole batch. Evaluation and the variables are the same either way.
+    remat: "blocks" recomputes each residual block's activations in the backward pass instead of keeping them
+      (nn.remat): the backward keeps only the blocks' inputs, for one more forward pass of compute.
     """
 
     stage_sizes: Sequence[int]
@@ -148,22 +162,29 @@ class ResNet(nn.Module):
     num_classes: int | None = None
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
+    bn_groups: BatchNormGroups | None = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         widths = stage_widths(self.width_multiplier)
         if not 1 <= len(self.stage_sizes) <= len(widths):
             raise ValueError(f"stage_sizes must have 1 to {len(widths)} entries, got {self.stage_sizes}")
+        if self.remat not in REMAT:
+            raise ValueError(f"unknown remat {self.remat!r}; expected one of {REMAT}")
+        # static_argnums counts self: `train` (argument 2) selects Python control flow, so it must stay static.
+        block_cls = nn.remat(self.block_cls, static_argnums=(2,)) if self.remat == "blocks" else self.block_cls
         x = self._stem(x.astype(self.dtype), widths[0], train)
         for s, num_blocks in enumerate(self.stage_sizes):
             for b in range(num_blocks):
                 # As in torchvision, only the first block of stages 2-4 downsamples.
                 strides = 2 if s > 0 and b == 0 else 1
-                x = self.block_cls(
+                x = block_cls(
                     filters=widths[s],
                     strides=strides,
                     dtype=self.dtype,
                     zero_init_last_bn=self.zero_init_last_bn,
+                    bn_groups=self.bn_groups,
                     name=f"stage{s + 1}_block{b}",
                 )(x, train)
         # Pool in float32 so bfloat16 models still give exact-enough features to the loss.
@@ -177,15 +198,16 @@ class ResNet(nn.Module):
     def _stem(self, x: jax.Array, width: int, train: bool) -> jax.Array:
         if self.stem == "cifar":
             x = _conv(width, 3, 1, self.dtype, "conv_init")(x)
-            return nn.relu(_bn(train, self.dtype, "bn_init")(x))
+            return nn.relu(_bn(train, self.dtype, "bn_init", groups=self.bn_groups)(x))
         if self.stem == "imagenet":
             x = _conv(width, 7, 2, self.dtype, "conv_init")(x)
-            x = nn.relu(_bn(train, self.dtype, "bn_init")(x))
+            x = nn.relu(_bn(train, self.dtype, "bn_init", groups=self.bn_groups)(x))
             return max_pool_3x3_s2(x)
         raise ValueError(f"unknown stem {self.stem!r}; expected one of {STEMS}")
 
 
 STEMS = ("cifar", "imagenet")  # the input layers _stem implements
+REMAT = ("none", "blocks")  # what ResNet.remat recomputes in the backward pass: nothing, or each residual block
 
 
 _ARCHS: dict[str, tuple[tuple[int, ...], type[nn.Module]]] = {

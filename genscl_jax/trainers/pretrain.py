@@ -42,7 +42,7 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, *,
                   teacher: teachers.Teacher | None = None) -> PretrainProgram:
     """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec`."""
     total_steps = data.total_train_steps(config)
-    model = model_builder.build_contrastive_model(config)
+    model = model_builder.build_contrastive_model(config, training=True)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
     settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, spec.mean, spec.std)
     if settings.uses_teacher and teacher is None:
