@@ -4,6 +4,7 @@
     python -m genscl_jax.bench --model resnet18 --width 0.5 --image-size 32 --per-device-batch 32
     python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
     python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
+    python -m genscl_jax.bench --model resnet50 --per-device-batch 512 --micro-batch-size 32 --remat blocks --plan-only
 
 The step is the one training runs: pretrain.build_program on a config from defaults.base_config() with
 the flags below applied, jitted as the trainer jits it (parallel.jit_train_step), so this measures the product.
@@ -12,7 +13,9 @@ What it reports:
     mean step time of `--steps` back-to-back steps, blocked on at the end; compilation is timed separately.
   - peak device memory: device.memory_stats()["peak_bytes_in_use"] where the backend reports it (GPU/TPU; a
     process-wide peak), and always the compiled program's own plan (arguments + outputs + temporaries - aliased,
-    from compiled.memory_analysis()), which is what decides whether a size fits.
+    from compiled.memory_analysis()), which is what decides whether a size fits. `--plan-only` compiles the step
+    for abstract state and batch shapes and reports the plan without allocating or running anything, so sizes far
+    beyond this machine's memory can be planned.
   - FLOPs and MFU: FLOPs per step from XLA's cost analysis of the compiled step (compiled.cost_analysis()
     ["flops"], per device for a sharded program; it counts a multiply-add as 2 FLOPs), divided by the step
     time and by --peak-tflops (per device) when given.
@@ -111,15 +114,25 @@ def compiled_flops(compiled: Any) -> float | None:
     return float(flops) if flops is not None and flops > 0 else None
 
 
-def planned_bytes(compiled: Any) -> int | None:
-    """Device bytes the compiled program needs: arguments + outputs + temporaries - donated aliases."""
+def memory_plan(compiled: Any) -> dict[str, int] | None:
+    """compiled.memory_analysis() in bytes per device: arguments, outputs, temporaries, donated aliases, and their
+    total (arguments + outputs + temporaries - aliases); None where the backend gives no plan."""
     try:
         m = compiled.memory_analysis()
     except Exception:  # noqa: BLE001
         return None
     if m is None:
         return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+    plan = {"argument": int(m.argument_size_in_bytes), "output": int(m.output_size_in_bytes),
+            "temp": int(m.temp_size_in_bytes), "alias": int(m.alias_size_in_bytes)}
+    plan["total"] = plan["argument"] + plan["output"] + plan["temp"] - plan["alias"]
+    return plan
+
+
+def planned_bytes(compiled: Any) -> int | None:
+    """Device bytes the compiled program needs: arguments + outputs + temporaries - donated aliases."""
+    plan = memory_plan(compiled)
+    return None if plan is None else plan["total"]
 
 
 def device_peak_bytes() -> int | None:
@@ -167,6 +180,8 @@ def step_config(args: argparse.Namespace, num_devices: int):
             model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
             dtype=args.dtype, cpu_convolutions=args.cpu_convolutions, num_views=args.num_views,
             batch_size=args.per_device_batch * num_devices, num_train_steps=100_000, optimizer=args.optimizer,
+            micro_batch_size=args.micro_batch_size * num_devices, bn_group_size=args.bn_group_size * num_devices,
+            remat=args.remat, loss_block_size=args.loss_block_size,
             learning_rate=args.learning_rate, warmup_epochs=0.0, seed=args.seed, mix={"kind": args.mix},
             device_color_augment=args.color_augment, augment="simclr",
             head={"hidden_dim": args.head_hidden_dim, "output_dim": args.head_dim},
@@ -190,9 +205,10 @@ def num_classes_for(args: argparse.Namespace) -> int:
 
 class StepBenchmark:
     """The product's pretraining step (pretrain.build_program) for `args`, lowered once; `compile(options)` gives
-    callables sharing its inputs."""
+    callables sharing its inputs. abstract=True: state, batch and teacher are shapes only (nothing is allocated),
+    for compiling a memory plan; such a benchmark cannot run."""
 
-    def __init__(self, args: argparse.Namespace, mesh=None):
+    def __init__(self, args: argparse.Namespace, mesh=None, *, abstract: bool = False):
         self.args = args
         self.mesh = mesh or parallel.create_mesh()
         self.num_devices = self.mesh.devices.size
@@ -203,13 +219,17 @@ class StepBenchmark:
         # Normalisation constants only matter to on-device colour augmentation.
         spec = data.DatasetInfo(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
         t0 = time.perf_counter()
-        teacher = self._random_teacher(channels) if args.teacher != "none" else None
+        teacher = self._random_teacher(channels, abstract) if args.teacher != "none" else None
         self.program = pretrain.build_program(self.config, self.mesh, spec, teacher=teacher)
-        self.initial_state = self.program.init_state()
         self.teacher_variables = teacher.variables if teacher else None
-        self.batch = random_batch(args.seed, self.global_batch, args.num_views, args.image_size, channels,
-                                  self.num_classes, self.mesh)
-        jax.block_until_ready((self.initial_state, self.batch, self.teacher_variables))
+        if abstract:
+            self.initial_state = self.program.state_shapes()
+            self.batch = abstract_batch(self.global_batch, args.num_views, args.image_size, channels)
+        else:
+            self.initial_state = self.program.init_state()
+            self.batch = random_batch(args.seed, self.global_batch, args.num_views, args.image_size, channels,
+                                      self.num_classes, self.mesh)
+            jax.block_until_ready((self.initial_state, self.batch, self.teacher_variables))
         self.init_seconds = time.perf_counter() - t0
         self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.initial_state.params))
         t0 = time.perf_counter()
@@ -217,12 +237,15 @@ class StepBenchmark:
         self.lowered = self.program.jit({}).lower(self.initial_state, self.batch, self.teacher_variables)
         self.lower_seconds = time.perf_counter() - t0
 
-    def _random_teacher(self, channels: int) -> teachers.Teacher:
+    def _random_teacher(self, channels: int, abstract: bool) -> teachers.Teacher:
         module = teachers.teacher_module(self.config, self.num_classes)
         sample = jnp.zeros((1, self.args.image_size, self.args.image_size, channels), jnp.float32)
-        return teachers.Teacher(module, compile_options.run_once(
-            lambda rng: module.init(rng, sample, train=False), jax.random.PRNGKey(self.args.seed + 1),
-            out_shardings=parallel.replicated(self.mesh)))
+        init = lambda rng: module.init(rng, sample, train=False)  # noqa: E731
+        rng = jax.random.PRNGKey(self.args.seed + 1)
+        if abstract:
+            return teachers.Teacher(module, jax.eval_shape(init, rng))
+        variables = compile_options.run_once(init, rng, out_shardings=parallel.replicated(self.mesh))
+        return teachers.Teacher(module, variables)
 
     def training_compiler_options(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the trainer compiles this step with (compile_utils: the CPU convolution library), then `extra`."""
@@ -270,13 +293,35 @@ def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, 
     return parallel.global_batch_from_local({"image": images, "label": labels}, mesh)
 
 
+def abstract_batch(global_batch: int, num_views: int, image_size: int, channels: int) -> dict[str, Any]:
+    """The shapes of random_batch's batch, for compiling without data."""
+    return {"image": jax.ShapeDtypeStruct((global_batch, num_views, image_size, image_size, channels), jnp.float32),
+            "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32)}
+
+
 def describe_step(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in (
         "model", "width", "stem", "image_size", "channels", "per_device_batch", "num_views", "dtype", "moco",
-        "queue_size", "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions")}
+        "queue_size", "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions",
+        "micro_batch_size", "bn_group_size", "remat", "loss_block_size")}
+
+
+def plan_step(args: argparse.Namespace) -> dict[str, Any]:
+    """--plan-only: the step compiled for abstract inputs; its memory plan and FLOPs, nothing allocated or run."""
+    bench = StepBenchmark(args, abstract=True)
+    options = bench.training_compiler_options(_parse_compiler_options(args.compiler_option))
+    compiled, compile_seconds = bench.compile(options)
+    plan = memory_plan(compiled)
+    return {"mode": "step_plan", "config": describe_step(args), "num_classes": bench.num_classes,
+            "num_devices": bench.num_devices, "global_batch": bench.global_batch, "num_params": bench.num_params,
+            "lower_s": round(bench.lower_seconds, 3), "compile_s": round(compile_seconds, 3),
+            "planned_bytes": None if plan is None else plan["total"], "memory_plan": plan,
+            "flops_per_step": compiled_flops(compiled), "compiler_options": options}
 
 
 def bench_step(args: argparse.Namespace) -> dict[str, Any]:
+    if args.plan_only:
+        return plan_step(args)
     bench = StepBenchmark(args)
     options = bench.training_compiler_options(_parse_compiler_options(args.compiler_option))
     compiled, compile_seconds = bench.compile(options)
@@ -436,13 +481,28 @@ def _human_stream(args: argparse.Namespace):
     return sys.stderr if args.json == "-" else sys.stdout
 
 
-def _step_lines(r: dict[str, Any]) -> list[str]:
+def _step_title(r: dict[str, Any]) -> str:
     c = r["config"]
+    micro = f" micro-batch {c['micro_batch_size']}/device" if c["micro_batch_size"] else ""
+    remat = f" remat={c['remat']}" if c["remat"] != "none" else ""
+    return (f"step: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch {r['global_batch']} "
+            f"x {c['num_views']} views{micro}{remat}, moco={c['moco']} teacher={c['teacher']} mix={c['mix']} "
+            f"({r['num_params']:,} params)")
+
+
+def _plan_lines(r: dict[str, Any]) -> list[str]:
+    plan = r["memory_plan"] or {}
+    parts = "   ".join(f"{k} {_gib(plan[k])}" for k in ("argument", "output", "temp", "alias") if k in plan)
+    return [_step_title(r), f"  memory plan per device: {_gib(r['planned_bytes'])} GiB ({parts} GiB; "
+                            f"compiled.memory_analysis)   compile s {r['compile_s']:.1f}   --plan-only: not run"]
+
+
+def _step_lines(r: dict[str, Any]) -> list[str]:
+    if r["mode"] == "step_plan":
+        return _plan_lines(r)
     peak = _gib(r["peak_device_bytes"])
     lines = [
-        f"step: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch {r['global_batch']} "
-        f"x {c['num_views']} views, moco={c['moco']} teacher={c['teacher']} mix={c['mix']} "
-        f"({r['num_params']:,} params)",
+        _step_title(r),
         f"  images/s {r['images_per_s']:.1f}   step ms {r['step_ms']:.2f} (median of {len(r['step_ms_repeats'])} "
         f"repeats: {r['step_ms_repeats']})   compile s {r['compile_s']:.1f}",
         f"  memory: planned {_gib(r['planned_bytes'])} GiB (compiled.memory_analysis)   device peak "
@@ -502,6 +562,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--teacher-dtype", default="", help="default: --dtype")
     g.add_argument("--kd-alpha", type=float, default=1.0, help="weight of the teacher term when --teacher is set")
     g.add_argument("--mix", default="none", choices=mixing.MIX_KINDS)
+    g.add_argument("--micro-batch-size", type=int, default=0,
+                   help="source images per micro-batch PER DEVICE (config.micro_batch_size = this x devices); 0: "
+                        "the dense step")
+    g.add_argument("--bn-group-size", type=int, default=0,
+                   help="dense step: BatchNorm groups of this many source images per device (config.bn_group_size)")
+    g.add_argument("--remat", default="none", choices=models.REMAT, help="config.remat")
+    g.add_argument("--loss-block-size", type=int, default=0,
+                   help="config.loss_block_size: the step's loss in blocks of this many anchor rows (0: dense)")
     g.add_argument("--cpu-convolutions", default="eigen", choices=compile_options.CPU_CONVOLUTIONS,
                    help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
     g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
@@ -519,7 +587,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--loss-impl", default="dense", help="dense | chunked | dense,chunked")
     g.add_argument("--loss-block", type=int, default=1024, help="anchor rows per block of the chunked loss")
     g.add_argument("--loss-steps", type=int, default=5, help="calls per timed repeat")
-    g.add_argument("--plan-only", action="store_true", help="compile and report planned memory, do not run")
+    g.add_argument("--plan-only", action="store_true",
+                   help="compile and report planned memory, do not run (the step: for abstract inputs)")
     g.add_argument("--memory-budget-gb", type=float, default=8.0, help="report whether each size fits this")
     g.add_argument("--host-memory-fraction", type=float, default=0.5,
                    help="on backends without a memory limit (CPU), skip sizes planned above this share of RAM")
