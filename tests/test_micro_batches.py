@@ -10,7 +10,7 @@ import pytest
 from conftest import make_tiny_config
 from test_pretrain_step import tiny_teacher
 
-from genscl_jax import models
+from genscl_jax import data, models
 from genscl_jax.runtime import parallel
 from genscl_jax.tools import bench
 from genscl_jax.trainers import pretrain, supervised
@@ -59,7 +59,7 @@ def test_ghost_batch_norm_is_batch_norm_per_strided_group_with_the_mean_update()
 def run(config, steps=2, teacher=None, trainer_module=pretrain):
     """The states after each step and the metrics of each step."""
     kwargs = {"teacher": teacher} if teacher else {}
-    trainer = trainer_module.build_trainer(config, parallel.create_mesh(), **kwargs)
+    trainer = trainer_module.build_trainer(config, parallel.create_mesh(), data.resolve(config), **kwargs)
     state, batches, states, history = trainer.state, trainer.batches(0), [], []
     for _ in range(steps):
         state, metrics = trainer.train_step(state, next(batches))
