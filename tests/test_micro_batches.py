@@ -12,7 +12,7 @@ from test_pretrain_step import tiny_teacher
 
 from genscl_jax import data, models
 from genscl_jax.runtime import parallel
-from genscl_jax.tools import bench
+from genscl_jax.tools import bench, step_bench
 from genscl_jax.trainers import pretrain, supervised
 from genscl_jax.training import micro_batches
 
@@ -123,7 +123,7 @@ def plan(per_device_batch, **flags):
             "--head-dim", "16", "--head-hidden-dim", "32", "--per-device-batch", str(per_device_batch), "--plan-only"]
     for flag, value in flags.items():
         argv += [f"--{flag.replace('_', '-')}", str(value)]
-    return bench.plan_step(bench.parse_args(argv))["memory_plan"]
+    return step_bench.plan_step(bench.parse_args(argv))["memory_plan"]
 
 
 def test_memory_plan_grows_with_the_micro_batch_not_the_batch():
