@@ -52,7 +52,6 @@ def recipe_config(args: argparse.Namespace):
     from configs import imagenet_resnet50
 
     config = imagenet_resnet50.get_config()
-    config.dataset = "synthetic"  # shapes only: no data is read
     config.batch_size = args.per_device_batch * args.devices
     config.micro_batch_size = args.micro_batch_size * args.devices
     config.num_train_steps = 1000
@@ -77,6 +76,7 @@ def audit(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
 
     from genscl_jax import data
+    from genscl_jax.data import device_preprocess, registry
     from genscl_jax.runtime import parallel
     from genscl_jax.tools import hlo_audit
     from genscl_jax.trainers import pretrain, teachers
@@ -94,10 +94,15 @@ def audit(args: argparse.Namespace) -> dict:
         sample = jnp.zeros((1, config.image_size, config.image_size, channels))
         teacher = teachers.Teacher(module, jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), sample,
                                                                                 train=False)))
-    program = pretrain.build_program(config, mesh, spec, teacher=teacher)
+    # The recipe's dataset: what its step does to the uint8 views is what training's does.
+    preprocessing = device_preprocess.for_training(registry.get("imagenet2012"), spec, policy=config.augment,
+                                                   image_size=config.image_size,
+                                                   device_color_augment=config.device_color_augment)
+    program = pretrain.build_program(config, mesh, spec, spec.num_train // config.batch_size,
+                                     preprocessing=preprocessing, teacher=teacher)
     state = program.state_shapes()
     batch = {"image": jax.ShapeDtypeStruct((config.batch_size, config.num_views, config.image_size,
-                                            config.image_size, channels), jnp.float32),
+                                            config.image_size, channels), jnp.uint8),
              "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)}
     started = time.time()
     compiled = program.jit().lower(state, batch, teacher.variables if teacher else None).compile()
@@ -111,6 +116,7 @@ def audit(args: argparse.Namespace) -> dict:
                   "classes": args.num_classes, "mix": config.mix.kind, "teacher": teacher is not None,
                   "dtype": config.dtype, "micro_batch_size": config.micro_batch_size},
         "backend": jax.default_backend(), "jax": jax.__version__, "compile_seconds": round(compile_seconds, 1),
+        # Mixing permutes the normalised float32 views.
         "local_image_shard_bytes": args.per_device_batch * config.num_views * 4 * image[0] * image[1] * image[2],
         "collectives": [{"kind": c.kind, "shapes": c.describe(), "bytes": c.bytes,
                          "image_shaped": hlo_audit.image_shaped(c, image)} for c in found],

@@ -8,6 +8,10 @@
 #   3. the loss alone: N in {1k, 4k, 8k, 16k} anchors vs N + 65536 contrasts, C in {10, 1000}, dense and chunked
 #   4. the collective audit: every collective of the ImageNet recipe's step partitioned over 8 devices, with bytes
 #      (JAX_PLATFORMS=cpu with 8 forced host devices: one GPU has no collectives to audit)
+#   5. case 1's step fed by the product's host input pipeline (tf.data on synthetic 375x500 JPEGs, colour and blur
+#      on the device): images/s end to end against step only, and the input-wait share, i.e. whether the host
+#      keeps up. It needs tensorflow and tensorflow_datasets, which the accelerator VM lacks and which are too large
+#      to carry: there the case prints "skipped: ..." and its JSON says so (install them to run it).
 # Every case builds the product's step from config_defaults.base_config(), so it needs ml_collections (pure
 # Python), which the accelerator VM lacks: carry its wheel (the device tool's README shows how).
 #
@@ -47,6 +51,7 @@ if [[ $SIZES == tiny ]]; then
             --head-dim 16 --teacher resnet10 --teacher-width 0.0625 --mix mixup_cutmix --optimizer lars
             --loss-block-size 8 --micro-batch-size 2 --steps 2 --repeats 2 --warmup 1)
   R50_32=(--model resnet10 --width 0.0625 --image-size 16 --per-device-batch 4 --steps 2 --repeats 2 --warmup 1)
+  PIPELINE=(--input-images 16)
   LOSS=(--anchors 64,128 --queue 256 --loss-block 32 --loss-steps 2 --repeats 2)
   SHARE=(--anchors 128 --classes 1000)
 else
@@ -58,6 +63,7 @@ else
             --queue-size 65536 --teacher resnet50 --mix mixup_cutmix --optimizer lars --loss-block-size 1024
             --micro-batch-size 32 --steps 3 --repeats 3 --warmup 1)
   R50_32=(--model resnet50 --image-size 32 --per-device-batch 512 --steps 10 --repeats 5 --warmup 3)
+  PIPELINE=(--input-images 1024)
   LOSS=(--anchors 1024,4096,8192,16384 --queue 65536 --loss-block 1024 --loss-steps 5 --repeats 5)
   SHARE=(--anchors 8192 --classes 1000)  # the ImageNet recipe: 4096 images x 2 views
 fi
@@ -78,6 +84,7 @@ run r50_224_bf16_moco "${R50_224[@]}" --peak-tflops "$PEAK_BF16"
 run r50_224_bf16_moco_micro32 "${R50_224[@]}" "${MICRO[@]}" --peak-tflops "$PEAK_BF16"
 run r50_224_gpu8_b512_micro32 "${R50_GPU8[@]}" --peak-tflops "$PEAK_BF16"
 run r50_cifar32_fp32 "${R50_32[@]}" --peak-tflops "$PEAK_TF32"
+run r50_224_jpeg_pipeline "${R50_224[@]}" --color-augment --input jpeg "${PIPELINE[@]}"
 # One process per implementation and label dimension; sizes ascend, so each case's device peak is its own.
 for impl in dense chunked; do
   for classes in 10 1000; do

@@ -51,6 +51,23 @@ def step_rows(results: dict[str, dict]) -> list[str]:
     return rows
 
 
+def pipeline_rows(results: dict[str, dict]) -> list[str]:
+    """The step fed by the host input pipeline (bench --input jpeg): does the host keep up?"""
+    cases = {name: r["pipeline_step"] for name, r in results.items() if "pipeline_step" in r}
+    if not cases:
+        return []
+    rows = ["| case | images/s end to end | step only | input wait | host CPU-ms per image | host cores per 2,000 "
+            "images/s | note |", "|---|---:|---:|---:|---:|---:|---|"]
+    for name, p in cases.items():
+        if "skipped" in p:
+            rows.append(f"| {name} | - | - | - | - | - | skipped: {p['skipped']} |")
+            continue
+        rows.append(f"| {name} | {p['images_per_s']:.1f} | {p['step_only_images_per_s']:.1f} | "
+                    f"{100 * p['input_wait_share']:.1f}% | {1e3 * p['host_cpu_s_per_image']:.2f} | "
+                    f"{2000 * p['host_cpu_s_per_image']:.1f} | {p['host_cpus']} host CPUs |")
+    return rows + [""]
+
+
 def loss_rows(results: dict[str, dict]) -> list[str]:
     rows = ["| impl | N | M | C | ms fwd+bwd | device peak GiB | planned GiB | note |",
             "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -98,7 +115,7 @@ def main(argv=None) -> str:
     results = load(args.folder)
     if not results:
         sys.exit(f"no bench JSON in {args.folder}: run bash benchmarks/gpu_suite.sh first (OUT=folder)")
-    parts = [*step_rows(results), "", *loss_rows(results), "",
+    parts = [*step_rows(results), "", *pipeline_rows(results), *loss_rows(results), "",
              *loss_share(results, args.step_case, args.anchors, args.classes),
              *micro_batch_ratio(results, args.step_case, args.step_case + "_micro32")]
     for extra in ("gpu.txt", "failed.txt"):

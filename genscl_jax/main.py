@@ -19,14 +19,18 @@ from genscl_jax.config import recipes, validation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and summary.json.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also show the libraries' INFO logging (orbax, tfds, TensorFlow, jax, "
+                             "absl), every metric at each log step and the parameter table; absl's --verbosity too.")
+_INTERRUPTED = 128 + 2  # a shell's exit status for SIGINT, which scripts and schedulers read as "interrupted"
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     started = time.time()
+    runner.configure_console(verbose=_VERBOSE.value or flags.FLAGS["verbosity"].present)
     try:
-        summary = runner.run(_CONFIG.value, _WORKDIR.value)
+        summary = runner.run(_CONFIG.value, _WORKDIR.value, recipe=config_path(sys.argv) or "")
     except validation.ConfigError as e:
         # One line, no traceback: these are the user's to fix, and the message says how.
         print(f"config error: {e}", file=sys.stderr)
@@ -34,12 +38,19 @@ def main(argv):
     except runner.RunError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        # A second Ctrl-C, or one before the run could take it as a request: nothing more is saved.
+        print("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the newest checkpoint",
+              file=sys.stderr)
+        sys.exit(_INTERRUPTED)
+    if summary.get("interrupted"):
+        print(f"interrupted by Ctrl-C at step {summary['steps']}, checkpoint saved; the same command resumes",
+              file=sys.stderr)
+        sys.exit(_INTERRUPTED)
     if summary.get("preempted"):
         logging.warning("Preempted at step %d; the checkpoint is saved and a rerun resumes.", summary["steps"])
         return
-    logging.info("Done in %.0f s: %s", time.time() - started,
-                 {k: v for k, v in summary.items() if k not in ("config", "final_metrics", "pretrain")})
-    headline = {k: summary[k] for k in ("final_loss", "test_top1", "knn_top1", "linear_eval_top1",
+    headline = {k: summary[k] for k in ("final_loss", "test_top1", "knn_top1", "probe_top1", "linear_eval_top1",
                                         "linear_eval_top5") if summary.get(k) is not None}
     print(f"{summary['mode']} done in {time.time() - started:.0f} s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in headline.items())
@@ -48,7 +59,12 @@ def main(argv):
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with every mistake in the config flags as one line (exit 2) instead of a traceback:
-    an unknown --config.KEY names the closest keys, before the recipe is even loaded."""
+    a config file that is missing, does not parse (its line) or has no get_config, and an unknown --config.KEY
+    (with the closest keys), before the recipe is even loaded."""
+    recipe = config_path(argv)
+    problem = recipes.recipe_file_problem(recipe) if recipe else None
+    if problem:
+        _exit_with_config_error(problem)
     for arg in argv[1:]:
         if arg.startswith("--config."):
             error = validation.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
@@ -56,11 +72,24 @@ def parse_flags(argv: list[str]) -> list[str]:
                 _exit_with_config_error(error)
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-        # ml_collections wraps the recipe's or the parser's own error; its last line is the one that says what.
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        last = re.sub(r"^\w+(Error|Exception): ", "", lines[-1]) if lines else type(e).__name__
-        _exit_with_config_error(last)
+    except Exception as e:  # noqa: BLE001 -- the recipe file's own code runs here, and may raise anything
+        _exit_with_config_error(_loading_error(e, recipe))
+
+
+def _loading_error(error: Exception, recipe: str | None) -> str:
+    """One line for an error while absl parsed the flags and ml_collections ran the recipe."""
+    # ml_collections wraps the recipe's or the parser's own error; its last line is the one that says what.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = re.sub(r"^\w+(Error|Exception): ", "", lines[-1]) if lines else type(error).__name__
+    wrong_type = re.match(r"Could not override field '(\w+)' \(reference\)\. (.*) is of original type <class "
+                          r"'(\w+)'> and cannot be casted to type <class '(\w+)'>", last)
+    if wrong_type:  # a recipe assigned a value of the wrong type to a key of base_config(); name the key in full
+        leaf, value, given, expected = wrong_type.groups()
+        keys = " or ".join(f"config.{k}" for k in validation.keys_named(leaf)) or f"config.{leaf}"
+        return f"{recipe}: {keys}={value}: expected {expected}, got {given}"
+    if isinstance(error, (flags.Error, OSError)) or not recipe:
+        return last
+    return f"{recipe.split(':', 1)[0]}: get_config() raised {type(error).__name__}: {last}"
 
 
 def _exit_with_config_error(error: object) -> None:

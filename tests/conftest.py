@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import textwrap
 
 import pytest
 
@@ -26,29 +27,14 @@ try:
 except ImportError:
     pass
 
-from genscl_jax.config import defaults  # noqa: E402
+from genscl_jax.config import defaults, recipes  # noqa: E402
 
 
 def make_tiny_config(**overrides):
-    """A synthetic-data pretraining config with a ~20k-parameter ResNet at 8 px."""
-    config = defaults.base_config()
-    config.dataset = "synthetic"
-    config.image_size = 8
-    config.model = "resnet10"
-    config.width_multiplier = 0.0625
-    config.stem = "cifar"
-    config.head.hidden_dim = 16
-    config.head.output_dim = 8
-    config.batch_size = 8
-    config.num_train_steps = 4
+    """A synthetic-data pretraining config with the ~20k-parameter tiny ResNet at 8 px (recipes.shrink_to_tiny)."""
+    config = recipes.shrink_to_tiny(defaults.base_config())
     config.learning_rate = 0.05
     config.warmup_epochs = 0.0
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.eval_batch_size = 64
-    config.moco.queue_size = 32
-    config.linear_eval.batch_size = 64
-    config.linear_eval.num_epochs = 1
     return set_keys(config, overrides)
 
 
@@ -73,6 +59,44 @@ def network_namespace_problem(tools=("unshare", "ip")):
     if probe.returncode != 0:
         return f"`unshare --net` failed (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}"
     return None
+
+
+def write_config(path, **settings):
+    """A config file of the tiny config (what make_tiny_config makes, through recipes.shrink_to_tiny) with
+    `settings` ({"checkpoint_every_steps": 3, "moco.enabled": True}) on top, for runs of the command line, which
+    then import neither this conftest nor its torch."""
+    lines = "".join(f"    c.{key} = {value!r}\n" for key, value in settings.items())
+    path.write_text(textwrap.dedent("""\
+        from genscl_jax.config import defaults, recipes
+
+
+        def get_config():
+            c = recipes.shrink_to_tiny(defaults.base_config())
+            c.learning_rate, c.warmup_epochs = 0.05, 0.0
+        """) + lines + "    return c\n")
+    return str(path)
+
+
+def mount_namespace_problem():
+    """Why a private mount namespace (`unshare --mount`, where a small tmpfs stands for a full disk) cannot be made
+    here, or None."""
+    if shutil.which("unshare") is None:
+        return "`unshare` is not installed (util-linux)"
+    probe = subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"`unshare --mount` with a tmpfs failed (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}"
+    return None
+
+
+# Lines TensorFlow and XLA print at start-up, whatever happens.
+STARTUP_NOISE = ("oneDNN", "cpu_feature", "rebuild TensorFlow", "absl::InitializeLog")
+
+
+def last_line(err):
+    """The last line a command printed to stderr, start-up noise aside."""
+    lines = [line for line in err.splitlines() if line.strip() and not any(n in line for n in STARTUP_NOISE)]
+    return lines[-1] if lines else ""
 
 
 @pytest.fixture

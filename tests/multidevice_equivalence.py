@@ -11,14 +11,15 @@ import numpy as np
 sys.path.insert(0, "tests")
 from conftest import make_tiny_config  # noqa: E402
 
-from genscl_jax.runtime import parallel
+from genscl_jax import data  # noqa: E402
+from genscl_jax.runtime import parallel  # noqa: E402
 from genscl_jax.trainers import pretrain  # noqa: E402
 
 
 def run(devices, steps=2, **overrides):
     config = make_tiny_config(batch_size=16, **{"moco.enabled": True, "moco.queue_size": 64,
                                                 "mix.kind": "mixup_cutmix", **overrides})
-    trainer = pretrain.build_trainer(config, parallel.create_mesh(devices))
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(devices), data.resolve(config))
     state, batches, history = trainer.state, trainer.batches(0), []
     for _ in range(steps):
         state, metrics = trainer.train_step(state, next(batches))

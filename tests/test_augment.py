@@ -40,20 +40,19 @@ def test_views_dtype_range_and_determinism(policy):
     views = augment.augment_views(image, tf.constant([1, 2]), 2, policy=policy, image_size=32, blur_prob=0.5)
     again = augment.augment_views(image, tf.constant([1, 2]), 2, policy=policy, image_size=32, blur_prob=0.5)
     other = augment.augment_views(image, tf.constant([1, 3]), 2, policy=policy, image_size=32, blur_prob=0.5)
-    assert views.shape == (2, 32, 32, 3) and views.dtype == tf.float32
-    assert float(tf.reduce_min(views)) >= 0.0 and float(tf.reduce_max(views)) <= 1.0
+    assert views.shape == (2, 32, 32, 3) and views.dtype == tf.uint8  # Views leave the host as uint8.
     np.testing.assert_array_equal(views.numpy(), again.numpy())  # Stateless: same seed, same views.
     if policy == "none":
         np.testing.assert_array_equal(views[0].numpy(), views[1].numpy())
     else:
-        assert not np.allclose(views[0].numpy(), views[1].numpy())  # The two views of one image differ.
-        assert not np.allclose(views.numpy(), other.numpy())
+        assert not np.array_equal(views[0].numpy(), views[1].numpy())  # The two views of one image differ.
+        assert not np.array_equal(views.numpy(), other.numpy())
 
 
 def test_uint8_input_and_one_channel():
     image = tf.cast(random_image((30, 30, 3)) * 255, tf.uint8)
     view = augment.augment_view(image, tf.constant([0, 1]), policy="simclr", image_size=24)
-    assert view.dtype == tf.float32 and float(tf.reduce_max(view)) <= 1.0 and float(tf.reduce_max(view)) > 0.5
+    assert view.dtype == tf.uint8 and int(tf.reduce_max(view)) > 128
     gray = random_image((28, 28, 1))
     for policy in ("simclr", "randaugment"):  # Saturation, hue and grayscale are skipped, not an error.
         views = augment.augment_views(gray, tf.constant([4, 5]), 2, policy=policy, image_size=32)
@@ -83,9 +82,6 @@ def test_color_ops_match_their_definitions():
     np.testing.assert_allclose(augment.adjust_contrast(tf.constant(image), 0.0).numpy(),
                                np.full_like(image, luma.mean()), atol=1e-6)
     np.testing.assert_allclose(augment.adjust_brightness(tf.constant(image), 0.5).numpy(), image * 0.5, atol=1e-6)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    np.testing.assert_allclose(augment.normalize(tf.constant(image), mean, std).numpy(),
-                               (image - np.array(mean)) / np.array(std), atol=1e-5)
 
 
 def test_gaussian_blur_smooths_and_keeps_constants():

@@ -1,5 +1,5 @@
-"""The benchmark: quick and loss-only modes run and report, the chunked loss equals the dense one, bench stays free
-of TensorFlow / clu, the GPU suite's commands parse, and the PyTorch reference computes our loss and model."""
+"""The benchmark: quick and loss-only modes run and report, bench stays free of TensorFlow / clu, the GPU suite's
+commands parse, and the PyTorch reference computes our loss and model."""
 
 import json
 import os
@@ -13,18 +13,19 @@ import numpy as np
 import pytest
 
 from genscl_jax import models
-from genscl_jax.objectives import loss_chunked, losses
+from genscl_jax.objectives import losses
 from genscl_jax.tools import bench
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 # ml_collections is allowed: the bench builds its step from config_defaults.base_config(), as training does.
 BANNED = ("tensorflow", "tensorflow_datasets", "clu")
 
-# One fresh process runs `python -m genscl_jax.bench` twice (quick step, tiny loss-only), then lists the banned
+# One fresh process runs `python -m genscl_jax.bench` three times (quick step, tiny loss-only, the quick step's
+# monitor cost), then lists the banned
 # top-level modules it has imported. A fresh process: this test session itself imports TensorFlow elsewhere.
 _SCRIPT = """
 import json, runpy, sys
-for argv in ({step!r}, {loss!r}):
+for argv in ({step!r}, {loss!r}, {monitor!r}):
     sys.argv = ["genscl_jax.bench", *argv]
     runpy.run_module("genscl_jax.bench", run_name="__main__", alter_sys=True)
 print("BANNED " + json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & set({banned!r}))))
@@ -34,15 +35,18 @@ print("BANNED " + json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & s
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    step_json, loss_json = str(out / "step.json"), str(out / "loss.json")
+    step_json, loss_json, monitor_json = str(out / "step.json"), str(out / "loss.json"), str(out / "monitor.json")
     script = _SCRIPT.format(step=["--quick", "--steps", "3", "--repeats", "2", "--json", step_json],
                             loss=["--quick", "--loss-only", "--anchors", "16,40", "--queue", "24",
                                   "--loss-impl", "dense,chunked", "--loss-block", "16", "--json", loss_json],
+                            monitor=["--quick", "--monitor-cost", "--steps", "1", "--repeats", "2", "--json",
+                                     monitor_json],
                             banned=BANNED)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(step_json) as f, open(loss_json) as g:
-        return {"stdout": proc.stdout, "step": json.load(f), "loss": json.load(g), "folder": str(out)}
+    with open(step_json) as f, open(loss_json) as g, open(monitor_json) as h:
+        return {"stdout": proc.stdout, "step": json.load(f), "loss": json.load(g), "monitor": json.load(h),
+                "folder": str(out)}
 
 
 def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
@@ -52,6 +56,16 @@ def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
     assert step["flops_per_step"] > 0 and step["planned_bytes"] > 0 and np.isfinite(step["loss_after_warmup"])
     assert bench_run["step"]["environment"]["jax"] == jax.__version__
     assert "images/s" in bench_run["stdout"] and "step ms" in bench_run["stdout"]
+
+
+def test_monitor_cost_mode_times_the_step_with_and_without_the_probe_and_diagnostics(bench_run):
+    cost = bench_run["monitor"]["monitor_cost"]
+    assert cost["on"]["step_ms"] > 0 and cost["off"]["step_ms"] > 0 and cost["ratio_of_medians"] > 0
+    assert len(cost["on"]["step_ms_rounds"]) == len(cost["off"]["step_ms_rounds"]) == 2
+    assert cost["flops_ratio"] > 1.0  # the probe's update and the diagnostics are real work
+    # The encoder's update is the same with and without them: the same loss after the warm-up steps.
+    assert cost["on"]["loss_after_warmup"] == cost["off"]["loss_after_warmup"]
+    assert "monitor cost" in bench_run["stdout"]
 
 
 def test_loss_only_mode_at_a_tiny_size(bench_run):
@@ -67,52 +81,6 @@ def test_loss_only_mode_at_a_tiny_size(bench_run):
 def test_bench_imports_neither_tensorflow_nor_clu(bench_run):
     line = next(row for row in bench_run["stdout"].splitlines() if row.startswith("BANNED "))
     assert json.loads(line[len("BANNED "):]) == []
-
-
-def _loss_inputs(seed, n, m, dim=16, classes=7):
-    k = jax.random.split(jax.random.PRNGKey(seed), 5)
-    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    return dict(features=unit(jax.random.normal(k[0], (n, dim))),
-                labels=jax.nn.softmax(3 * jax.random.normal(k[1], (n, classes))),
-                contrast_features=unit(jax.random.normal(k[2], (m, dim))),
-                contrast_labels=jax.nn.softmax(3 * jax.random.normal(k[3], (m, classes))),
-                contrast_mask=jax.random.bernoulli(k[4], 0.7, (m,)))
-
-
-@pytest.mark.parametrize("contrasts,normalization", [("self", "label_sum"), ("queue", "count"),
-                                                     ("masked_queue", "label_sum"), ("own_keys_queue", "label_sum")])
-def test_chunked_loss_equals_dense_loss_and_gradients(contrasts, normalization):
-    x = _loss_inputs(0, 50, 90)
-    queue = ["contrast_features", "contrast_labels", "contrast_mask"]
-    extra = {"self": [], "queue": queue[:2], "masked_queue": queue, "own_keys_queue": queue}[contrasts]
-    # MoCo: the first 50 contrasts are the anchors' own keys, excluded like SupCon's diagonal.
-    own = {"exclude_self": True} if contrasts == "own_keys_queue" else {}
-
-    def make(loss_fn, **kw):
-        def f(features, contrast_features):
-            args = {"contrast_features": contrast_features, **{k: x[k] for k in extra if k != "contrast_features"}}
-            return loss_fn(features, x["labels"], normalization=normalization,
-                           **{k: v for k, v in args.items() if k in extra}, **own, **kw)
-        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
-
-    dense_value, dense_grads = make(losses.generalized_supcon_loss)(x["features"], x["contrast_features"])
-    for block in (16, 50):  # uneven blocks (the last one padded), one block
-        value, grads = make(loss_chunked.generalized_supcon_loss_chunked, block_size=block)(
-            x["features"], x["contrast_features"])
-        np.testing.assert_allclose(value, dense_value, rtol=1e-6)
-        for g, d in zip(grads, dense_grads):
-            np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-6 * float(jnp.abs(d).max()) + 1e-12)
-
-
-def test_chunked_loss_never_materialises_the_full_matrix():
-    """The compiled backward of the chunked loss needs far less memory than the dense one at N=M=1024."""
-    x = _loss_inputs(1, 1024, 1024, dim=8, classes=4)
-    planned = {}
-    for name, fn in (("dense", losses.generalized_supcon_loss),
-                     ("chunked", lambda *a, **k: loss_chunked.generalized_supcon_loss_chunked(*a, block_size=64, **k))):
-        compiled = jax.jit(jax.grad(lambda f, fn=fn: fn(f, x["labels"]))).lower(x["features"]).compile()
-        planned[name] = bench.planned_bytes(compiled)
-    assert planned["chunked"] * 4 < planned["dense"], planned
 
 
 def test_suite_summary_gives_the_table_rows_and_the_loss_share(bench_run):
@@ -137,7 +105,7 @@ def test_gpu_suite_commands_parse():
                              capture_output=True, text=True).stdout
         commands = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("== ") and ": " in line
                     and "done" not in line]
-        assert len(commands) == 9
+        assert len(commands) == 10
         audit = shlex.split(commands.pop())  # the collective audit, on 8 forced CPU devices
         assert audit[:2] == ["JAX_PLATFORMS=cpu", "python"] and audit[2] == "benchmarks/collective_audit.py"
         sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -154,8 +122,9 @@ def test_torch_reference_matches_our_loss_and_model_size():
     torch = pytest.importorskip("torch")
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import torch_reference_step as ref
+    from test_losses import random_loss_inputs
 
-    x = _loss_inputs(2, 24, 24)
+    x = random_loss_inputs(2, 24, 24)
     labels = jax.nn.one_hot(jnp.arange(24) % 5, 5) * 0.7 + 0.3 * x["labels"][:, :5]
     expected = losses.generalized_supcon_loss(x["features"], labels)
     got = ref.generalized_supcon_loss(torch.tensor(np.asarray(x["features"])), torch.tensor(np.asarray(labels)))
@@ -167,3 +136,18 @@ def test_torch_reference_matches_our_loss_and_model_size():
     flax_params = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes["params"]))
     torch_params = sum(p.numel() for p in ref.ContrastiveResNet("resnet18", 0.25, "cifar").parameters())
     assert torch_params == flax_params
+
+
+def test_the_pipeline_fed_step_is_skipped_with_a_message_without_tensorflow(tmp_path):
+    """The GPU suite's input-pipeline case on a machine without TensorFlow: one line saying what is missing, a JSON
+    that says "skipped", exit 0 (so the suite goes on), and no step built for nothing."""
+    out = str(tmp_path / "pipeline.json")
+    script = ("import runpy, sys\nsys.modules['tensorflow'] = None  # as if it were not installed\n"
+              f"sys.argv = ['genscl_jax.bench', '--quick', '--input', 'jpeg', '--json', {out!r}]\n"
+              "runpy.run_module('genscl_jax.bench', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped: --input jpeg feeds the step from the product's tf.data pipeline" in proc.stdout
+    assert "lacks tensorflow" in proc.stdout
+    with open(out) as f:
+        assert "lacks tensorflow" in json.load(f)["pipeline_step"]["skipped"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_tiny_config
 
+from genscl_jax import data
 from genscl_jax.config import validation
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.trainers import pretrain, supervised
@@ -75,8 +76,9 @@ def test_trainers_compile_the_network_with_the_configured_library(monkeypatch):
 
     monkeypatch.setattr(compile_options, "model_jit_options", spy)
     mesh = parallel.create_mesh()
-    pretrain.build_trainer(make_tiny_config(cpu_convolutions="ynnpack"), mesh)
-    assert seen == ["ynnpack"]
+    config = make_tiny_config(cpu_convolutions="ynnpack")
+    pretrain.build_trainer(config, mesh, data.resolve(config))
+    assert seen and set(seen) == {"ynnpack"}  # the step and the periodic evaluation
     seen.clear()
-    supervised.build_trainer(make_tiny_config(), mesh)
-    assert seen == ["eigen"]  # the default
+    supervised.build_trainer(make_tiny_config(), mesh, data.resolve(make_tiny_config()))
+    assert seen and set(seen) == {"eigen"}  # the default

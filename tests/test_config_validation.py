@@ -72,7 +72,14 @@ def base(**changes):
     ({"num_epochs": 0, "num_train_steps": 0}, r"both 0"),
     ({"mode": "linear_eval"}, r"pretrained_workdir is empty"),
     ({"knn.k": 0}, r"config.knn.k=0: must be > 0"),
-    ({"knn.every_steps": -1}, r"config.knn.every_steps=-1: must be >= 0"),
+    ({"eval_every_steps": -1}, r"config.eval_every_steps=-1: must be >= 0"),
+    ({"online_probe.optimizer": "adam"}, r"config.online_probe.optimizer='adam': unknown value; allowed: sgd"),
+    ({"online_probe.learning_rate": 0.0}, r"config.online_probe.learning_rate=0.0: must be > 0"),
+    ({"dataset": "image_folder", "data_dir": "/d", "knn.max_train_examples": 1000},
+     r"knn.max_train_examples=1000: an image folder's training split is read class by class"),
+    ({"mix.prob": 1.5}, r"config.mix.prob=1.5: must be in \[0, 1\]"),
+    ({"mix.prob": -0.1}, r"config.mix.prob=-0.1: must be in \[0, 1\]"),
+    ({"linear_eval.recalibrate_batch_stats": -1}, r"config.linear_eval.recalibrate_batch_stats=-1: must be >= 0"),
     ({"micro_batch_size": 96}, r"config.micro_batch_size=96 does not divide config.batch_size=1024; use a divisor"),
     ({"micro_batch_size": 4}, r"config.micro_batch_size=4 is not divisible by the 8 devices.*use e.g. 8"),
     ({"bn_group_size": 12}, r"config.bn_group_size=12 does not divide"),
@@ -93,6 +100,14 @@ def test_unknown_key_is_rejected_with_a_suggestion():
     config.unlock()
     config.moco.queue = 4096
     with pytest.raises(ConfigError, match=r"config.moco.queue: unknown key \(did you mean moco.queue_size\?\)"):
+        validate(config, num_devices=1)
+
+
+def test_the_replaced_knn_schedule_key_says_where_it_went():
+    config = base()
+    config.unlock()
+    config.knn.every_steps = 100
+    with pytest.raises(ConfigError, match=r"config.knn.every_steps: no longer a key; use config.eval_every_steps"):
         validate(config, num_devices=1)
 
 

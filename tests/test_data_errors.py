@@ -90,3 +90,25 @@ def test_the_probe_reports_a_refused_connection_and_goes_through_a_proxy(monkeyp
     monkeypatch.delenv("https_proxy")
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
     assert network_probe.connection_target("https://www.cs.toronto.edu/x.tar.gz") == ("www.cs.toronto.edu", 443)
+
+
+def test_without_the_debian_package_and_offline_fashion_mnist_names_apt_get_first(tmp_path, monkeypatch):
+    """README's first command on a machine without dataset-fashion-mnist that cannot download either: the line
+    names the Debian package first, then the download route."""
+    from genscl_jax import data
+    from genscl_jax.config import defaults
+    from genscl_jax.data import fashion_mnist_offline
+
+    monkeypatch.delenv(fashion_mnist_offline.SOURCE_DIR_ENV, raising=False)
+    monkeypatch.setattr(fashion_mnist_offline, "DEFAULT_SOURCE_DIR", str(tmp_path / "no-debian-package"))
+    monkeypatch.setattr(network_probe, "unreachable_reason", lambda url, **kwargs: "does not answer (offline)")
+    config = defaults.base_config()
+    config.dataset, config.data_dir = "fashion_mnist", str(tmp_path / "tfds")
+    with pytest.raises(data.DataError) as error:
+        data.prepare(config)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"fashion_mnist is not prepared in {tmp_path / 'tfds'} and cannot be prepared here "
+                              "(its download server does not answer (offline)); run `apt-get install "
+                              "dataset-fashion-mnist`"), message
+    assert message.index("apt-get install dataset-fashion-mnist") < message.index("`tfds build fashion_mnist")

@@ -21,7 +21,7 @@ def test_one_channel_statistics_tile_and_per_channel_ones_do_not():
     assert (rgb.channels, rgb.mean, rgb.std) == (3, (0.2860,) * 3, (0.3530,) * 3)
     assert rgb.num_classes == fashion.num_classes and rgb.num_train == fashion.num_train
     gray = registry.get("synthetic").info.with_channels(1)  # The generator makes any channel count.
-    assert (gray.channels, gray.mean, gray.std) == (1, (0.0,), (1.0,))
+    assert (gray.channels, gray.mean, gray.std) == (1, (0.5,), (0.125,))
     with pytest.raises(ValueError, match="channels=1 is not supported.*set channels to 0"):
         registry.get("cifar10").info.with_channels(1)
 
@@ -29,13 +29,13 @@ def test_one_channel_statistics_tile_and_per_channel_ones_do_not():
 def test_data_spec_is_the_registry_entry_at_the_configured_channels():
     config = defaults.base_config()
     config.dataset, config.channels = "fashion_mnist", 3
-    assert data.data_spec(config) == registry.get("fashion_mnist").info.with_channels(3)
+    assert data.resolve(config).info == registry.get("fashion_mnist").info.with_channels(3)
     config.dataset, config.channels = "imagenet2012", 0
-    spec = data.data_spec(config)
+    spec = data.resolve(config).info
     assert (spec.num_classes, spec.num_train, spec.split_name("test")) == (1000, 1_281_167, "validation")
     config.dataset = "mnist"
     with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; choose from \['cifar10'"):
-        data.data_spec(config)
+        data.resolve(config)
 
 
 def test_entries_are_complete():
@@ -62,6 +62,7 @@ def test_the_entry_and_the_registry_import_no_tensorflow():
     """Facts of every dataset, tfds ones included, come without TensorFlow; only reading a tfds one loads it."""
     code = ("import sys\nfrom genscl_jax import data\nfrom genscl_jax.config import defaults\n"
             "c = defaults.base_config()\n"
-            "for name in data.registry.NAMES:\n    c.dataset = name\n    data.data_spec(c), data.steps_per_epoch(c)\n"
+            "for name in data.registry.NAMES:\n    c.dataset = name\n"
+            "    data.resolve(c).steps_per_epoch(c.batch_size)\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from conftest import make_tiny_config
 
-from genscl_jax import runner
+from genscl_jax import data, runner
 from genscl_jax.trainers import linear_eval
 from genscl_jax.training import checkpointing
 
@@ -36,7 +36,7 @@ def test_pretrain_and_eval_writes_one_summary_and_keeps_the_encoder_frozen(tmp_p
     # The encoder read by linear evaluation is bit-identical to the pretraining checkpoint's.
     pretrained = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "pretrain"),
                                             read_only=True).restore_subtree(("params",))["params"]["encoder"]
-    frozen = linear_eval.load_frozen_encoder(config, str(tmp_path / "pretrain"))["params"]
+    frozen = linear_eval.load_frozen_encoder(str(tmp_path / "pretrain")).variables["params"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, pretrained, frozen)
     # Rerunning the finished run trains nothing and reports the same numbers, the final loss included.
     again = runner.run(config, str(tmp_path))
@@ -52,7 +52,7 @@ def test_linear_eval_best_top1_survives_a_resume(tmp_path):
     config = make_tiny_config(eval_batch_size=256)
     encoder = model_builder.build_encoder(config)
     variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
-    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), variables)
+    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), data.resolve(config), variables)
     trainer.resume_eval({"linear_eval_top1": 0.97, "linear_eval_best_top1": 0.97})
     metrics = trainer.periodic_eval(trainer.state, 0)  # an untrained classifier: far below 0.97
     assert metrics["linear_eval_top1"] < 0.9
@@ -64,6 +64,7 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
     from genscl_jax import data
+    from genscl_jax.data import device_preprocess
     from genscl_jax.models import model_builder
     from genscl_jax.runtime import parallel
     from genscl_jax.training import train_loop
@@ -77,14 +78,16 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
     sample = np.zeros((1, config.image_size, config.image_size, 3), np.float32)
     variables = encoder.init(jax.random.PRNGKey(7), sample, train=False)
     before = jax.device_get(variables)
-    trainer = linear_eval.build_trainer(config, mesh, variables)
+    trainer = linear_eval.build_trainer(config, mesh, data.resolve(config), variables)
     result = train_loop.run(trainer, str(tmp_path), checkpoint_every_steps=10_000, log_every_steps=100)
 
     def features(split):
         feats, labels = [], []
-        for batch in data.eval_batches(config, mesh, split=split):
+        source = data.resolve(config)
+        for batch in source.eval_batches(mesh, batch_size=config.eval_batch_size, split=split):
             keep = np.asarray(batch["mask"]).astype(bool)
-            feats.append(np.asarray(encoder.apply(variables, batch["image"], train=False))[keep])
+            inputs = device_preprocess.normalize(batch["image"], source.eval_preprocessing())
+            feats.append(np.asarray(encoder.apply(variables, inputs, train=False))[keep])
             labels.append(np.asarray(batch["label"])[keep])
         return np.concatenate(feats), np.concatenate(labels)
 
@@ -107,7 +110,7 @@ def test_linear_eval_on_precomputed_features_evaluates_every_epoch(tmp_path):
         "linear_eval.num_epochs": 20.0, "linear_eval.warmup_epochs": 0.0, "linear_eval.decay_epochs": ()})
     encoder = model_builder.build_encoder(config)
     variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
-    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), variables)
+    trainer = linear_eval.build_trainer(config, parallel.create_mesh(), data.resolve(config), variables)
     evaluated = []
     evaluate = trainer.periodic_eval
     trainer.periodic_eval = lambda state, step: evaluated.append(step) or evaluate(state, step)
@@ -121,7 +124,7 @@ def test_linear_probe_of_a_supervised_run_reads_its_network_without_the_classifi
     """The CE baseline gets the same linear probe as the contrastive encoders."""
     supervised = make_tiny_config(mode="supervised", num_train_steps=2)
     runner.run(supervised, str(tmp_path / "ce"))
-    frozen = linear_eval.load_frozen_encoder(supervised, str(tmp_path / "ce"))
+    frozen = linear_eval.load_frozen_encoder(str(tmp_path / "ce")).variables
     trained = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "ce"),
                                          read_only=True).restore_subtree(("params",))["params"]
     assert "fc" in trained and "fc" not in frozen["params"]
@@ -132,3 +135,22 @@ def test_linear_probe_of_a_supervised_run_reads_its_network_without_the_classifi
         "linear_eval.precompute_features": True})
     summary = runner.run(probe, str(tmp_path / "probe"))
     assert 0.0 <= summary["linear_eval_top1"] <= 1.0
+
+
+def test_supervised_step_takes_mix_prob():
+    """With mix.prob 0 a mixup CE run trains on the unmixed images: the same losses as without mixing."""
+    from genscl_jax.runtime import parallel
+    from genscl_jax.trainers import supervised
+
+    def losses(**overrides):
+        config = make_tiny_config(mode="supervised", **overrides)
+        trainer = supervised.build_trainer(config, parallel.create_mesh(), data.resolve(config))
+        state, batches, seen = trainer.state, trainer.batches(0), []
+        for _ in range(2):
+            state, metrics = trainer.train_step(state, next(batches))
+            seen.append(float(metrics["loss"]))
+        return seen
+
+    unmixed = losses()
+    np.testing.assert_array_equal(losses(**{"mix.kind": "mixup", "mix.prob": 0.0}), unmixed)
+    assert not np.allclose(losses(**{"mix.kind": "mixup"}), unmixed)

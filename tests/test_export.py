@@ -131,7 +131,7 @@ def pretrain_and_eval_dir(tmp_path_factory):
 def test_every_format_holds_the_pretrained_encoder(pretrain_and_eval_dir, tmp_path):
     module, variables = genscl_jax.load_encoder(pretrain_and_eval_dir)
     # The encoder linear evaluation trained on: the pretrain/ checkpoint's encoder subtree.
-    frozen = linear_eval.load_frozen_encoder(None, os.path.join(pretrain_and_eval_dir, "pretrain"))
+    frozen = linear_eval.load_frozen_encoder(os.path.join(pretrain_and_eval_dir, "pretrain")).variables
     jax.tree_util.tree_map(np.testing.assert_array_equal, variables, frozen)
     images = np.random.default_rng(3).normal(size=(4, 8, 8, 3)).astype(np.float32)
     assert module.apply(variables, images, train=False).shape == (4, models.feature_dim("resnet10", 0.0625))
@@ -210,3 +210,29 @@ def test_the_command_line_and_a_cheap_import(tmp_path):
              "assert not heavy, heavy; from genscl_jax.workdirs import trained_network; "
              "assert genscl_jax.load_encoder is trained_network.load_encoder")
     subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True, timeout=120)
+
+
+def test_linear_evaluation_reads_every_workdir_kind_load_encoder_reads(pretrain_and_eval_dir, tmp_path):
+    """A pretrain_and_eval workdir (its encoder is in pretrain/) is a pretrained_workdir like any other, read with
+    the architecture it recorded: here the probe's own config names another model, which plays no part."""
+    probe = make_tiny_config(mode="linear_eval", model="resnet18", width_multiplier=0.125, eval_batch_size=256, **{
+        "linear_eval.pretrained_workdir": pretrain_and_eval_dir, "linear_eval.augment": "none",
+        "linear_eval.precompute_features": True, "linear_eval.batch_size": 256, "linear_eval.num_epochs": 0.05})
+    summary = runner.run(probe, str(tmp_path / "probe"))
+    assert 0.0 <= summary["linear_eval_top1"] <= 1.0
+    frozen = linear_eval.load_frozen_encoder(pretrain_and_eval_dir)
+    _, variables = genscl_jax.load_encoder(pretrain_and_eval_dir)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, frozen.variables, variables)
+    assert frozen.config.model == "resnet10" and frozen.module.width_multiplier == 0.0625
+
+
+def test_without_safetensors_the_export_says_what_to_install(tmp_path, capsys, monkeypatch):
+    fake_workdir(tmp_path / "run", make_tiny_config(mode="supervised"),
+                 jax.tree_util.tree_map(np.asarray, dict(models.create_resnet(
+                     "resnet10", stem="cifar", width_multiplier=0.0625, num_classes=10).init(
+                     jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)), train=False))))
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # `from safetensors.numpy import save` fails
+    assert export.main(["--workdir", str(tmp_path / "run"), "--output", str(tmp_path / "e.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"export error: --output {tmp_path}/e.safetensors: writing .safetensors needs the safetensors "
+                   "package: pip install safetensors (or write .npz)")

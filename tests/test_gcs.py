@@ -14,13 +14,12 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.parse
 
 import pytest
-from conftest import network_namespace_problem
+from conftest import network_namespace_problem, write_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUCKET = "bucket"
@@ -29,7 +28,7 @@ URL = f"http://127.0.0.1:{PORT}"
 # gcsfs and tensorstore to the local server; NO_GCE_CHECK: google-auth does not wait 3 s for a metadata server.
 CLIENT_ENV = {"STORAGE_EMULATOR_HOST": URL, "TENSORSTORE_GCS_HTTP_URL": URL, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "x",
               "EPATH_USE_TF": "false", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK": "true"}
-STEP_LOGGED = re.compile(r"\] \[(\d+)\] \w+=")  # clu's LoggingWriter: "... logging_writer.py:NN] [7] loss=..."
+STEP_LOGGED = re.compile(r"^\w+  step ([\d,]+)/")  # the progress line: "pretrain  step 7/100,000 (0%)  ..."
 
 
 def _server_binary():
@@ -70,6 +69,35 @@ class FakeGcs:
                               capture_output=True, text=True, timeout=timeout + 30)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
+
+    def transfer(self, method: str, path: str, body: bytes | None = None, timeout: float = 30) -> bytes:
+        """An HTTP request to URL/path from inside the namespace; returns the response body."""
+        program = ("import sys, urllib.request\n"
+                   "body = open(sys.argv[3], 'rb').read() if sys.argv[3] else None\n"
+                   "request = urllib.request.Request(sys.argv[1], data=body, method=sys.argv[2])\n"
+                   "sys.stdout.buffer.write(urllib.request.urlopen(request, timeout=30).read())\n")
+        body_file = ""
+        if body is not None:
+            body_file = os.path.join(os.path.dirname(self.cwd), f"body_{time.time_ns()}")
+            with open(body_file, "wb") as f:
+                f.write(body)
+        done = subprocess.run([*self.enter, sys.executable, "-S", "-c", program, URL + path, method, body_file],
+                              capture_output=True, timeout=timeout + 30)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        return done.stdout
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        listing = json.loads(self.http_get(f"/storage/v1/b/{BUCKET}/o?prefix={urllib.parse.quote(prefix)}"))
+        return {item["name"]: int(item["size"]) for item in listing.get("items", [])}
+
+    def truncate(self, name: str) -> None:
+        """Replaces object `name` by its first half, as an interrupted copy leaves it."""
+        quoted = urllib.parse.quote(name, safe="")
+        data = self.transfer("GET", f"/storage/v1/b/{BUCKET}/o/{quoted}?alt=media")
+        self.transfer("POST", f"/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={quoted}", data[:len(data) // 2])
+
+    def delete(self, name: str) -> None:
+        self.transfer("DELETE", f"/storage/v1/b/{BUCKET}/o/{urllib.parse.quote(name, safe='')}")
 
     def objects(self, prefix: str) -> list[str]:
         listing = json.loads(self.http_get(f"/storage/v1/b/{BUCKET}/o?prefix={urllib.parse.quote(prefix)}"))
@@ -118,25 +146,6 @@ def _wait_for_own_namespace(server, timeout=20):
         time.sleep(0.01)
 
 
-def write_config(path, **settings):
-    """A config file for a ~20k-parameter ResNet on 8 px synthetic images (what conftest.make_tiny_config makes,
-    without importing the test suite's conftest and its torch into every CLI start)."""
-    lines = "".join(f"    c.{key} = {value!r}\n" for key, value in settings.items())
-    path.write_text(textwrap.dedent("""\
-        from genscl_jax.config import defaults
-
-
-        def get_config():
-            c = defaults.base_config()
-            c.dataset, c.image_size, c.model, c.width_multiplier, c.stem = "synthetic", 8, "resnet10", 0.0625, "cifar"
-            c.head.hidden_dim, c.head.output_dim = 16, 8
-            c.batch_size, c.learning_rate, c.warmup_epochs = 8, 0.05, 0.0
-            c.log_every_steps, c.eval_batch_size, c.moco.queue_size = 1, 64, 32
-            c.linear_eval.batch_size = 64
-        """) + lines + "    return c\n")
-    return str(path)
-
-
 def finish(proc, timeout=300):
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-6000:]
@@ -179,7 +188,7 @@ def _sigterm_after_step(proc, step, timeout=240):
         for line in proc.stderr:
             seen.append(line)
             match = STEP_LOGGED.search(line)
-            if match and int(match.group(1)) >= step:
+            if match and int(match.group(1).replace(",", "")) >= step:
                 return
 
     reader = threading.Thread(target=watch, daemon=True)
@@ -206,3 +215,62 @@ def test_teacher_and_linear_evaluation_from_gs_workdirs(gcs, tmp_path):
     assert summary["pretrain"]["steps"] == 2 and summary["config"]["kd"]["teacher"] == f"gs://{BUCKET}/teacher"
     assert summary["mode"] == "pretrain_and_eval" and 0.0 <= summary["linear_eval_top1"] <= 1.0
     assert gcs.checkpoint_steps("student/pretrain") == [2] and gcs.checkpoint_steps("student/linear_eval") == [3]
+
+
+def test_a_damaged_newest_checkpoint_in_a_bucket_is_set_aside_and_the_run_resumes_before_it(gcs, tmp_path):
+    config = write_config(tmp_path / "tiny.py", num_train_steps=6, checkpoint_every_steps=2)
+    workdir = f"gs://{BUCKET}/run"
+    finish(gcs.main("--config", config, "--workdir", workdir))
+    assert gcs.checkpoint_steps("run") == [2, 4, 6]
+    first_loss = gcs.read_json("run/summary.json")["final_loss"]
+    sizes = gcs.sizes("run/checkpoints/6/")
+    gcs.truncate(max(sizes, key=sizes.get))  # its largest array file, cut to half
+    gcs.delete("run/summary.json")
+
+    err = finish(gcs.main("--config", config, "--workdir", workdir))
+    warnings = [line for line in err.splitlines() if "does not restore" in line]
+    assert len(warnings) == 1 and (f"checkpoint {workdir}/checkpoints/6 does not restore (" in warnings[0]), err[-3000:]
+    assert warnings[0].endswith(f"moved to {workdir}/checkpoints/damaged/6; resuming from step 4"), warnings[0]
+    assert f"resumed from step 4 in {workdir}/checkpoints" in err
+    assert set(gcs.sizes("run/checkpoints/damaged/6/")) == {n.replace("/6/", "/damaged/6/", 1) for n in sizes}
+    assert gcs.checkpoint_steps("run") == [2, 4, 6]
+    assert gcs.read_json("run/summary.json")["final_loss"] == first_loss
+
+
+def test_kill_9_during_a_save_to_a_bucket_then_rerun_ends_as_an_uninterrupted_run(gcs, tmp_path):
+    config = write_config(tmp_path / "tiny.py", num_train_steps=40, checkpoint_every_steps=1)
+    finish(gcs.main("--config", config, "--workdir", f"gs://{BUCKET}/straight"))
+    expected = gcs.read_json("straight/summary.json")["final_loss"]
+
+    workdir, complete, cut_short = f"gs://{BUCKET}/run", [], set()
+    for _ in range(5):  # until a SIGKILL lands while a save is half written (the same command resumes each time)
+        proc = gcs.main("--config", config, "--workdir", workdir)
+        deadline = time.time() + 240
+        while not _saving_after_a_complete_checkpoint(*_checkpoints_in_bucket(gcs, "run")):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        proc.kill()
+        proc.communicate(timeout=60)
+        complete, half_written = _checkpoints_in_bucket(gcs, "run")
+        cut_short = _saving_after_a_complete_checkpoint(complete, half_written)
+        if cut_short:
+            break
+    assert cut_short, "no SIGKILL landed during a save"
+
+    err = finish(gcs.main("--config", config, "--workdir", workdir))
+    assert f"resumed from step {complete[-1]} in {workdir}/checkpoints" in err
+    assert gcs.read_json("run/summary.json")["final_loss"] == expected
+
+
+def _checkpoints_in_bucket(gcs, run):
+    """(complete steps, steps with objects but no commit marker yet), from one listing of the bucket."""
+    steps = {}
+    for name in gcs.objects(f"{run}/checkpoints/"):
+        parts = name.split("/")
+        if parts[2].isdigit():
+            steps.setdefault(int(parts[2]), set()).add("/".join(parts[3:]))
+    complete = sorted(step for step, files in steps.items() if "commit_success.txt" in files)
+    return complete, set(steps) - set(complete)
+
+
+def _saving_after_a_complete_checkpoint(complete, half_written):
+    return {step for step in half_written if complete and step > complete[-1]}

@@ -78,14 +78,14 @@ def test_classes_are_the_sorted_folder_names_and_val_counts_as_test(tmp_path):
     assert len(train.files) == 12 and len(layout.splits["val"].files) == 6
     for path, label in zip(train.files, train.labels):
         assert os.path.basename(os.path.dirname(path)) == layout.classes[label]
-    spec = data.data_spec(folder_config(tmp_path))
+    spec = data.resolve(folder_config(tmp_path)).info
     assert (spec.num_classes, spec.num_train, spec.num_test, spec.split_name("test")) == (3, 12, 6, "val")
 
 
 def test_statistics_are_measured_once_stored_and_read_back(tmp_path, monkeypatch):
     written = write_folder(tmp_path)
     stats_file = tmp_path / image_folder.STATS_FILE
-    spec = data.data_spec(folder_config(tmp_path))
+    spec = data.resolve(folder_config(tmp_path)).info
     pixels = np.stack([image for image, _ in written["train"]]).reshape(-1, 3) / 255.0  # PNG: exact pixels.
     assert spec.channels == 3
     np.testing.assert_allclose(spec.mean, pixels.mean(0), atol=1e-9)
@@ -95,23 +95,23 @@ def test_statistics_are_measured_once_stored_and_read_back(tmp_path, monkeypatch
 
     data._image_folder_entry.cache_clear()  # A second run, in a new process: it must read, not measure.
     monkeypatch.setattr(tf_stats, "folder_stats", lambda *a: pytest.fail("statistics measured a second time"))
-    again = data.data_spec(folder_config(tmp_path))
+    again = data.resolve(folder_config(tmp_path)).info
     assert (again.mean, again.std, again.channels) == (spec.mean, spec.std, spec.channels)
     assert stats_file.stat().st_mtime_ns == written_at
 
     # Statistics given in the config win, and need no measurement at all.
     data._image_folder_entry.cache_clear()
-    given = data.data_spec(folder_config(tmp_path, data_mean=(0.5,), data_std=(0.25,)))
+    given = data.resolve(folder_config(tmp_path, data_mean=(0.5,), data_std=(0.25,))).info
     assert (given.channels, given.mean, given.std) == (1, (0.5,), (0.25,))
 
 
 def test_a_changed_folder_is_measured_again_and_gray_folders_have_one_channel(tmp_path):
     write_folder(tmp_path, channels=1)
-    first = data.data_spec(folder_config(tmp_path))
+    first = data.resolve(folder_config(tmp_path)).info
     assert first.channels == 1 and len(first.mean) == 1
     write_image(tmp_path / "train" / "ant" / "extra.png", np.full((16, 16, 1), 255, np.uint8))
     data._image_folder_entry.cache_clear()
-    second = data.data_spec(folder_config(tmp_path))
+    second = data.resolve(folder_config(tmp_path)).info
     assert second.num_train == first.num_train + 1 and second.mean[0] > first.mean[0]
 
 
@@ -168,7 +168,7 @@ def test_config_accepts_image_folder_and_any_tfds_name():
 
 def test_folder_batches_cover_each_split_with_their_labels(tmp_path):
     written = write_folder(tmp_path)
-    entry = data.dataset_entry(folder_config(tmp_path))
+    entry = data.resolve(folder_config(tmp_path)).entry
     train = tf_pipeline.create_train_iterator(
         dataset=entry, data_dir=None, global_batch_size=4, image_size=8, policy="simclr", num_views=2, seed=0,
         process_index=0, process_count=1)
@@ -182,17 +182,18 @@ def test_folder_batches_cover_each_split_with_their_labels(tmp_path):
     assert list(labels) == [0, 0, 1, 1, 2, 2]  # Sorted classes, each class's files in name order.
     # Evaluation images are the files themselves at their own size (central square of a square image).
     images = np.concatenate([b["image"][b["mask"]] for b in evaluation])
+    assert images.dtype == np.uint8  # The step normalises, with the folder's statistics.
+    normalised = (images / 255.0 - entry.info.mean) / entry.info.std
     expected = (np.stack([image for image, _ in written["test"]]) / 255.0 - entry.info.mean) / entry.info.std
-    np.testing.assert_allclose(images, expected, atol=0.15 / min(entry.info.std))  # JPEG: close, not exact.
+    np.testing.assert_allclose(normalised, expected, atol=0.15 / min(entry.info.std))  # JPEG: close, not exact.
 
 
 def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
     written = write_folder(tmp_path)
-    entry = data.dataset_entry(folder_config(tmp_path))
+    entry = data.resolve(folder_config(tmp_path)).entry
 
     def signature(images):  # Each training image's own pixel sum (PNG, read at its own size: exact).
-        pixels = images * np.array(entry.info.std) + np.array(entry.info.mean)
-        return {int(round(v)) for v in (pixels * 255).reshape(len(images), -1).sum(1)}
+        return {int(v) for v in images.astype(int).reshape(len(images), -1).sum(1)}
 
     shares, eval_counts = [], []
     for process in range(2):  # Global batch 4, local 2: 3 local steps are one epoch of the 6-file share.
@@ -210,11 +211,11 @@ def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
 
 def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     write_folder(tmp_path)
-    data.data_spec(folder_config(tmp_path))  # Measures (TensorFlow) and stores.
+    data.resolve(folder_config(tmp_path))  # Measures (TensorFlow) and stores.
     code = ("import sys\nfrom genscl_jax import data\nfrom genscl_jax.config import defaults\n"
             "c = defaults.base_config()\n"
             f"c.dataset, c.data_dir = 'image_folder', {str(tmp_path)!r}\n"
-            "print(data.data_spec(c).num_classes, data.steps_per_epoch(c, 4))\n"
+            "source = data.resolve(c)\nprint(source.info.num_classes, source.steps_per_epoch(4))\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.split() == ["3", "3"]
@@ -224,7 +225,7 @@ def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tm
     write_folder(tmp_path / "images")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="pretrain_and_eval",
                               batch_size=4, num_train_steps=3, eval_batch_size=4, augment="simclr",
-                              **{"knn.every_steps": 3, "knn.k": 3, "linear_eval.batch_size": 4})
+                              eval_every_steps=3, **{"knn.k": 3, "linear_eval.batch_size": 4})
     summary = runner.run(config, str(tmp_path / "run"))
     assert summary["steps"] == 3 and np.isfinite(summary["final_loss"])
     assert 0.0 <= summary["linear_eval_top1"] <= 1.0 and 0.0 <= summary["knn_top1"] <= 1.0
@@ -243,8 +244,8 @@ def test_an_image_folder_trains_supervised(tmp_path):
 def test_tfds_by_name_takes_classes_from_the_builder(tmp_path, name, num_classes, channels):
     config = folder_config(tmp_path, dataset=f"tfds:{name}")
     with tfds.testing.mock_data(num_examples=6):
-        entry = data.dataset_entry(config)
-        spec = data.data_spec(config)
+        entry = data.resolve(config).entry
+        spec = data.resolve(config).info
         batch = next(tf_pipeline.create_train_iterator(
             dataset=entry, data_dir=str(tmp_path), global_batch_size=4, image_size=32, policy="simclr",
             num_views=2, seed=0, process_index=0, process_count=1))
@@ -257,7 +258,7 @@ def test_tfds_by_name_takes_classes_from_the_builder(tmp_path, name, num_classes
 
 def test_an_unknown_tfds_name_is_one_line_with_the_closest_names(tmp_path):
     with pytest.raises(DataError) as error:
-        data.dataset_entry(folder_config(tmp_path, dataset="tfds:cifar11"))
+        data.resolve(folder_config(tmp_path, dataset="tfds:cifar11"))
     assert "\n" not in str(error.value) and "did you mean cifar10" in str(error.value)
 
 

@@ -77,17 +77,15 @@ def test_validation_accepts_exactly_the_augment_policies():
 
 def test_imagenet_pipeline_runs_autoaugment():
     tfds = pytest.importorskip("tensorflow_datasets")
+    from genscl_jax.data import registry
     from genscl_jax.data import tf_pipeline as ip
     with tfds.testing.mock_data(num_examples=8):
         iterator = ip.create_train_iterator(
-            dataset="imagenet2012", data_dir=None, global_batch_size=4, image_size=32, policy="autoaugment",
-            num_views=2, seed=0, process_index=0, process_count=1)
+            dataset=registry.get("imagenet2012"), data_dir=None, global_batch_size=4, image_size=32,
+            policy="autoaugment", num_views=2, seed=0, process_index=0, process_count=1)
         batch = next(iterator)
-    info = ip.get_dataset_info("imagenet2012")
-    assert batch["image"].shape == (4, 2, 32, 32, 3) and batch["image"].dtype == np.float32
-    low, high = (0 - np.array(info.mean)) / np.array(info.std), (1 - np.array(info.mean)) / np.array(info.std)
-    assert np.all(batch["image"] >= low - 1e-4) and np.all(batch["image"] <= high + 1e-4)
-    assert not np.allclose(batch["image"][:, 0], batch["image"][:, 1])
+    assert batch["image"].shape == (4, 2, 32, 32, 3) and batch["image"].dtype == np.uint8
+    assert not np.array_equal(batch["image"][:, 0], batch["image"][:, 1])
 
 
 def test_gpu8_runs_the_paper_batch_in_micro_batches_on_eight_devices():

@@ -1,4 +1,5 @@
-"""kNN monitor: the InstDisc voting rule against NumPy, its accuracy at the extremes, and its run in pretraining."""
+"""kNN: the InstDisc voting rule against NumPy, its accuracy at the extremes, and its run in pretraining's periodic
+evaluation beside the online probe."""
 
 
 import jax
@@ -82,12 +83,17 @@ def test_memory_bank_drops_padding_and_respects_the_cap():
     assert list(np.asarray(labels)[np.asarray(valid)]) == list(range(6))
 
 
-def test_pretraining_logs_knn_accuracy(tmp_path):
-    config = make_tiny_config(**{"knn.every_steps": 2, "knn.k": 20, "knn.max_train_examples": 1000})
+def test_pretraining_logs_knn_and_probe_accuracy_on_one_schedule(tmp_path):
+    config = make_tiny_config(eval_every_steps=2, **{"knn.k": 20, "knn.max_train_examples": 1000})
     summary = runner.run(config, str(tmp_path))
     assert 0.0 <= summary["knn_top1"] <= summary["knn_top5"] <= 1.0
+    assert summary["knn_bank_size"] == 1000  # the bounded bank says what it held
+    assert 0.0 <= summary["probe_top1"] <= summary["probe_top5"] <= 1.0
+    assert summary["knn_best_top1"] >= summary["knn_top1"] and summary["probe_best_top1"] >= summary["probe_top1"]
     # Logged like every metric: written to the run's TensorBoard events at steps 2 and 4.
     assert _logged_steps(tmp_path, "knn_top1") == [2, 4]
+    assert _logged_steps(tmp_path, "probe_top1") == [2, 4]
+    assert _logged_steps(tmp_path, "probe_train_top1") == [1, 2, 3, 4]
 
 
 def _logged_steps(workdir, tag):

@@ -37,6 +37,7 @@ ALLOWED_LAZY = {
     # Likewise TensorFlow: measuring an image folder's statistics (once; later runs read them), and the facts of a
     # tfds:NAME dataset, which come from its tfds builder.
     ("genscl_jax.data", "genscl_jax.data.tf_stats"), ("genscl_jax.data", "genscl_jax.data.tfds_by_name"),
+    ("genscl_jax.data", "genscl_jax.data.tfds_builders"),
     # A registry hook, named by string so the registry itself imports nothing.
     ("genscl_jax.data.registry", "genscl_jax.data.fashion_mnist_offline"),
     # Only the mode that runs is imported: `--mode linear_eval` never builds the pretraining step, and clu's writers
@@ -47,10 +48,13 @@ ALLOWED_LAZY = {
     # `python -m genscl_jax.export` checks its arguments before JAX, flax and orbax load, so a typo costs no wait.
     ("genscl_jax.workdirs.export", "genscl_jax.models.torch_conversion"),
     ("genscl_jax.workdirs.export", "genscl_jax.workdirs.trained_network"),
+    ("genscl_jax.workdirs.export", "genscl_jax.training.checkpointing"),
     ("genscl_jax.workdirs.export", "genscl_jax.models"),
     ("genscl_jax.workdirs.export", "genscl_jax.models.model_builder"),
     # `genscl_jax.load_encoder` without importing JAX models at `import genscl_jax`.
     ("genscl_jax", "genscl_jax.workdirs.trained_network"),
+    # The bench's real-input mode (TensorFlow's tf.data over JPEGs); the device-only step bench runs without it.
+    ("genscl_jax.tools.bench", "genscl_jax.tools.pipeline_bench"),
 }
 
 

@@ -2,12 +2,18 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from conftest import last_line, write_config
+
+from genscl_jax import runner
+from genscl_jax.config import defaults
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 # The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny.
@@ -101,3 +107,126 @@ def test_first_moco_step_has_the_in_batch_loss_through_the_cli(tmp_path):
         with open(os.path.join(workdir, "summary.json")) as f:
             losses_seen[moco] = json.load(f)["final_loss"]
     assert abs(losses_seen[True] - losses_seen[False]) <= 1e-5 * abs(losses_seen[False]), losses_seen
+
+
+def test_every_mode_the_config_knows_is_one_the_runner_runs():
+    """config.defaults.MODES (what validation accepts) and runner.MODES (what runs each) name the same modes."""
+    assert tuple(runner.MODES) == defaults.MODES
+
+
+def interruptible_main(*args):
+    """main(...) with Ctrl-C in its default state even when these tests run in a background job, which starts
+    its children with SIGINT ignored (and an ignored SIGINT stays ignored)."""
+    return main(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_line(proc, text, timeout=240):
+    """Reads proc's stderr until a line holds `text`; returns what was read."""
+    seen = []
+
+    def read():
+        for line in proc.stderr:
+            seen.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive() or not seen or text not in seen[-1]:
+        proc.kill()
+        raise AssertionError(f"no line with {text!r}: " + "".join(seen)[-3000:])
+    return "".join(seen)
+
+
+def communicate_or_kill(proc, timeout=120):
+    """proc's stderr once it has exited; a process that does not exit in time is killed and the test fails."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the run did not exit: " + proc.communicate()[1][-3000:]) from None
+
+
+def wait_for_checkpoint(proc, ckdir, step, timeout=240):
+    """Until <ckdir>/<step> exists (the run is compiled and training), with the process still running."""
+    deadline = time.time() + timeout
+    while not os.path.isdir(os.path.join(ckdir, str(step))):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+
+
+def test_ctrl_c_saves_at_the_current_step_exits_130_and_the_same_command_resumes(tmp_path):
+    config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
+    workdir = str(tmp_path / "run")
+    args = ["--config", config, "--config.num_train_steps=100000", "--workdir", workdir]
+    proc = interruptible_main(*args)
+    wait_for_checkpoint(proc, os.path.join(workdir, "checkpoints"), 3)
+    time.sleep(3)  # some steps past the periodic checkpoint: the ones Ctrl-C must not lose
+    proc.send_signal(signal.SIGINT)
+    err = communicate_or_kill(proc)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert "Ctrl-C: saving a checkpoint at the current step" in err
+    line = last_line(err)
+    saved = re.fullmatch(r"interrupted by Ctrl-C at step (\d+), checkpoint saved; the same command resumes", line)
+    assert saved, line
+    saved = int(saved.group(1))
+    assert saved > 3, saved  # the step it had reached, past the periodic checkpoint
+    assert max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == saved
+
+    done = main("--config", config, f"--config.num_train_steps={saved + 2}", "--workdir", workdir)
+    _, err = done.communicate(timeout=240)
+    assert done.returncode == 0, err[-3000:]
+    assert f"resumed from step {saved}" in err
+    # The changed run length is allowed, and said once.
+    assert len([line for line in err.splitlines() if "resuming with num_train_steps 100000 -> " in line]) == 1
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
+    config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
+    workdir = tmp_path / "run"
+    proc = interruptible_main("--config", config, "--config.num_train_steps=100000", "--workdir", str(workdir))
+    deadline = time.time() + 240
+    while not (workdir / "config.json").exists():  # written once Ctrl-C is a stop request, before the model builds
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    wait_for_line(proc, "Ctrl-C: saving a checkpoint")  # acknowledged while the model is still being built
+    proc.send_signal(signal.SIGINT)
+    err = communicate_or_kill(proc)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert last_line(err) == ("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the "
+                              "newest checkpoint")
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("workdir_is_a_file", "config error: --workdir {tmp}/file is a file, not a directory: give a new directory"),
+    ("no_such_config", "config error: --config {tmp}/nope.py: no such file (the recipes are in configs/"),
+    ("syntax_error", "config error: {tmp}/broken.py:3: '(' was never closed (c = defaults.base_config(()"),
+    ("no_get_config", "config error: {tmp}/other.py has no get_config(): a config file defines get_config()"),
+    ("get_config_raises", "config error: {tmp}/raises.py: get_config() raised NameError: name 'undefined' is not "
+                          "defined"),
+])
+def test_bad_command_lines_are_one_line(tmp_path, setup, message):
+    config, workdir = write_config(tmp_path / "tiny.py"), tmp_path / "run"
+    if setup == "workdir_is_a_file":
+        workdir = tmp_path / "file"
+        workdir.write_text("not a directory")
+    elif setup == "no_such_config":
+        config = str(tmp_path / "nope.py")
+    elif setup == "syntax_error":
+        config = str(tmp_path / "broken.py")
+        (tmp_path / "broken.py").write_text("from genscl_jax.config import defaults\ndef get_config():\n"
+                                            "    c = defaults.base_config(()\n    return c\n")
+    elif setup == "no_get_config":
+        config = str(tmp_path / "other.py")
+        (tmp_path / "other.py").write_text("def config():\n    return None\n")
+    elif setup == "get_config_raises":
+        config = str(tmp_path / "raises.py")
+        (tmp_path / "raises.py").write_text("def get_config():\n    return undefined\n")
+    proc = main("--config", config, "--workdir", str(workdir))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert last_line(err).startswith(message.format(tmp=tmp_path)), err[-3000:]

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_tiny_config
 from test_pretrain_step import tiny_teacher
 
-from genscl_jax import models
+from genscl_jax import data, models
 from genscl_jax.runtime import parallel
 from genscl_jax.tools import bench
 from genscl_jax.trainers import pretrain, supervised
@@ -59,7 +59,7 @@ def test_ghost_batch_norm_is_batch_norm_per_strided_group_with_the_mean_update()
 def run(config, steps=2, teacher=None, trainer_module=pretrain):
     """The states after each step and the metrics of each step."""
     kwargs = {"teacher": teacher} if teacher else {}
-    trainer = trainer_module.build_trainer(config, parallel.create_mesh(), **kwargs)
+    trainer = trainer_module.build_trainer(config, parallel.create_mesh(), data.resolve(config), **kwargs)
     state, batches, states, history = trainer.state, trainer.batches(0), [], []
     for _ in range(steps):
         state, metrics = trainer.train_step(state, next(batches))
@@ -69,14 +69,15 @@ def run(config, steps=2, teacher=None, trainer_module=pretrain):
 
 
 def assert_same_steps(a, b, atol=1e-5):
-    """Every metric and every state leaf (params, batch_stats, optimizer traces, EMA, queue) after every step."""
+    """Every metric and every state leaf (params, batch_stats, optimizer traces, EMA, queue, online probe) after
+    every step."""
     (states_a, history_a), (states_b, history_b) = a, b
     for metrics_a, metrics_b in zip(history_a, history_b):
         assert metrics_a.keys() == metrics_b.keys()
         for key in metrics_a:
             np.testing.assert_allclose(metrics_a[key], metrics_b[key], rtol=1e-5, atol=atol, err_msg=key)
     for state_a, state_b in zip(states_a, states_b):
-        for field in ("params", "batch_stats", "opt_state", "ema", "queue"):
+        for field in ("params", "batch_stats", "opt_state", "ema", "queue", "probe"):
             jax.tree_util.tree_map(
                 lambda x, y, field=field: np.testing.assert_allclose(x, y, rtol=1e-5, atol=atol, err_msg=field),
                 getattr(state_a, field), getattr(state_b, field))

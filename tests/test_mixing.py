@@ -222,3 +222,50 @@ def test_unknown_kind_raises():
         x = images if fn is mix_batch else images[:, None]
         with pytest.raises(ValueError, match="mixup_cutmix"):
             fn(jax.random.PRNGKey(0), x, class_ids, 5, kind="cut_mix")
+
+
+@pytest.mark.parametrize("kind", ["mixup", "mixup_cutmix"])
+def test_prob_zero_is_no_mixing(kind):
+    images, _ = _random_batch(seed=3)
+    views = jnp.stack([images, images[::-1]], axis=1)
+    class_ids = jnp.arange(B)
+    for seed in range(3):
+        mixed, labels = mix_views(jax.random.PRNGKey(seed), views, class_ids, B, kind=kind, prob=0.0)
+        np.testing.assert_array_equal(mixed, views)
+        np.testing.assert_array_equal(labels, jnp.stack([one_hot_labels(class_ids, B)] * 2, axis=1))
+
+
+def test_prob_one_is_the_mix_of_every_view_with_the_same_keys():
+    """prob = 1 draws no coin: view v is lam * x + (1 - lam) * partner with lam from the v-th key's first split, the
+    keys a mix without `prob` uses, so runs with mix.prob = 1 repeat earlier runs exactly."""
+    images, _ = _random_batch(seed=4)
+    views = jnp.stack([images, images[::-1]], axis=1)
+    rng = jax.random.PRNGKey(5)
+    mixed, labels = mix_views(rng, views, jnp.arange(B), B, kind="mixup", prob=1.0)
+    for v, key in enumerate(jax.random.split(rng, 2)):
+        lam = jax.random.uniform(jax.random.split(key, 3)[0], (), jnp.float32)
+        shift = partner_shift(B, v)
+        np.testing.assert_allclose(mixed[:, v], lam * views[:, v] + (1 - lam) * jnp.roll(views[:, v], -shift, 0),
+                                   rtol=1e-6)
+        expected = lam * jnp.eye(B) + (1 - lam) * jnp.roll(jnp.eye(B), -shift, 0)
+        np.testing.assert_allclose(labels[:, v], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("prob", [0.25, 0.5])
+def test_prob_is_the_fraction_of_mixed_views_each_view_its_own_coin(prob):
+    """Under jit (static shapes): a view is either mixed whole or left exactly as it was, with one-hot labels; over
+    many steps the mixed share is prob, and the two views' coins are independent."""
+    images = _constant_images()
+    views = jnp.stack([images, images], axis=1)
+    class_ids = jnp.arange(B)
+    mix = jax.jit(jax.vmap(functools.partial(mix_views, class_ids=class_ids, num_classes=B, kind="mixup", prob=prob)))
+    steps = 600
+    mixed, labels = mix(jax.random.split(jax.random.PRNGKey(0), steps), jnp.broadcast_to(views, (steps,) + views.shape))
+    untouched_images = np.all(np.asarray(mixed) == np.asarray(views)[None], axis=(1, 3, 4, 5))  # [steps, V]
+    one_hot = np.all(np.asarray(labels) == np.eye(B)[None, :, None], axis=(1, 3))  # [steps, V]
+    np.testing.assert_array_equal(untouched_images, one_hot)  # images and labels agree view by view
+    is_mixed = ~one_hot
+    tolerance = 4 * np.sqrt(prob * (1 - prob) / is_mixed.size)  # 4 binomial standard deviations
+    assert abs(is_mixed.mean() - prob) < tolerance, is_mixed.mean()
+    both = (is_mixed[:, 0] & is_mixed[:, 1]).mean()
+    assert abs(both - prob ** 2) < 4 * np.sqrt(prob ** 2 * (1 - prob ** 2) / steps), both

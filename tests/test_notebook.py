@@ -16,8 +16,8 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
                    resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}).execute()
     outputs = "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                       for out in cell.get("outputs", []))
-    assert "final loss" in outputs and "linear_eval_top1" in outputs
+    assert "final loss" in outputs and "linear_eval_top1" in outputs and "probe_top1" in outputs
     assert (tmp_path / "pretrain" / "checkpoints").is_dir()
     figures = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
                if "image/png" in out.get("data", {})]
-    assert len(figures) == 2  # the training curves and the embedding map
+    assert len(figures) == 2  # the training curves (loss, probe and kNN top-1, diagnostics) and the embedding map

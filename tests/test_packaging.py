@@ -34,6 +34,12 @@ def test_pyproject_dependencies_are_the_requirements_files():
     assert requirement_names(project["dependencies"]) == requirement_names(requirements("requirements.txt"))
 
 
+def test_safetensors_is_a_core_dependency():
+    """README's install (`pip install -e .`) is enough for `python -m genscl_jax.export --output x.safetensors`."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        assert "safetensors" in requirement_names(tomllib.load(f)["project"]["dependencies"])
+
+
 def test_a_built_wheel_holds_every_module_and_imports_outside_the_checkout(tmp_path):
     """What `pip install .` / `pip install git+URL` install: every module of the checkout, importable from
     elsewhere (here: the wheel unpacked into a folder that is the only genscl_jax on the path)."""

@@ -13,7 +13,7 @@ from test_multihost import ROOT, free_port
 
 from genscl_jax.training import checkpointing
 
-STEP_LOGGED = re.compile(r"\] \[(\d+)\] \w+=")  # clu's LoggingWriter: "... logging_writer.py:NN] [7] loss=..."
+STEP_LOGGED = re.compile(r"^\w+  step ([\d,]+)/")  # process 0's progress line: "pretrain  step 7/100,000 (0%)  ..."
 NO_PERIODIC_CHECKPOINT = 1_000_000
 
 
@@ -40,7 +40,7 @@ class Worker:
         for line in stream:
             lines.append(line)
             match = STEP_LOGGED.search(line)
-            if self.wanted_step is not None and match and int(match.group(1)) >= self.wanted_step:
+            if self.wanted_step is not None and match and int(match.group(1).replace(",", "")) >= self.wanted_step:
                 self.step_seen.set()
 
     def finish(self, timeout=240):
@@ -61,8 +61,9 @@ def run_pair(workdir, steps, sigterm_process_1_after=None):
     workers = [Worker(workdir, steps, i, port) for i in range(2)]
     try:
         if sigterm_process_1_after is not None:
-            workers[1].wanted_step = sigterm_process_1_after
-            assert workers[1].step_seen.wait(240), "".join(workers[1].err)[-4000:]
+            # Only process 0 prints progress; the processes step together.
+            workers[0].wanted_step = sigterm_process_1_after
+            assert workers[0].step_seen.wait(240), "".join(workers[0].err)[-4000:]
             assert workers[1].proc.poll() is None
             workers[1].proc.send_signal(signal.SIGTERM)  # process 0 gets no signal at all
         return [w.finish() for w in workers]

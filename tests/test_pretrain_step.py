@@ -7,7 +7,8 @@ import pytest
 
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.models import model_builder
-from genscl_jax import models
+from genscl_jax import data, models
+from genscl_jax.data import device_preprocess
 from genscl_jax.runtime import parallel
 from genscl_jax.trainers import pretrain, teachers
 from conftest import make_tiny_config
@@ -21,7 +22,7 @@ def tiny_teacher(config, num_classes=10, seed=3):
 
 
 def run_steps(config, num_steps, teacher=None):
-    trainer = pretrain.build_trainer(config, parallel.create_mesh(), teacher=teacher)
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config), teacher=teacher)
     state, history = trainer.state, []
     batches = trainer.batches(0)
     for _ in range(num_steps):
@@ -39,16 +40,20 @@ def test_loss_falls_on_a_learnable_task():
 
 
 def test_step_without_key_encoder_computes_the_paper_loss():
-    """Recompute one step by hand: same mixing keys, same forward, loss over all 2N views."""
+    """Recompute one step by hand: the uint8 views normalised, same mixing keys, same forward, loss over all 2N
+    views."""
     config = make_tiny_config(**{"mix.kind": "mixup"})
-    trainer = pretrain.build_trainer(config, parallel.create_mesh())
+    source = data.resolve(config)
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), source)
     state0 = jax.device_get(trainer.state)
     batch = next(trainer.batches(0))
+    assert batch["image"].dtype == jnp.uint8
     _, metrics = trainer.train_step(trainer.state, batch)
 
     model = model_builder.build_contrastive_model(config)
     _, mix_key = jax.random.split(jax.random.fold_in(state0.rng, 0))
-    views, labels = mixing.mix_views(mix_key, batch["image"], batch["label"], 10, kind="mixup", alpha=1.0)
+    images = device_preprocess.normalize(batch["image"], source.eval_preprocessing())
+    views, labels = mixing.mix_views(mix_key, images, batch["label"], 10, kind="mixup", alpha=1.0)
     out, _ = model.apply({"params": state0.params, "batch_stats": state0.batch_stats},
                          views.reshape((-1,) + views.shape[2:]), train=True, mutable=["batch_stats"])
     expected = losses.generalized_supcon_loss(out["projection"], labels.reshape(-1, 10))
@@ -91,7 +96,7 @@ def test_first_moco_step_has_the_in_batch_loss(loss_block_size):
 
 def test_ema_follows_the_formula_for_one_step():
     config = make_tiny_config(**{"moco.enabled": True, "moco.momentum": 0.75})
-    trainer = pretrain.build_trainer(config, parallel.create_mesh())
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
     before = jax.device_get(trainer.state)
     state, _ = trainer.train_step(trainer.state, next(trainer.batches(0)))
     after = jax.device_get(state)
@@ -137,3 +142,12 @@ def test_blocked_loss_gives_the_same_step():
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
                            dense_state.params, block_state.params)
+
+
+def test_mix_prob_reaches_the_compiled_step():
+    """config.mix.prob goes through the settings into the step: with prob 0 a mixup run trains on unmixed views."""
+    unmixed = [h["loss"] for h in run_steps(make_tiny_config(), 2)[2]]
+    never = [h["loss"] for h in run_steps(make_tiny_config(**{"mix.kind": "mixup", "mix.prob": 0.0}), 2)[2]]
+    always = [h["loss"] for h in run_steps(make_tiny_config(**{"mix.kind": "mixup"}), 2)[2]]
+    np.testing.assert_array_equal(never, unmixed)
+    assert not np.allclose(always, unmixed)

@@ -1,5 +1,6 @@
 """The evidence study (genscl_jax.tools.study) end to end at toy scale: every method runs, results.json records an argv
-that reproduces its run, a rerun skips finished runs and resumes an unfinished one, KD's teacher is the CE run."""
+that reproduces its run, a rerun skips finished runs and resumes an unfinished one, KD's teachers are the same-seed CE
+run and the shared strong teacher, a re-probe reads its method's encoder."""
 
 import json
 import os
@@ -12,7 +13,9 @@ from genscl_jax.tools import study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = "configs/study_fashion_mnist.py:tiny"  # synthetic data, 2 steps per run, one seed
-METHODS = {"ce", "supcon", "genscl_mix", "genscl_mix_kd"}
+METHODS = {"ce", "supcon", "genscl_mix", "genscl_mix_kd", "genscl_kd_strong", "genscl_mix_kd_strong", "genscl_mix_half",
+           "supcon_bn_recalibrated", "genscl_mix_bn_recalibrated"}
+REPROBES = {"supcon_bn_recalibrated": "supcon", "genscl_mix_bn_recalibrated": "genscl_mix"}
 
 
 def test_the_recipe_loads_from_any_working_directory(tmp_path):
@@ -26,24 +29,42 @@ def test_the_recipe_loads_from_any_working_directory(tmp_path):
     assert int(probe.stdout.split()[-1]) > 0
 
 
-def test_plan_orders_ce_first_and_points_kd_and_the_probe_at_its_workdir(monkeypatch):
+def test_plan_orders_ce_first_and_points_kd_and_the_probes_at_their_workdirs(monkeypatch):
     monkeypatch.chdir(ROOT)
     runs = study.plan("configs/study_fashion_mnist.py", "w")
-    main = [r for r in runs if r.phase == "main"]
-    assert len(main) == 3 * 5 and {r.seed for r in main} == {0, 1, 2}
+    teacher, main = runs[0], [r for r in runs if r.phase == "main"]
+    # The strong teacher runs first, once for every seed, with 8x the steps.
+    assert (teacher.phase, teacher.workdir) == ("teacher", os.path.join("w", "teacher"))
+    assert "--config.mode=supervised" in teacher.argv and "--config.num_train_steps=3200" in teacher.argv
+    assert len(main) == 3 * 10 and {r.seed for r in main} == {0, 1, 2} and len(runs) == 1 + 3 * 10
     for seed in (0, 1, 2):
         ce_workdir = os.path.join("w", "ce", f"seed{seed}")
         order = [(r.method, r.probe) for r in main if r.seed == seed]
         assert order[:2] == [("ce", False), ("ce", True)], order
         by_method = {(r.method, r.probe): r for r in main if r.seed == seed}
         assert f"--config.kd.teacher={ce_workdir}" in by_method["genscl_mix_kd", False].argv
+        for method in ("genscl_kd_strong", "genscl_mix_kd_strong"):
+            assert f"--config.kd.teacher={teacher.workdir}" in by_method[method, False].argv
+        assert "mix.kind" not in " ".join(by_method["genscl_kd_strong", False].argv)
+        assert "--config.mix.prob=0.5" in by_method["genscl_mix_half", False].argv
         assert f"--config.linear_eval.pretrained_workdir={ce_workdir}" in by_method["ce", True].argv
         assert "--config.mix.kind=mixup_cutmix" in by_method["genscl_mix", False].argv
-        assert not any("mix.kind" in a or "kd." in a for a in by_method["supcon", False].argv)
-    longer = [r for r in runs if r.phase == "longer"]
+        assert not any("mix." in a or "kd." in a for a in by_method["supcon", False].argv)
+        for reprobe, of in REPROBES.items():
+            run = by_method[reprobe, False]
+            assert run.probe_of is by_method[of, False] and order.index((of, False)) < order.index((reprobe, False))
+            encoder = os.path.join("w", of, f"seed{seed}", "pretrain")
+            assert {"--config.mode=linear_eval", f"--config.linear_eval.pretrained_workdir={encoder}",
+                    "--config.linear_eval.recalibrate_batch_stats=200"} <= set(run.argv)
+    assert len({r.workdir for r in runs}) == len(runs)
+
+
+def test_the_longer_budget_check_is_the_recipes_longer_variant(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert not [r for r in study.plan("configs/study_fashion_mnist.py", "w") if r.phase == "longer"]
+    longer = [r for r in study.plan("configs/study_fashion_mnist.py:longer", "w") if r.phase == "longer"]
     assert {(r.method, r.argv[-2]) for r in longer} == {
         (method, f"--config.num_train_steps={steps}") for method in ("supcon", "genscl_mix") for steps in (800, 1600)}
-    assert len({r.workdir for r in runs}) == len(runs)
 
 
 def test_a_recipe_without_a_method_table_is_one_line(tmp_path, capsys):
@@ -66,17 +87,30 @@ def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch,
     args = ["--config", RECIPE, "--workdir", str(runs_dir), "--results", str(results), "--no_longer"]
     study.main(args)
     records = json.loads((results / "results.json").read_text())
-    assert {r["method"] for r in records} == METHODS and len(records) == 4
+    teacher = [r for r in records if r["phase"] == "teacher"]
+    records = [r for r in records if r["phase"] == "main"]
+    assert {r["method"] for r in records} == METHODS and len(records) == len(METHODS)
     for record in records:
         assert {"method", "seed", "argv", "top1", "top1_best"} <= set(record)
         assert 0.0 <= record["top1"] <= record["top1_best"] <= 1.0
-        assert record["argv"][:2] == ["--config", RECIPE]
+        assert record["argv"][:2] == ["--config", RECIPE] and record["pretrain_steps"] == 2
     by_method = {r["method"]: r for r in records}
     ce_workdir = str(runs_dir / "ce" / "seed0")
     assert f"--config.kd.teacher={ce_workdir}" in by_method["genscl_mix_kd"]["argv"]
     assert "classifier_top1" in by_method["ce"] and by_method["ce"]["train_workdir"] == ce_workdir
+    # The shared teacher: 8x the steps, its own top-1 reported beside the table; both strong-KD rows read it.
+    (teacher,) = teacher
+    assert teacher["pretrain_steps"] == 16 and 0.0 <= teacher["classifier_top1"] <= 1.0
+    for method in ("genscl_kd_strong", "genscl_mix_kd_strong"):
+        assert f"--config.kd.teacher={runs_dir / 'teacher'}" in by_method[method]["argv"]
+    # A re-probe reads its method's encoder after recomputing the BatchNorm statistics.
+    for reprobe, of in REPROBES.items():
+        assert by_method[reprobe]["probe_of"] == of
+        log = (runs_dir / reprobe / "seed0" / "log.txt").read_text()
+        assert "BatchNorm statistics on 2 clean training batches" in log
     assert (results / "results.png").stat().st_size > 0
-    assert "GenSCL + Mixup/CutMix" in (results / "results.md").read_text()
+    report = (results / "results.md").read_text()
+    assert "GenSCL + Mixup/CutMix" in report and "Strong teacher" in report and "16 steps" in report
 
     # The recorded argv alone reproduces the run's top-1.
     supcon = by_method["supcon"]
@@ -92,7 +126,7 @@ def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch,
     capsys.readouterr()
     study.main(args)
     printed = capsys.readouterr().out
-    assert printed.count("finished before, skipped") == 4, printed
+    assert printed.count("finished before, skipped") == 10, printed  # all 11 runs but the one without a summary
     assert _summary_mtimes(runs_dir) == before | {str(unfinished): _summary_mtimes(runs_dir)[str(unfinished)]}
     assert "resumed from step 2" in (unfinished / "log.txt").read_text()
     rerun = {r["method"]: r for r in json.loads((results / "results.json").read_text())}

@@ -125,7 +125,8 @@ def test_teacher_from_a_supervised_run_end_to_end(tmp_path):
     summary = runner.run(config, student_dir)
     assert np.isfinite(summary["final_metrics"]["loss_teacher"])
 
-    # The student's checkpoint is the student's state only: the teacher (the one network with "fc") is absent.
+    # The student's checkpoint is the student's state only: the teacher (the one network with "fc", beside the
+    # student's online probe) is absent.
     manager = ocp.CheckpointManager(os.path.abspath(checkpointing.checkpoint_dir(student_dir)),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     saved = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
@@ -133,7 +134,7 @@ def test_teacher_from_a_supervised_run_end_to_end(tmp_path):
     assert set(saved) <= {f.name for f in TrainState.__dataclass_fields__.values()}
     assert set(saved["params"]) == {"encoder", "head"}
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(saved)[0]]
-    assert not [p for p in paths if "fc" in p or "teacher" in p]
+    assert not [p for p in paths if ("fc" in p and "probe" not in p) or "teacher" in p]
 
 
 def fake_teacher_workdir(workdir, recorded_config, variables):
@@ -167,7 +168,7 @@ def test_a_teacher_for_other_classes_is_refused_naming_both(tmp_path):
 
 
 @pytest.mark.parametrize("recorded, message", [
-    (None, r"no config.json or summary.json, so its architecture is unknown: rerun its command once"),
+    (None, r"not a genscl_jax workdir \(no config.json or summary.json\), so its architecture is unknown"),
     (make_tiny_config(mode="pretrain"), r"a pretrain run has no classifier; a teacher is the workdir of a "
                                         r"supervised run"),
 ])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import make_tiny_config
 
-from genscl_jax import runner
+from genscl_jax import data, runner
 from genscl_jax.runtime import parallel
 from genscl_jax.trainers import pretrain
 from genscl_jax.training import checkpointing, train_loop
@@ -26,7 +26,7 @@ def assert_trees_equal(a, b):
 
 
 def loop(config, workdir, batches=None):
-    trainer = pretrain.build_trainer(config, parallel.create_mesh())
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
     if batches is not None:
         trainer.batches = batches(trainer.batches)
     return train_loop.run(trainer, str(workdir), checkpoint_every_steps=config.checkpoint_every_steps,
@@ -122,7 +122,7 @@ def test_resume_restores_the_last_metrics_and_the_eval_state(tmp_path):
     resumed_with = []
 
     def trainer_with_eval():
-        trainer = pretrain.build_trainer(config, parallel.create_mesh())
+        trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
         trainer.periodic_eval = lambda state, step: {"best_so_far": float(10 * step)}
         trainer.eval_every_steps = 2
         trainer.resume_eval = resumed_with.append
@@ -211,3 +211,37 @@ def test_runner_writes_the_summary(tmp_path):
     assert written["config"]["moco"]["queue_size"] == 32
     # TensorBoard event files are written next to it.
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+
+
+def test_ctrl_c_is_a_stop_request_a_second_one_stops_at_once_and_handlers_come_back():
+    from genscl_jax.runtime import preemption
+
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also in a background job
+    preemption.listen()
+    try:
+        with preemption.StopAgreement() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.should_stop(0) and preemption.was_interrupted()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        with preemption.StopAgreement() as stop:  # the next loop: the answered Ctrl-C is forgotten
+            assert not stop.should_stop(0) and not preemption.was_interrupted()
+    finally:
+        preemption.stop_listening()
+        restored = signal.signal(signal.SIGINT, outer)
+    assert restored is signal.default_int_handler  # a notebook's Ctrl-C interrupts again
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    """nohup and a script's background jobs start a run with SIGINT ignored: it must not start to stop the run."""
+    from genscl_jax.runtime import preemption
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        preemption.listen()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with preemption.StopAgreement():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        preemption.stop_listening()
+    finally:
+        signal.signal(signal.SIGINT, previous)

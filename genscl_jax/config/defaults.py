@@ -9,6 +9,12 @@ from __future__ import annotations
 import ml_collections
 
 MODES = ("pretrain", "linear_eval", "supervised", "pretrain_and_eval")  # runner.run dispatches on these
+# What a rerun of a workdir that has checkpoints may change: how long it trains, how often it logs, checkpoints
+# and evaluates, and where it reads its data. Any other key changes what the checkpoints hold or how they were
+# trained, so a rerun with another value stops and asks for a new workdir (validation.rerun_changes).
+RERUN_MAY_CHANGE = ("num_train_steps", "num_epochs", "linear_eval.num_epochs", "log_every_steps",
+                    "checkpoint_every_steps", "keep_checkpoints", "preemption_check_every_steps", "eval_batch_size",
+                    "eval_every_steps", "knn.*", "data_dir", "cpu_convolutions")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -34,7 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.image_size = 32
     c.channels = 0  # 0 -> the dataset's own channel count
     c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none
-    c.device_color_augment = False  # colour jitter/grayscale on the accelerator; the host only crops and flips
+    # simclr's colour jitter, grayscale and blur in the compiled step (every training mode); the host only decodes,
+    # crops and flips, half its CPU per ImageNet image (BENCHMARKS.md section 7)
+    c.device_color_augment = False
     c.num_views = 2
 
     # Model.
@@ -85,6 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mix = ml_collections.ConfigDict()
     c.mix.kind = "none"  # one of: none | mixup | cutmix | mixup_cutmix
     c.mix.alpha = 1.0
+    c.mix.prob = 1.0  # the chance that a view (a batch of one view per image) is mixed at all; 1: always (paper)
 
     # Knowledge distillation: alpha 0 = off, inf = teacher labels only.
     c.kd = ml_collections.ConfigDict()
@@ -117,12 +126,27 @@ def base_config() -> ml_collections.ConfigDict:
     c.linear_eval.decay_factor = 0.2
     c.linear_eval.augment = "crop_flip"  # one of: simclr | autoaugment | randaugment | crop_flip | none
     c.linear_eval.precompute_features = False
-    # Weighted kNN monitor on backbone features (every_steps 0 = off).
+    # > 0: before features are extracted, the frozen encoder's BatchNorm running statistics are recomputed on this
+    # many un-augmented training batches (batch_size images each, train mode, no gradient): the statistics it
+    # trained with come from augmented (and maybe mixed) views, the features are taken of clean images. 0: off.
+    c.linear_eval.recalibrate_batch_stats = 0
+    # Watching pretraining (README "Watching a run"). Every eval_every_steps (below) and at the end: the kNN vote's
+    # test top-1 on the encoder's features, against a bank of the first knn.max_train_examples training examples
+    # (0: the whole training split), and the online probe's test top-1.
     c.knn = ml_collections.ConfigDict()
-    c.knn.every_steps = 0
+    c.knn.enabled = True
     c.knn.k = 200
     c.knn.temperature = 0.1
     c.knn.max_train_examples = 0
+    # A linear classifier trained in the pretraining step on the detached pooled features (constant learning rate).
+    c.online_probe = ml_collections.ConfigDict()
+    c.online_probe.enabled = True
+    c.online_probe.optimizer = "adamw"  # one of: sgd | lars | adamw
+    c.online_probe.learning_rate = 1e-3
+    c.online_probe.momentum = 0.9  # sgd and lars
+    c.online_probe.weight_decay = 0.0
+    # The GenSCL diagnostics among the step's metrics (positive mass, target entropy, alignment, uniformity, ...).
+    c.diagnostics = True
     # Supervised cross-entropy training.
     c.label_smoothing = 0.0
 
@@ -138,5 +162,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.log_every_steps = 50
     c.eval_batch_size = 512
-    c.eval_every_steps = 0  # supervised mode: test accuracy every N steps (0 = at the end only)
+    # Pretraining: kNN and the online probe; supervised: test accuracy. Every N steps and at the end (0: the end only).
+    c.eval_every_steps = 1000
     return c

@@ -3,6 +3,7 @@ tiny config, and how a recipe folder becomes importable."""
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 from typing import Any
@@ -16,6 +17,44 @@ def make_recipe_importable(recipe_path: str) -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(recipe_path.split(":", 1)[0])))
     if root not in sys.path:
         sys.path.insert(0, root)
+
+
+def recipe_file_problem(recipe: str) -> str | None:
+    """Why `--config recipe` ("path.py" or "path.py:ARG") cannot load, as one line naming the file (and the line of
+    a syntax error); None when it can. Read without running the file, before absl imports it."""
+    path = recipe.split(":", 1)[0]
+    if "://" in path:
+        return None  # ml_collections reads URLs itself
+    if not os.path.exists(path):
+        return f"--config {path}: no such file (the recipes are in configs/, e.g. configs/quickstart.py)"
+    if os.path.isdir(path):
+        return f"--config {path} is a directory: give a config file, e.g. configs/quickstart.py"
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except SyntaxError as e:
+        where = f" ({e.text.strip()})" if e.text and e.text.strip() else ""
+        return f"{path}:{e.lineno}: {e.msg}{where}"
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"--config {path} cannot be read: {e}"
+    if "get_config" not in _top_level_names(tree):
+        return (f"{path} has no get_config(): a config file defines get_config() (or get_config(arg)) returning a "
+                "ml_collections.ConfigDict, e.g. configs/quickstart.py")
+    return None
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level: functions, assignments and imports."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
 
 
 def parse_arg(arg: str, **spec: Any) -> ml_collections.ConfigDict:
@@ -48,6 +87,27 @@ def _parse_value(name: str, text: str, kind: type) -> Any:
         return kind(text)
     except ValueError:
         raise ValueError(f"config argument {name}={text!r}: expected {kind.__name__}") from None
+
+
+# The one tiny network: a ResNet-10 at 1/16 width with the CIFAR stem and a 16-8 head, ~20k parameters, whose
+# steps compile and run in seconds on a CPU. The tests, the `:tiny` recipe variants and the bench's --quick use it.
+TINY_NETWORK = {"model": "resnet10", "width_multiplier": 0.0625, "stem": "cifar", "head.hidden_dim": 16,
+                "head.output_dim": 8}
+
+
+def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The tiny config: TINY_NETWORK on 8 px synthetic data, batch 8, 4 steps, a checkpoint every 2 steps and
+    a log line every step, tiny evaluation batches. Everything else (loss, mixing, MoCo, mode) stays."""
+    sizes = {**TINY_NETWORK, "dataset": "synthetic", "image_size": 8, "batch_size": 8, "num_train_steps": 4,
+             "checkpoint_every_steps": 2, "log_every_steps": 1, "eval_batch_size": 64, "moco.queue_size": 32,
+             "linear_eval.batch_size": 64, "linear_eval.num_epochs": 1}
+    for key, value in sizes.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
 
 
 def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -5,7 +5,9 @@ Every failure is one `ConfigError` line that names the key, what it got and what
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 from typing import Any
 
 from genscl_jax import models
@@ -33,13 +35,64 @@ CHOICES = {
     "kd.teacher_model": models.MODEL_NAMES,
     "kd.teacher_stem": model_builder.STEMS,
     "kd.teacher_dtype": model_builder.DTYPES,
+    "online_probe.optimizer": optimizers.OPTIMIZERS,
     "remat": models.REMAT,
 }
-# Checked only when that feature is on (a teacher's architecture is irrelevant without a teacher).
-_CONDITIONAL = {"kd.teacher_model": lambda c: c.kd.alpha > 0, "kd.teacher_stem": lambda c: c.kd.alpha > 0,
-                "kd.teacher_dtype": lambda c: c.kd.alpha > 0}
 # Values accepted besides the listed ones, and how the error message names them.
 _OPEN_CHOICES = {"dataset": (registry.is_tfds_name, "tfds:NAME (any tfds dataset)")}
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take: low and high bounds (None: unbounded), each inclusive or not."""
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def contains(self, value: float) -> bool:
+        if value != value:  # NaN is in no range
+            return False
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+            return False
+        return self.high is None or value < self.high or (value == self.high and self.high_inclusive)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>=' if self.low_inclusive else '>'} {self.low}"
+        return f"in {'[' if self.low_inclusive else '('}{self.low}, {self.high}{']' if self.high_inclusive else ')'}"
+
+
+POSITIVE, NON_NEGATIVE = Range(0, low_inclusive=False), Range(0)
+FRACTION, BELOW_ONE = Range(0, 1), Range(0, 1, high_inclusive=False)
+# Every numeric key and the values it may take (tests/test_bad_inputs.py walks them all, and checks that no numeric
+# key of defaults.base_config() is missing here).
+RANGES = {
+    "image_size": POSITIVE, "channels": NON_NEGATIVE, "num_views": POSITIVE,
+    "width_multiplier": POSITIVE, "head.hidden_dim": NON_NEGATIVE, "head.output_dim": POSITIVE,
+    "batch_size": POSITIVE, "num_epochs": NON_NEGATIVE, "num_train_steps": NON_NEGATIVE,
+    "learning_rate": POSITIVE, "momentum": BELOW_ONE, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
+    "warmup_start_lr": NON_NEGATIVE, "min_lr_factor": FRACTION, "grad_clip_norm": NON_NEGATIVE,
+    "temperature": POSITIVE, "base_temperature": POSITIVE, "loss_block_size": NON_NEGATIVE,
+    "micro_batch_size": NON_NEGATIVE, "bn_group_size": NON_NEGATIVE,
+    "mix.alpha": POSITIVE, "mix.prob": FRACTION,
+    "kd.alpha": NON_NEGATIVE, "kd.temperature": POSITIVE, "kd.teacher_width_multiplier": POSITIVE,
+    "moco.queue_size": POSITIVE, "moco.momentum": FRACTION,
+    "linear_eval.batch_size": POSITIVE, "linear_eval.num_epochs": POSITIVE, "linear_eval.learning_rate": POSITIVE,
+    "linear_eval.momentum": BELOW_ONE, "linear_eval.weight_decay": NON_NEGATIVE,
+    "linear_eval.warmup_epochs": NON_NEGATIVE, "linear_eval.decay_factor": Range(0, 1, low_inclusive=False),
+    "linear_eval.recalibrate_batch_stats": NON_NEGATIVE,
+    "online_probe.learning_rate": POSITIVE, "online_probe.momentum": BELOW_ONE,
+    "online_probe.weight_decay": NON_NEGATIVE,
+    "knn.k": POSITIVE, "knn.temperature": POSITIVE,
+    "knn.max_train_examples": NON_NEGATIVE,
+    "label_smoothing": BELOW_ONE,
+    "seed": NON_NEGATIVE,  # numpy's generators, which shuffle stored features, take no negative seed
+    "checkpoint_every_steps": POSITIVE, "preemption_check_every_steps": POSITIVE, "keep_checkpoints": POSITIVE,
+    "log_every_steps": POSITIVE, "eval_batch_size": POSITIVE, "eval_every_steps": NON_NEGATIVE,
+}
 
 
 class ConfigError(ValueError):
@@ -57,11 +110,23 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return items
 
 
+# Keys that were replaced, and by what: their error says where the setting went.
+_MOVED = {"knn.every_steps": "config.eval_every_steps (one schedule for the kNN and the online probe; "
+                             "config.knn.enabled switches the kNN)"}
+
+
+def keys_named(leaf: str) -> list[str]:
+    """The dotted keys whose last part is `leaf` ("alpha" -> ["mix.alpha", "kd.alpha"])."""
+    return [k for k in _flatten(defaults.base_config()) if k.rsplit(".", 1)[-1] == leaf]
+
+
 def unknown_key_error(name: str) -> ConfigError | None:
     """None if `name` ("linear_eval.batch_size") is a config key, else the one-line error, with the closest keys."""
     known = list(_flatten(defaults.base_config()))
     if name in known:
         return None
+    if name in _MOVED:
+        return ConfigError(f"config.{name}: no longer a key; use {_MOVED[name]}")
     leaf = name.rsplit(".", 1)[-1]
     # The right key under another parent, else the closest spelling.
     close = [k for k in known if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(name, known, n=1,
@@ -90,26 +155,24 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"config.{name}={value!r}: unknown value; allowed: {', '.join(names)}")
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"config.{name}={value!r}: must be {bound}")
+def _check_ranges(flat: dict[str, Any]) -> None:
+    for name, allowed in RANGES.items():
+        value = flat[name]
+        if not allowed.contains(value):
+            raise ConfigError(f"config.{name}={value!r}: must be {allowed}")
 
 
 def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     """Raises ConfigError on the first problem found. Reads nothing and compiles nothing."""
+    if not hasattr(config, "items"):
+        raise ConfigError(f"the config file's get_config() returned {type(config).__name__}, not a "
+                          "ml_collections.ConfigDict: start from genscl_jax.config.defaults.base_config()")
     _check_keys_and_types(config)
     flat = _flatten(config)
     for name, allowed in CHOICES.items():
-        if name not in _CONDITIONAL or _CONDITIONAL[name](config):
-            _choice(name, flat[name], allowed)
-    for name in ("batch_size", "image_size", "learning_rate", "temperature", "base_temperature", "num_views",
-                 "width_multiplier", "log_every_steps", "checkpoint_every_steps", "eval_batch_size",
-                 "preemption_check_every_steps"):
-        _positive(name, config[name])
-    for name in ("num_train_steps", "weight_decay", "warmup_epochs", "num_epochs", "loss_block_size",
-                 "micro_batch_size", "bn_group_size"):
-        _positive(name, config[name], allow_zero=True)
+        _choice(name, flat[name], allowed)
+    _check_ranges(flat)
+    _check_decay_epochs(config.linear_eval.decay_epochs)
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
     _check_batch(config, num_devices, num_processes)
@@ -130,8 +193,6 @@ def _check_batch(config: Any, num_devices: int, num_processes: int) -> None:
     if config.batch_size % num_processes:
         raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the {num_processes} "
                           "processes")
-    if config.num_views < 1:
-        raise ConfigError(f"config.num_views={config.num_views}: must be >= 1")
 
 
 # The modes whose training step runs the encoder in micro-batches and BatchNorm groups (linear evaluation trains a
@@ -191,9 +252,13 @@ def _check_data(config: Any) -> None:
                           f"{fixed.info.channels} values")
 
 
+def _check_decay_epochs(epochs: tuple) -> None:
+    if any(isinstance(e, bool) or not isinstance(e, (int, float)) or e < 0 for e in epochs):
+        raise ConfigError(f"config.linear_eval.decay_epochs={tuple(epochs)}: give epoch numbers >= 0, e.g. "
+                          "(60, 75, 90)")
+
+
 def _check_kd(config: Any) -> None:
-    _positive("kd.alpha", config.kd.alpha, allow_zero=True)
-    _positive("kd.temperature", config.kd.temperature)
     if config.kd.alpha > 0 and not config.kd.teacher:
         raise ConfigError("config.kd.alpha > 0 but config.kd.teacher is empty: give a teacher (a workdir of a "
                           "supervised run, or a .pth/.safetensors file) or set config.kd.alpha=0")
@@ -202,10 +267,8 @@ def _check_kd(config: Any) -> None:
 def _check_moco(config: Any) -> None:
     if not config.moco.enabled:
         return
-    if not 0.0 <= config.moco.momentum <= 1.0:
-        raise ConfigError(f"config.moco.momentum={config.moco.momentum}: must be in [0, 1]")
     queue, batch = config.moco.queue_size, config.batch_size
-    if queue <= 0 or queue % batch:
+    if queue % batch:
         raise ConfigError(f"config.moco.queue_size={queue} is not a positive multiple of the global batch "
                           f"{batch}; use e.g. {max(1, round(queue / batch)) * batch}")
     keys_per_step = config.num_views * batch
@@ -215,7 +278,40 @@ def _check_moco(config: Any) -> None:
 
 
 def _check_knn(config: Any) -> None:
-    for name in ("every_steps", "max_train_examples"):
-        _positive(f"knn.{name}", config.knn[name], allow_zero=True)
-    _positive("knn.k", config.knn.k)
-    _positive("knn.temperature", config.knn.temperature)
+    if config.knn.enabled and config.knn.max_train_examples and config.dataset == registry.IMAGE_FOLDER:
+        raise ConfigError(f"config.knn.max_train_examples={config.knn.max_train_examples}: an image folder's "
+                          "training split is read class by class, so a bounded kNN bank would hold only its first "
+                          "classes; use 0 (the whole split) or config.knn.enabled=False")
+
+
+def rerun_changes(recorded: Any, config: Any) -> dict[str, tuple[Any, Any]]:
+    """{key: (recorded, new)} for every key in which `config` differs from the config a workdir's checkpoints were
+    trained with (its config.json), when all of them are keys a rerun may change (defaults.RERUN_MAY_CHANGE);
+    ConfigError naming the others, with both values, when not."""
+    old, new = _flatten(_as_json(recorded)), _flatten(_as_json(config))
+    changed = {k: (old[k], new[k]) for k in sorted(set(old) & set(new)) if old[k] != new[k]}
+    refused = {k: v for k, v in changed.items() if not _may_change(k, recorded, config)}
+    if refused:
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in refused.items())
+        raise ConfigError(f"this workdir's checkpoints were trained with another config: {listed} (its config.json); "
+                          "these keys change what is trained, so use a new --workdir (or rerun with the recorded "
+                          "values)")
+    return changed
+
+
+def _as_json(config: Any) -> dict[str, Any]:
+    """The config as config.json records it (tuples as lists, other values as their text), for comparing."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+def _may_change(key: str, recorded: Any, config: Any) -> bool:
+    """A key a rerun may change: run length, logging, checkpointing, evaluation and where the data is; or a
+    setting of a feature that is off in both runs (a teacher with kd.alpha 0, the queue without MoCo, linear
+    evaluation in a mode that has none)."""
+    if any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in defaults.RERUN_MAY_CHANGE):
+        return True
+    group = key.split(".", 1)[0]
+    unused_in = {"kd": lambda c: not c.kd.alpha, "moco": lambda c: not c.moco.enabled,
+                 "linear_eval": lambda c: c.mode not in ("linear_eval", "pretrain_and_eval")}
+    return group in unused_in and all(unused_in[group](c) for c in (recorded, config))

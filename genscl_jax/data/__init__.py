@@ -1,8 +1,9 @@
-"""The trainers' one door to data: a dataset's facts, and global batches on the mesh.
+"""The trainers' one door to data: config.dataset resolved once into a DataSource (its facts, steps, batches).
 
 Which dataset exists and how it is read is in `registry`; an image folder's and a tfds:NAME dataset's entry is made
-here from the data (`dataset_entry`). Importing this package imports no TensorFlow: the synthetic reader is JAX
-only, and the modules that import TensorFlow and tfds (`tf_pipeline` and `augment`, `tf_stats`, `tfds_by_name`) are
+here from the data (`resolve`). Importing this package imports no TensorFlow: the synthetic reader is JAX
+only, and the modules that import TensorFlow and tfds (`tf_pipeline` and `augment`, `tfds_builders`, `tf_stats`,
+`tfds_by_name`) are
 imported inside the functions that read such a dataset, and nowhere else. Facts of a built-in dataset never need
 them; an image folder's need them only the first time, to measure its statistics.
 
@@ -18,13 +19,13 @@ from typing import Any, Iterator
 import jax
 from jax.sharding import Mesh
 
-from genscl_jax.data import image_folder, registry, stats, synthetic
+from genscl_jax.data import device_preprocess, image_folder, registry, stats, synthetic
 from genscl_jax.data.registry import DataError as DataError  # What runner turns into the one-line `error: ...`.
-from genscl_jax.data.registry import DatasetInfo
+from genscl_jax.data.registry import DatasetInfo as DatasetInfo
 from genscl_jax.runtime import parallel
 
 
-def dataset_entry(config: Any) -> registry.Dataset:
+def _dataset_entry(config: Any) -> registry.Dataset:
     """config.dataset's registry entry; for image_folder and tfds:NAME one made from the data, once per process.
 
     config.data_mean / config.data_std, when given, replace the statistics (and, for those two, set the channels).
@@ -70,13 +71,93 @@ def _tfds_entry(name: str, data_dir: str | None, train_split: str, test_split: s
     return tfds_by_name.entry(name, data_dir, train_split=train_split, test_split=test_split, mean=mean, std=std)
 
 
-def data_spec(config: Any) -> DatasetInfo:
-    """The DatasetInfo of config.dataset as read with config.channels channels (0: the dataset's own)."""
-    return dataset_entry(config).info.with_channels(config.channels)
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """config.dataset resolved once: its facts (`info`, with the run's channel count) and its batches.
+
+    runner makes it (`prepare`, or `resolve` where the data is known to be readable) and passes it down; nothing
+    below looks the dataset up again in the config.
+    """
+
+    entry: registry.Dataset
+    info: DatasetInfo
+    data_dir: str | None
+    image_size: int
+    seed: int  # data randomness (shuffles, augmentations, the synthetic task) is keyed by it
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(self.info.num_train // batch_size, 1)
+
+    def train_preprocessing(self, augment: str, device_color_augment: bool = False) -> device_preprocess.Preprocessing:
+        """What a training step must do to `train_batches(augment=..., device_color_augment=...)`'s views (its
+        normalisation statistics, and simclr's colour augmentation and blur when they run on the device)."""
+        return device_preprocess.for_training(self.entry, self.info, policy=augment, image_size=self.image_size,
+                                              device_color_augment=device_color_augment)
+
+    def eval_preprocessing(self) -> device_preprocess.Preprocessing:
+        """What a step must do to `eval_batches`' images: normalise them with the dataset's statistics."""
+        return device_preprocess.Preprocessing.of(self.info)
+
+    def train_batches(self, mesh: Mesh, *, start_step: int, batch_size: int, augment: str, num_views: int,
+                      device_color_augment: bool = False) -> Iterator[dict[str, jax.Array]]:
+        """Global training batches {"image": uint8 [B, V, H, W, C], "label": [B]} from `start_step` on.
+
+        The step finishes them with `train_preprocessing(augment, device_color_augment)` (device_preprocess.
+        train_views); device_color_augment: the host only crops and flips simclr's views.
+        """
+        if self.entry.reader == "synthetic":
+            yield from synthetic.train_iterator(
+                self.seed, start_step, batch_size=batch_size, image_size=self.image_size,
+                num_classes=self.info.num_classes, channels=self.info.channels, num_views=num_views,
+                sharding=parallel.batch_sharded(mesh))
+            return
+        from genscl_jax.data import tf_pipeline  # The TensorFlow boundary: only here and in eval_batches.
+
+        local = tf_pipeline.create_train_iterator(
+            dataset=self.entry, data_dir=self.data_dir, global_batch_size=batch_size, image_size=self.image_size,
+            policy=augment, num_views=num_views, seed=self.seed, start_step=start_step,
+            device_color_augment=self.train_preprocessing(augment, device_color_augment).color_augment,
+            channels=self.info.channels)
+        for batch in local:
+            yield parallel.global_batch_from_local(batch, mesh)
+
+    def eval_examples(self, split: str = "test") -> int:
+        """How many examples one pass of eval_batches(split=split) holds (its padding not counted)."""
+        if self.entry.reader == "synthetic":
+            return synthetic.EVAL_EXAMPLES
+        return self.info.num_train if split == "train" else self.info.num_test
+
+    def eval_batches(self, mesh: Mesh, *, batch_size: int, split: str = "test") -> Iterator[dict[str, jax.Array]]:
+        """One pass over an evaluation split, {"image": uint8 [B, H, W, C], "label", "mask"}; padding has mask False.
+
+        A step normalises the images with `eval_preprocessing()` (device_preprocess.normalize)."""
+        if self.entry.reader == "synthetic":
+            # Its own seeds per split, so the "train" and "test" examples differ.
+            seed = self.seed + (1_000_003 if split == "test" else 2_000_003)
+            yield from synthetic.eval_batches(
+                seed, num_examples=synthetic.EVAL_EXAMPLES, batch_size=batch_size, image_size=self.image_size,
+                num_classes=self.info.num_classes, channels=self.info.channels,
+                sharding=parallel.batch_sharded(mesh))
+            return
+        from genscl_jax.data import tf_pipeline  # The TensorFlow boundary (see train_batches).
+
+        local = tf_pipeline.create_eval_iterator(
+            dataset=self.entry, data_dir=self.data_dir, global_batch_size=batch_size, image_size=self.image_size,
+            split=split, channels=self.info.channels)
+        for batch in local:
+            yield parallel.global_batch_from_local(batch, mesh)
 
 
-def prepare(config: Any) -> None:
-    """Makes config.dataset readable, or raises the one-line DataError that says why it is not, before a run starts.
+def resolve(config: Any) -> DataSource:
+    """The DataSource of config.dataset, read with config.channels channels (0: the dataset's own)."""
+    entry = _dataset_entry(config)
+    return DataSource(entry=entry, info=entry.info.with_channels(config.channels), data_dir=config.data_dir or None,
+                      image_size=config.image_size, seed=config.seed)
+
+
+def prepare(config: Any) -> DataSource:
+    """Makes config.dataset readable and resolves it, or raises the one-line DataError that says why it is not,
+    before a run starts.
 
     A tfds dataset that is not prepared and cannot be prepared from here (manual files missing, download server
     unreachable) fails at once rather than after minutes of download retries; an image folder is listed and
@@ -84,65 +165,11 @@ def prepare(config: Any) -> None:
     """
     builtin = registry.DATASETS.get(config.dataset)
     if registry.is_tfds_name(config.dataset) or (builtin and builtin.reader == "tfds"):
-        from genscl_jax.data import tf_pipeline  # The TensorFlow boundary (see train_batches).
+        from genscl_jax.data import tfds_builders  # TensorFlow: only a dataset read through tfds loads it.
 
         data_dir = config.data_dir or None
         tfds_name = builtin.tfds_name if builtin else config.dataset[len(registry.TFDS_PREFIX):]
-        builder = tf_pipeline.make_builder(tfds_name, data_dir, builtin.builder if builtin else "")
-        tf_pipeline.check_can_prepare(builder, data_dir, builtin)
-        tf_pipeline.prepare_builder(builder, data_dir, builtin)
-    dataset_entry(config)
-
-
-def steps_per_epoch(config: Any, batch_size: int | None = None) -> int:
-    return max(data_spec(config).num_train // (batch_size or config.batch_size), 1)
-
-
-def total_train_steps(config: Any) -> int:
-    """config.num_train_steps, or config.num_epochs passes over the training split."""
-    return config.num_train_steps or int(config.num_epochs * steps_per_epoch(config))
-
-
-def _reads_synthetic(config: Any) -> bool:
-    return dataset_entry(config).reader == "synthetic"
-
-
-def train_batches(config: Any, mesh: Mesh, *, start_step: int, batch_size: int, augment: str,
-                  num_views: int) -> Iterator[dict[str, jax.Array]]:
-    """Global training batches {"image": [B, V, H, W, C], "label": [B]} from `start_step` on."""
-    spec = data_spec(config)
-    if _reads_synthetic(config):
-        yield from synthetic.train_iterator(
-            config.seed, start_step, batch_size=batch_size, image_size=config.image_size,
-            num_classes=spec.num_classes, channels=spec.channels, num_views=num_views,
-            sharding=parallel.batch_sharded(mesh))
-        return
-    from genscl_jax.data import tf_pipeline  # The TensorFlow boundary: only here and in eval_batches.
-
-    local = tf_pipeline.create_train_iterator(
-        dataset=dataset_entry(config), data_dir=config.data_dir or None, global_batch_size=batch_size,
-        image_size=config.image_size, policy=augment, num_views=num_views, seed=config.seed,
-        start_step=start_step, device_color_augment=config.device_color_augment and augment == "simclr",
-        channels=spec.channels)
-    for batch in local:
-        yield parallel.global_batch_from_local(batch, mesh)
-
-
-def eval_batches(config: Any, mesh: Mesh, *, split: str = "test") -> Iterator[dict[str, jax.Array]]:
-    """One pass over an evaluation split, {"image": [B, H, W, C], "label", "mask"}; padding has mask False."""
-    spec = data_spec(config)
-    if _reads_synthetic(config):
-        # Its own seeds per split, so the "train" and "test" examples differ.
-        seed = config.seed + (1_000_003 if split == "test" else 2_000_003)
-        yield from synthetic.eval_batches(
-            seed, num_examples=synthetic.EVAL_EXAMPLES, batch_size=config.eval_batch_size,
-            image_size=config.image_size, num_classes=spec.num_classes, channels=spec.channels,
-            sharding=parallel.batch_sharded(mesh))
-        return
-    from genscl_jax.data import tf_pipeline  # The TensorFlow boundary (see train_batches).
-
-    local = tf_pipeline.create_eval_iterator(
-        dataset=dataset_entry(config), data_dir=config.data_dir or None, global_batch_size=config.eval_batch_size,
-        image_size=config.image_size, split=split, channels=spec.channels)
-    for batch in local:
-        yield parallel.global_batch_from_local(batch, mesh)
+        builder = tfds_builders.make_builder(tfds_name, data_dir, builtin.builder if builtin else "")
+        tfds_builders.check_can_prepare(builder, data_dir, builtin)
+        tfds_builders.prepare_builder(builder, data_dir, builtin)
+    return resolve(config)

@@ -5,8 +5,9 @@ sub-seeds with tf.random.experimental.stateless_split, so one example's views de
 pipeline gives it, derived from (run seed, epoch, example). That is what makes a resumed run see the same
 data as an uninterrupted one.
 
-Images are float32 in [0, 1] unless said otherwise, shape [H, W, C] with C = 1 or 3; the colour ops that
-need three channels (saturation, hue, grayscale) are skipped for one-channel images.
+Decoded images are uint8; the ops in between work on float32 in [0, 1] unless said otherwise, shape [H, W, C]
+with C = 1 or 3; the colour ops that need three channels (saturation, hue, grayscale) are skipped for one-channel
+images. Every view leaves as uint8 (augment_view); normalisation is the device's (device_preprocess).
 
 Colour semantics follow torchvision's ColorJitter (the authors' code is PyTorch): brightness multiplies,
 contrast and saturation blend with the grayscale mean / grayscale image, hue rotates in HSV, the four are
@@ -19,14 +20,10 @@ Importing this module imports TensorFlow; only genscl_jax.data.tf_pipeline impor
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import tensorflow as tf
 
-from genscl_jax.data.registry import POLICIES
-
-# Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use.
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+from genscl_jax.data.registry import BLUR_SIGMA, GRAY_WEIGHTS, POLICIES, blur_kernel_size
 
 
 def split_seed(seed, num: int):
@@ -84,30 +81,49 @@ def _centre_crop_size(height, width, ratio):
     return h, w
 
 
-def to_unit_float(image):
-    """uint8 [0, 255] -> float32 [0, 1]; float input is assumed to be in [0, 1] already."""
-    if image.dtype == tf.uint8:
-        return tf.cast(image, tf.float32) / 255.0
-    return tf.cast(image, tf.float32)
+def to_uint8(image):
+    """float32 [0, 1] -> uint8 [0, 255], rounded half up: the one quantisation of a view that leaves the host."""
+    return tf.cast(tf.clip_by_value(image, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
+
+
+def as_uint8(image):
+    """A decoded image as uint8: uint8 stays, float [0, 1] is quantised (to_uint8)."""
+    return image if image.dtype == tf.uint8 else to_uint8(image)
 
 
 def resize(image, size: int, antialias: bool = True):
-    """Square bilinear resize to float32 [0, 1].
+    """Square bilinear resize of a uint8 or float [0, 1] image to float32 [0, 1].
 
     antialias (like PIL in torchvision) matters when downscaling; it costs ~10x a plain bilinear resize,
-    so training crops leave it out, as TF's SimCLR and big_vision's inception crop do.
+    so training crops leave it out, as TF's SimCLR and big_vision's inception crop do. The kernels read uint8
+    themselves: no float copy of the input.
     """
     scale = 255.0 if image.dtype == tf.uint8 else 1.0
-    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear", antialias=antialias)
+    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=antialias)
     return tf.clip_by_value(resized / scale, 0.0, 1.0)
+
+
+def resize_to_uint8(image, size: int):
+    """uint8 -> uint8 square bilinear resize (no antialias), never leaving the 0-255 scale.
+
+    The pixels of to_uint8(resize(image, size, antialias=False)) (to float rounding at exact halves) without that
+    path's division, clipping and scaling passes: bilinear weights are convex, so there is nothing to clip.
+    """
+    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=False)
+    return tf.cast(resized + 0.5, tf.uint8)
+
+
+def random_crop(image, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The window of torchvision's RandomResizedCrop (random_resized_crop_window), cut out; the input's dtype."""
+    offset, crop_size = random_resized_crop_window(seed, tf.shape(image), scale, ratio)
+    crop = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([crop_size, [-1]], 0))
+    crop.set_shape([None, None, image.shape[-1]])  # tf.slice forgets the (static) channel count.
+    return crop
 
 
 def random_resized_crop(image, seed, size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
     """torchvision RandomResizedCrop: crop a random window, resize it to size x size. float32 [0, 1]."""
-    offset, crop_size = random_resized_crop_window(seed, tf.shape(image), scale, ratio)
-    crop = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([crop_size, [-1]], 0))
-    crop.set_shape([None, None, image.shape[-1]])  # tf.slice forgets the (static) channel count.
-    return resize(crop, size, antialias=False)
+    return resize(random_crop(image, seed, scale, ratio), size, antialias=False)
 
 
 def random_flip(image, seed):
@@ -115,17 +131,19 @@ def random_flip(image, seed):
 
 
 def pad_or_resize(image, size: int):
-    """Small images (Fashion-MNIST 28 px) to `size`: zero-pad when it is 4 px larger, resize otherwise.
+    """Small uint8 images (Fashion-MNIST 28 px) to uint8 at `size`: zero-pad when it is 4 px larger, resize
+    otherwise.
 
     Padding keeps the original pixels (the usual 28 -> 32 for CIFAR-shaped networks); the background of
     Fashion-MNIST is black, so zero padding adds no edge.
     """
+    image = as_uint8(image)
     height = image.shape[0]
     if height == size:
-        return to_unit_float(image)
+        return image
     if height is not None and size - height == 4:
-        return tf.pad(to_unit_float(image), [[2, 2], [2, 2], [0, 0]])
-    return resize(image, size)
+        return tf.pad(image, [[2, 2], [2, 2], [0, 0]])
+    return to_uint8(resize(image, size))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,10 +253,10 @@ def gaussian_blur(image, sigma, kernel_size: int):
     return blurred[0]
 
 
-def random_gaussian_blur(image, seed, prob=0.5, sigma=(0.1, 2.0)):
+def random_gaussian_blur(image, seed, prob=0.5, sigma=BLUR_SIGMA):
     """SimCLR's blur: kernel about 10% of the image side, sigma uniform in `sigma`, applied with `prob`."""
     apply_seed, sigma_seed = split_seed(seed, 2)
-    kernel_size = 2 * (image.shape[0] // 20) + 1
+    kernel_size = blur_kernel_size(image.shape[0])
     return tf.cond(_uniform(apply_seed) < prob,
                    lambda: gaussian_blur(image, _uniform(sigma_seed, *sigma), kernel_size), lambda: image)
 
@@ -496,16 +514,23 @@ def auto_augment(image, seed, policy=AUTO_AUGMENT_IMAGENET_POLICY):
 def augment_view(image, seed, *, policy: str, image_size: int, color: bool = True, blur_prob: float = 0.0,
                  crop_scale=(0.2, 1.0), jitter_strength=(0.4, 0.4, 0.4, 0.1), jitter_prob: float = 0.8,
                  grayscale_prob: float = 0.2, rand_augment_layers: int = 2, rand_augment_magnitude: float = 9.0):
-    """One augmented view: decoded image (uint8 or float [0, 1], any size) -> float32 [S, S, C] in [0, 1].
+    """One augmented view: decoded image (uint8, or float in [0, 1]) of any size -> uint8 [S, S, C].
 
+    Views leave the host as uint8; the step converts and normalises them (genscl_jax.data.device_preprocess).
     color=False leaves out colour jitter and grayscale (they then run on the accelerator, see
-    genscl_jax.data.device_augment); RandAugment and blur stay on the host since the device has no copy of them.
+    genscl_jax.data.device_augment, as does the blur then: blur_prob=0); RandAugment and AutoAugment stay on the
+    host since the device has no copy of them. A view that is only cropped and flipped never leaves uint8; the
+    others are computed in float [0, 1] and quantised once, at the end.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}; choose from {POLICIES}")
     crop_seed, flip_seed, jitter_seed, gray_seed, blur_seed, rand_seed = split_seed(seed, 6)
+    image = as_uint8(image)
     if policy == "none":
         return pad_or_resize(image, image_size)
+    float_ops = policy in ("autoaugment", "randaugment") or (policy == "simclr" and (color or blur_prob > 0))
+    if not float_ops:
+        return random_flip(resize_to_uint8(random_crop(image, crop_seed, crop_scale), image_size), flip_seed)
     image = random_resized_crop(image, crop_seed, image_size, crop_scale)
     image = random_flip(image, flip_seed)
     # Auto/RandAugment run after the crop (as in SupCon's torchvision pipeline): on the small crop it is cheap.
@@ -519,22 +544,10 @@ def augment_view(image, seed, *, policy: str, image_size: int, color: bool = Tru
             image = random_grayscale(image, gray_seed, grayscale_prob)
         if blur_prob > 0:
             image = random_gaussian_blur(image, blur_seed, blur_prob)
-    return image
+    return to_uint8(image)
 
 
 def augment_views(image, seed, num_views: int, **view_kwargs):
-    """`num_views` independent views of one image, stacked: float32 [V, S, S, C]."""
+    """`num_views` independent views of one image, stacked: uint8 [V, S, S, C]."""
     return tf.stack([augment_view(image, view_seed, **view_kwargs)
                      for view_seed in split_seed(seed, num_views)])
-
-
-def normalize(image, mean: Sequence[float], std: Sequence[float]):
-    """(image - mean) / std per channel, mean and std on the 0-1 scale, image [..., C] float32.
-
-    Written as image @ diag(1 / std) + bias: twice as fast on CPU as the broadcasting expression.
-    """
-    if len(mean) == 1:
-        return (image - mean[0]) / std[0]
-    scale = tf.linalg.diag(1.0 / tf.constant(std, tf.float32))
-    bias = -tf.constant(mean, tf.float32) / tf.constant(std, tf.float32)
-    return tf.nn.bias_add(tf.tensordot(image, scale, axes=1), bias)

@@ -1,23 +1,23 @@
-"""Colour augmentation on the accelerator, in JAX (no TensorFlow).
+"""SimCLR's colour augmentation and Gaussian blur on the accelerator, in JAX (no TensorFlow).
 
-With `device_color_augment`, the host pipeline only crops and flips and sends [0, 1] images; this module
-does the rest inside the compiled step, as BYOL's code does: on ImageNet the colour ops are a large share
-of the host's work, and accelerators do them almost for free.
+With `device_color_augment`, the host pipeline only crops and flips its uint8 views; this module does the rest
+inside the compiled step (through genscl_jax.data.device_preprocess), as BYOL's code does: on ImageNet colour
+jitter and blur cost the host three times what decoding does (BENCHMARKS.md, "Host input pipeline"), and
+accelerators do them almost for free.
 
-The maths is torchvision's ColorJitter, the same as genscl_jax.data.augment's TF ops: brightness multiplies,
-contrast blends with the mean luma, saturation blends with the luma image, hue rotates in HSV; the four
-run in a random order per image; jitter is applied with `jitter_prob`, then grayscale with
-`grayscale_prob`; then (image - mean) / std.
+The maths is genscl_jax.data.augment's (torchvision's ColorJitter, SimCLR's blur): brightness multiplies,
+contrast blends with the mean luma, saturation blends with the luma image, hue rotates in HSV; the four run in
+a random order per image; jitter is applied with `jitter_prob`, then grayscale with `grayscale_prob`, then a
+separable Gaussian blur (reflect padding, kernel a tenth of the side, sigma uniform in registry.BLUR_SIGMA) with
+`blur_prob`. Every image draws its own randomness.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+from genscl_jax.data.registry import BLUR_SIGMA, GRAY_WEIGHTS, blur_kernel_size
 
 
 def _luma(image: jax.Array) -> jax.Array:
@@ -105,13 +105,41 @@ def _jitter_one(key, image, strength, jitter_prob, grayscale_prob):
     return image
 
 
-def color_augment(rng: jax.Array, images: jax.Array, *, mean: Sequence[float], std: Sequence[float],
-                  jitter_strength=(0.4, 0.4, 0.4, 0.1), jitter_prob: float = 0.8,
-                  grayscale_prob: float = 0.2) -> jax.Array:
-    """Per-image random colour jitter and grayscale, then normalisation. jit-compatible.
+def gaussian_blur(image: jax.Array, sigma: jax.Array, kernel_size: int) -> jax.Array:
+    """Separable Gaussian blur of one [H, W, C] image with reflect padding (augment.gaussian_blur's maths).
 
-    images: float [..., H, W, C] in [0, 1], any leading axes (e.g. [B, V, H, W, C]), C = 1 or 3; every
-    image gets its own randomness. Returns float32 images of the same shape, normalised with mean / std.
+    Written as a weighted sum of shifted slices: elementwise work XLA fuses, exact in float32 on any backend (a
+    matmul form would run in TF32 on GPUs), and no kernel constant of the image's size.
+    """
+    radius = kernel_size // 2
+    taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    weights = jnp.exp(-0.5 * jnp.square(taps / sigma))
+    weights = weights / jnp.sum(weights)
+    height, width = image.shape[:2]
+    padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    vertical = sum(weights[k] * padded[k:k + height] for k in range(kernel_size))
+    return sum(weights[k] * vertical[:, k:k + width] for k in range(kernel_size))
+
+
+def _augment_one(key, image, *, color: bool, blur_prob: float, strength, jitter_prob, grayscale_prob):
+    jitter_key, blur_key = jax.random.split(key)
+    if color:
+        image = _jitter_one(jitter_key, image, strength, jitter_prob, grayscale_prob)
+    kernel_size = blur_kernel_size(image.shape[0])
+    if blur_prob > 0 and kernel_size > 1:
+        apply_key, sigma_key = jax.random.split(blur_key)
+        sigma = jax.random.uniform(sigma_key, (), jnp.float32, *BLUR_SIGMA)
+        blurred = gaussian_blur(image, sigma, kernel_size)
+        image = jnp.where(jax.random.uniform(apply_key) < blur_prob, blurred, image)
+    return image
+
+
+def augment(rng: jax.Array, images: jax.Array, *, color: bool = True, blur_prob: float = 0.0,
+            jitter_strength=(0.4, 0.4, 0.4, 0.1), jitter_prob: float = 0.8, grayscale_prob: float = 0.2) -> jax.Array:
+    """Per-image random colour jitter and grayscale (`color`), then Gaussian blur with `blur_prob`. jit-compatible.
+
+    images: float [..., H, W, C] in [0, 1], any leading axes (e.g. [B, V, H, W, C]), C = 1 or 3; every image gets
+    its own randomness. Returns float32 images of the same shape, in [0, 1].
     """
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"expected 1 or 3 channels, got images of shape {images.shape}")
@@ -119,10 +147,8 @@ def color_augment(rng: jax.Array, images: jax.Array, *, mean: Sequence[float], s
     flat = images.reshape((-1,) + images.shape[-3:])
     keys = jax.random.split(rng, flat.shape[0])
 
-    def jitter(key, image):
-        return _jitter_one(key, image, jitter_strength, jitter_prob, grayscale_prob)
+    def one(key, image):
+        return _augment_one(key, image, color=color, blur_prob=blur_prob, strength=jitter_strength,
+                            jitter_prob=jitter_prob, grayscale_prob=grayscale_prob)
 
-    flat = jax.vmap(jitter)(keys, flat)
-    mean = jnp.asarray(mean, jnp.float32)
-    std = jnp.asarray(std, jnp.float32)
-    return ((flat - mean) / std).reshape(images.shape)
+    return jax.vmap(one)(keys, flat).reshape(images.shape)

@@ -26,7 +26,6 @@ from genscl_jax.data.registry import DataError
 from genscl_jax.data.stats import Stats
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-TEST_SPLITS = ("test", "val")  # The evaluation split's folder, when config.test_split does not name one.
 STATS_FILE = "genscl_jax_stats.json"
 _LAYOUT = "PATH/train/CLASS/*.jpg (.jpeg, .png) and PATH/test/CLASS/... (or val/)"
 
@@ -68,7 +67,7 @@ def _images(folder: epath.Path) -> list[str]:
 def _test_split(root: epath.Path, test_split: str) -> str:
     if test_split:
         return test_split
-    for name in TEST_SPLITS:
+    for name in registry.TEST_SPLITS:
         if (root / name).is_dir():
             return name
     raise DataError(f"{root}: no test/ or val/ folder beside train/ (the evaluation images); an image folder holds "

@@ -23,6 +23,20 @@ POLICIES = ("simclr", "autoaugment", "randaugment", "crop_flip", "none")
 READERS = ("synthetic", "tfds", "image_folder")
 IMAGE_FOLDER = "image_folder"
 TFDS_PREFIX = "tfds:"
+# The evaluation split (a tfds split, or an image folder's folder) when config.test_split names none: the first
+# of these the dataset has.
+TEST_SPLITS = ("test", "validation", "val")
+# Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use; the host (augment)
+# and the device (device_augment) colour augmentations share them.
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+# SimCLR's Gaussian blur, shared by the host (augment) and the device (device_augment): sigma uniform in this range,
+# a kernel about a tenth of the view's side.
+BLUR_SIGMA = (0.1, 2.0)
+
+
+def blur_kernel_size(side: int) -> int:
+    """The odd blur kernel of a `side` px view (23 taps at 224 px, 1, i.e. no blur, below 40 px)."""
+    return 2 * (side // 20) + 1
 
 
 class DataError(RuntimeError):
@@ -46,19 +60,20 @@ class DatasetInfo:
     std: tuple[float, ...]
     train_split: str = "train"
     test_split: str = "test"
+    any_channels: bool = False  # generated with any channel count (the synthetic task)
 
     def with_channels(self, channels: int | None) -> DatasetInfo:
-        """This dataset read with `channels` channels (None or 0: its own count).
+        """This dataset read with `channels` channels (None or 0: its own count): the one channel rule.
 
-        Statistics that are equal in every channel repeat for any count: Fashion-MNIST's one channel is
-        tiled to three for an RGB model, the synthetic generator makes any count. Distinct per-channel
-        statistics (CIFAR's, ImageNet's) say which channel is which, so those datasets keep their count.
+        A one-channel dataset is tiled to any count (Fashion-MNIST for an RGB model), its statistics repeated;
+        the synthetic generator makes any count. Other datasets keep their own count: their per-channel
+        statistics say which channel is which, and no reader drops channels.
         """
         if not channels or channels == self.channels:
             return self
-        if len(set(self.mean)) > 1 or len(set(self.std)) > 1:
-            raise ValueError(f"channels={channels} is not supported for a {self.channels}-channel dataset with "
-                             f"per-channel statistics; set channels to 0 (its own {self.channels})")
+        if self.channels != 1 and not self.any_channels:
+            raise ValueError(f"channels={channels} is not supported for a {self.channels}-channel dataset; set "
+                             f"channels to 0 (its own {self.channels})")
         return dataclasses.replace(self, channels=channels, mean=self.mean[:1] * channels,
                                    std=self.std[:1] * channels)
 
@@ -82,6 +97,8 @@ class Dataset:
     stored_as_jpeg: bool = False
     # Files tfds cannot download, to be put in <data_dir>/downloads/manual by hand.
     manual_files: tuple[str, ...] = ()
+    # A way to get the data without a download, named first when it is not prepared and cannot be downloaded.
+    install_hint: str = ""
     # Images of any size, stored encoded as JPEG or PNG (an image folder; a tfds dataset whose images have no
     # fixed size or are too large to cache decoded): read per epoch, decoded in the parallel map, evaluated on
     # their central square.
@@ -91,6 +108,12 @@ class Dataset:
     label_key: str = "label"
     # Reader "image_folder": its genscl_jax.data.image_folder.FolderLayout (files and labels of every split).
     folder: Any = None
+
+    def blur_prob(self, policy: str, image_size: int) -> float:
+        """SimCLR's Gaussian blur probability for this dataset's `policy` views: 0.5 for ImageNet-sized photos, as
+        SimCLR and MoCo v2 blur them; none at CIFAR sizes, where blur only destroys the views."""
+        photos = self.stored_as_jpeg or (self.variable_size and image_size > 64)
+        return 0.5 if policy == "simclr" and photos else 0.0
 
 
 # CIFAR statistics are the ones of SupCon's and the GenSCL authors' code (their std is the commonly copied
@@ -111,10 +134,13 @@ DATASETS: dict[str, Dataset] = {
     "fashion_mnist": Dataset(
         DatasetInfo(10, 60_000, 10_000, 1, (0.2860,), (0.3530,)),
         reader="tfds", tfds_name="fashion_mnist",
-        builder="genscl_jax.data.fashion_mnist_offline:prepared_or_offline_builder"),
-    # Zero mean, unit std: the generator's images are used as they come. The split sizes only set what an
-    # "epoch" is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.
-    "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.0,) * 3, (1.0,) * 3), reader="synthetic"),
+        builder="genscl_jax.data.fashion_mnist_offline:prepared_or_offline_builder",
+        install_hint="run `apt-get install dataset-fashion-mnist` (Debian/Ubuntu; the offline files, no download)"),
+    # The generator's standardised values x are stored as 8-bit pixels 255 * (0.5 + x / 8) (x in [-4, 4]), like
+    # every dataset's, so normalising with these statistics gives x back. The split sizes only set what an "epoch"
+    # is (schedules are in epochs); evaluation reads synthetic.EVAL_EXAMPLES.
+    "synthetic": Dataset(DatasetInfo(10, 50_000, 10_000, 3, (0.5,) * 3, (0.125,) * 3, any_channels=True),
+                         reader="synthetic"),
 }
 NAMES = tuple(DATASETS)  # The built-in entries.
 # What config.dataset takes: a built-in entry, image_folder, or tfds:NAME (see is_tfds_name).

@@ -14,7 +14,12 @@ number of full batches (a multi-host step needs the same number of calls everywh
 Image folders (reader "image_folder") take the same path with their file list in place of a tfds split: each
 process reads its share of the files, every epoch in a (seed, epoch)-shuffled order, keyed by file name.
 
-`dataset` is a registry name or a registry.Dataset entry (genscl_jax.data makes those of image folders and tfds:NAME).
+`dataset` is a registry.Dataset entry (genscl_jax.data resolves it, and makes those of image folders and tfds:NAME);
+`channels` is the count to emit, by the registry's one rule (DatasetInfo.with_channels).
+
+Images leave as uint8 pixels, a quarter of float32's bytes; the steps convert and normalise them with the
+dataset's statistics (genscl_jax.data.device_preprocess), and with `device_color_augment` also do simclr's colour
+jitter, grayscale and blur.
 
 This module and `augment` import TensorFlow and tfds when imported. Only genscl_jax.data's reading functions
 import this module, so the synthetic path, the bench and config validation never load TensorFlow.
@@ -22,172 +27,17 @@ import this module, so the synthetic path, the bench and config validation never
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import os
 from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from genscl_jax.data import augment, network_probe, registry
-from genscl_jax.data.registry import DataError, DataFilesMissing, DatasetInfo
+from genscl_jax.data import augment, registry, tfds_builders
+from genscl_jax.data.registry import DatasetInfo
 
-# The built-in datasets this pipeline reads: the registry's tfds entries.
-DATASETS = {name: entry for name, entry in registry.DATASETS.items() if entry.reader == "tfds"}
 _MAX_EPOCHS = 1 << 40  # "Forever": the train iterator never ends.
 _LARGE_SHUFFLE_BUFFER = 10_000  # Encoded ImageNet JPEGs, ~110 kB each: ~1 GB per process.
-
-
-def _entry(dataset: str | registry.Dataset) -> registry.Dataset:
-    if isinstance(dataset, registry.Dataset):
-        return dataset
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)} (or 'synthetic', which "
-                         "does not go through this pipeline)")
-    return DATASETS[dataset]
-
-
-def get_dataset_info(dataset: str | registry.Dataset) -> DatasetInfo:
-    return _entry(dataset).info
-
-
-def normalization_stats(dataset: str | registry.Dataset,
-                        channels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) matching the channel count the pipeline emits (a gray dataset tiled to RGB repeats them)."""
-    info = get_dataset_info(dataset)
-    info = info.with_channels(_output_channels(info, channels))
-    return info.mean, info.std
-
-
-def _output_channels(info: DatasetInfo, channels: int | None) -> int:
-    if channels is None or channels == info.channels:
-        return info.channels
-    if info.channels == 1 and channels == 3:
-        return 3
-    raise ValueError(f"channels={channels} is not supported for a {info.channels}-channel dataset "
-                     "(only None, the native count, or 3 for a one-channel dataset)")
-
-
-def num_examples(dataset: str | registry.Dataset, split: str, data_dir: str | None = None) -> int:
-    """Examples in a split: read from the prepared dataset when data_dir holds it, else the known size."""
-    info = get_dataset_info(dataset)
-    split = info.split_name(split)
-    if data_dir is not None:
-        builder = _builder(dataset, data_dir)
-        if builder.is_prepared():
-            return builder.info.splits[split].num_examples
-    known = {info.train_split: info.num_train, info.test_split: info.num_test}
-    if split not in known:
-        raise ValueError(f"size of split {split!r} of {dataset} is only known once it is prepared in a data_dir")
-    return known[split]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Builders: which tfds builder serves a dataset, and preparing it (with errors that say what to do).
-
-
-def make_builder(tfds_name: str, data_dir: str | None, hook: str = ""):
-    """The tfds builder of `tfds_name`, prepared or not: `hook`'s ("module:function", a registry entry's builder),
-    else tfds.builder's. A name tfds does not know is a DataError."""
-    if hook:
-        module, function = hook.split(":")
-        return getattr(importlib.import_module(module), function)(tfds_name, data_dir)
-    try:
-        return tfds.builder(tfds_name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        close = difflib.get_close_matches(tfds_name.split("/")[0], tfds.list_builders(), n=3)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise DataError(f"tfds has no dataset {tfds_name!r}{hint}; its names are listed at "
-                        "https://www.tensorflow.org/datasets/catalog/overview") from None
-    except ValueError as error:  # A config tfds does not know (NAME/CONFIG), a bad version, ...
-        raise DataError(f"tfds cannot make {tfds_name!r}: {_first_line(error)}") from None
-
-
-def _builder(dataset: str | registry.Dataset, data_dir: str | None):
-    entry = _entry(dataset)
-    return make_builder(entry.tfds_name, data_dir, entry.builder)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-def default_data_dir(data_dir: str | None) -> str:
-    return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-
-
-def manual_download_message(dataset: str | registry.Dataset, data_dir: str | None) -> str:
-    entry, root = _entry(dataset), default_data_dir(data_dir)
-    manual_dir = os.path.join(root, "downloads", "manual")
-    return (f"{entry.tfds_name} is not prepared in {root} and tfds cannot download it: put "
-            f"{' and '.join(entry.manual_files)} in {manual_dir}, then rerun, or run "
-            f"`tfds build {entry.tfds_name} --data_dir {root}`; see "
-            f"https://www.tensorflow.org/datasets/catalog/{entry.tfds_name} for where to get them.")
-
-
-def _not_prepared_message(builder, data_dir: str | None, why: str) -> str:
-    root = default_data_dir(data_dir)
-    return (f"{builder.name} is not prepared in {root} and cannot be prepared here ({why}); on a machine with "
-            f"network access run `tfds build {builder.name} --data_dir DIR`, copy DIR here and pass "
-            "--config.data_dir=DIR")
-
-
-def _manual_files_present(entry: registry.Dataset, data_dir: str | None) -> bool:
-    manual_dir = os.path.join(default_data_dir(data_dir), "downloads", "manual")
-    return all(tf.io.gfile.exists(os.path.join(manual_dir, f)) for f in entry.manual_files)
-
-
-def check_can_prepare(builder, data_dir: str | None, entry: registry.Dataset | None = None) -> None:
-    """DataError at once when an unprepared dataset cannot be prepared from here: its manual files (a registry
-    entry's) are missing, or its download server does not answer (network_probe), where tfds would spend minutes
-    retrying.
-
-    A run calls this once, up front (genscl_jax.data.prepare); the readers do not, so tfds's test mocks, which
-    leave every builder unprepared, never meet the probe.
-    """
-    if builder.is_prepared():
-        return
-    if entry is not None and entry.manual_files:
-        if not _manual_files_present(entry, data_dir):
-            raise DataFilesMissing(manual_download_message(entry, data_dir))
-        return
-    urls = sorted(builder.url_infos or {})
-    reason = network_probe.unreachable_reason(urls[0]) if urls else None
-    if reason:
-        raise DataError(_not_prepared_message(builder, data_dir, f"its download server {reason}"))
-
-
-def load_builder(dataset: str | registry.Dataset, data_dir: str | None):
-    """The prepared tfds builder of `dataset` (prepares it when needed; never downloads Fashion-MNIST)."""
-    entry = _entry(dataset)
-    return prepare_builder(_builder(entry, data_dir), data_dir, entry)
-
-
-def prepare_builder(builder, data_dir: str | None, entry: registry.Dataset | None = None):
-    """`builder`, prepared (downloaded and converted by tfds when it is not yet); failures are one-line DataErrors."""
-    if builder.is_prepared():
-        return builder
-    try:
-        builder.download_and_prepare()
-    except DataError:
-        raise  # The offline Fashion-MNIST builder's: it names the file and the fix.
-    except Exception as error:  # tfds raises many kinds (AssertionError for a missing manual dir, ...).
-        if entry is not None and entry.manual_files and not _manual_files_present(entry, data_dir):
-            raise DataFilesMissing(manual_download_message(entry, data_dir)) from error
-        raise DataError(_not_prepared_message(builder, data_dir, f"{type(error).__name__}: {_first_line(error)}")
-                        ) from error
-    return builder
-
-
-def split_size(builder, split: str) -> int:
-    """Examples in `split`, from the dataset's cardinality (exact for prepared tfds data and for mocks)."""
-    cardinality = int(builder.as_dataset(split=split).cardinality())
-    if cardinality >= 0:
-        return cardinality
-    return builder.info.splits[split].num_examples
 
 
 def _process_split(split: str, process_index: int, process_count: int, drop_remainder: bool):
@@ -240,8 +90,13 @@ def _example_key(tfds_id):
 # Per-example preprocessing.
 
 
+def _emitted_channels(info: DatasetInfo, channels: int | None) -> int:
+    """The channel count of the images this pipeline emits for `channels` (None: the dataset's own)."""
+    return info.with_channels(channels).channels
+
+
 def _small_image(image, info: DatasetInfo, image_size: int, channels: int):
-    """CIFAR / Fashion-MNIST uint8 -> float32 [0, 1] at image_size (28 px padded to 32), channels tiled."""
+    """CIFAR / Fashion-MNIST uint8 -> uint8 at image_size (28 px padded to 32), channels tiled."""
     image = augment.pad_or_resize(image, image_size)
     if channels != info.channels:
         image = tf.tile(image, [1, 1, channels])
@@ -265,7 +120,7 @@ def _jpeg_center_crop(jpeg, image_size: int):
     height, width = shape[0], shape[1]
     crop = tf.cast(tf.round(tf.cast(tf.minimum(height, width), tf.float32) * (224 / 256)), tf.int32)
     window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
-    return augment.resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), image_size)
+    return augment.to_uint8(augment.resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), image_size))
 
 
 def _central_square(image, image_size: int):
@@ -273,7 +128,7 @@ def _central_square(image, image_size: int):
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     side = tf.minimum(height, width)
     square = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
-    return augment.resize(square, image_size)
+    return augment.to_uint8(augment.resize(square, image_size))
 
 
 def _eval_image(image, entry: registry.Dataset, image_size: int, channels: int):
@@ -284,21 +139,20 @@ def _eval_image(image, entry: registry.Dataset, image_size: int, channels: int):
     return _small_image(image, entry.info, image_size, channels)
 
 
-def make_train_preprocess(dataset: str | registry.Dataset, *, image_size: int, policy: str, num_views: int,
+def make_train_preprocess(dataset: registry.Dataset, *, image_size: int, policy: str, num_views: int,
                           seed: int, device_color_augment: bool = False, channels: int | None = None,
                           blur_prob: float | None = None):
-    """fn({"image", "label", "key", "epoch"}) -> {"image": [V, S, S, C] float32, "label": int32}.
+    """fn({"image", "label", "key", "epoch"}) -> {"image": [V, S, S, C] uint8, "label": int32}.
 
     The image is encoded (JPEG for ImageNet, JPEG or PNG for variable-size datasets; decoded once, shared by the
-    views) or uint8.
+    views) or uint8. device_color_augment: simclr's colour jitter, grayscale and blur are left to the step
+    (device_preprocess.for_training says the same); blur_prob: the host's blur instead of the dataset's rule.
     """
-    entry = _entry(dataset)
-    info = entry.info
-    channels = _output_channels(info, channels)
-    mean, std = normalization_stats(entry, channels)
+    entry, info = dataset, dataset.info
+    channels = _emitted_channels(info, channels)
     is_jpeg, variable = entry.stored_as_jpeg, entry.variable_size
-    if blur_prob is None:  # SimCLR / MoCo v2 blur ImageNet-sized views; at 32 px blur only destroys them.
-        blur_prob = 0.5 if policy == "simclr" and (is_jpeg or variable and image_size > 64) else 0.0
+    if blur_prob is None:
+        blur_prob = 0.0 if device_color_augment else entry.blur_prob(policy, image_size)
     # ImageNet linear evaluation trains on torchvision's default crop scale (SupCon's recipe).
     crop_scale = (0.08, 1.0) if is_jpeg and policy == "crop_flip" else (0.2, 1.0)
     view_kwargs = dict(policy=policy, image_size=image_size, color=not device_color_augment,
@@ -316,8 +170,6 @@ def make_train_preprocess(dataset: str | registry.Dataset, *, image_size: int, p
             else:
                 image = _small_image(example["image"], info, image_size, channels)
             views = augment.augment_views(image, example_seed, num_views, **view_kwargs)
-        if not device_color_augment:  # Otherwise the device normalises after its colour jitter.
-            views = augment.normalize(views, mean, std)
         return {"image": views, "label": tf.cast(example["label"], tf.int32)}
 
     return preprocess
@@ -412,7 +264,7 @@ def _train_epochs(entry: registry.Dataset, data_dir: str | None, *, seed: int, p
         files, labels = _folder_share(entry, entry.info.train_split, process_index, process_count,
                                       drop_remainder=True)
         return _folder_epoch_reader(files, labels, seed=seed, process_index=process_index)
-    builder = load_builder(entry, data_dir)
+    builder = tfds_builders.load_builder(entry, data_dir)
     # Equal shares (the < process_count leftover examples are dropped) keep the hosts' epochs in step.
     split = _process_split(entry.info.train_split, process_index, process_count, drop_remainder=True)
     streamed = entry.stored_as_jpeg or entry.variable_size
@@ -434,22 +286,19 @@ def pipeline_options():
 # Training iterator.
 
 
-def create_train_iterator(*, dataset: str | registry.Dataset, data_dir: str | None, global_batch_size: int,
+def create_train_iterator(*, dataset: registry.Dataset, data_dir: str | None, global_batch_size: int,
                           image_size: int, policy: str, num_views: int, seed: int, start_step: int = 0,
                           process_index: int | None = None, process_count: int | None = None,
                           device_color_augment: bool = False, channels: int | None = None,
                           blur_prob: float | None = None, shuffle_buffer: int | None = None
                           ) -> Iterator[dict]:
-    """Endless numpy batches {"image": float32 [b, V, S, S, C], "label": int32 [b]}, b = global / processes.
+    """Endless numpy batches {"image": uint8 [b, V, S, S, C], "label": int32 [b]}, b = global / processes.
 
     Batches run on across epoch boundaries (no example is dropped at an epoch's end), so step k starts at
-    example k * b of this process's stream; that is how `start_step` resumes exactly. Images are normalised
-    unless device_color_augment, when the host only crops / flips (and RandAugments or blurs where the
-    policy says so) and emits [0, 1] images for genscl_jax.data.device_augment.color_augment.
+    example k * b of this process's stream; that is how `start_step` resumes exactly. With device_color_augment
+    the host only crops and flips simclr's views (other policies are unchanged): the step does the rest.
     """
-    if policy not in augment.POLICIES:
-        raise ValueError(f"unknown augmentation policy {policy!r}; choose from {augment.POLICIES}")
-    entry = _entry(dataset)
+    entry = dataset  # The policy is checked where it is implemented (augment.augment_view).
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
     read_epoch, epoch_size = _train_epochs(entry, data_dir, seed=seed, process_index=process_index,
                                            process_count=process_count, shuffle_buffer=shuffle_buffer)
@@ -474,25 +323,23 @@ def _eval_examples(entry: registry.Dataset, data_dir: str | None, split: str, pr
     if entry.reader == "image_folder":
         files, labels = _folder_share(entry, split, process_index, process_count, drop_remainder=False)
         return _with_file_contents(_read_files(files, labels)), len(entry.folder.splits[split].files)
-    builder = load_builder(entry, data_dir)
+    builder = tfds_builders.load_builder(entry, data_dir)
     examples = _read_split(builder, _process_split(split, process_index, process_count, drop_remainder=False),
                            encoded=entry.stored_as_jpeg or entry.variable_size, keys=(entry.image_key, entry.label_key))
-    return examples, split_size(builder, split)
+    return examples, tfds_builders.split_size(builder, split)
 
 
-def create_eval_iterator(*, dataset: str | registry.Dataset, data_dir: str | None, global_batch_size: int,
+def create_eval_iterator(*, dataset: registry.Dataset, data_dir: str | None, global_batch_size: int,
                          image_size: int, split: str = "test", process_index: int | None = None,
                          process_count: int | None = None, channels: int | None = None) -> Iterator[dict]:
-    """One pass of numpy batches {"image": float32 [b, S, S, C], "label": int32 [b], "mask": bool [b]}.
+    """One pass of numpy batches {"image": uint8 [b, S, S, C], "label": int32 [b], "mask": bool [b]}.
 
     Processes read disjoint shares that differ by at most one example; each pads its share with mask=False
     examples up to the same number of full batches, so no example is dropped or repeated.
     """
-    entry = _entry(dataset)
-    info = entry.info
+    entry, info = dataset, dataset.info
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
-    channels = _output_channels(info, channels)
-    mean, std = normalization_stats(entry, channels)
+    channels = _emitted_channels(info, channels)
     split = info.split_name(split)
     ds, total = _eval_examples(entry, data_dir, split, process_index, process_count)
     largest_share = -(-total // process_count)
@@ -503,11 +350,11 @@ def create_eval_iterator(*, dataset: str | registry.Dataset, data_dir: str | Non
                          f"{largest_share}")
 
     def preprocess(example):
-        image = augment.normalize(_eval_image(example["image"], entry, image_size, channels), mean, std)
+        image = _eval_image(example["image"], entry, image_size, channels)
         return {"image": image, "label": tf.cast(example["label"], tf.int32), "mask": tf.constant(True)}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    padding = {"image": tf.zeros([image_size, image_size, channels], tf.float32),
+    padding = {"image": tf.zeros([image_size, image_size, channels], tf.uint8),
                "label": tf.constant(0, tf.int32), "mask": tf.constant(False)}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(num_batches * local_batch - share))
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

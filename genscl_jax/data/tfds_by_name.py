@@ -15,14 +15,13 @@ import re
 
 import tensorflow_datasets as tfds
 
-from genscl_jax.data import registry, stats, tf_pipeline, tf_stats
+from genscl_jax.data import registry, stats, tf_stats, tfds_builders
 from genscl_jax.data.registry import DataError
 
 # Enough for mean and std to three decimals; the whole of a large dataset would take as long as an epoch.
 MAX_STATS_IMAGES = 50_000
 # Decoded training images up to this size are cached in memory (the CIFAR path); larger ones are streamed.
 IN_MEMORY_BYTES = 2 << 30
-TEST_SPLITS = ("test", "validation")  # The evaluation split, when config.test_split names none.
 
 
 def _feature_keys(builder, name: str) -> tuple[str, str]:
@@ -44,7 +43,7 @@ def _feature_keys(builder, name: str) -> tuple[str, str]:
 def _splits(builder, name: str, train_split: str, test_split: str) -> tuple[str, str]:
     known = list(builder.info.splits)  # Empty under tfds's test mocks, which take any split.
     if not test_split:
-        test_split = next((s for s in TEST_SPLITS if s in known), TEST_SPLITS[0])
+        test_split = next((s for s in registry.TEST_SPLITS if s in known), registry.TEST_SPLITS[0])
     for key, split in (("train_split", train_split), ("test_split", test_split)):
         base = re.split(r"[\[+]", split)[0]  # "train[:10%]" and "train+validation" are tfds split expressions.
         if known and base not in known:
@@ -55,17 +54,17 @@ def _splits(builder, name: str, train_split: str, test_split: str) -> tuple[str,
 
 def stats_path(builder, data_dir: str | None, split: str) -> str:
     safe_split = re.sub(r"[^\w.-]", "_", split)
-    return os.path.join(tf_pipeline.default_data_dir(data_dir), "genscl_jax_stats", builder.info.full_name,
+    return os.path.join(tfds_builders.default_data_dir(data_dir), "genscl_jax_stats", builder.info.full_name,
                         f"{safe_split}.json")
 
 
 def entry(name: str, data_dir: str | None, *, train_split: str = "", test_split: str = "",
           mean: tuple[float, ...] = (), std: tuple[float, ...] = ()) -> registry.Dataset:
     """The registry entry of tfds dataset `name`, prepared in data_dir (downloaded when it is not yet)."""
-    builder = tf_pipeline.prepare_builder(tf_pipeline.make_builder(name, data_dir), data_dir)
+    builder = tfds_builders.prepare_builder(tfds_builders.make_builder(name, data_dir), data_dir)
     image_key, label_key = _feature_keys(builder, name)
     train_split, test_split = _splits(builder, name, train_split or "train", test_split)
-    num_train = tf_pipeline.split_size(builder, train_split)
+    num_train = tfds_builders.split_size(builder, train_split)
     height, width, channels = builder.info.features[image_key].shape
     channels = channels or 3
     variable = height is None or width is None or num_train * height * width * channels > IN_MEMORY_BYTES
@@ -81,7 +80,7 @@ def entry(name: str, data_dir: str | None, *, train_split: str = "", test_split:
             lambda: tf_stats.dataset_stats(images, channels, MAX_STATS_IMAGES), what=f"tfds:{name} {train_split}")
     info = registry.DatasetInfo(
         num_classes=builder.info.features[label_key].num_classes, num_train=num_train,
-        num_test=tf_pipeline.split_size(builder, test_split), channels=measured.channels, mean=measured.mean,
+        num_test=tfds_builders.split_size(builder, test_split), channels=measured.channels, mean=measured.mean,
         std=measured.std, train_split=train_split, test_split=test_split)
     return registry.Dataset(info, reader="tfds", tfds_name=name, variable_size=variable, image_key=image_key,
                             label_key=label_key)

@@ -34,7 +34,7 @@ def generalized_supcon_loss_chunked(
     block_size: int = 1024,
 ) -> jax.Array:
     """Same arguments and result as losses.generalized_supcon_loss, plus `block_size` anchor rows per block."""
-    losses._check_normalization(normalization)  # noqa: SLF001 (same validation, same message)
+    losses.check_normalization(normalization)  # the same validation, the same message
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
     if features.shape[0] <= block_size:  # one block: the dense loss is the same computation, without recompute
@@ -47,8 +47,8 @@ def generalized_supcon_loss_chunked(
 
     anchors = features.astype(jnp.float32)
     contrasts = contrast_features.astype(jnp.float32)
-    unit_labels = losses._unit_rows(labels.astype(jnp.float32))  # noqa: SLF001
-    unit_contrast_labels = losses._unit_rows(contrast_labels.astype(jnp.float32))  # noqa: SLF001
+    unit_labels = losses.unit_rows(labels.astype(jnp.float32))
+    unit_contrast_labels = losses.unit_rows(contrast_labels.astype(jnp.float32))
     num_anchors, num_contrasts = anchors.shape[0], contrasts.shape[0]
     column_keep = jnp.ones((num_contrasts,), bool) if contrast_mask is None else contrast_mask.astype(bool)
 

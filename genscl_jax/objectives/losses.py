@@ -27,17 +27,19 @@ def label_similarity(labels: jax.Array, contrast_labels: jax.Array) -> jax.Array
 
     An all-zero label row (e.g. padding) has similarity 0 with everything instead of NaN.
     """
-    labels = _unit_rows(labels.astype(jnp.float32))
-    contrast_labels = _unit_rows(contrast_labels.astype(jnp.float32))
+    labels = unit_rows(labels.astype(jnp.float32))
+    contrast_labels = unit_rows(contrast_labels.astype(jnp.float32))
     return jnp.matmul(labels, contrast_labels.T, precision=jax.lax.Precision.HIGHEST)
 
 
-def _unit_rows(x: jax.Array) -> jax.Array:
+def unit_rows(x: jax.Array) -> jax.Array:
+    """Each row scaled to unit L2 norm (an all-zero row stays zero): label vectors before their cosine."""
     norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
     return x / jnp.maximum(norm, 1e-12)
 
 
-def _check_normalization(normalization: str) -> None:
+def check_normalization(normalization: str) -> None:
+    """ValueError unless `normalization` is one of NORMALIZATIONS (shared by the dense and the blocked loss)."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"normalization={normalization!r} is not supported; use one of {NORMALIZATIONS}")
@@ -61,7 +63,7 @@ def contrastive_loss_from_similarity(
     are the anchors' keys (N <= M). `contrast_mask` [M] bool removes contrasts (e.g. queue slots not yet written)
     from both as well.
     """
-    _check_normalization(normalization)
+    check_normalization(normalization)
     anchors = features.astype(jnp.float32)
     contrasts = contrast_features.astype(jnp.float32)
     similarity = similarity.astype(jnp.float32)

@@ -11,9 +11,12 @@ is the same function of the global batch on any number of devices. Each view use
 folded into [1, B - 1]) and its own lam, so the two views of an image have different partners.
 Statistically this is randperm's pairing: the input pipeline shuffles, so the image at position i + shift is a
 uniformly random other image, independent of image i, and every image is a partner exactly once per view, as in
-a permutation. What differs is only randperm's rare coincidences, which a shift rules out: an image drawn as its
+a permutation. What differs is randperm's rare coincidences, which a shift rules out: an image drawn as its
 own partner (an unmixed image; expected once per batch with randperm), two images that are each other's partner
-(expected 1/2 pair), and an image with the same partner in both views (expected once).
+(expected 1/2 pair), and an image with the same partner in both views (expected once); and the shifts tie the two
+views' partners together (view 1's partner of image i is view 0's partner of view 0's partner). Measured against
+independent permutations on the targets the loss sees (the row sum of label similarity and the target entropy),
+the difference is tiny: BENCHMARKS.md, "Mixing partners", has the figures and the command.
 
 Per call one lam ~ Beta(alpha, alpha) is shared by the whole batch (as in the authors' code). For CutMix, lam is
 reset to the exact fraction of pixels kept from a, so labels match pixels. `mix_views` mixes each augmented view
@@ -103,17 +106,29 @@ def _cutmix(images, partner_images, onehot, partner_onehot, lam, box_key):
     return mixed, _mix_labels(onehot, partner_onehot, kept)
 
 
-def mix_batch(rng, images, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0, shift: int | None = None):
+def mix_batch(rng, images, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0, shift: int | None = None,
+              prob: float = 1.0):
     """Mix a batch [B, H, W, C] with itself shifted: image i with image (i + shift) mod B (module docstring).
 
+    With probability 1 - `prob` the batch is returned unmixed, with one-hot labels (one coin for the whole batch).
     Returns (mixed images [B, H, W, C] in the input dtype, float32 label distributions [B, num_classes]).
-    `kind`, `num_classes`, `alpha` and `shift` (default: partner_shift(B)) must be static under jit.
+    `kind`, `num_classes`, `alpha`, `shift` (default: partner_shift(B)) and `prob` must be static under jit.
     """
     _check_kind(kind)
     onehot = one_hot_labels(class_ids, num_classes)
-    if kind == "none":
+    if kind == "none" or prob <= 0:
         return images, onehot
     shift = partner_shift(images.shape[0]) if shift is None else shift
+    if prob >= 1:  # no coin: the keys, and so the result, are exactly those of a mix that always happens
+        return _mix(rng, images, onehot, kind, alpha, shift)
+    coin_key, rng = jax.random.split(rng)
+    mixed, labels = _mix(rng, images, onehot, kind, alpha, shift)
+    # Both outcomes are computed and the coin selects one: static shapes, no data-dependent control flow.
+    mixed_at_all = jax.random.bernoulli(coin_key, prob)
+    return jnp.where(mixed_at_all, mixed, images), jnp.where(mixed_at_all, labels, onehot)
+
+
+def _mix(rng, images, onehot, kind: str, alpha: float, shift: int):
     lam_key, box_key, choice_key = jax.random.split(rng, 3)
     lam = _sample_lam(lam_key, alpha)
     args = (images, partners(images, shift), onehot, partners(onehot, shift), lam, box_key)
@@ -126,8 +141,9 @@ def mix_batch(rng, images, class_ids, num_classes: int, *, kind: str, alpha: flo
     return jax.lax.cond(use_cutmix, _cutmix, _mixup, *args)
 
 
-def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0):
-    """Mix each of V views [B, V, H, W, C] independently (own key, partner shift and lam).
+def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0, prob: float = 1.0):
+    """Mix each of V views [B, V, H, W, C] independently (own key, partner shift, lam and, if `prob` < 1, own coin
+    for whether the view is mixed at all).
 
     The batch axis stays first because it is the sharded one. Returns (mixed views [B, V, H, W, C],
     float32 labels [B, V, num_classes]); view v uses key jax.random.split(rng, V)[v] and partner_shift(B, v).
@@ -137,5 +153,5 @@ def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: floa
     keys = jax.random.split(rng, num_views)
     # A Python loop, not vmap: each view's shift is a different static roll.
     mixed = [mix_batch(keys[v], views[:, v], class_ids, num_classes, kind=kind, alpha=alpha,
-                       shift=partner_shift(batch_size, v)) for v in range(num_views)]
+                       shift=partner_shift(batch_size, v), prob=prob) for v in range(num_views)]
     return jnp.stack([m[0] for m in mixed], axis=1), jnp.stack([m[1] for m in mixed], axis=1)

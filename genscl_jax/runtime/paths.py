@@ -54,3 +54,37 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, target)
+
+
+def move_dir(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Moves the directory `source` to `destination` (which must not exist), creating its parent.
+
+    Locally one rename. An object store has no directories to rename: every object is copied, then the source's
+    objects are removed, its commit marker (orbax's commit_success.txt) first, so a move cut short leaves a source
+    that no reader takes for a complete checkpoint and a destination that is at worst incomplete.
+    """
+    source, destination = epath.Path(source), epath.Path(destination)
+    if destination.exists():
+        raise FileExistsError(f"{destination} exists")
+    if not is_url(source):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, destination)
+        return
+    files = list(_files_under(source))
+    for path in files:
+        target = destination / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.copy(target)
+    for path in sorted(files, key=lambda p: p.name != "commit_success.txt"):
+        path.unlink()
+    if source.exists():
+        source.rmtree()
+
+
+def _files_under(directory: epath.Path):
+    """Every file below `directory`, one listing per folder (epath refuses a recursive glob on object stores)."""
+    for path in directory.iterdir():
+        if path.is_dir():
+            yield from _files_under(path)
+        else:
+            yield path

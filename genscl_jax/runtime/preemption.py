@@ -20,6 +20,10 @@ jax.distributed.initialize installs that listener, which takes SIGTERM without e
 anyone. So the runner calls `listen()` right after it: a SIGTERM that comes while the model is built or a checkpoint
 is restored is kept as a request, and the loop stops at its first check (at the step it resumed from, saving
 nothing new).
+
+Ctrl-C (SIGINT) is the same request, made by a person: the run saves at the step it reached and exits with an
+interrupt's status (130; `was_interrupted()` tells the runner), where KeyboardInterrupt would lose every step since
+the last periodic checkpoint. A second Ctrl-C raises KeyboardInterrupt at once, for a save that takes too long.
 """
 
 from __future__ import annotations
@@ -37,21 +41,55 @@ from jax._src import distributed  # the coordination client orbax uses for its b
 _BARRIER_TIMEOUT_MS = 60 * 60 * 1000
 # Numbers the loops of this process; every process runs the same loops in the same order, so the numbers agree.
 _loops = itertools.count()
-# Set by SIGTERM in this process; cleared when a loop has stopped for it, or by `listen` at the start of a run.
+# Set by SIGTERM or Ctrl-C in this process; cleared when a loop has stopped for it, or by `listen` at the start of
+# a run.
 _stop_requested = threading.Event()
+# Set by Ctrl-C (cleared by `listen`): the stop was a person's, so the command line exits as interrupted.
+_interrupted = threading.Event()
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_previous_handlers: dict[int, object] = {}  # what `listen` replaced, for `stop_listening`
 
 
 def _handle(signum, frame):
-    logging.warning("SIGTERM received: saving a checkpoint at the next step all processes agree on, then exiting.")
+    if signum == signal.SIGINT:
+        if _interrupted.is_set():
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, whatever is in flight
+        _interrupted.set()
+        logging.warning("Ctrl-C: saving a checkpoint at the current step, then exiting (the same command resumes); "
+                        "Ctrl-C again stops at once.")
+    else:
+        logging.warning("SIGTERM received: saving a checkpoint at the next step all processes agree on, then "
+                        "exiting.")
     _stop_requested.set()
 
 
 def listen() -> None:
-    """From now on SIGTERM asks the training loop to stop instead of ending the process (main thread only); a
-    request left over from an earlier run in this process is forgotten."""
+    """From now on SIGTERM and Ctrl-C ask the training loop to stop instead of ending the process (main thread only);
+    a request left over from an earlier run in this process is forgotten. `stop_listening` undoes it."""
     _stop_requested.clear()
+    _interrupted.clear()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _handle)
+        for signum in _signals_to_take():
+            _previous_handlers.setdefault(signum, signal.signal(signum, _handle))
+
+
+def _signals_to_take() -> tuple[int, ...]:
+    """SIGTERM, and SIGINT unless it is ignored (nohup, a background job of a script): ignored stays ignored."""
+    return tuple(s for s in _SIGNALS if s != signal.SIGINT or signal.getsignal(s) is not signal.SIG_IGN)
+
+
+def stop_listening() -> None:
+    """Gives SIGTERM and Ctrl-C back their handlers from before `listen` (a notebook's Ctrl-C interrupts again)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum, previous in list(_previous_handlers.items()):
+            if previous is not None:  # None: a handler installed outside Python; ours stays then
+                signal.signal(signum, previous)
+            del _previous_handlers[signum]
+
+
+def was_interrupted() -> bool:
+    """Whether the stop request of this run came from Ctrl-C (rather than SIGTERM)."""
+    return _interrupted.is_set()
 
 
 class StopAgreement:
@@ -66,19 +104,22 @@ class StopAgreement:
         self._loop = next(_loops)
 
     def __enter__(self):
+        if not _stop_requested.is_set():
+            _interrupted.clear()  # a Ctrl-C an earlier loop answered: the next one is again a first
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, _handle)
+            self._previous = {signum: signal.signal(signum, _handle) for signum in _signals_to_take()}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:  # None: a handler installed outside Python; ours stays then
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in (self._previous or {}).items():
+            if previous is not None:  # None: a handler installed outside Python; ours stays then
+                signal.signal(signum, previous)
         if self.stopped:
             _stop_requested.clear()  # answered
 
     @property
     def requested(self) -> bool:
-        """This process received SIGTERM."""
+        """This process received SIGTERM or Ctrl-C."""
         return _stop_requested.is_set()
 
     def should_stop(self, step: int) -> bool:

@@ -4,6 +4,7 @@
     python -m genscl_jax.bench --model resnet18 --width 0.5 --image-size 32 --per-device-batch 32
     python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
     python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
+    python -m genscl_jax.bench --monitor-cost --model resnet50 --image-size 32 --per-device-batch 8 --steps 2
     python -m genscl_jax.bench --model resnet50 --per-device-batch 512 --micro-batch-size 32 --remat blocks --plan-only
 
 The step is the one training runs: pretrain.build_program on a config from defaults.base_config() with
@@ -19,6 +20,10 @@ What it reports:
   - FLOPs and MFU: FLOPs per step from XLA's cost analysis of the compiled step (compiled.cost_analysis()
     ["flops"], per device for a sharded program; it counts a multiply-add as 2 FLOPs), divided by the step
     time and by --peak-tflops (per device) when given.
+  - --monitor-cost: what the online probe and the GenSCL diagnostics add to the step. The step with them
+    (--monitor, training's default) and without (--no-monitor) are compiled in one process and timed in turn,
+    round after round (the order alternating), so both see the same load: the ratio of the medians and the
+    median of the per-round ratios.
 
 Only jax, flax, optax, orbax, numpy and ml_collections are imported: no TensorFlow, tfds or clu, so it runs on a
 bare accelerator VM (with ml_collections' wheel carried there). The data is one batch of noise reused every step:
@@ -42,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from genscl_jax import data, models
-from genscl_jax.config import defaults
+from genscl_jax.config import defaults, recipes
+from genscl_jax.data import device_preprocess, registry
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import loss_chunked, losses, mixing
 from genscl_jax.runtime import compile_options, parallel
@@ -175,7 +181,6 @@ def _gib(num_bytes: int | None) -> float | None:
 def step_config(args: argparse.Namespace, num_devices: int):
     """The training config (defaults.base_config) this benchmark's step is built from."""
     config = defaults.base_config()
-    config.dataset = "synthetic"  # only steps_per_epoch reads it; the data spec is the bench's own
     for key, value in dict(
             model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
             dtype=args.dtype, cpu_convolutions=args.cpu_convolutions, num_views=args.num_views,
@@ -186,6 +191,7 @@ def step_config(args: argparse.Namespace, num_devices: int):
             device_color_augment=args.color_augment, augment="simclr",
             head={"hidden_dim": args.head_hidden_dim, "output_dim": args.head_dim},
             moco={"enabled": args.moco, "queue_size": args.queue_size},
+            online_probe={"enabled": args.monitor}, diagnostics=args.monitor,
             kd={"alpha": args.kd_alpha if args.teacher != "none" else 0.0, "teacher": "random weights",
                 "teacher_model": args.teacher if args.teacher != "none" else "resnet50",
                 "teacher_width_multiplier": args.teacher_width,
@@ -208,7 +214,8 @@ class StepBenchmark:
     callables sharing its inputs. abstract=True: state, batch and teacher are shapes only (nothing is allocated),
     for compiling a memory plan; such a benchmark cannot run."""
 
-    def __init__(self, args: argparse.Namespace, mesh=None, *, abstract: bool = False):
+    def __init__(self, args: argparse.Namespace, mesh=None,
+                 preprocessing: device_preprocess.Preprocessing | None = None, *, abstract: bool = False):
         self.args = args
         self.mesh = mesh or parallel.create_mesh()
         self.num_devices = self.mesh.devices.size
@@ -216,11 +223,12 @@ class StepBenchmark:
         self.num_classes = num_classes_for(args)
         self.config = step_config(args, self.num_devices)
         channels = args.channels
-        # Normalisation constants only matter to on-device colour augmentation.
         spec = data.DatasetInfo(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
         t0 = time.perf_counter()
         teacher = self._random_teacher(channels, abstract) if args.teacher != "none" else None
-        self.program = pretrain.build_program(self.config, self.mesh, spec, teacher=teacher)
+        self.program = pretrain.build_program(self.config, self.mesh, spec, spec.num_train // self.global_batch,
+                                              preprocessing=preprocessing or step_preprocessing(args, spec),
+                                              teacher=teacher)
         self.teacher_variables = teacher.variables if teacher else None
         if abstract:
             self.initial_state = self.program.state_shapes()
@@ -278,9 +286,17 @@ class StepBenchmark:
         return run
 
 
+def step_preprocessing(args: argparse.Namespace, spec: data.DatasetInfo) -> device_preprocess.Preprocessing:
+    """What the step does to its uint8 views, as for the dataset this shape stands for: ImageNet at 64 px and more
+    (with --color-augment: colour jitter, grayscale and blur on the device), CIFAR below (no blur)."""
+    entry = registry.get("imagenet2012" if args.image_size >= 64 else "cifar10")
+    return device_preprocess.for_training(entry, spec, policy="simclr", image_size=args.image_size,
+                                          device_color_augment=args.color_augment)
+
+
 def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, channels: int, num_classes: int,
                  mesh) -> dict[str, jax.Array]:
-    """One global batch {"image": [B, V, H, W, C] float32, "label": [B] int32} of noise, each process making its
+    """One global batch {"image": [B, V, H, W, C] uint8, "label": [B] int32} of noise, each process making its
     share on the host and placing it as the input pipeline does (parallel.global_batch_from_local).
 
     The step's cost does not depend on pixel values, and this costs no compilation (synthetic.py's generator
@@ -288,14 +304,14 @@ def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, 
     """
     local = global_batch // jax.process_count()
     rng = np.random.default_rng(seed + jax.process_index())
-    images = rng.standard_normal((local, num_views, image_size, image_size, channels), dtype=np.float32)
+    images = rng.integers(0, 256, (local, num_views, image_size, image_size, channels), dtype=np.uint8)
     labels = rng.integers(0, num_classes, (local,), dtype=np.int32)
     return parallel.global_batch_from_local({"image": images, "label": labels}, mesh)
 
 
 def abstract_batch(global_batch: int, num_views: int, image_size: int, channels: int) -> dict[str, Any]:
     """The shapes of random_batch's batch, for compiling without data."""
-    return {"image": jax.ShapeDtypeStruct((global_batch, num_views, image_size, image_size, channels), jnp.float32),
+    return {"image": jax.ShapeDtypeStruct((global_batch, num_views, image_size, image_size, channels), jnp.uint8),
             "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32)}
 
 
@@ -303,7 +319,7 @@ def describe_step(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in (
         "model", "width", "stem", "image_size", "channels", "per_device_batch", "num_views", "dtype", "moco",
         "queue_size", "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions",
-        "micro_batch_size", "bn_group_size", "remat", "loss_block_size")}
+        "monitor", "micro_batch_size", "bn_group_size", "remat", "loss_block_size")}
 
 
 def plan_step(args: argparse.Namespace) -> dict[str, Any]:
@@ -357,6 +373,54 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     if not np.isfinite(loss):
         result["warning"] = "non-finite loss"
     return result
+
+
+def bench_monitor_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """The step with and without the online probe and the diagnostics, interleaved round by round."""
+    runs = {}
+    for monitor in (True, False):
+        variant = argparse.Namespace(**{**vars(args), "monitor": monitor})
+        bench = StepBenchmark(variant)
+        compiled, compile_seconds = bench.compile(bench.training_compiler_options(
+            _parse_compiler_options(args.compiler_option)))
+        run = bench.runner(compiled)
+        _, metrics = jax.block_until_ready(run(max(args.warmup, 1)))
+        runs["on" if monitor else "off"] = {"run": run, "compile_s": round(compile_seconds, 3), "times": [],
+                                            "cpu_times": [], "flops": compiled_flops(compiled),
+                                            "loss_after_warmup": float(jax.device_get(metrics["loss"]))}
+    for round_index in range(args.repeats):
+        for name in (("on", "off") if round_index % 2 == 0 else ("off", "on")):
+            cpu_start = time.process_time()
+            runs[name]["times"] += time_loop(runs[name]["run"], repeats=1, steps=args.steps)
+            runs[name]["cpu_times"].append((time.process_time() - cpu_start) / args.steps)
+    on, off = runs["on"], runs["off"]
+    result = {"mode": "monitor_cost", "config": describe_step(args), "global_batch": bench.global_batch,
+              "rounds": args.repeats, "steps_per_round": args.steps,
+              "ratio_of_medians": _ratio(statistics.median(on["times"]), statistics.median(off["times"])),
+              "median_paired_ratio": round(statistics.median(a / b for a, b in zip(on["times"], off["times"])), 4),
+              # Process CPU time (all threads): what other jobs on a shared CPU move far less than wall time.
+              "cpu_time_ratio": _ratio(statistics.median(on["cpu_times"]), statistics.median(off["cpu_times"])),
+              "flops_ratio": _ratio(on["flops"], off["flops"]) if on["flops"] and off["flops"] else None}
+    for name, run in runs.items():
+        result[name] = {"step_ms": round(statistics.median(run["times"]) * 1e3, 3),
+                        "step_ms_rounds": [round(t * 1e3, 3) for t in run["times"]],
+                        "cpu_ms": round(statistics.median(run["cpu_times"]) * 1e3, 3), "flops_per_step": run["flops"],
+                        "compile_s": run["compile_s"], "loss_after_warmup": run["loss_after_warmup"]}
+    return result
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 4)
+
+
+def _monitor_cost_lines(r: dict[str, Any]) -> list[str]:
+    c = r["config"]
+    return [f"monitor cost: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch "
+            f"{r['global_batch']} x {c['num_views']} views, moco={c['moco']}, {r['rounds']} rounds x "
+            f"{r['steps_per_round']} steps",
+            f"  step ms with probe + diagnostics {r['on']['step_ms']:.2f}, without {r['off']['step_ms']:.2f}: "
+            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f}, CPU time "
+            f"{r['cpu_time_ratio']:.4f}, XLA FLOPs {r['flops_ratio']})"]
 
 
 # ------------------------------------------------------------------------------------------- the loss alone
@@ -527,9 +591,11 @@ def _loss_line(case: dict[str, Any]) -> str:
     return f"{head}   {case['ms']:.2f} ms fwd+bwd   device peak {'n/a' if peak is None else f'{peak} GiB'}"
 
 
-QUICK = dict(model="resnet10", width=0.0625, stem="cifar", image_size=16, per_device_batch=8, queue_size=64,
-             head_dim=16, head_hidden_dim=32, warmup=2, steps=10, repeats=5, anchors="64,256", classes="10",
-             queue=512, loss_steps=2)
+# --quick: the project's tiny network (recipes.TINY_NETWORK) at 16 px, a few steps.
+QUICK = dict(model=recipes.TINY_NETWORK["model"], width=recipes.TINY_NETWORK["width_multiplier"],
+             stem=recipes.TINY_NETWORK["stem"], head_dim=recipes.TINY_NETWORK["head.output_dim"],
+             head_hidden_dim=recipes.TINY_NETWORK["head.hidden_dim"], image_size=16, per_device_batch=8,
+             queue_size=64, warmup=2, steps=10, repeats=5, anchors="64,256", classes="10", queue=512, loss_steps=2)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -538,6 +604,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes that run in seconds on a CPU (CI regression run; reports, asserts nothing)")
     p.add_argument("--loss-only", action="store_true", help="time the loss alone (forward + backward)")
+    p.add_argument("--monitor-cost", action="store_true",
+                   help="time the step with and without the online probe and diagnostics, interleaved")
     p.add_argument("--json", default="", help="also write the results as JSON to this path ('-': stdout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
@@ -572,7 +640,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="config.loss_block_size: the step's loss in blocks of this many anchor rows (0: dense)")
     g.add_argument("--cpu-convolutions", default="eigen", choices=compile_options.CPU_CONVOLUTIONS,
                    help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
-    g.add_argument("--color-augment", action="store_true", help="on-device colour augmentation inside the step")
+    g.add_argument("--color-augment", action="store_true",
+                   help="simclr's colour jitter, grayscale and (at 64 px and more) blur on the device, in the step")
+    g.add_argument("--input", default="noise", choices=("noise", "jpeg"),
+                   help="noise: one batch reused (the device alone); jpeg: every step a batch from the product's "
+                        "tf.data pipeline over synthetic JPEGs (needs TensorFlow; genscl_jax/tools/pipeline_bench.py)")
+    g.add_argument("--input-images", type=int, default=512, help="--input jpeg: synthetic 375x500 JPEGs to write")
+    g.add_argument("--input-dir", default="", help="--input jpeg: their image folder (default: under the temp dir)")
+    g.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=True,
+                   help="the online linear probe and the GenSCL diagnostics in the step (training's default)")
     g.add_argument("--optimizer", default="sgd", choices=optimizers.OPTIMIZERS)
     g.add_argument("--learning-rate", type=float, default=0.1)
     g.add_argument("--head-dim", type=int, default=128, help="projection output dim (also the loss-only D)")
@@ -614,6 +690,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"environment": env, "argv": list(argv if argv is not None else sys.argv[1:])}
     if args.loss_only:
         results["loss"] = bench_loss(args)
+    elif args.input == "jpeg":
+        from genscl_jax.tools import pipeline_bench  # TensorFlow, only in this mode
+
+        results["pipeline_step"] = pipeline_bench.bench_pipeline_step(args, StepBenchmark)
+        print("\n".join(pipeline_bench.lines(results["pipeline_step"])), file=out, flush=True)
+    elif args.monitor_cost:
+        results["monitor_cost"] = bench_monitor_cost(args)
+        print("\n".join(_monitor_cost_lines(results["monitor_cost"])), file=out, flush=True)
     else:
         results["step"] = bench_step(args)
         print("\n".join(_step_lines(results["step"])), file=out, flush=True)

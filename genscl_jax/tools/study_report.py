@@ -13,8 +13,17 @@ from typing import Any
 
 from genscl_jax.tools import bench
 
-METHOD_LABELS = {"ce": "CE (supervised; linear probe)", "supcon": "SupCon (GenSCL, one-hot labels)",
-                 "genscl_mix": "GenSCL + Mixup/CutMix", "genscl_mix_kd": "GenSCL + Mixup/CutMix + KD (CE teacher)"}
+METHOD_LABELS = {
+    "ce": "CE (supervised; linear probe)",
+    "supcon": "SupCon (GenSCL, one-hot labels)",
+    "genscl_mix": "GenSCL + Mixup/CutMix",
+    "genscl_mix_kd": "GenSCL + Mixup/CutMix + KD (same-budget CE teacher)",
+    "genscl_kd_strong": "GenSCL + KD (strong teacher), no mixing",
+    "genscl_mix_kd_strong": "GenSCL + Mixup/CutMix + KD (strong teacher)",
+    "genscl_mix_half": "GenSCL + Mixup/CutMix on half the views (mix.prob 0.5)",
+    "supcon_bn_recalibrated": "SupCon, BatchNorm recalibrated before the probe",
+    "genscl_mix_bn_recalibrated": "GenSCL + Mixup/CutMix, BatchNorm recalibrated before the probe",
+}
 
 
 def write(records: list[dict[str, Any]], config: str, workdir: str, results_dir: str) -> None:
@@ -74,19 +83,51 @@ def environment() -> str:
             f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n")
 
 
+def teacher_line(records: list[dict[str, Any]]) -> str:
+    """The shared strong teacher: its cost in steps, its own top-1 and its margin over the best student row."""
+    teacher = next((r for r in records if r["phase"] == "teacher"), None)
+    students = [r for r in records if r["phase"] == "main"]
+    if teacher is None:
+        return ""
+    steps = f"{teacher['pretrain_steps']} steps"
+    if students:
+        student_steps = statistics.median(r["pretrain_steps"] for r in students)
+        steps += f" ({teacher['pretrain_steps'] / student_steps:g}x the students' {student_steps:g})"
+    text = (f"Strong teacher (the rows marked \"strong teacher\"): one CE run (`--config.mode=supervised`) of "
+            f"{steps}, seed {teacher['seed']}, shared by every seed, trained in {teacher['wall_seconds'] / 60:.1f} "
+            f"min; its own classifier's test top-1 is {100 * teacher['classifier_top1']:.2f} %")
+    if students:
+        mean_top1 = {m: statistics.mean(r["top1"] for r in students if r["method"] == m)
+                     for m in _methods(records, "main")}
+        best = max(mean_top1, key=mean_top1.get)
+        text += (f", {100 * (teacher['classifier_top1'] - mean_top1[best]):+.2f} points from the best student row "
+                 f"({METHOD_LABELS.get(best, best)}, {100 * mean_top1[best]:.2f} %)")
+    return text + ".\n"
+
+
+def wall_time_by_part(records: list[dict[str, Any]]) -> str:
+    parts = {"strong teacher": "teacher", "table": "main", "longer-budget check": "longer"}
+    minutes = {name: sum(r["wall_seconds"] for r in records if r["phase"] == phase) / 60
+               for name, phase in parts.items()}
+    return ", ".join(f"{name} {value:.1f} min" for name, value in minutes.items() if value)
+
+
 def markdown(records: list[dict[str, Any]], config: str, workdir: str) -> str:
     hours = sum(r["wall_seconds"] for r in records) / 3600
     text = [f"# Study: {config}\n",
             f"Command: `python -m genscl_jax.study --config {config} --workdir {workdir}`\n",
             "Linear-probe test top-1 (%) on frozen encoder features, mean +- sample standard deviation over seeds; "
             "each row's runs and the argument lists that reproduce them are in results.json. For CE, the probe reads "
-            "the supervised network without its classifier; the classifier's own top-1 is the last row.\n",
-            table(records, "main")]
+            "the supervised network without its classifier; the classifier's own top-1 is the last row. A "
+            "\"BatchNorm recalibrated\" row probes the encoders of its method's row (same runs, same seeds) after "
+            "recomputing their BatchNorm statistics on clean training images.\n",
+            table(records, "main"), teacher_line(records)]
     if any(r["phase"] == "longer" for r in records):
         text += ["\n## Longer budgets (one seed)\n", table(records, "longer")]
     else:
         text.append("\nLonger budget: not measured.\n")
-    text += [f"\n## Environment\n\n- runs' wall time, summed: {hours:.2f} h", environment()]
+    text += [f"\n## Environment\n\n- runs' wall time, summed: {hours:.2f} h ({wall_time_by_part(records)})",
+             environment()]
     return "\n".join(text)
 
 
@@ -124,10 +165,10 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
         values = [100 * r["top1"] for r in main if r["method"] == method]
         ax_top1.scatter([i] * len(values), values, color=colours[method], s=18, zorder=3)
         ax_top1.hlines(sum(values) / len(values), i - 0.25, i + 0.25, color=colours[method])
-    ax_top1.set_xticks(range(len(methods)), methods, rotation=20, fontsize=8)
+    ax_top1.set_xticks(range(len(methods)), methods, rotation=35, ha="right", fontsize=7)
     ax_top1.set_ylabel("linear top-1 (%), final")
     ax_top1.set_title("test top-1 (dots: seeds, bar: mean)", fontsize=9)
-    for record in main:
+    for record in (r for r in main if "probe_of" not in r):  # a re-probe trained nothing: its method's curve
         pretrain = record.get("train_workdir") or os.path.join(record["workdir"], "pretrain")
         steps, losses = loss_curve(pretrain)
         axis = ax_ce if record["method"] == "ce" else ax_gen

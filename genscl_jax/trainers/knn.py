@@ -1,4 +1,5 @@
-"""Weighted kNN monitor: test accuracy of a nearest-neighbour vote on the encoder's pooled features.
+"""Weighted kNN: test accuracy of a nearest-neighbour vote on the encoder's pooled features (pretraining's periodic
+evaluation, pretrain_eval.py, runs it).
 
 The voting rule is InstDisc's (Wu et al. 2018), the usual kNN monitor of contrastive pretraining: features are
 L2-normalised, each test example takes the k training examples of highest cosine similarity, each neighbour
@@ -11,16 +12,10 @@ Everything stays on the mesh; only scalar counts come back to the host, so it al
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
-
-from genscl_jax import data, models
-from genscl_jax.runtime import compile_options, parallel
-from genscl_jax.training import metrics
 
 BANK_CHUNK = 4096  # bank rows compared per scan step
 
@@ -81,35 +76,3 @@ def build_memory_bank(state: Any, features_fn: FeatureFn, batches: Iterable[dict
     if max_examples > 0:
         valid = valid & (jnp.cumsum(valid) <= max_examples)
     return jnp.concatenate(features), jnp.concatenate(labels), valid
-
-
-def make_monitor(config: Any, mesh: Mesh, model: models.ContrastiveModel, num_classes: int):
-    """The Trainer.periodic_eval hook: (state, step) -> {"knn_top1", "knn_top5"} (fractions in [0, 1])."""
-    knn = config.knn
-    if knn.k < 1 or knn.temperature <= 0:
-        raise ValueError(f"config.knn.k={knn.k} must be >= 1 and config.knn.temperature={knn.temperature} > 0")
-    replicated = parallel.replicated(mesh)
-    options = compile_options.model_jit_options(config)
-
-    def encode(state, images):
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return models.l2_normalize(model.apply(variables, images, train=False, method=models.ContrastiveModel.encode))
-
-    # Gathered (replicated) outputs: the bank is needed whole by every query. (Compiler options are only allowed on
-    # top-level jits, so query_counts calls the plain `encode`.)
-    features_fn = jax.jit(encode, out_shardings=replicated, **options)
-
-    @functools.partial(jax.jit, out_shardings=replicated, **options)
-    def query_counts(state, bank, batch):
-        scores = neighbour_class_scores(encode(state, batch["image"]), *bank, num_classes=num_classes,
-                                        k=knn.k, temperature=knn.temperature)
-        return metrics.accuracy_counts(scores, batch["label"], batch["mask"])
-
-    def monitor(state: Any, step: int) -> dict[str, float]:
-        del step
-        bank = build_memory_bank(state, features_fn, data.eval_batches(config, mesh, split="train"),
-                                 knn.max_train_examples)
-        counts = (query_counts(state, bank, batch) for batch in data.eval_batches(config, mesh, split="test"))
-        return metrics.top1_top5(metrics.sum_counts(counts), prefix="knn_")
-
-    return monitor

@@ -6,7 +6,9 @@ are read from the pretraining workdir and passed to the step as constants: they 
 written into this run's checkpoints. With `precompute_features` (and no training augmentation) the encoder runs
 once over the training and test sets and the classifier trains on stored features, far faster on a CPU, and is
 evaluated every epoch (without it, ten times per run). The encoder may come from a pretraining run or from a
-supervised run (the CE baseline's probe: its network without the classifier).
+supervised run (the CE baseline's probe: its network without the classifier). With
+`recalibrate_batch_stats` > 0 its BatchNorm running statistics are first recomputed on clean training images
+(batch_norm_recalibration), so features of clean images are not normalised with statistics of augmented views.
 """
 
 from __future__ import annotations
@@ -18,25 +20,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from genscl_jax import data, models
+from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
-from genscl_jax.training import checkpointing, metrics, optimizers, train_loop
+from genscl_jax.trainers import batch_norm_recalibration
+from genscl_jax.training import metrics, optimizers, progress, train_loop
 from genscl_jax.training.train_state import TrainState, create_train_state
 from genscl_jax.workdirs import trained_network
 
 
-def load_frozen_encoder(config: Any, pretrained_workdir: str) -> dict[str, Any]:
-    """The encoder's {"params", "batch_stats"} from the newest checkpoint of a pretraining or supervised run."""
-    ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(pretrained_workdir), read_only=True)
-    if ckpt.latest_step() is None:
-        raise checkpointing.CheckpointError(
-            f"config.linear_eval.pretrained_workdir={pretrained_workdir!r} has no checkpoint; pretrain first")
-    # A supervised run gives its network without the "fc" classifier: the CE baseline's linear probe.
-    return trained_network.encoder_variables(ckpt.restore_subtree(("params", "batch_stats")))
+def load_frozen_encoder(pretrained_workdir: str) -> trained_network.TrainedNetwork:
+    """The encoder of a pretrain, supervised (its network without the "fc" classifier: the CE baseline's linear
+    probe) or pretrain_and_eval run, restored as every reader of a workdir restores it (the architecture it
+    recorded, its newest checkpoint)."""
+    try:
+        return trained_network.load_trained(pretrained_workdir)
+    except trained_network.EncoderError as e:
+        raise trained_network.EncoderError(f"config.linear_eval.pretrained_workdir: {e}") from e
 
 
 def linear_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
@@ -75,30 +80,40 @@ class _Evaluator:
         self.best_top1 = max(self.best_top1, saved_metrics.get("linear_eval_best_top1", 0.0))
 
 
-def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loop.Trainer:
-    le, spec = config.linear_eval, data.data_spec(config)
-    encoder = model_builder.build_encoder(config)
-    frozen = parallel.replicate(encoder_variables, mesh)
+def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_variables: dict,
+                  encoder: nn.Module | None = None) -> train_loop.Trainer:
+    """The linear classifier's trainer on the frozen `encoder` (default: the one `config` describes) with
+    `encoder_variables`, computing in config.dtype."""
+    le, spec = config.linear_eval, source.info
+    encoder = (encoder or model_builder.build_encoder(config)).clone(dtype=model_builder.compute_dtype(config.dtype))
+    frozen = parallel.replicate(_recalibrated(config, mesh, source, encoder, encoder_variables), mesh)
 
-    def features_fn(images):
-        return jax.lax.stop_gradient(encoder.apply(frozen, images, train=False))
+    def network_features(inputs):  # normalised images -> frozen pooled features
+        return jax.lax.stop_gradient(encoder.apply(frozen, inputs, train=False))
+
+    test_preprocessing = source.eval_preprocessing()
+
+    def features_fn(images):  # evaluation batches' uint8 images -> features
+        return network_features(device_preprocess.normalize(images, test_preprocessing))
 
     # The encoder alone, compiled once for every precomputed split.
     encode = jax.jit(features_fn, **compile_options.model_jit_options(config))
-    batches, step_input, steps_per_epoch = _training_data(config, mesh, features_fn, encode)
+    batches, step_input, steps_per_epoch = _training_data(config, mesh, source, network_features, encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
     if _precomputes(le):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
-        stored = _stored_test_features(config, mesh, encode)
+        stored = _stored_test_features(config, mesh, source, encode)
         evaluator = _Evaluator(config, lambda: stored, lambda x: x, classifier)
         eval_every = steps_per_epoch
     else:
-        evaluator = _Evaluator(config, lambda: data.eval_batches(config, mesh), features_fn, classifier)
+        evaluator = _Evaluator(config, lambda: source.eval_batches(mesh, batch_size=config.eval_batch_size),
+                               features_fn, classifier)
         # Ten evaluations over the run (and one at the end): each one runs the encoder over the test set.
         eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
     schedule = linear_schedule(config, steps_per_epoch)
     tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
-    feature_dim = models.feature_dim(config.model, config.width_multiplier)
+    feature_dim = jax.eval_shape(features_fn, jnp.zeros((1, config.image_size, config.image_size, spec.channels),
+                                                       jnp.float32)).shape[-1]
     state = create_train_state(
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
@@ -106,39 +121,62 @@ def build_trainer(config: Any, mesh: Mesh, encoder_variables: dict) -> train_loo
         step, mesh, compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
-                              periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume)
+                              periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,
+                              # About ten console lines, each after an evaluation (a new test top-1).
+                              report_every_steps=steps_per_epoch * max(int(le.num_epochs) // 10, 1))
 
 
-def _training_data(config: Any, mesh: Mesh, features_fn, encode):
-    """(batches, what the step applies to a batch's inputs, steps per epoch): stored features (from `encode`, the
-    jitted features_fn) when precomputing, else augmented images through the frozen encoder."""
+def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.Module, variables: dict) -> dict:
+    """The encoder's variables with its BatchNorm statistics recomputed on linear_eval.recalibrate_batch_stats clean
+    training batches (batch_norm_recalibration), or as given when that is 0. The batches are the first of the
+    un-augmented training stream, keyed by the seed: a resumed run recomputes the same statistics."""
+    num_batches = config.linear_eval.recalibrate_batch_stats
+    if not num_batches:
+        return variables
+    preprocessing = source.eval_preprocessing()  # the host sends uint8 pixels; normalised here as in evaluation
+    clean = (device_preprocess.normalize(batch["image"][:, 0], preprocessing) for batch in source.train_batches(
+        mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1))
+    logging.info("linear_eval: recomputing the encoder's BatchNorm statistics on %d clean training batches of %d",
+                 num_batches, config.batch_size)
+    return batch_norm_recalibration.recalibrate_batch_stats(encoder, parallel.replicate(variables, mesh), clean,
+                                                            num_batches, mesh)
+
+
+def _training_data(config: Any, mesh: Mesh, source: data.DataSource, network_features, encode):
+    """(batches, step_input(key, batch) -> the classifier's inputs, steps per epoch): stored features (from
+    `encode`, the jitted encoder of evaluation images) when precomputing, else one augmented view per image,
+    finished on the device (device_preprocess.train_views) and through the frozen encoder (`network_features`)."""
     le = config.linear_eval
     if _precomputes(le):
-        features, labels = _precompute(config, mesh, encode)
+        features, labels = _precompute(config, mesh, source, encode)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
-        return _feature_batches(features, labels, le.batch_size, config.seed, mesh), (lambda x: x), steps_per_epoch
+        batches = _feature_batches(features, labels, le.batch_size, config.seed, mesh)
+        return batches, (lambda key, batch: batch["features"]), steps_per_epoch
+
+    preprocessing = source.train_preprocessing(le.augment, config.device_color_augment)
 
     def batches(start_step):
-        for batch in data.train_batches(config, mesh, start_step=start_step, batch_size=le.batch_size,
-                                        augment=le.augment, num_views=1):
-            yield {"image": batch["image"][:, 0], "label": batch["label"]}
+        return source.train_batches(mesh, start_step=start_step, batch_size=le.batch_size, augment=le.augment,
+                                    num_views=1, device_color_augment=config.device_color_augment)
 
-    return batches, features_fn, data.steps_per_epoch(config, le.batch_size)
+    def step_input(key, batch):
+        return network_features(device_preprocess.train_views(key, batch["image"], preprocessing)[:, 0])
+
+    return batches, step_input, source.steps_per_epoch(le.batch_size)
 
 
 def _precomputes(le) -> bool:
     return le.precompute_features and le.augment == "none"
 
 
-def _stored_test_features(config, mesh, encode) -> list[dict[str, jax.Array]]:
+def _stored_test_features(config, mesh, source, encode) -> list[dict[str, jax.Array]]:
     """The test split's evaluation batches with "image" replaced by its frozen features, kept on device."""
-    return [{**batch, "image": encode(batch["image"])} for batch in data.eval_batches(config, mesh)]
+    return list(_encoded(config, mesh, source, encode, "test", lambda batch, features: {**batch, "image": features}))
 
 
-def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: int):
+def _make_step(classifier: nn.Module, tx, schedule, step_input, num_classes: int):
     def step(state: TrainState, batch):
-        inputs = batch["features"] if "features" in batch else batch["image"]
-        features = features_fn(inputs)
+        features = step_input(jax.random.fold_in(state.rng, state.step), batch)
         targets = jax.nn.one_hot(batch["label"], num_classes)
 
         def loss_fn(params):
@@ -146,28 +184,46 @@ def _make_step(classifier: nn.Module, tx, schedule, features_fn, num_classes: in
             return losses.soft_cross_entropy(logits, targets), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state)
+        new_state = state.apply_gradients(grads, tx)
         return new_state, {"loss": loss, "train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                            "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step)}
 
     return step
 
 
-def _precompute(config, mesh, encode):
+def _precompute(config, mesh, source, encode):
     """Features and labels of every training example (no augmentation), gathered to every process's host."""
     from jax.experimental import multihost_utils
 
-    features, labels = [], []
-    for batch in data.eval_batches(config, mesh, split="train"):
+    def gather(batch, encoded):
         # process_allgather is a plain device_get on one process and an all-gather across hosts.
-        feats, labs, keep = multihost_utils.process_allgather((encode(batch["image"]), batch["label"],
-                                                               batch["mask"]), tiled=True)
+        return multihost_utils.process_allgather((encoded, batch["label"], batch["mask"]), tiled=True)
+
+    features, labels = [], []
+    for feats, labs, keep in _encoded(config, mesh, source, encode, "train", gather):
         keep = np.asarray(keep).astype(bool)
         features.append(np.asarray(feats)[keep])
         labels.append(np.asarray(labs)[keep])
     return np.concatenate(features), np.concatenate(labels)
+
+
+def _encoded(config, mesh, source, encode, split: str, take):
+    """take(batch, its features) for each batch of one pass over `split`, with a progress bar (or line) for it."""
+    total = source.eval_examples(split)
+    throughput = progress.Throughput()
+    stage = progress.StageProgress(f"linear_eval features ({split})", total, throughput, unit="images")
+    done = 0
+    try:
+        for batch in source.eval_batches(mesh, batch_size=config.eval_batch_size, split=split):
+            taken = take(batch, encode(batch["image"]))
+            # Global batch rows, padding included: the last batch's padding is cut off at the split's size.
+            done = min(done + batch["label"].shape[0], total)
+            throughput.done(batch["label"].shape[0], sync=taken)
+            stage.tick(done)
+            yield taken
+        stage.report(done, {})
+    finally:
+        stage.close()
 
 
 def _feature_batches(features, labels, batch_size: int, seed: int, mesh: Mesh):
@@ -191,9 +247,10 @@ def _feature_batches(features, labels, batch_size: int, seed: int, mesh: Mesh):
     return batches
 
 
-def run(config: Any, workdir: str, *, pretrained_workdir: str, mesh: Mesh | None = None) -> dict[str, Any]:
+def run(config: Any, workdir: str, source: data.DataSource, *, pretrained_workdir: str,
+        mesh: Mesh | None = None) -> dict[str, Any]:
     """Trains and evaluates the linear classifier; the summary holds linear_eval_top1/top5 (fractions)."""
     mesh = mesh or parallel.create_mesh()
-    encoder_variables = load_frozen_encoder(config, pretrained_workdir)
-    summary = train_loop.run_and_report(build_trainer(config, mesh, encoder_variables), config, workdir)
-    return summary
+    pretrained = load_frozen_encoder(pretrained_workdir)
+    trainer = build_trainer(config, mesh, source, pretrained.variables, encoder=pretrained.module)
+    return train_loop.run_and_report(trainer, config, workdir)

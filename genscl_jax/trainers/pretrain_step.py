@@ -1,8 +1,11 @@
 """The GenSCL pretraining step: one compiled function from (state, global batch) to (state, metrics).
 
-Inside one step: optional on-device colour augmentation, per-view Mixup/CutMix, the teacher's forward on the
-mixed views (no gradient), the student's forward on all views, the generalized loss against mixed labels and
-teacher labels, the optimizer update, the EMA key-encoder update and the queue update.
+Inside one step: the device's share of the input pipeline (the uint8 views normalised, after colour augmentation
+when it runs on the device), per-view Mixup/CutMix, the teacher's forward on the mixed views (no gradient), the
+student's forward on all views, the generalized loss against mixed labels and teacher labels, the optimizer update,
+the EMA key-encoder update and the queue update; beside them, what shows whether the run is learning: the GenSCL
+diagnostics (objectives/diagnostics.py) and the online linear probe's update on the detached features
+(online_probe.py), neither of which reaches the encoder's gradients.
 
 With `micro_batch_size` the three networks (teacher, EMA key encoder, student) run over strided micro-batches
 (training/micro_batches.py), the student's recomputed in the backward pass, while the loss still spans the whole
@@ -22,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genscl_jax.data import device_augment
-from genscl_jax.objectives import loss_chunked, losses, mixing, momentum_encoder
+from genscl_jax.data import device_preprocess
+from genscl_jax.objectives import diagnostics, loss_chunked, losses, mixing, momentum_encoder
+from genscl_jax.trainers.online_probe import OnlineProbe
 from genscl_jax.training import optimizers
 from genscl_jax.training.micro_batches import MicroBatches
 from genscl_jax.training.train_state import TrainState
@@ -34,21 +38,22 @@ class PretrainSettings:
     """What the step needs to know besides the model and optimizer (all static under jit)."""
     num_classes: int
     total_steps: int
+    # What the step does to the batch's uint8 views first (DataSource.train_preprocessing).
+    preprocessing: device_preprocess.Preprocessing
     temperature: float = 0.1
     base_temperature: float = 0.07
     loss_normalization: str = "label_sum"
     loss_block_size: int = 0  # > 0: the loss in blocks of anchor rows (loss_chunked), for very large contrast sets
     mix_kind: str = "none"
     mix_alpha: float = 1.0
+    mix_prob: float = 1.0  # the chance that a view is mixed at all (1: every view, as in the paper)
     kd_alpha: float = 0.0  # 0: no teacher; inf: teacher labels only
     kd_temperature: float = 1.0
     moco: bool = False
     ema_momentum: float = 0.999
     ema_momentum_cosine: bool = False
-    device_color_augment: bool = False
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
     micro_batch_size: int = 0  # > 0: source images per micro-batch, over the global batch (0: the dense step)
+    diagnostics: bool = True  # the GenSCL diagnostics among the step's metrics
 
     @property
     def uses_teacher(self) -> bool:
@@ -59,16 +64,17 @@ class PretrainSettings:
         return not math.isinf(self.kd_alpha)
 
 
-def settings_from_config(config: Any, num_classes: int, total_steps: int, mean=(), std=()) -> PretrainSettings:
+def settings_from_config(config: Any, num_classes: int, total_steps: int,
+                         preprocessing: device_preprocess.Preprocessing) -> PretrainSettings:
     return PretrainSettings(
         num_classes=num_classes, total_steps=total_steps, temperature=config.temperature,
         base_temperature=config.base_temperature, loss_normalization=config.loss_normalization,
         loss_block_size=config.loss_block_size,
-        mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, kd_alpha=float(config.kd.alpha),
+        mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
+        kd_alpha=float(config.kd.alpha),
         kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
         ema_momentum_cosine=config.moco.momentum_cosine,
-        device_color_augment=config.device_color_augment and config.augment == "simclr",
-        mean=tuple(mean), std=tuple(std), micro_batch_size=config.micro_batch_size)
+        preprocessing=preprocessing, diagnostics=config.diagnostics, micro_batch_size=config.micro_batch_size)
 
 
 TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images) -> logits
@@ -76,8 +82,10 @@ TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images)
 
 def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
                        settings: PretrainSettings, teacher_fn: TeacherFn | None = None,
-                       replicate: Callable[[Any], Any] = lambda tree: tree):
+                       replicate: Callable[[Any], Any] = lambda tree: tree, probe: OnlineProbe | None = None):
     """Returns step(state, batch, teacher_variables) -> (state, metrics); jit it with the shardings you want.
+
+    With `probe`, state.probe is its state (train_state_initializer's make_probe) and the step trains it.
 
     `replicate` lays a pytree out whole on every device inside the step (parallel.replicated_constraint(mesh)).
     The MoCo contrast set goes through it: anchors stay sharded, each device scores its rows against all contrasts.
@@ -102,14 +110,18 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         # `encoded`: the whole batch's pooled features [2N, F] and projections [2N, D], in batch order, from the
         # dense and the micro-batched encoder pass alike.
         (loss, (batch_stats, terms, encoded)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
         metrics = {"loss": loss, "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step),
                    **{f"loss_{name}": value for name, value in terms.items()}}
         if s.moco:
             new_state, queue_metrics = _update_key_encoder(new_state, contrasts, labels, s)
             metrics.update(queue_metrics)
+        if s.diagnostics:
+            metrics.update(_diagnostics(encoded["projection"], labels, contrasts, new_state.queue, num_views, s))
+        if probe is not None:
+            probe_state, probe_metrics = probe.update(state.probe, encoded["features"], labels["mixed"])
+            new_state = new_state.replace(probe=probe_state)
+            metrics.update(probe_metrics)
         return new_state, metrics
 
     def prepare(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any, micro: MicroBatches):
@@ -117,10 +129,9 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         views = batch["image"]  # [B, V, H, W, C]
         batch_size, num_views = views.shape[:2]
-        if s.device_color_augment:
-            views = device_augment.color_augment(aug_key, views, mean=s.mean, std=s.std)
+        views = device_preprocess.train_views(aug_key, views, s.preprocessing)
         views, mixed_labels = mixing.mix_views(mix_key, views, batch["label"], s.num_classes,
-                                               kind=s.mix_kind, alpha=s.mix_alpha)
+                                               kind=s.mix_kind, alpha=s.mix_alpha, prob=s.mix_prob)
         # Batch-major flattening keeps the leading (sharded) axis the batch axis; the loss is order-invariant.
         images = views.reshape((batch_size * num_views,) + views.shape[2:])
         labels = {"mixed": mixed_labels.reshape(batch_size * num_views, -1)}
@@ -173,19 +184,43 @@ def _key_contrasts(model, state: TrainState, images, labels, replicate, micro: M
 def _loss_terms(projection, labels, contrasts, s: PretrainSettings) -> dict[str, jax.Array]:
     """One GenSCL term per label source: "mixed" (ground truth after mixing) and "teacher" (distillation)."""
     terms = {}
-    names = (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.uses_teacher else [])
     loss_fn = losses.generalized_supcon_loss
     if s.loss_block_size:
         loss_fn = functools.partial(loss_chunked.generalized_supcon_loss_chunked, block_size=s.loss_block_size)
-    for name in names:
-        kwargs = {}
-        if contrasts is not None:
-            kwargs = dict(contrast_features=contrasts["features"], contrast_labels=contrasts[name],
-                          contrast_mask=contrasts["mask"], exclude_self=True)
+    for name in _label_sources(s):
         terms[name] = loss_fn(
             projection, labels[name], temperature=s.temperature, base_temperature=s.base_temperature,
-            normalization=s.loss_normalization, **kwargs)
+            normalization=s.loss_normalization, **_contrast_kwargs(contrasts, name))
     return terms
+
+
+def _label_sources(s: PretrainSettings) -> list[str]:
+    return (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.uses_teacher else [])
+
+
+def _contrast_kwargs(contrasts, name: str) -> dict[str, Any]:
+    """The loss's contrast-set arguments for label source `name`: none (all-vs-all) without MoCo."""
+    if contrasts is None:
+        return {}
+    return dict(contrast_features=contrasts["features"], contrast_labels=contrasts[name],
+                contrast_mask=contrasts["mask"], exclude_self=True)
+
+
+def _diagnostics(projection, labels, contrasts, queue, num_views: int, s: PretrainSettings) -> dict[str, jax.Array]:
+    """objectives/diagnostics.py's scalars: per label source over the loss's contrast set ("_teacher" suffix for the
+    teacher's labels), of the projections, of the key queue with MoCo and of the teacher with distillation."""
+    projection = jax.lax.stop_gradient(projection)
+    metrics = diagnostics.alignment_uniformity(projection, num_views)
+    for name in _label_sources(s):
+        suffix = "" if name == "mixed" else f"_{name}"
+        values = diagnostics.contrast_diagnostics(projection, labels[name], temperature=s.temperature,
+                                                  **_contrast_kwargs(contrasts, name))
+        metrics.update({f"{key}{suffix}": value for key, value in values.items()})
+    if s.moco:
+        metrics["key_age"] = diagnostics.queue_key_age(queue, keys_per_step=projection.shape[0])
+    if s.uses_teacher:
+        metrics["teacher_agreement"] = diagnostics.teacher_agreement(labels["teacher"], labels["mixed"])
+    return metrics
 
 
 def _combine(terms: dict[str, jax.Array], s: PretrainSettings) -> jax.Array:

@@ -17,6 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from genscl_jax import data
+from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.runtime import compile_options, parallel
@@ -27,11 +28,16 @@ from genscl_jax.training.train_state import TrainState, create_train_state
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                          num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float,
+                         preprocessing: device_preprocess.Preprocessing, mix_prob: float = 1.0,
                          micro_batch_size: int = 0):
+    """step(state, batch) -> (state, metrics); `preprocessing`: what it does to the batch's uint8 views first
+    (DataSource.train_preprocessing); micro_batch_size > 0: the network runs over strided micro-batches of that
+    many source images, each recomputed in the backward pass (training/micro_batches.py)."""
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
-        views, targets = mixing.mix_views(key, batch["image"], batch["label"], num_classes, kind=mix_kind,
-                                          alpha=mix_alpha)
+        views = device_preprocess.train_views(jax.random.fold_in(key, 1), batch["image"], preprocessing)
+        views, targets = mixing.mix_views(key, views, batch["label"], num_classes, kind=mix_kind,
+                                          alpha=mix_alpha, prob=mix_prob)
         micro = MicroBatches.of(views.shape[0], micro_batch_size, views=views.shape[1])
         images = views.reshape((-1,) + views.shape[2:])
         targets = targets.reshape(-1, num_classes)
@@ -47,9 +53,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
             return loss, (new_model_state["batch_stats"], logits)
 
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  batch_stats=batch_stats, opt_state=opt_state)
+        new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
         # Accuracy against the dominant source label of each (possibly mixed) image.
         accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
         return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": optimizers.global_norm(grads),
@@ -58,34 +62,40 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
     return step
 
 
-def build_trainer(config: Any, mesh: Mesh) -> train_loop.Trainer:
-    spec = data.data_spec(config)
-    total_steps = data.total_train_steps(config)
+def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loop.Trainer:
+    spec, steps_per_epoch = source.info, source.steps_per_epoch(config.batch_size)
+    total_steps = optimizers.total_train_steps(config, steps_per_epoch)
     model = model_builder.build_encoder(config, num_classes=spec.num_classes, training_views=1)
-    tx, schedule = optimizers.optimizer_from_config(config, total_steps, data.steps_per_epoch(config))
+    tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
-                                mix_alpha=config.mix.alpha, label_smoothing=config.label_smoothing,
+                                mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
+                                label_smoothing=config.label_smoothing,
+                                preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
                                 micro_batch_size=config.micro_batch_size)
     options = compile_options.model_jit_options(config)
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
+    test_preprocessing = source.eval_preprocessing()
     evaluate = jax.jit(lambda state, images: model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False), **options)
+        {"params": state.params, "batch_stats": state.batch_stats},
+        device_preprocess.normalize(images, test_preprocessing), train=False), **options)
 
     def batches(start_step: int):
-        return data.train_batches(config, mesh, start_step=start_step, batch_size=config.batch_size,
-                                  augment=config.augment, num_views=1)
+        return source.train_batches(mesh, start_step=start_step, batch_size=config.batch_size,
+                                    augment=config.augment, num_views=1,
+                                    device_color_augment=config.device_color_augment)
 
     def test_accuracy(state: TrainState, step: int) -> dict[str, float]:
         del step
-        return metrics.classification_metrics(lambda images: evaluate(state, images), data.eval_batches(config, mesh))
+        test = source.eval_batches(mesh, batch_size=config.eval_batch_size)
+        return metrics.classification_metrics(lambda images: evaluate(state, images), test)
 
     return train_loop.Trainer(name="supervised", state=state, train_step=compiled, batches=batches,
                               total_steps=total_steps, examples_per_step=config.batch_size,
                               periodic_eval=test_accuracy, eval_every_steps=config.eval_every_steps)
 
 
-def run(config: Any, workdir: str, *, mesh: Mesh | None = None) -> dict[str, Any]:
+def run(config: Any, workdir: str, source: data.DataSource, *, mesh: Mesh | None = None) -> dict[str, Any]:
     """Trains the classifier (resuming from `workdir`) and returns the summary, test top-1/top-5 included."""
-    return train_loop.run_and_report(build_trainer(config, mesh or parallel.create_mesh()), config, workdir)
+    return train_loop.run_and_report(build_trainer(config, mesh or parallel.create_mesh(), source), config, workdir)

@@ -20,8 +20,7 @@ import jax
 from genscl_jax import models
 from genscl_jax.models import model_builder, torch_conversion
 from genscl_jax.runtime import paths
-from genscl_jax.training import checkpointing
-from genscl_jax.workdirs import run_config, trained_network
+from genscl_jax.workdirs import trained_network
 
 
 class TeacherError(ValueError):
@@ -62,7 +61,7 @@ def load_teacher(config: Any, num_classes: int, channels: int) -> Teacher:
         except torch_conversion.ConversionError as e:
             raise TeacherError(str(e)) from e
         return Teacher(module, variables)
-    if paths.is_dir(checkpointing.checkpoint_dir(path)):
+    if paths.is_dir(path):
         return _teacher_from_workdir(config, path, num_classes, channels)
     raise TeacherError(f"config.kd.teacher={path!r}: neither a .pth/.pt/.safetensors file nor a workdir with "
                        "checkpoints/ from a supervised run (python -m genscl_jax.main --config ... "
@@ -70,42 +69,21 @@ def load_teacher(config: Any, num_classes: int, channels: int) -> Teacher:
 
 
 def _teacher_from_workdir(config: Any, workdir: str, num_classes: int, channels: int) -> Teacher:
-    """The supervised network `workdir` trained, built from the config it recorded (config.kd.teacher_model and
-    friends are for foreign weights and play no part)."""
-    recorded = run_config.read(workdir)
-    if recorded is None:
-        raise TeacherError(f"teacher {workdir}: no {run_config.CONFIG_FILE} or summary.json, so its architecture is "
-                           "unknown: rerun its command once with this version (a run records its config when it "
-                           "starts; a finished run trains nothing more)")
-    if recorded.mode != "supervised":
-        raise TeacherError(f"teacher {workdir}: a {recorded.mode} run has no classifier; a teacher is the workdir "
-                           "of a supervised run (--config.mode=supervised)")
-    variables = _variables_from_workdir(workdir)
-    teacher_classes = int(variables["params"]["fc"]["bias"].shape[0])
+    """The supervised network `workdir` trained, restored as every reader of a workdir restores it
+    (trained_network, with the architecture the run recorded; config.kd.teacher_model and friends are for foreign
+    weights and play no part), computing in config.kd.teacher_dtype."""
+    try:
+        trained = trained_network.load_classifier(workdir)
+    except trained_network.EncoderError as e:
+        raise TeacherError(f"teacher {e}") from e
+    teacher_classes = int(trained.variables["params"]["fc"]["bias"].shape[0])
     if teacher_classes != num_classes:
         raise TeacherError(f"teacher {workdir} predicts {teacher_classes} classes (its dataset "
-                           f"{recorded.dataset}), this run's dataset {config.dataset} has {num_classes}: use a "
+                           f"{trained.config.dataset}), this run's dataset {config.dataset} has {num_classes}: use a "
                            f"teacher trained on {config.dataset}")
-    module = models.create_resnet(
-        recorded.model, stem=model_builder.resolve_stem(recorded.stem, recorded.image_size),
-        width_multiplier=recorded.width_multiplier, num_classes=teacher_classes,
-        dtype=model_builder.compute_dtype(config.kd.teacher_dtype))
-    check_variables(module, variables, (1, config.image_size, config.image_size, channels), source=workdir)
-    return Teacher(module, variables)
-
-
-def _variables_from_workdir(workdir: str) -> dict:
-    checkpointer = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), read_only=True)
-    if checkpointer.latest_step() is None:
-        raise TeacherError(f"teacher {workdir}: no complete checkpoint in {checkpointer.directory} yet: let the "
-                           "supervised run checkpoint first")
-    restored = checkpointer.restore_subtree(("params", "batch_stats"))
-    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
-
-
-def check_variables(module: nn.Module, variables: dict, sample_shape: tuple[int, ...], *, source: str) -> None:
-    """Compares every variable's shape with what `module` expects; fails on the first mismatch, naming it."""
-    problem = trained_network.variables_mismatch(module, variables, sample_shape)
-    if problem:
-        hint = " (wrong number of classes?)" if "'fc'" in problem else ""
-        raise TeacherError(f"teacher {source}: {problem}{hint}")
+    if trained.input_channels != channels:
+        raise TeacherError(f"teacher {workdir} takes {trained.input_channels}-channel images, this run's dataset "
+                           f"gives {channels}: set config.channels={trained.input_channels} or use a teacher "
+                           f"trained on {config.dataset}")
+    module = trained.module.clone(dtype=model_builder.compute_dtype(config.kd.teacher_dtype))
+    return Teacher(module, trained.variables)

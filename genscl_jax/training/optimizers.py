@@ -61,6 +61,11 @@ def create_optimizer(*, name: str, learning_rate: optax.Schedule, momentum: floa
     return tx
 
 
+def total_train_steps(config: Any, steps_per_epoch: int) -> int:
+    """config.num_train_steps, or config.num_epochs passes of `steps_per_epoch` steps over the training split."""
+    return config.num_train_steps or int(config.num_epochs * steps_per_epoch)
+
+
 def optimizer_from_config(config: Any, total_steps: int, steps_per_epoch: int
                           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     schedule = warmup_cosine_schedule(

@@ -1,5 +1,6 @@
-"""What a run tells the user: clu metric writers (TensorBoard + console), progress, parameter overview, and the
-final <workdir>/summary.json. Only process 0 writes files; other processes log to the console only.
+"""What a run records: clu metric writers (TensorBoard; every metric on the console too with --verbose), clu's
+steps/s, the parameter table (<workdir>/parameters.txt) and the final <workdir>/summary.json. Only process 0 writes
+files. The console's own progress line is progress.py's.
 
 TensorBoard events are a convenience: when they cannot be written (e.g. TensorFlow has no client for the workdir's
 URL), the run warns once and goes on without them. Checkpoints and summary.json are never optional.
@@ -11,16 +12,18 @@ import json
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 
-from genscl_jax.runtime import paths
+from genscl_jax.runtime import console, paths
 
 
 def create_writer(workdir: str):
-    """Console metrics on every process; TensorBoard events in `workdir` from process 0, when they can be written."""
+    """TensorBoard events in `workdir` from process 0, when they can be written; with --verbose every metric on the
+    console too (clu's LoggingWriter, every process)."""
     from clu import metric_writers  # imports TensorFlow's summary writer: keep it off the benchmark path
 
-    writers = [metric_writers.LoggingWriter()]
+    writers = [metric_writers.LoggingWriter()] if console.verbose() else []
     if jax.process_index() == 0:
         writers.append(_EventsWriter(workdir))
     return metric_writers.AsyncMultiWriter(writers)
@@ -84,16 +87,35 @@ class _EventsWriter:
 
 
 def create_progress_reporter(total_steps: int, writer: Any):
-    """clu's ReportProgress: steps/s and ETA in the log and in TensorBoard."""
+    """clu's ReportProgress: steps/s in TensorBoard (its log line shows with --verbose)."""
     from clu import periodic_actions
 
     return periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer, every_secs=30)
 
 
-def log_parameter_overview(params: Any) -> None:
+def describe_parameters(params: Any, workdir: str) -> str:
+    """Writes clu's parameter table to <workdir>/parameters.txt (process 0; on the console too with --verbose) and
+    returns what the console says of it: '81,234 parameters (317.3 KiB), table in <workdir>/parameters.txt'."""
     from clu import parameter_overview
 
-    logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(params, include_stats=False))
+    table = parameter_overview.get_parameter_overview(params, include_stats=False)
+    path = paths.join(workdir, "parameters.txt")
+    if jax.process_index() == 0:
+        paths.write_text(path, table + "\n")
+    if console.verbose():
+        logging.info("Parameters:\n%s", table)
+    leaves = jax.tree_util.tree_leaves(params)
+    count = sum(int(np.prod(x.shape)) for x in leaves)
+    size = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in leaves)
+    return f"{count:,} parameters ({_bytes(size)}), table in {path}"
+
+
+def _bytes(size: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while size >= 1024 and power < len(units) - 1:
+        size, power = size / 1024, power + 1
+    return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
 
 
 def write_summary(workdir: str, summary: dict[str, Any]) -> str:
@@ -102,7 +124,6 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> str:
     if jax.process_index() != 0:
         return path
     paths.write_text(path, json.dumps(summary, indent=2, sort_keys=True, default=_jsonable))
-    logging.info("Wrote %s", path)
     return path
 
 

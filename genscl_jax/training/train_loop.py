@@ -1,9 +1,10 @@
 """The one training loop every trainer (pretraining, supervised, linear evaluation) runs.
 
-It owns what all trainers share: resume from the newest checkpoint before anything else, periodic checkpoints,
-SIGTERM (preemption) -> save and return at one step all processes agree on (preemption.py), a NaN/inf guard that
-stops loudly without saving the bad state, clu metric writers and progress reports, and periodic evaluation hooks.
-A trainer only brings its state, its compiled step and its batches.
+It owns what all trainers share: resume from the newest checkpoint that restores before anything else, periodic
+checkpoints, SIGTERM (preemption) or Ctrl-C -> save and return at one step all processes agree on (preemption.py),
+a NaN/inf guard that stops loudly without saving the bad state, clu metric writers, the console's progress line or
+bar (progress.py), periodic evaluation hooks, and the share of time spent waiting for the input pipeline
+(input_wait.py). A trainer only brings its state, its compiled step and its batches.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
-from absl import logging
 
-from genscl_jax.runtime import preemption
-from genscl_jax.training import checkpointing
+from genscl_jax.runtime import console, preemption
+from genscl_jax.training import checkpointing, progress
+from genscl_jax.training.input_wait import InputWait
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -39,6 +40,9 @@ class Trainer:
     # Called on resume with the eval metrics saved beside the restored checkpoint, for hooks that carry state
     # across evaluations (e.g. the best top-1 so far).
     resume_eval: Callable[[dict], None] | None = None
+    # The console's progress line every this many steps (and at the end); 0: every log step. Linear evaluation
+    # reports per evaluation, where its line has a new test top-1, rather than at each of its many log steps.
+    report_every_steps: int = 0
 
 
 @dataclasses.dataclass
@@ -50,6 +54,7 @@ class LoopResult:
     wall_seconds: float
     images_per_second: float
     preempted: bool
+    input_wait_share: float | None = None  # of this invocation's wall time, over its log windows (input_wait.py)
 
 
 def _host_scalars(metrics: dict) -> dict[str, float]:
@@ -64,27 +69,6 @@ def _check_finite(metrics: dict[str, float], step: int, trainer: str) -> None:
                 "lower the learning rate, use float32, or enable grad_clip_norm")
 
 
-class _Throughput:
-    """Images/s since the end of the first step (which includes compilation)."""
-
-    def __init__(self, examples_per_step: int):
-        self.examples_per_step = examples_per_step
-        self.started = None
-        self.steps = 0
-
-    def step_done(self, metrics: dict) -> None:
-        if self.started is None:
-            jax.block_until_ready(metrics)
-            self.started = time.time()
-        else:
-            self.steps += 1
-
-    def images_per_second(self) -> float:
-        if not self.steps:
-            return 0.0
-        return self.steps * self.examples_per_step / max(time.time() - self.started, 1e-9)
-
-
 def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_every_steps: int,
         keep_checkpoints: int = 3, writer: Any = None, report_progress: Any = None,
         preemption_check_every_steps: int = 1) -> LoopResult:
@@ -95,17 +79,21 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
     started = time.time()
     ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep=keep_checkpoints)
     state, start = trainer.state, 0
-    throughput = _Throughput(trainer.examples_per_step)
+    throughput = progress.Throughput(trainer.examples_per_step)
     loop = _Loop(trainer, ckpt, writer, report_progress, checkpoint_every_steps, log_every_steps, throughput,
                  preemption_check_every_steps)
     try:
-        if ckpt.latest_step() is not None:
-            start = ckpt.latest_step()
-            state = ckpt.restore(trainer.state)
+        # The newest checkpoint that restores; newer damaged ones are set aside with a warning each.
+        resumed, state = ckpt.resume(trainer.state)
+        if resumed is not None:
+            start = resumed
             loop.resume_metrics(ckpt.metadata(start))
-            logging.info("%s: resumed from step %d in %s", trainer.name, start, ckpt.directory)
+            console.say(f"{trainer.name}  resumed from step {start} in {ckpt.directory}", log_elsewhere=True)
+        loop.stage = progress.StageProgress(trainer.name, trainer.total_steps, throughput, start=start)
         state, step, preempted = loop.run(state, start)
     finally:
+        if loop.stage is not None:
+            loop.stage.close()
         ckpt.close()  # waits for an asynchronous save in flight, also when the run fails
     # The final state is always evaluated, also when this invocation only restored a finished run, so a rerun's
     # summary carries the same metrics as the first.
@@ -116,7 +104,7 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
                       wall_seconds=time.time() - started,
                       # A rerun that trained nothing reports the throughput saved with the checkpoint.
                       images_per_second=throughput.images_per_second() or loop.saved_images_per_second,
-                      preempted=preempted)
+                      preempted=preempted, input_wait_share=loop.input_wait.run_share())
 
 
 @dataclasses.dataclass
@@ -127,12 +115,15 @@ class _Loop:
     report_progress: Any
     checkpoint_every_steps: int
     log_every_steps: int
-    throughput: _Throughput
+    throughput: progress.Throughput
     preemption_check_every_steps: int = 1
+    stage: progress.StageProgress | None = None
     last_metrics: dict = dataclasses.field(default_factory=dict)
     eval_metrics: dict = dataclasses.field(default_factory=dict)
     evaluated_step: int | None = None
     saved_images_per_second: float = 0.0
+    input_wait: InputWait = dataclasses.field(default_factory=InputWait)
+    wait_metrics: dict = dataclasses.field(default_factory=dict)  # the last closed input-wait window's share
 
     def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
         trainer, step, pending = self.trainer, start, None
@@ -144,13 +135,13 @@ class _Loop:
                     if step > start:
                         self._save(step, state)
                     return state, step, True
-                state, metrics = trainer.train_step(state, next(batches))
+                state, metrics = trainer.train_step(state, self.input_wait.next_batch(batches))
                 step += 1
                 # The previous step's metrics are checked now, one step late, so the device never waits for it.
                 if pending is not None:
                     _check_finite(_host_scalars(pending[1]), pending[0], trainer.name)
                 pending = (step, metrics)
-                self.throughput.step_done(metrics)
+                self.throughput.done(sync=metrics)
                 if self.report_progress is not None:
                     self.report_progress(step)
                 self._after_step(state, step, metrics)
@@ -175,16 +166,31 @@ class _Loop:
                                      "images_per_second": self.throughput.images_per_second()})
 
     def _after_step(self, state: Any, step: int, metrics: dict) -> None:
-        save_now = step % self.checkpoint_every_steps == 0 or step == self.trainer.total_steps
-        if step % self.log_every_steps == 0 or save_now:
+        last = step == self.trainer.total_steps
+        save_now = step % self.checkpoint_every_steps == 0 or last
+        logged = step % self.log_every_steps == 0 or save_now
+        reported = step % (self.trainer.report_every_steps or self.log_every_steps) == 0 or last
+        if logged or reported:
             # A state is saved only after its own step's loss was seen to be finite.
             self.last_metrics = _host_scalars(metrics)
             _check_finite(self.last_metrics, step, self.trainer.name)
-            self._write(step, {**self.last_metrics, "images_per_second": self.throughput.images_per_second()})
+        if logged:
+            self.wait_metrics = self.input_wait.close_window()  # the device has just caught up
+            self._write(step, {**self.last_metrics, **self.wait_metrics,
+                               "images_per_second": self.throughput.images_per_second()})
         if self.trainer.periodic_eval and self.trainer.eval_every_steps and step % self.trainer.eval_every_steps == 0:
             self.evaluate(state, step)
+        if reported:
+            # The newest input-wait window's share and evaluation's metrics, too.
+            self.stage.report(step, {**self.last_metrics, **self.wait_metrics, **self.eval_metrics})
+        else:
+            self.stage.advance(step)
         if save_now:
             self._save(step, state)
+        # The next input-wait window opens where the device has caught up and evaluation and saving are done: after
+        # a log step, and after the first step (whose metrics the throughput meter blocks on; it held compilation).
+        if logged or not self.input_wait.started:
+            self.input_wait.restart()
 
     def evaluate(self, state: Any, step: int) -> dict:
         self.eval_metrics = self.trainer.periodic_eval(state, step)
@@ -201,16 +207,18 @@ def run_and_report(trainer: Trainer, config: Any, workdir: str) -> dict[str, Any
     """`run` with clu writers, progress reports and a parameter overview; returns the mode's summary."""
     from genscl_jax.training import reporting
 
-    reporting.log_parameter_overview(trainer.state.params)
+    parameters = reporting.describe_parameters(trainer.state.params, workdir)
+    console.say(f"{trainer.name}  {trainer.total_steps:,} steps of {trainer.examples_per_step:,} images; {parameters}")
     writer = reporting.create_writer(workdir)
-    progress = reporting.create_progress_reporter(trainer.total_steps, writer)
+    steps_per_second = reporting.create_progress_reporter(trainer.total_steps, writer)
     try:
         result = run(trainer, workdir, checkpoint_every_steps=config.checkpoint_every_steps,
                      log_every_steps=config.log_every_steps, keep_checkpoints=config.keep_checkpoints,
-                     writer=writer, report_progress=progress,
+                     writer=writer, report_progress=steps_per_second,
                      preemption_check_every_steps=config.preemption_check_every_steps)
     finally:
         writer.flush()
     return {"mode": trainer.name, "steps": result.steps, "wall_seconds": result.wall_seconds,
             "images_per_second": result.images_per_second, "final_loss": result.last_metrics.get("loss"),
+            "input_wait_share": result.input_wait_share,
             "final_metrics": result.last_metrics, **result.eval_metrics, "preempted": result.preempted}

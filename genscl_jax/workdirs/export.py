@@ -50,7 +50,11 @@ def export(workdir: str, output: str, *, with_head: bool = False) -> list[str]:
     except trained_network.EncoderError as e:
         raise ExportError(str(e)) from e
     if output_format == ".safetensors":
-        from safetensors.numpy import save
+        try:
+            from safetensors.numpy import save
+        except ImportError:  # a core dependency; missing only from an environment installed by hand
+            raise ExportError(f"--output {output}: writing .safetensors needs the safetensors package: pip install "
+                              "safetensors (or write .npz)") from None
 
         _write_bytes(output, save(torch_conversion.to_state_dict(torch_layout(trained.variables))))
         return torchvision_notes(trained.config)
@@ -59,12 +63,9 @@ def export(workdir: str, output: str, *, with_head: bool = False) -> list[str]:
         np.savez(buffer, **flat_arrays(trained.variables))
         _write_bytes(output, buffer.getvalue())
         return []
-    import orbax.checkpoint as ocp
+    from genscl_jax.training import checkpointing
 
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(paths.for_orbax(output), trained.variables)
-    checkpointer.wait_until_finished()
-    checkpointer.close()
+    checkpointing.write_tree(output, trained.variables)
     return []
 
 

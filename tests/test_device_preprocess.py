@@ -1,0 +1,125 @@
+"""Views leave the host as uint8 and the step finishes them: same crops and flips as the float pipeline had, colour
+and blur from the same distributions whether the host or the device applies them, normalisation on the device."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from genscl_jax.data import device_preprocess, registry
+
+tf = pytest.importorskip("tensorflow")
+
+from genscl_jax.data import augment  # noqa: E402
+
+IMAGENET = registry.get("imagenet2012")
+
+
+def photo(seed, shape=(60, 80, 3)):
+    """A smooth random colour image with fine noise, uint8 (colour ops act on structure, not only on noise)."""
+    coarse = tf.random.stateless_uniform([1, shape[0] // 8, shape[1] // 8, 3], seed=[seed, 0])
+    image = tf.image.resize(coarse, shape[:2], method="bicubic")[0]
+    image += 0.05 * tf.random.stateless_normal(shape, seed=[seed, 1])
+    return tf.cast(tf.clip_by_value(image, 0.0, 1.0) * 255 + 0.5, tf.uint8)
+
+
+def float_pipeline_view(image, seed, image_size, *, color=False, blur_prob=0.0, crop_scale=(0.2, 1.0)):
+    """One view as the pipeline made it before views left the host as uint8: augment_view's sub-seeds and ops, the
+    crop cast to float32 and resized, every op in float32 [0, 1]."""
+    crop_seed, flip_seed, jitter_seed, gray_seed, blur_seed, _ = augment.split_seed(seed, 6)
+    crop = tf.cast(augment.random_crop(image, crop_seed, crop_scale), tf.float32)
+    view = tf.clip_by_value(tf.image.resize(crop, [image_size, image_size], antialias=False) / 255.0, 0.0, 1.0)
+    view = augment.random_flip(view, flip_seed)
+    if color:
+        view = augment.random_grayscale(augment.random_color_jitter(view, jitter_seed), gray_seed)
+    if blur_prob:
+        view = augment.random_gaussian_blur(view, blur_seed, blur_prob)
+    return view
+
+
+def test_normalize_is_the_dataset_statistics_on_the_0_1_scale():
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    prep = device_preprocess.Preprocessing.of(IMAGENET.info)
+    expected = (pixels / 255.0 - np.array(IMAGENET.info.mean)) / np.array(IMAGENET.info.std)
+    np.testing.assert_allclose(device_preprocess.normalize(pixels, prep), expected, rtol=1e-5, atol=1e-5)
+    views = np.stack([pixels, pixels[::-1]], axis=1)  # [B, V, H, W, C]: no augmentation, only normalisation
+    np.testing.assert_allclose(device_preprocess.train_views(jax.random.PRNGKey(0), views, prep)[:, 0],
+                               expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="1 channels but the statistics"):
+        device_preprocess.normalize(pixels[..., :1], prep)
+
+
+def test_what_the_host_leaves_to_the_device():
+    info = IMAGENET.info
+    rule = functools.partial(device_preprocess.for_training, info=info, image_size=224)
+    assert rule(IMAGENET, policy="simclr", device_color_augment=True) == device_preprocess.Preprocessing(
+        info.mean, info.std, color_augment=True, blur_prob=0.5)
+    # CIFAR-sized views are never blurred; other policies' ops stay on the host; without the flag only normalising.
+    assert rule(registry.get("cifar10"), policy="simclr", device_color_augment=True).blur_prob == 0.0
+    for policy, device in (("autoaugment", True), ("crop_flip", True), ("simclr", False)):
+        assert rule(IMAGENET, policy=policy, device_color_augment=device) == device_preprocess.Preprocessing.of(info)
+
+
+@pytest.mark.parametrize("image_size, crop_scale", [(32, (0.2, 1.0)), (224, (0.08, 1.0))])
+def test_uint8_views_have_the_float_pipelines_crops_and_flips(image_size, crop_scale):
+    """Crop + flip (simclr with colour on the device, crop_flip): the float pipeline's pixels, quantised once."""
+    for index in range(12):
+        image, seed = photo(index), tf.constant([index, 5])
+        new = augment.augment_view(image, seed, policy="crop_flip", image_size=image_size, crop_scale=crop_scale)
+        old = float_pipeline_view(image, seed, image_size, crop_scale=crop_scale)
+        assert new.dtype == tf.uint8
+        # Rounded half up, like every view; a 1 only where float rounding decides an exact half.
+        difference = np.abs(new.numpy().astype(int) - augment.to_uint8(old).numpy().astype(int))
+        assert difference.max() <= 1 and (difference > 0).mean() < 1e-3, (index, (difference > 0).mean())
+
+
+def test_host_colour_views_are_the_float_pipelines_quantised():
+    for index in range(8):
+        image, seed = photo(index), tf.constant([index, 9])
+        new = augment.augment_view(image, seed, policy="simclr", image_size=48, blur_prob=0.5)
+        old = float_pipeline_view(image, seed, 48, color=True, blur_prob=0.5)
+        np.testing.assert_array_equal(new.numpy(), augment.to_uint8(old).numpy())
+
+
+def _view_statistics(views):
+    """Per view [N, H, W, 3] in [0, 1]: brightness, contrast, colourfulness, grayscale or not, sharpness."""
+    luma = views @ np.array(registry.GRAY_WEIGHTS)
+    return {"brightness": views.mean(axis=(1, 2, 3)), "contrast": luma.std(axis=(1, 2)),
+            "colourfulness": (views.max(-1) - views.min(-1)).mean(axis=(1, 2)),
+            "gray": np.all(np.abs(views - views[..., :1]) < 2 / 255, axis=(1, 2, 3)).astype(float),
+            "sharpness": np.abs(np.diff(luma, axis=2)).mean(axis=(1, 2))}
+
+
+def _ks_statistic(a, b):
+    values = np.sort(np.concatenate([a, b]))
+    return np.max(np.abs(np.searchsorted(np.sort(a), values, "right") / len(a)
+                         - np.searchsorted(np.sort(b), values, "right") / len(b)))
+
+
+def test_device_colour_and_blur_have_the_host_distribution():
+    """The same 480 crops (64 px: a 7-tap blur) coloured and blurred by the host (float ops, as before) and by the
+    device (the host's uint8 crop + flip, then device_augment): every per-view statistic has the same distribution
+    (two-sample Kolmogorov-Smirnov at the 0.001 level), and differs clearly from no colour augmentation at all."""
+    count, size = 480, 64
+    host, crops = [], []
+    for index in range(count):
+        image, seed = photo(index % 60, (72, 96, 3)), tf.constant([index, 11])
+        host.append(augment.to_uint8(float_pipeline_view(image, seed, size, color=True, blur_prob=0.5)).numpy())
+        crops.append(augment.augment_view(image, seed, policy="simclr", image_size=size, color=False).numpy())
+    prep = device_preprocess.for_training(IMAGENET, IMAGENET.info, policy="simclr", image_size=size,
+                                          device_color_augment=True)
+    assert prep.color_augment and prep.blur_prob == 0.5
+    finish = jax.jit(functools.partial(device_preprocess.train_views, preprocessing=prep))
+    normalised = np.asarray(finish(jax.random.PRNGKey(0), np.stack(crops)[:, None]))[:, 0]
+    # Compared at the host's 8-bit precision (a gray view's colourfulness is then 0 on both sides).
+    device = np.floor(np.clip(normalised * np.array(IMAGENET.info.std) + np.array(IMAGENET.info.mean), 0, 1) * 255
+                      + 0.5) / 255
+    host_stats = _view_statistics(np.stack(host) / 255.0)
+    device_stats, plain_stats = _view_statistics(device), _view_statistics(np.stack(crops) / 255.0)
+    critical = 1.95 * np.sqrt(2 / count)  # KS at alpha = 0.001 for two samples of `count`
+    for name in host_stats:
+        assert _ks_statistic(host_stats[name], device_stats[name]) < critical, (name, critical)
+    assert abs(device_stats["gray"].mean() - host_stats["gray"].mean()) < 0.06
+    for name in ("contrast", "colourfulness", "sharpness"):  # the test can tell augmented views from plain ones
+        assert _ks_statistic(plain_stats[name], device_stats[name]) > 2 * critical, name
