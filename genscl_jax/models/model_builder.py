@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from genscl_jax import models
@@ -33,11 +34,13 @@ def batch_norm_groups(config: Any, views: int) -> models.BatchNormGroups | None:
 
 def build_encoder(config: Any, *, num_classes: int | None = None, training_views: int = 0) -> models.ResNet:
     """The encoder `config` describes. training_views > 0: as a training step runs it on batches with that many
-    adjacent views per source image (BatchNorm groups, config.remat); 0: for evaluation and export, which need
-    neither (and read configs recorded before those keys existed)."""
+    adjacent views per source image (BatchNorm groups, config.remat, and on CPU, when micro-batching, gradient
+    convolutions XLA:CPU runs fast inside the micro-batch loop: models/convolution.py); 0: for evaluation and
+    export, which need none of these (and read configs recorded before those keys existed)."""
     training = {}
     if training_views:
-        training = dict(bn_groups=batch_norm_groups(config, training_views), remat=config.remat)
+        training = dict(bn_groups=batch_norm_groups(config, training_views), remat=config.remat,
+                        canonical_conv_gradients=bool(config.micro_batch_size) and jax.default_backend() == "cpu")
     return models.create_resnet(
         config.model, stem=resolve_stem(config.stem, config.image_size), width_multiplier=config.width_multiplier,
         num_classes=num_classes, dtype=compute_dtype(config.dtype), zero_init_last_bn=config.zero_init_last_bn,

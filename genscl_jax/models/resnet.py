@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from genscl_jax.models.batch_norm import BatchNormGroups, GhostBatchNorm
+from genscl_jax.models.convolution import canonical_gradient_conv
 
 # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -43,8 +44,10 @@ TORCH_LINEAR_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in",
 _BASE_WIDTH = 64
 
 
-def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn.Conv:
-    """A bias-free conv with torchvision's padding (kernel // 2 on every side)."""
+def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str, canonical_gradients: bool = False
+          ) -> nn.Conv:
+    """A bias-free conv with torchvision's padding (kernel // 2 on every side); canonical_gradients: its gradient
+    convolutions canonical (convolution.py, for XLA:CPU inside loops)."""
     pad = kernel // 2
     return nn.Conv(
         features,
@@ -55,6 +58,7 @@ def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=_CONV_INIT,
+        conv_general_dilated=canonical_gradient_conv if canonical_gradients else None,
         name=name,
     )
 
@@ -87,17 +91,18 @@ class BasicBlock(nn.Module):
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
     bn_groups: BatchNormGroups | None = None
+    canonical_conv_gradients: bool = False
 
     expansion: ClassVar[int] = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        groups = self.bn_groups
-        y = _conv(self.filters, 3, self.strides, self.dtype, "conv1")(x)
+        groups, canonical = self.bn_groups, self.canonical_conv_gradients
+        y = _conv(self.filters, 3, self.strides, self.dtype, "conv1", canonical)(x)
         y = nn.relu(_bn(train, self.dtype, "bn1", groups=groups)(y))
-        y = _conv(self.filters, 3, 1, self.dtype, "conv2")(y)
+        y = _conv(self.filters, 3, 1, self.dtype, "conv2", canonical)(y)
         y = _bn(train, self.dtype, "bn2", zero_scale=self.zero_init_last_bn, groups=groups)(y)
-        return nn.relu(y + _shortcut(x, self.filters, self.strides, train, self.dtype, groups))
+        return nn.relu(y + _shortcut(x, self.filters, self.strides, train, self.dtype, groups, canonical))
 
 
 class BottleneckBlock(nn.Module):
@@ -108,30 +113,31 @@ class BottleneckBlock(nn.Module):
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
     bn_groups: BatchNormGroups | None = None
+    canonical_conv_gradients: bool = False
 
     expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        out_features, groups = self.filters * self.expansion, self.bn_groups
-        y = _conv(self.filters, 1, 1, self.dtype, "conv1")(x)
+        out_features, groups, canonical = self.filters * self.expansion, self.bn_groups, self.canonical_conv_gradients
+        y = _conv(self.filters, 1, 1, self.dtype, "conv1", canonical)(x)
         y = nn.relu(_bn(train, self.dtype, "bn1", groups=groups)(y))
-        y = _conv(self.filters, 3, self.strides, self.dtype, "conv2")(y)
+        y = _conv(self.filters, 3, self.strides, self.dtype, "conv2", canonical)(y)
         y = nn.relu(_bn(train, self.dtype, "bn2", groups=groups)(y))
-        y = _conv(out_features, 1, 1, self.dtype, "conv3")(y)
+        y = _conv(out_features, 1, 1, self.dtype, "conv3", canonical)(y)
         y = _bn(train, self.dtype, "bn3", zero_scale=self.zero_init_last_bn, groups=groups)(y)
-        return nn.relu(y + _shortcut(x, out_features, self.strides, train, self.dtype, groups))
+        return nn.relu(y + _shortcut(x, out_features, self.strides, train, self.dtype, groups, canonical))
 
 
 def _shortcut(x: jax.Array, features: int, strides: int, train: bool, dtype: Any,
-              groups: BatchNormGroups | None) -> jax.Array:
+              groups: BatchNormGroups | None, canonical_gradients: bool) -> jax.Array:
     """Identity, or torchvision's `downsample` (1x1 strided conv + BN) when the shape changes.
 
     Called from inside a block's compact __call__, so proj_conv / proj_bn are that block's children.
     """
     if strides == 1 and x.shape[-1] == features:
         return x
-    y = _conv(features, 1, strides, dtype, "proj_conv")(x)
+    y = _conv(features, 1, strides, dtype, "proj_conv", canonical_gradients)(x)
     return _bn(train, dtype, "proj_bn", groups=groups)(y)
 
 
@@ -153,6 +159,8 @@ class ResNet(nn.Module):
       the whole batch. Evaluation and the variables are the same either way.
     remat: "blocks" recomputes each residual block's activations in the backward pass instead of keeping them
       (nn.remat): the backward keeps only the blocks' inputs, for one more forward pass of compute.
+    canonical_conv_gradients: gradient convolutions XLA:CPU can run in Eigen inside loop bodies (convolution.py;
+      a micro-batched step on CPU). Same values.
     """
 
     stage_sizes: Sequence[int]
@@ -164,6 +172,7 @@ class ResNet(nn.Module):
     zero_init_last_bn: bool = False
     bn_groups: BatchNormGroups | None = None
     remat: str = "none"
+    canonical_conv_gradients: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -185,6 +194,7 @@ class ResNet(nn.Module):
                     dtype=self.dtype,
                     zero_init_last_bn=self.zero_init_last_bn,
                     bn_groups=self.bn_groups,
+                    canonical_conv_gradients=self.canonical_conv_gradients,
                     name=f"stage{s + 1}_block{b}",
                 )(x, train)
         # Pool in float32 so bfloat16 models still give exact-enough features to the loss.
@@ -197,10 +207,10 @@ class ResNet(nn.Module):
 
     def _stem(self, x: jax.Array, width: int, train: bool) -> jax.Array:
         if self.stem == "cifar":
-            x = _conv(width, 3, 1, self.dtype, "conv_init")(x)
+            x = _conv(width, 3, 1, self.dtype, "conv_init", self.canonical_conv_gradients)(x)
             return nn.relu(_bn(train, self.dtype, "bn_init", groups=self.bn_groups)(x))
         if self.stem == "imagenet":
-            x = _conv(width, 7, 2, self.dtype, "conv_init")(x)
+            x = _conv(width, 7, 2, self.dtype, "conv_init", self.canonical_conv_gradients)(x)
             x = nn.relu(_bn(train, self.dtype, "bn_init", groups=self.bn_groups)(x))
             return max_pool_3x3_s2(x)
         raise ValueError(f"unknown stem {self.stem!r}; expected one of {STEMS}")

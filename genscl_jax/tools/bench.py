@@ -4,8 +4,8 @@
     python -m genscl_jax.bench --model resnet18 --width 0.5 --image-size 32 --per-device-batch 32
     python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
     python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
-    python -m genscl_jax.bench --model resnet50 --per-device-batch 512 --micro-batch-size 32 --remat blocks --plan-only
     python -m genscl_jax.bench --monitor-cost --model resnet50 --image-size 32 --per-device-batch 8 --steps 2
+    python -m genscl_jax.bench --model resnet50 --per-device-batch 512 --micro-batch-size 32 --remat blocks --plan-only
 
 The step is the one training runs: pretrain.build_program on a config from defaults.base_config() with
 the flags below applied, jitted as the trainer jits it (parallel.jit_train_step), so this measures the product.

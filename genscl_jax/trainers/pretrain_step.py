@@ -52,8 +52,8 @@ class PretrainSettings:
     moco: bool = False
     ema_momentum: float = 0.999
     ema_momentum_cosine: bool = False
-    diagnostics: bool = True  # the GenSCL diagnostics among the step's metrics
     micro_batch_size: int = 0  # > 0: source images per micro-batch, over the global batch (0: the dense step)
+    diagnostics: bool = True  # the GenSCL diagnostics among the step's metrics
 
     @property
     def uses_teacher(self) -> bool:

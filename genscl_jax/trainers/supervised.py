@@ -31,7 +31,8 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
                          preprocessing: device_preprocess.Preprocessing, mix_prob: float = 1.0,
                          micro_batch_size: int = 0):
     """step(state, batch) -> (state, metrics); `preprocessing`: what it does to the batch's uint8 views first
-    (DataSource.train_preprocessing)."""
+    (DataSource.train_preprocessing); micro_batch_size > 0: the network runs over strided micro-batches of that
+    many source images, each recomputed in the backward pass (training/micro_batches.py)."""
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
         views = device_preprocess.train_views(jax.random.fold_in(key, 1), batch["image"], preprocessing)
