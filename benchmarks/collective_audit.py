@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mix", default=None, help="mixing kind; default: the recipe's (mixup_cutmix)")
     p.add_argument("--no-teacher", action="store_true", help="audit without the distillation teacher")
     p.add_argument("--no-moco", action="store_true", help="audit without the EMA key encoder and queue")
+    p.add_argument("--micro-batch-size", type=int, default=0,
+                   help="source images per micro-batch per device (config.micro_batch_size = this x devices)")
     p.add_argument("--json", default=None, help="write the audit as JSON to this file ('-': stdout)")
     return p.parse_args(argv)
 
@@ -51,6 +53,7 @@ def recipe_config(args: argparse.Namespace):
 
     config = imagenet_resnet50.get_config()
     config.batch_size = args.per_device_batch * args.devices
+    config.micro_batch_size = args.micro_batch_size * args.devices
     config.num_train_steps = 1000
     for key, value in (("model", args.model), ("width_multiplier", args.width), ("image_size", args.image_size),
                        ("moco.queue_size", args.queue_size), ("head.output_dim", args.head_dim),
@@ -111,7 +114,7 @@ def audit(args: argparse.Namespace) -> dict:
                   "per_device_batch": args.per_device_batch, "global_batch": config.batch_size,
                   "views": config.num_views, "queue": config.moco.queue_size if config.moco.enabled else 0,
                   "classes": args.num_classes, "mix": config.mix.kind, "teacher": teacher is not None,
-                  "dtype": config.dtype},
+                  "dtype": config.dtype, "micro_batch_size": config.micro_batch_size},
         "backend": jax.default_backend(), "jax": jax.__version__, "compile_seconds": round(compile_seconds, 1),
         # Mixing permutes the normalised float32 views.
         "local_image_shard_bytes": args.per_device_batch * config.num_views * 4 * image[0] * image[1] * image[2],

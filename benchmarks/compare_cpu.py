@@ -1,7 +1,7 @@
 """Compares training-step speed of several set-ups on this machine as ratios measured in one run.
 
-Each variant is a worker process (JAX: genscl_jax.tools.bench's step; PyTorch: torch_reference_step.py) that sets up,
-compiles and warms up, then waits. The driver then asks the workers in turn, round after round (rotating the
+Each variant is a worker process (JAX: genscl_jax.tools.step_bench's step; PyTorch: torch_reference_step.py) that
+sets up, compiles and warms up, then waits. The driver then asks the workers in turn, round after round (rotating the
 order), to run a few steps; only one worker computes at any time, so all of them see the same machine load,
 which matters on a small shared CPU. Reported: each variant's median step time and its ratio to the first
 variant (the ratio of medians and the median of the per-round ratios), and the process CPU time per step
@@ -58,18 +58,18 @@ def jax_worker(argv: list[str], warmup: int) -> None:
     sys.path.insert(0, ROOT)
     import jax
 
-    from genscl_jax.tools import bench
+    from genscl_jax.tools import bench, measure, step_bench
 
     args = bench.parse_args(argv)
-    step = bench.StepBenchmark(args)
-    options = step.training_compiler_options(bench._parse_compiler_options(args.compiler_option))  # noqa: SLF001
+    step = step_bench.StepBenchmark(args)
+    options = step.training_compiler_options(measure.parse_compiler_options(args.compiler_option))
     compiled, compile_s = step.compile(options)
     run = step.runner(compiled)
     _, metrics = jax.block_until_ready(run(warmup))
     info = {"framework": "jax", "jax": jax.__version__, "compile_s": round(compile_s, 2),
             "loss_after_warmup": float(metrics["loss"]),
             "global_batch": step.global_batch, "num_params": step.num_params,
-            "flops_per_step": bench.compiled_flops(compiled), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "flops_per_step": measure.compiled_flops(compiled), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     _serve(lambda n: jax.block_until_ready(run(n)), info)
 
 

@@ -1,6 +1,6 @@
 """A/B of XLA compiler options on the real pretraining step, in one process, as ratios to the default.
 
-The step is built once (genscl_jax.tools.bench.StepBenchmark), compiled once per option set (per-compile options,
+The step is built once (genscl_jax.tools.step_bench.StepBenchmark), compiled once per option set (per-compile options,
 not XLA_FLAGS, so every variant lives in this one process), and the variants are timed in turn, round after
 round with a rotating order, so that they all see the same load on a shared machine. Reported per variant:
 median wall time per step, median process CPU time per step (all threads), both as ratios to the first
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from genscl_jax.tools import bench  # noqa: E402
+from genscl_jax.tools import bench, environment, measure, step_bench  # noqa: E402
 
 DEFAULT_VARIANTS = (
     "default=",
@@ -47,7 +47,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     # Items are split at commas followed by "key=", so a value may itself be a comma-separated list.
     for item in filter(None, re.split(r",(?=\w+=)", rest)) if rest else ():
         key, _, value = item.partition("=")
-        options.update(bench._parse_compiler_options([f"{key}={value}"]))  # noqa: SLF001
+        options.update(measure.parse_compiler_options([f"{key}={value}"]))
     return name, options
 
 
@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default="")
     args, bench_argv = p.parse_known_args(argv)
     bench_args = bench.parse_args(bench_argv)
-    step = bench.StepBenchmark(bench_args)
+    step = step_bench.StepBenchmark(bench_args)
     variants = []
     for spec in args.variant or DEFAULT_VARIANTS:
         name, options = parse_variant(spec)
@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
                      "cpu_ms": round(1e3 * statistics.median(v["cpu"]), 1),
                      "cpu_ratio": round(statistics.median(v["cpu"]) / statistics.median(base["cpu"]), 3),
                      "step_ms_rounds": [round(1e3 * t, 1) for t in v["wall"]]})
-    result = {"environment": bench.environment(), "step": bench.describe_step(bench_args),
+    result = {"environment": environment.facts(), "step": step_bench.describe_step(bench_args),
               "global_batch": step.global_batch, "rounds": args.rounds, "steps_per_round": args.steps,
               "variants": rows}
     c = result["step"]

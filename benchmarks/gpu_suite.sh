@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The accelerator benchmark suite, in one call (about 5-8 minutes on one H100/H200, mostly compilation):
 #   1. ResNet-50, 224 px, bfloat16, two views, EMA key encoder + 65536-key queue (the ImageNet recipe's step)
+#   1b. the same step in micro-batches of 32 images (config.micro_batch_size): at 1.'s batch (the time ratio of
+#      micro-batched to dense), and at per-device batch 512, the ImageNet recipe's batch 4096 on one 8-GPU node
+#      (configs/imagenet_resnet50.py:gpu8), with a teacher, Mixup-CutMix and the loss in 1024-row blocks
 #   2. ResNet-50, CIFAR stem, 32 px, float32, two views (the authors' CIFAR recipe's step)
 #   3. the loss alone: N in {1k, 4k, 8k, 16k} anchors vs N + 65536 contrasts, C in {10, 1000}, dense and chunked
 #   4. the collective audit: every collective of the ImageNet recipe's step partitioned over 8 devices, with bytes
@@ -43,6 +46,10 @@ CASES=${CASES:-.}  # a regex of case names to run, e.g. CASES='r50_224|loss_chun
 if [[ $SIZES == tiny ]]; then
   R50_224=(--model resnet10 --width 0.0625 --image-size 64 --per-device-batch 4 --dtype bfloat16 --moco --queue-size 64
            --head-dim 16 --steps 2 --repeats 2 --warmup 1)
+  MICRO=(--micro-batch-size 2)
+  R50_GPU8=(--model resnet10 --width 0.0625 --image-size 64 --per-device-batch 8 --dtype bfloat16 --moco --queue-size 64
+            --head-dim 16 --teacher resnet10 --teacher-width 0.0625 --mix mixup_cutmix --optimizer lars
+            --loss-block-size 8 --micro-batch-size 2 --steps 2 --repeats 2 --warmup 1)
   R50_32=(--model resnet10 --width 0.0625 --image-size 16 --per-device-batch 4 --steps 2 --repeats 2 --warmup 1)
   PIPELINE=(--input-images 16)
   LOSS=(--anchors 64,128 --queue 256 --loss-block 32 --loss-steps 2 --repeats 2)
@@ -50,6 +57,11 @@ if [[ $SIZES == tiny ]]; then
 else
   R50_224=(--model resnet50 --image-size 224 --per-device-batch 128 --dtype bfloat16 --moco --queue-size 65536
            --steps 10 --repeats 5 --warmup 3)
+  MICRO=(--micro-batch-size 32)
+  # configs/imagenet_resnet50.py:gpu8's step on one of its 8 GPUs (1000 classes: the queue's labels are the recipe's)
+  R50_GPU8=(--model resnet50 --image-size 224 --per-device-batch 512 --num-classes 1000 --dtype bfloat16 --moco
+            --queue-size 65536 --teacher resnet50 --mix mixup_cutmix --optimizer lars --loss-block-size 1024
+            --micro-batch-size 32 --steps 3 --repeats 3 --warmup 1)
   R50_32=(--model resnet50 --image-size 32 --per-device-batch 512 --steps 10 --repeats 5 --warmup 3)
   PIPELINE=(--input-images 1024)
   LOSS=(--anchors 1024,4096,8192,16384 --queue 65536 --loss-block 1024 --loss-steps 5 --repeats 5)
@@ -69,6 +81,8 @@ run() {  # run NAME ARGS...: one bench process, its JSON and log under $OUT
 [[ $DRY == 1 ]] || { mkdir -p "$OUT"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
   > "$OUT/gpu.txt" 2>/dev/null || true; }
 run r50_224_bf16_moco "${R50_224[@]}" --peak-tflops "$PEAK_BF16"
+run r50_224_bf16_moco_micro32 "${R50_224[@]}" "${MICRO[@]}" --peak-tflops "$PEAK_BF16"
+run r50_224_gpu8_b512_micro32 "${R50_GPU8[@]}" --peak-tflops "$PEAK_BF16"
 run r50_cifar32_fp32 "${R50_32[@]}" --peak-tflops "$PEAK_TF32"
 run r50_224_jpeg_pipeline "${R50_224[@]}" --color-augment --input jpeg "${PIPELINE[@]}"
 # One process per implementation and label dimension; sizes ascend, so each case's device peak is its own.

@@ -96,6 +96,15 @@ def loss_share(results: dict[str, dict], step_case: str, anchors: int, classes: 
     return lines or [f"no timed loss case at N={anchors}, C={classes}"]
 
 
+def micro_batch_ratio(results: dict[str, dict], dense_case: str, micro_case: str) -> list[str]:
+    """Step time of the micro-batched step over the dense one at the same batch (issue target: at most 1.3)."""
+    dense, micro = (results.get(case, {}).get("step") for case in (dense_case, micro_case))
+    if dense is None or micro is None:
+        return [f"no {dense_case}.json and {micro_case}.json: no micro-batch time ratio"]
+    return [f"micro-batched / dense step time ({micro_case} / {dense_case}, global batch {dense['global_batch']}): "
+            f"{micro['step_ms']:.2f} / {dense['step_ms']:.2f} ms = {micro['step_ms'] / dense['step_ms']:.3f}"]
+
+
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", nargs="?", default="benchmarks/results")
@@ -107,7 +116,8 @@ def main(argv=None) -> str:
     if not results:
         sys.exit(f"no bench JSON in {args.folder}: run bash benchmarks/gpu_suite.sh first (OUT=folder)")
     parts = [*step_rows(results), "", *pipeline_rows(results), *loss_rows(results), "",
-             *loss_share(results, args.step_case, args.anchors, args.classes)]
+             *loss_share(results, args.step_case, args.anchors, args.classes),
+             *micro_batch_ratio(results, args.step_case, args.step_case + "_micro32")]
     for extra in ("gpu.txt", "failed.txt"):
         path = os.path.join(args.folder, extra)
         if os.path.exists(path) and os.path.getsize(path):

@@ -13,6 +13,7 @@ the input pipeline crops pretraining views at 20-100% (MoCo v2's and GenSCL's CI
 The teacher is required by this recipe: --config.kd.teacher=WORKDIR (a supervised run of this project); to run
 without one, --config.kd.alpha=0. ImageNet must be prepared for tfds first (see README, "Data").
 Shrunk for a laptop: --config configs/imagenet_resnet50.py:runlocal
+The paper's batch on one 8-GPU node: --config configs/imagenet_resnet50.py:gpu8 (micro-batches, README "Fits on")
 """
 
 from genscl_jax.config import defaults, recipes
@@ -26,7 +27,7 @@ from genscl_jax.config import defaults, recipes
 
 
 def get_config(arg: str = ""):
-    arg = recipes.parse_arg(arg, runlocal=False)
+    arg = recipes.parse_arg(arg, runlocal=False, gpu8=False)
     config = defaults.base_config()
     config.mode = "pretrain_and_eval"  # our choice: pretrain, then the linear evaluation below
     config.dataset = "imagenet2012"  # GENSCL: the ImageNet-1k result (77.3 top-1)
@@ -91,6 +92,14 @@ def get_config(arg: str = ""):
     # Our choice: a 100k-image kNN bank (0.8 GB of float32 features on every device instead of 10 GB for the whole
     # split); tfds writes ImageNet's training split in a shuffled order, so its first 100k images span the classes.
     config.knn.max_train_examples = 100_000
+    if arg.gpu8:
+        # Our choice: batch 4096 on one node of 8 GPUs (512 images each). The encoders run in micro-batches of 32
+        # images per GPU (256 in all; BatchNorm normalises each micro-batch, i.e. 64 views, across the 8 GPUs), the
+        # trained one recomputed in the backward pass; the loss still spans all 8192 views and the queue, in
+        # 1024-row blocks. README "Fits on" gives the plans behind it: add --config.remat=blocks on 16 GB GPUs,
+        # or raise micro_batch_size (a multiple of 8 dividing 4096) where memory allows, for speed.
+        config.micro_batch_size = 256
+        config.loss_block_size = 1024  # our choice, as above: the [rows, 73728] loss matrices a block at a time
     if arg.runlocal:
         recipes.apply_runlocal(config)
         config.dataset = "synthetic"

@@ -1,5 +1,6 @@
 """Run by test_multidevice.py in a process with 8 virtual CPU devices: the same global batch on a 1-device mesh
-and on an 8-device mesh must give the same step. Prints one JSON line of max differences."""
+and on an 8-device mesh must give the same step, dense and micro-batched. Prints one JSON line of max
+differences per step kind."""
 
 import json
 import sys
@@ -15,9 +16,9 @@ from genscl_jax.runtime import parallel  # noqa: E402
 from genscl_jax.trainers import pretrain  # noqa: E402
 
 
-def run(devices, steps=2):
+def run(devices, steps=2, **overrides):
     config = make_tiny_config(batch_size=16, **{"moco.enabled": True, "moco.queue_size": 64,
-                                                "mix.kind": "mixup_cutmix"})
+                                                "mix.kind": "mixup_cutmix", **overrides})
     trainer = pretrain.build_trainer(config, parallel.create_mesh(devices), data.resolve(config))
     state, batches, history = trainer.state, trainer.batches(0), []
     for _ in range(steps):
@@ -31,11 +32,10 @@ def max_diff(a, b):
     return max(jax.tree_util.tree_leaves(diffs))
 
 
-if __name__ == "__main__":
-    assert jax.device_count() == 8, jax.devices()
-    one_state, one_hist = run(jax.devices()[:1])
-    eight_state, eight_hist = run(jax.devices())
-    print(json.dumps({
+def differences(overrides):
+    one_state, one_hist = run(jax.devices()[:1], **overrides)
+    eight_state, eight_hist = run(jax.devices(), **overrides)
+    return {
         "loss": max(float(abs(a["loss"] - b["loss"])) for a, b in zip(one_hist, eight_hist)),
         "grad_norm": max(float(abs(a["grad_norm"] - b["grad_norm"])) for a, b in zip(one_hist, eight_hist)),
         "params": max_diff(one_state.params, eight_state.params),
@@ -44,4 +44,10 @@ if __name__ == "__main__":
         "queue_keys": max_diff(one_state.queue["keys"], eight_state.queue["keys"]),
         "queue_labels": max_diff(one_state.queue["labels"], eight_state.queue["labels"]),
         "queue_pointer": int(one_state.queue["pointer"]) - int(eight_state.queue["pointer"]),
-    }))
+    }
+
+
+if __name__ == "__main__":
+    assert jax.device_count() == 8, jax.devices()
+    # The dense step, and 2 micro-batches of 8 images (one per device each) with ghost BatchNorm.
+    print(json.dumps({"dense": differences({}), "micro_batches": differences({"micro_batch_size": 8})}))

@@ -105,7 +105,7 @@ def test_gpu_suite_commands_parse():
                              capture_output=True, text=True).stdout
         commands = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("== ") and ": " in line
                     and "done" not in line]
-        assert len(commands) == 8
+        assert len(commands) == 10
         audit = shlex.split(commands.pop())  # the collective audit, on 8 forced CPU devices
         assert audit[:2] == ["JAX_PLATFORMS=cpu", "python"] and audit[2] == "benchmarks/collective_audit.py"
         sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

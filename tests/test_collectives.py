@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from genscl_jax.tools import hlo_audit
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -28,15 +30,19 @@ def test_hlo_parser_reads_kinds_shapes_and_bytes():
     assert hlo_audit.summarize(found)["all-gather"] == {"count": 2, "bytes": 2 * 16 * 40 * 40 * 3 * 4 + 512}
 
 
-def test_eight_device_step_never_gathers_images():
-    # Mixup-CutMix, the EMA key encoder + queue and a teacher: every path that touches images.
+@pytest.mark.parametrize("micro_batch_size", [0, 1])
+def test_eight_device_step_never_gathers_images(micro_batch_size):
+    """Mixup-CutMix, the EMA key encoder + queue and a teacher: every path that touches images; dense, and in two
+    strided micro-batches (one image per device each), which must be formed without moving images."""
     args = ["--devices", "8", "--per-device-batch", "2", "--model", "resnet10", "--width", "0.0625",
-            "--image-size", "24", "--queue-size", "64", "--head-dim", "8", "--num-classes", "10", "--json", "-"]
+            "--image-size", "24", "--queue-size", "64", "--head-dim", "8", "--num-classes", "10", "--json", "-",
+            "--micro-batch-size", str(micro_batch_size)]
     proc = subprocess.run([sys.executable, "benchmarks/collective_audit.py", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     audit = json.loads(proc.stdout.strip().splitlines()[-1])
     assert audit["shape"]["teacher"] and audit["shape"]["mix"] == "mixup_cutmix" and audit["shape"]["queue"] == 64
+    assert audit["shape"]["micro_batch_size"] == 8 * micro_batch_size
     images = [c for c in audit["collectives"] if c["image_shaped"]]
     assert not [c for c in images if c["kind"] != "collective-permute"], images
     assert images, "mixing partners should arrive by collective-permute"

@@ -80,6 +80,14 @@ def base(**changes):
     ({"mix.prob": 1.5}, r"config.mix.prob=1.5: must be in \[0, 1\]"),
     ({"mix.prob": -0.1}, r"config.mix.prob=-0.1: must be in \[0, 1\]"),
     ({"linear_eval.recalibrate_batch_stats": -1}, r"config.linear_eval.recalibrate_batch_stats=-1: must be >= 0"),
+    ({"micro_batch_size": 96}, r"config.micro_batch_size=96 does not divide config.batch_size=1024; use a divisor"),
+    ({"micro_batch_size": 4}, r"config.micro_batch_size=4 is not divisible by the 8 devices.*use e.g. 8"),
+    ({"bn_group_size": 12}, r"config.bn_group_size=12 does not divide"),
+    ({"micro_batch_size": -8}, r"config.micro_batch_size=-8: must be >= 0"),
+    ({"micro_batch_size": 128, "bn_group_size": 64}, r"bn_group_size=64 differs from config.micro_batch_size=128"),
+    ({"mode": "linear_eval", "micro_batch_size": 128}, r"micro_batch_size=128: mode linear_eval has no such step"),
+    ({"mode": "linear_eval", "remat": "blocks"}, r"config.remat='blocks': mode linear_eval trains no encoder"),
+    ({"remat": "layers"}, r"config.remat='layers': unknown value; allowed: none, blocks"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(changes, message):
     with pytest.raises(ConfigError, match=message) as info:

@@ -86,3 +86,15 @@ def test_imagenet_pipeline_runs_autoaugment():
         batch = next(iterator)
     assert batch["image"].shape == (4, 2, 32, 32, 3) and batch["image"].dtype == np.uint8
     assert not np.array_equal(batch["image"][:, 0], batch["image"][:, 1])
+
+
+def test_gpu8_runs_the_paper_batch_in_micro_batches_on_eight_devices():
+    config = load_recipe("imagenet_resnet50.py", "gpu8")
+    assert config.batch_size == 4096 and config.micro_batch_size and config.loss_block_size
+    assert (config.batch_size // 8) % (config.batch_size // config.micro_batch_size) == 0  # per-GPU rows split evenly
+    config.kd.teacher = "/some/teacher"
+    validate(config, num_devices=8)
+    local = load_recipe("imagenet_resnet50.py", "gpu8,runlocal")
+    assert local.micro_batch_size == 8 and local.batch_size % local.micro_batch_size == 0
+    local.kd.teacher = "/some/teacher"
+    validate(local, num_devices=1)

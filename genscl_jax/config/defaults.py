@@ -58,6 +58,17 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Schedule and optimizer. batch_size is GLOBAL (all devices, all hosts).
     c.batch_size = 1024
+    # Memory (pretrain and supervised; BENCHMARKS.md section 7, README "Fits on"). micro_batch_size > 0: the
+    # networks run over micro-batches of this many source images (global, a divisor of batch_size and a multiple
+    # of the device count), the trained one recomputed in the backward pass, so activations grow with the
+    # micro-batch, not the batch; the loss still spans the whole batch. Train-mode BatchNorm then normalises each
+    # micro-batch with its own statistics (ghost BatchNorm). 0: the dense step.
+    c.micro_batch_size = 0
+    # Train-mode BatchNorm statistics per group of this many source images (strided: image r in group
+    # r mod (batch_size / bn_group_size)) on the dense step: the same function as micro_batch_size = this. 0: the
+    # micro-batch when micro-batching, else the whole batch.
+    c.bn_group_size = 0
+    c.remat = "none"  # one of: none | blocks (blocks: each residual block recomputed in the backward pass)
     c.num_epochs = 500.0
     c.num_train_steps = 0  # 0 -> derive from num_epochs
     c.optimizer = "sgd"  # one of: sgd | lars | adamw

@@ -127,6 +127,9 @@ def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     config.dtype = "float32"
     config.head.hidden_dim = 0
     config.moco.queue_size = 4 * config.num_views * config.batch_size
+    # A micro-batched recipe stays micro-batched: 4 micro-batches of 8 (on 1 or 8 devices).
+    config.micro_batch_size = min(config.micro_batch_size, 8)
+    config.bn_group_size = min(config.bn_group_size, 8)
     config.linear_eval.num_epochs = 1
     config.linear_eval.batch_size = 64
     return config

@@ -36,6 +36,7 @@ CHOICES = {
     "kd.teacher_stem": model_builder.STEMS,
     "kd.teacher_dtype": model_builder.DTYPES,
     "online_probe.optimizer": optimizers.OPTIMIZERS,
+    "remat": models.REMAT,
 }
 # Values accepted besides the listed ones, and how the error message names them.
 _OPEN_CHOICES = {"dataset": (registry.is_tfds_name, "tfds:NAME (any tfds dataset)")}
@@ -75,6 +76,7 @@ RANGES = {
     "learning_rate": POSITIVE, "momentum": BELOW_ONE, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
     "warmup_start_lr": NON_NEGATIVE, "min_lr_factor": FRACTION, "grad_clip_norm": NON_NEGATIVE,
     "temperature": POSITIVE, "base_temperature": POSITIVE, "loss_block_size": NON_NEGATIVE,
+    "micro_batch_size": NON_NEGATIVE, "bn_group_size": NON_NEGATIVE,
     "mix.alpha": POSITIVE, "mix.prob": FRACTION,
     "kd.alpha": NON_NEGATIVE, "kd.temperature": POSITIVE, "kd.teacher_width_multiplier": POSITIVE,
     "moco.queue_size": POSITIVE, "moco.momentum": FRACTION,
@@ -174,6 +176,7 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
     _check_batch(config, num_devices, num_processes)
+    _check_micro_batches(config, num_devices)
     _check_data(config)
     _check_kd(config)
     _check_moco(config)
@@ -190,6 +193,41 @@ def _check_batch(config: Any, num_devices: int, num_processes: int) -> None:
     if config.batch_size % num_processes:
         raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the {num_processes} "
                           "processes")
+
+
+# The modes whose training step runs the encoder in micro-batches and BatchNorm groups (linear evaluation trains a
+# linear layer on a frozen encoder).
+_MICRO_BATCH_MODES = ("pretrain", "pretrain_and_eval", "supervised")
+
+
+def _check_micro_batches(config: Any, num_devices: int) -> None:
+    """micro_batch_size and bn_group_size: strided groups of source images that span every device equally."""
+    micro, group, batch = config.micro_batch_size, config.bn_group_size, config.batch_size
+    for name, size in (("micro_batch_size", micro), ("bn_group_size", group)):
+        if not size:
+            continue
+        if config.mode not in _MICRO_BATCH_MODES:
+            raise ConfigError(f"config.{name}={size}: mode {config.mode} has no such step (it applies to "
+                              f"{', '.join(_MICRO_BATCH_MODES)}); set it to 0")
+        if batch % size:
+            raise ConfigError(f"config.{name}={size} does not divide config.batch_size={batch}; use a divisor, "
+                              f"e.g. {_divisor_near(batch, size, num_devices)}")
+        if size % num_devices:
+            raise ConfigError(f"config.{name}={size} is not divisible by the {num_devices} devices (each "
+                              f"micro-batch takes the same number of images from every device); use e.g. "
+                              f"{_divisor_near(batch, size, num_devices)}")
+    if micro and group and group != micro:
+        raise ConfigError(f"config.bn_group_size={group} differs from config.micro_batch_size={micro}: a "
+                          "micro-batched step normalises each micro-batch with its own statistics; set "
+                          "bn_group_size to 0 or to micro_batch_size")
+    if config.remat != "none" and config.mode not in _MICRO_BATCH_MODES:
+        raise ConfigError(f"config.remat={config.remat!r}: mode {config.mode} trains no encoder; set it to 'none'")
+
+
+def _divisor_near(batch: int, size: int, num_devices: int) -> int:
+    """The divisor of `batch` that is a multiple of `num_devices` closest to `size` (the batch itself at worst)."""
+    candidates = [d for d in range(num_devices, batch + 1, num_devices) if batch % d == 0]
+    return min(candidates, key=lambda d: (abs(d - size), d))
 
 
 def _check_data(config: Any) -> None:

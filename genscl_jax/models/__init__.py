@@ -3,10 +3,12 @@ the networks a config asks for (model_builder), and PyTorch weight conversion (t
 
 It imports no other part of genscl_jax: flax and jax only (torch only inside torch_conversion, lazily)."""
 
+from genscl_jax.models.batch_norm import BatchNormGroups, GhostBatchNorm
 from genscl_jax.models.contrastive import ContrastiveModel
 from genscl_jax.models.heads import HEAD_KINDS, LinearClassifier, ProjectionHead, l2_normalize
 from genscl_jax.models.resnet import (
     MODEL_NAMES,
+    REMAT,
     STEMS,
     BasicBlock,
     BottleneckBlock,
@@ -19,11 +21,14 @@ from genscl_jax.models.resnet import (
 
 __all__ = [
     "MODEL_NAMES",
+    "REMAT",
     "STEMS",
     "HEAD_KINDS",
     "BasicBlock",
+    "BatchNormGroups",
     "BottleneckBlock",
     "ContrastiveModel",
+    "GhostBatchNorm",
     "LinearClassifier",
     "ProjectionHead",
     "ResNet",

@@ -26,11 +26,15 @@ variance with the biased batch variance (PyTorch: unbiased), and the fc bias sta
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+
+from genscl_jax.models.batch_norm import BatchNormGroups, GhostBatchNorm
+from genscl_jax.models.convolution import canonical_gradient_conv
 
 # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -40,8 +44,10 @@ TORCH_LINEAR_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in",
 _BASE_WIDTH = 64
 
 
-def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn.Conv:
-    """A bias-free conv with torchvision's padding (kernel // 2 on every side)."""
+def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str, canonical_gradients: bool = False
+          ) -> nn.Conv:
+    """A bias-free conv with torchvision's padding (kernel // 2 on every side); canonical_gradients: its gradient
+    convolutions canonical (convolution.py, for XLA:CPU inside loops)."""
     pad = kernel // 2
     return nn.Conv(
         features,
@@ -52,12 +58,16 @@ def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=_CONV_INIT,
+        conv_general_dilated=canonical_gradient_conv if canonical_gradients else None,
         name=name,
     )
 
 
-def _bn(train: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.BatchNorm:
-    return nn.BatchNorm(
+def _bn(train: bool, dtype: Any, name: str, zero_scale: bool = False,
+        groups: BatchNormGroups | None = None) -> nn.BatchNorm:
+    """torchvision's BatchNorm; with `groups`, train-mode statistics per group of the batch (batch_norm.py)."""
+    norm = functools.partial(GhostBatchNorm, groups=groups) if groups else nn.BatchNorm
+    return norm(
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
@@ -80,16 +90,19 @@ class BasicBlock(nn.Module):
     strides: int = 1
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
+    bn_groups: BatchNormGroups | None = None
+    canonical_conv_gradients: bool = False
 
     expansion: ClassVar[int] = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = _conv(self.filters, 3, self.strides, self.dtype, "conv1")(x)
-        y = nn.relu(_bn(train, self.dtype, "bn1")(y))
-        y = _conv(self.filters, 3, 1, self.dtype, "conv2")(y)
-        y = _bn(train, self.dtype, "bn2", zero_scale=self.zero_init_last_bn)(y)
-        return nn.relu(y + _shortcut(x, self.filters, self.strides, train, self.dtype))
+        groups, canonical = self.bn_groups, self.canonical_conv_gradients
+        y = _conv(self.filters, 3, self.strides, self.dtype, "conv1", canonical)(x)
+        y = nn.relu(_bn(train, self.dtype, "bn1", groups=groups)(y))
+        y = _conv(self.filters, 3, 1, self.dtype, "conv2", canonical)(y)
+        y = _bn(train, self.dtype, "bn2", zero_scale=self.zero_init_last_bn, groups=groups)(y)
+        return nn.relu(y + _shortcut(x, self.filters, self.strides, train, self.dtype, groups, canonical))
 
 
 class BottleneckBlock(nn.Module):
@@ -99,30 +112,33 @@ class BottleneckBlock(nn.Module):
     strides: int = 1
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
+    bn_groups: BatchNormGroups | None = None
+    canonical_conv_gradients: bool = False
 
     expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        out_features = self.filters * self.expansion
-        y = _conv(self.filters, 1, 1, self.dtype, "conv1")(x)
-        y = nn.relu(_bn(train, self.dtype, "bn1")(y))
-        y = _conv(self.filters, 3, self.strides, self.dtype, "conv2")(y)
-        y = nn.relu(_bn(train, self.dtype, "bn2")(y))
-        y = _conv(out_features, 1, 1, self.dtype, "conv3")(y)
-        y = _bn(train, self.dtype, "bn3", zero_scale=self.zero_init_last_bn)(y)
-        return nn.relu(y + _shortcut(x, out_features, self.strides, train, self.dtype))
+        out_features, groups, canonical = self.filters * self.expansion, self.bn_groups, self.canonical_conv_gradients
+        y = _conv(self.filters, 1, 1, self.dtype, "conv1", canonical)(x)
+        y = nn.relu(_bn(train, self.dtype, "bn1", groups=groups)(y))
+        y = _conv(self.filters, 3, self.strides, self.dtype, "conv2", canonical)(y)
+        y = nn.relu(_bn(train, self.dtype, "bn2", groups=groups)(y))
+        y = _conv(out_features, 1, 1, self.dtype, "conv3", canonical)(y)
+        y = _bn(train, self.dtype, "bn3", zero_scale=self.zero_init_last_bn, groups=groups)(y)
+        return nn.relu(y + _shortcut(x, out_features, self.strides, train, self.dtype, groups, canonical))
 
 
-def _shortcut(x: jax.Array, features: int, strides: int, train: bool, dtype: Any) -> jax.Array:
+def _shortcut(x: jax.Array, features: int, strides: int, train: bool, dtype: Any,
+              groups: BatchNormGroups | None, canonical_gradients: bool) -> jax.Array:
     """Identity, or torchvision's `downsample` (1x1 strided conv + BN) when the shape changes.
 
     Called from inside a block's compact __call__, so proj_conv / proj_bn are that block's children.
     """
     if strides == 1 and x.shape[-1] == features:
         return x
-    y = _conv(features, 1, strides, dtype, "proj_conv")(x)
-    return _bn(train, dtype, "proj_bn")(y)
+    y = _conv(features, 1, strides, dtype, "proj_conv", canonical_gradients)(x)
+    return _bn(train, dtype, "proj_bn", groups=groups)(y)
 
 
 def stage_widths(width_multiplier: float = 1) -> tuple[int, ...]:
@@ -139,6 +155,12 @@ class ResNet(nn.Module):
     stem: "cifar" = 3x3 stride-1 conv, no max-pool (32 px inputs); "imagenet" = 7x7 stride-2 conv + max-pool.
     num_classes: None -> __call__ returns pooled features [B, F]; an int -> adds Dense "fc", returns logits.
     dtype: compute dtype of convs and BatchNorm; parameters stay float32 and outputs are float32.
+    bn_groups: train-mode BatchNorm statistics per group of the batch (ghost BatchNorm, batch_norm.py); None: over
+      the whole batch. Evaluation and the variables are the same either way.
+    remat: "blocks" recomputes each residual block's activations in the backward pass instead of keeping them
+      (nn.remat): the backward keeps only the blocks' inputs, for one more forward pass of compute.
+    canonical_conv_gradients: gradient convolutions XLA:CPU can run in Eigen inside loop bodies (convolution.py;
+      a micro-batched step on CPU). Same values.
     """
 
     stage_sizes: Sequence[int]
@@ -148,22 +170,31 @@ class ResNet(nn.Module):
     num_classes: int | None = None
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
+    bn_groups: BatchNormGroups | None = None
+    remat: str = "none"
+    canonical_conv_gradients: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         widths = stage_widths(self.width_multiplier)
         if not 1 <= len(self.stage_sizes) <= len(widths):
             raise ValueError(f"stage_sizes must have 1 to {len(widths)} entries, got {self.stage_sizes}")
+        if self.remat not in REMAT:
+            raise ValueError(f"unknown remat {self.remat!r}; expected one of {REMAT}")
+        # static_argnums counts self: `train` (argument 2) selects Python control flow, so it must stay static.
+        block_cls = nn.remat(self.block_cls, static_argnums=(2,)) if self.remat == "blocks" else self.block_cls
         x = self._stem(x.astype(self.dtype), widths[0], train)
         for s, num_blocks in enumerate(self.stage_sizes):
             for b in range(num_blocks):
                 # As in torchvision, only the first block of stages 2-4 downsamples.
                 strides = 2 if s > 0 and b == 0 else 1
-                x = self.block_cls(
+                x = block_cls(
                     filters=widths[s],
                     strides=strides,
                     dtype=self.dtype,
                     zero_init_last_bn=self.zero_init_last_bn,
+                    bn_groups=self.bn_groups,
+                    canonical_conv_gradients=self.canonical_conv_gradients,
                     name=f"stage{s + 1}_block{b}",
                 )(x, train)
         # Pool in float32 so bfloat16 models still give exact-enough features to the loss.
@@ -176,16 +207,17 @@ class ResNet(nn.Module):
 
     def _stem(self, x: jax.Array, width: int, train: bool) -> jax.Array:
         if self.stem == "cifar":
-            x = _conv(width, 3, 1, self.dtype, "conv_init")(x)
-            return nn.relu(_bn(train, self.dtype, "bn_init")(x))
+            x = _conv(width, 3, 1, self.dtype, "conv_init", self.canonical_conv_gradients)(x)
+            return nn.relu(_bn(train, self.dtype, "bn_init", groups=self.bn_groups)(x))
         if self.stem == "imagenet":
-            x = _conv(width, 7, 2, self.dtype, "conv_init")(x)
-            x = nn.relu(_bn(train, self.dtype, "bn_init")(x))
+            x = _conv(width, 7, 2, self.dtype, "conv_init", self.canonical_conv_gradients)(x)
+            x = nn.relu(_bn(train, self.dtype, "bn_init", groups=self.bn_groups)(x))
             return max_pool_3x3_s2(x)
         raise ValueError(f"unknown stem {self.stem!r}; expected one of {STEMS}")
 
 
 STEMS = ("cifar", "imagenet")  # the input layers _stem implements
+REMAT = ("none", "blocks")  # what ResNet.remat recomputes in the backward pass: nothing, or each residual block
 
 
 _ARCHS: dict[str, tuple[tuple[int, ...], type[nn.Module]]] = {

@@ -5,6 +5,7 @@
     python -m genscl_jax.bench --loss-only --anchors 1024,4096,16384 --classes 10,1000 --queue 65536
     python -m genscl_jax.bench --quick --json -          # seconds on a CPU: a smoke/regression run for CI
     python -m genscl_jax.bench --monitor-cost --model resnet50 --image-size 32 --per-device-batch 8 --steps 2
+    python -m genscl_jax.bench --model resnet50 --per-device-batch 512 --micro-batch-size 32 --remat blocks --plan-only
 
 The step is the one training runs: pretrain.build_program on a config from defaults.base_config() with
 the flags below applied, jitted as the trainer jits it (parallel.jit_train_step), so this measures the product.
@@ -13,7 +14,9 @@ What it reports:
     mean step time of `--steps` back-to-back steps, blocked on at the end; compilation is timed separately.
   - peak device memory: device.memory_stats()["peak_bytes_in_use"] where the backend reports it (GPU/TPU; a
     process-wide peak), and always the compiled program's own plan (arguments + outputs + temporaries - aliased,
-    from compiled.memory_analysis()), which is what decides whether a size fits.
+    from compiled.memory_analysis()), which is what decides whether a size fits. `--plan-only` compiles the step
+    for abstract state and batch shapes and reports the plan without allocating or running anything, so sizes far
+    beyond this machine's memory can be planned.
   - FLOPs and MFU: FLOPs per step from XLA's cost analysis of the compiled step (compiled.cost_analysis()
     ["flops"], per device for a sharded program; it counts a multiply-add as 2 FLOPs), divided by the step
     time and by --peak-tflops (per device) when given.
@@ -22,6 +25,8 @@ What it reports:
     round after round (the order alternating), so both see the same load: the ratio of the medians and the
     median of the per-round ratios.
 
+The parts: step_bench.py (the step), loss_bench.py (the loss alone), measure.py (timing, FLOPs, memory plans),
+environment.py (the machine and versions recorded with every result); this module is the command line.
 Only jax, flax, optax, orbax, numpy and ml_collections are imported: no TensorFlow, tfds or clu, so it runs on a
 bare accelerator VM (with ml_collections' wheel carried there). The data is one batch of noise reused every step:
 input work is not timed.
@@ -30,487 +35,48 @@ input work is not timed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import statistics
 import sys
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from genscl_jax import data, models
-from genscl_jax.config import defaults, recipes
-from genscl_jax.data import device_preprocess, registry
+from genscl_jax import models
+from genscl_jax.config import recipes
 from genscl_jax.models import model_builder
-from genscl_jax.objectives import loss_chunked, losses, mixing
-from genscl_jax.runtime import compile_options, parallel
-from genscl_jax.trainers import pretrain, teachers
+from genscl_jax.objectives import mixing
+from genscl_jax.runtime import compile_options
+from genscl_jax.tools import environment, loss_bench, measure, step_bench
 from genscl_jax.training import optimizers
-
-GIB = 1024**3
-LOSS_IMPLS = ("dense", "chunked")
-
-
-# ----------------------------------------------------------------------------------------------- environment
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def environment() -> dict[str, Any]:
-    devices = jax.devices()
-    return {
-        "date": datetime.date.today().isoformat(),
-        "jax": jax.__version__,
-        "jaxlib": _jaxlib_version(),
-        "backend": jax.default_backend(),
-        "device_kind": devices[0].device_kind,
-        "num_devices": len(devices),
-        "num_processes": jax.process_count(),
-        "cpu": cpu_model_name(),
-        "host_cpus": os.cpu_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "python": platform.python_version(),
-    }
-
-
-def _jaxlib_version() -> str:
-    import jaxlib
-
-    return jaxlib.__version__
-
-
-# ------------------------------------------------------------------------------------------- timing helpers
-
-
-def time_loop(run: Callable[[int], Any], *, repeats: int, steps: int) -> list[float]:
-    """Seconds per step of each repeat; `run(steps)` runs that many steps and returns what to block on."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(steps))
-        times.append((time.perf_counter() - start) / steps)
-    return times
-
-
-def compiled_flops(compiled: Any) -> float | None:
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - some backends do not implement it
-        return None
-    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program
-        analysis = analysis[0] if analysis else None
-    flops = (analysis or {}).get("flops")
-    return float(flops) if flops is not None and flops > 0 else None
-
-
-def planned_bytes(compiled: Any) -> int | None:
-    """Device bytes the compiled program needs: arguments + outputs + temporaries - donated aliases."""
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001
-        return None
-    if m is None:
-        return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
-
-
-def device_peak_bytes() -> int | None:
-    """Process-wide peak over local devices, where the backend keeps statistics (not on CPU)."""
-    peaks = []
-    for device in jax.local_devices():
-        try:
-            stats = device.memory_stats()
-        except Exception:  # noqa: BLE001
-            stats = None
-        if stats and "peak_bytes_in_use" in stats:
-            peaks.append(int(stats["peak_bytes_in_use"]))
-    return max(peaks) if peaks else None
-
-
-def device_memory_limit() -> int | None:
-    try:
-        stats = jax.local_devices()[0].memory_stats()
-    except Exception:  # noqa: BLE001
-        stats = None
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    return None
-
-
-def host_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 8 * GIB
-
-
-def _gib(num_bytes: int | None) -> float | None:
-    return None if num_bytes is None else round(num_bytes / GIB, 3)
-
-
-# ------------------------------------------------------------------------------------------------ the step
-
-
-def step_config(args: argparse.Namespace, num_devices: int):
-    """The training config (defaults.base_config) this benchmark's step is built from."""
-    config = defaults.base_config()
-    for key, value in dict(
-            model=args.model, stem=args.stem, image_size=args.image_size, width_multiplier=args.width,
-            dtype=args.dtype, cpu_convolutions=args.cpu_convolutions, num_views=args.num_views,
-            batch_size=args.per_device_batch * num_devices, num_train_steps=100_000, optimizer=args.optimizer,
-            learning_rate=args.learning_rate, warmup_epochs=0.0, seed=args.seed, mix={"kind": args.mix},
-            device_color_augment=args.color_augment, augment="simclr",
-            head={"hidden_dim": args.head_hidden_dim, "output_dim": args.head_dim},
-            moco={"enabled": args.moco, "queue_size": args.queue_size},
-            online_probe={"enabled": args.monitor}, diagnostics=args.monitor,
-            kd={"alpha": args.kd_alpha if args.teacher != "none" else 0.0, "teacher": "random weights",
-                "teacher_model": args.teacher if args.teacher != "none" else "resnet50",
-                "teacher_width_multiplier": args.teacher_width,
-                "teacher_dtype": args.teacher_dtype or args.dtype}).items():
-        if isinstance(value, dict):
-            config[key].update(value)
-        else:
-            config[key] = value
-    return config
-
-
-def num_classes_for(args: argparse.Namespace) -> int:
-    if args.num_classes:
-        return args.num_classes
-    return 1000 if args.image_size >= 64 else 10
-
-
-class StepBenchmark:
-    """The product's pretraining step (pretrain.build_program) for `args`, lowered once; `compile(options)` gives
-    callables sharing its inputs."""
-
-    def __init__(self, args: argparse.Namespace, mesh=None,
-                 preprocessing: device_preprocess.Preprocessing | None = None):
-        self.args = args
-        self.mesh = mesh or parallel.create_mesh()
-        self.num_devices = self.mesh.devices.size
-        self.global_batch = args.per_device_batch * self.num_devices
-        self.num_classes = num_classes_for(args)
-        self.config = step_config(args, self.num_devices)
-        channels = args.channels
-        spec = data.DatasetInfo(self.num_classes, 1_281_167, 50_000, channels, (0.5,) * channels, (0.25,) * channels)
-        t0 = time.perf_counter()
-        teacher = self._random_teacher(channels) if args.teacher != "none" else None
-        self.program = pretrain.build_program(self.config, self.mesh, spec, spec.num_train // self.global_batch,
-                                              preprocessing=preprocessing or step_preprocessing(args, spec),
-                                              teacher=teacher)
-        self.initial_state = self.program.init_state()
-        self.teacher_variables = teacher.variables if teacher else None
-        self.batch = random_batch(args.seed, self.global_batch, args.num_views, args.image_size, channels,
-                                  self.num_classes, self.mesh)
-        jax.block_until_ready((self.initial_state, self.batch, self.teacher_variables))
-        self.init_seconds = time.perf_counter() - t0
-        self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.initial_state.params))
-        t0 = time.perf_counter()
-        # Lowered without compiler options: each compile() below chooses them (training's, plus any extra).
-        self.lowered = self.program.jit({}).lower(self.initial_state, self.batch, self.teacher_variables)
-        self.lower_seconds = time.perf_counter() - t0
-
-    def _random_teacher(self, channels: int) -> teachers.Teacher:
-        module = teachers.teacher_module(self.config, self.num_classes)
-        sample = jnp.zeros((1, self.args.image_size, self.args.image_size, channels), jnp.float32)
-        return teachers.Teacher(module, compile_options.run_once(
-            lambda rng: module.init(rng, sample, train=False), jax.random.PRNGKey(self.args.seed + 1),
-            out_shardings=parallel.replicated(self.mesh)))
-
-    def training_compiler_options(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """What the trainer compiles this step with (compile_utils: the CPU convolution library), then `extra`."""
-        return {**(self.program.compiler_options or {}), **(extra or {})}
-
-    def compile(self, compiler_options: dict[str, Any] | None = None):
-        t0 = time.perf_counter()
-        compiled = self.lowered.compile(compiler_options=compiler_options or None)
-        return compiled, time.perf_counter() - t0
-
-    def fresh_state(self):
-        """A copy of the initial state, laid out like it (each compiled variant donates, i.e. consumes, its own)."""
-        copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree),
-                       out_shardings=parallel.replicated(self.mesh))
-        return copy(self.initial_state)
-
-    def runner(self, compiled) -> Callable[[int], Any]:
-        """run(n): n back-to-back steps continuing from this runner's own state; returns what to block on."""
-        holder = {"state": self.fresh_state()}
-        batch, teacher_variables = self.batch, self.teacher_variables
-
-        def run(num_steps: int):
-            state, metrics = holder["state"], None
-            for _ in range(num_steps):
-                state, metrics = compiled(state, batch, teacher_variables)
-            holder["state"] = state
-            return state, metrics
-
-        run.holder = holder  # type: ignore[attr-defined]
-        return run
-
-
-def step_preprocessing(args: argparse.Namespace, spec: data.DatasetInfo) -> device_preprocess.Preprocessing:
-    """What the step does to its uint8 views, as for the dataset this shape stands for: ImageNet at 64 px and more
-    (with --color-augment: colour jitter, grayscale and blur on the device), CIFAR below (no blur)."""
-    entry = registry.get("imagenet2012" if args.image_size >= 64 else "cifar10")
-    return device_preprocess.for_training(entry, spec, policy="simclr", image_size=args.image_size,
-                                          device_color_augment=args.color_augment)
-
-
-def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, channels: int, num_classes: int,
-                 mesh) -> dict[str, jax.Array]:
-    """One global batch {"image": [B, V, H, W, C] uint8, "label": [B] int32} of noise, each process making its
-    share on the host and placing it as the input pipeline does (parallel.global_batch_from_local).
-
-    The step's cost does not depend on pixel values, and this costs no compilation (synthetic.py's generator
-    compiles a template resize that takes seconds on a small CPU).
-    """
-    local = global_batch // jax.process_count()
-    rng = np.random.default_rng(seed + jax.process_index())
-    images = rng.integers(0, 256, (local, num_views, image_size, image_size, channels), dtype=np.uint8)
-    labels = rng.integers(0, num_classes, (local,), dtype=np.int32)
-    return parallel.global_batch_from_local({"image": images, "label": labels}, mesh)
-
-
-def describe_step(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in (
-        "model", "width", "stem", "image_size", "channels", "per_device_batch", "num_views", "dtype", "moco",
-        "queue_size", "teacher", "teacher_width", "mix", "optimizer", "color_augment", "head_dim", "cpu_convolutions",
-        "monitor")}
-
-
-def bench_step(args: argparse.Namespace) -> dict[str, Any]:
-    bench = StepBenchmark(args)
-    options = bench.training_compiler_options(_parse_compiler_options(args.compiler_option))
-    compiled, compile_seconds = bench.compile(options)
-    run = bench.runner(compiled)
-    state, metrics = jax.block_until_ready(run(max(args.warmup, 1)))
-    loss = float(jax.device_get(metrics["loss"]))
-    times = time_loop(run, repeats=args.repeats, steps=args.steps)
-    step_s = statistics.median(times)
-    flops = compiled_flops(compiled)
-    result = {
-        "mode": "step",
-        "config": describe_step(args),
-        "num_classes": bench.num_classes,
-        "global_batch": bench.global_batch,
-        "num_params": bench.num_params,
-        "init_s": round(bench.init_seconds, 3),
-        "lower_s": round(bench.lower_seconds, 3),
-        "compile_s": round(compile_seconds, 3),
-        "step_ms": round(step_s * 1e3, 3),
-        "step_ms_repeats": [round(t * 1e3, 3) for t in times],
-        "images_per_s": round(bench.global_batch / step_s, 2),
-        "views_per_s": round(bench.global_batch * args.num_views / step_s, 2),
-        "loss_after_warmup": loss,
-        "peak_device_bytes": device_peak_bytes(),
-        "planned_bytes": planned_bytes(compiled),
-        "flops_per_step": flops,
-        "flops_source": "compiled.cost_analysis()['flops'] (XLA HLO cost analysis, per device)" if flops else None,
-        "tflops_per_s": round(flops / step_s / 1e12, 4) if flops else None,
-        "peak_tflops": args.peak_tflops,
-        "mfu": round(flops / step_s / (args.peak_tflops * 1e12), 4) if flops and args.peak_tflops else None,
-        "compiler_options": options,
-    }
-    if not np.isfinite(loss):
-        result["warning"] = "non-finite loss"
-    return result
-
-
-def bench_monitor_cost(args: argparse.Namespace) -> dict[str, Any]:
-    """The step with and without the online probe and the diagnostics, interleaved round by round."""
-    runs = {}
-    for monitor in (True, False):
-        variant = argparse.Namespace(**{**vars(args), "monitor": monitor})
-        bench = StepBenchmark(variant)
-        compiled, compile_seconds = bench.compile(bench.training_compiler_options(
-            _parse_compiler_options(args.compiler_option)))
-        run = bench.runner(compiled)
-        _, metrics = jax.block_until_ready(run(max(args.warmup, 1)))
-        runs["on" if monitor else "off"] = {"run": run, "compile_s": round(compile_seconds, 3), "times": [],
-                                            "cpu_times": [], "flops": compiled_flops(compiled),
-                                            "loss_after_warmup": float(jax.device_get(metrics["loss"]))}
-    for round_index in range(args.repeats):
-        for name in (("on", "off") if round_index % 2 == 0 else ("off", "on")):
-            cpu_start = time.process_time()
-            runs[name]["times"] += time_loop(runs[name]["run"], repeats=1, steps=args.steps)
-            runs[name]["cpu_times"].append((time.process_time() - cpu_start) / args.steps)
-    on, off = runs["on"], runs["off"]
-    result = {"mode": "monitor_cost", "config": describe_step(args), "global_batch": bench.global_batch,
-              "rounds": args.repeats, "steps_per_round": args.steps,
-              "ratio_of_medians": _ratio(statistics.median(on["times"]), statistics.median(off["times"])),
-              "median_paired_ratio": round(statistics.median(a / b for a, b in zip(on["times"], off["times"])), 4),
-              # Process CPU time (all threads): what other jobs on a shared CPU move far less than wall time.
-              "cpu_time_ratio": _ratio(statistics.median(on["cpu_times"]), statistics.median(off["cpu_times"])),
-              "flops_ratio": _ratio(on["flops"], off["flops"]) if on["flops"] and off["flops"] else None}
-    for name, run in runs.items():
-        result[name] = {"step_ms": round(statistics.median(run["times"]) * 1e3, 3),
-                        "step_ms_rounds": [round(t * 1e3, 3) for t in run["times"]],
-                        "cpu_ms": round(statistics.median(run["cpu_times"]) * 1e3, 3), "flops_per_step": run["flops"],
-                        "compile_s": run["compile_s"], "loss_after_warmup": run["loss_after_warmup"]}
-    return result
-
-
-def _ratio(a: float, b: float) -> float:
-    return round(a / b, 4)
-
-
-def _monitor_cost_lines(r: dict[str, Any]) -> list[str]:
-    c = r["config"]
-    return [f"monitor cost: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch "
-            f"{r['global_batch']} x {c['num_views']} views, moco={c['moco']}, {r['rounds']} rounds x "
-            f"{r['steps_per_round']} steps",
-            f"  step ms with probe + diagnostics {r['on']['step_ms']:.2f}, without {r['off']['step_ms']:.2f}: "
-            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f}, CPU time "
-            f"{r['cpu_time_ratio']:.4f}, XLA FLOPs {r['flops_ratio']})"]
-
-
-# ------------------------------------------------------------------------------------------- the loss alone
-
-
-def _loss_inputs(key, num_anchors: int, num_contrasts: int, num_classes: int, dim: int):
-    """Unit features and mixup-like label distributions (two classes per row) for anchors and contrasts."""
-    keys = jax.random.split(key, 6)
-
-    def unit(k, n):
-        x = jax.random.normal(k, (n, dim), jnp.float32)
-        return x / jnp.linalg.norm(x, axis=1, keepdims=True)
-
-    def labels(k, n):
-        ka, kb, kl = jax.random.split(k, 3)
-        lam = jax.random.uniform(kl, (n, 1))
-        return (lam * jax.nn.one_hot(jax.random.randint(ka, (n,), 0, num_classes), num_classes)
-                + (1 - lam) * jax.nn.one_hot(jax.random.randint(kb, (n,), 0, num_classes), num_classes))
-
-    return unit(keys[0], num_anchors), labels(keys[1], num_anchors), unit(keys[2], num_contrasts), \
-        labels(keys[3], num_contrasts)
-
-
-def loss_function(impl: str, *, with_queue: bool, block_size: int):
-    """(anchors, labels, contrasts, contrast_labels) -> loss, differentiated w.r.t. the anchors.
-
-    With a queue the contrasts are stop-gradient keys, as in the MoCo step; without one the anchors are their
-    own contrasts (all-vs-all) and the gradient flows through both sides.
-    """
-    if impl == "dense":
-        loss = losses.generalized_supcon_loss
-    elif impl == "chunked":
-        def loss(*a, **kw):
-            return loss_chunked.generalized_supcon_loss_chunked(*a, block_size=block_size, **kw)
-    else:
-        raise ValueError(f"--loss-impl must be one of {LOSS_IMPLS}, got {impl!r}")
-
-    def fn(anchors, labels, contrasts, contrast_labels):
-        if not with_queue:
-            return loss(anchors, labels)
-        return loss(anchors, labels, contrast_features=contrasts, contrast_labels=contrast_labels,
-                    contrast_mask=jnp.ones(contrasts.shape[0], bool))
-
-    return jax.value_and_grad(fn)
-
-
-def bench_loss_case(args: argparse.Namespace, num_anchors: int, num_classes: int, impl: str,
-                    memory_cap: int) -> dict[str, Any]:
-    with_queue = args.queue > 0
-    num_contrasts = num_anchors + args.queue if with_queue else num_anchors
-    case = {"mode": "loss", "impl": impl, "anchors": num_anchors, "contrasts": num_contrasts,
-            "classes": num_classes, "dim": args.head_dim, "block_size": args.loss_block if impl == "chunked" else None}
-    inputs = jax.jit(_loss_inputs, static_argnums=(1, 2, 3, 4))(
-        jax.random.PRNGKey(args.seed), num_anchors, num_contrasts if with_queue else 1, num_classes, args.head_dim)
-    fn = jax.jit(loss_function(impl, with_queue=with_queue, block_size=args.loss_block))
-    t0 = time.perf_counter()
-    compiled = fn.lower(*inputs).compile(compiler_options=_parse_compiler_options(args.compiler_option) or None)
-    case["compile_s"] = round(time.perf_counter() - t0, 3)
-    # XLA's cost analysis counts a loop body once, not once per block: the chunked loss's count would be too low.
-    looped = impl == "chunked" and num_anchors > args.loss_block
-    case["flops"] = None if looped else compiled_flops(compiled)
-    need = planned_bytes(compiled)
-    case["planned_bytes"] = need
-    case["planned_gib"] = _gib(need)
-    case["fits_budget"] = None if need is None else need <= args.memory_budget_gb * GIB
-    case["memory_budget_gib"] = args.memory_budget_gb
-    if need is not None and need > memory_cap:
-        case["skipped"] = f"needs {need / GIB:.1f} GiB, more than the {memory_cap / GIB:.1f} GiB this device has"
-        return case
-    if args.plan_only:
-        case["skipped"] = "--plan-only"
-        return case
-    value, grad = jax.block_until_ready(compiled(*inputs))
-    case["loss"] = float(value)
-    case["grad_finite"] = bool(jnp.all(jnp.isfinite(grad)))
-    times = time_loop(lambda n: [compiled(*inputs) for _ in range(n)][-1], repeats=args.repeats,
-                      steps=args.loss_steps)
-    case["ms"] = round(statistics.median(times) * 1e3, 3)
-    case["ms_repeats"] = [round(t * 1e3, 3) for t in times]
-    case["peak_device_bytes"] = device_peak_bytes()
-    flops = case["flops"]
-    case["tflops_per_s"] = round(flops / statistics.median(times) / 1e12, 4) if flops else None
-    return case
-
-
-def bench_loss(args: argparse.Namespace) -> dict[str, Any]:
-    memory_cap = device_memory_limit() or int(args.host_memory_fraction * host_memory_bytes())
-    cases = []
-    for impl in _csv(args.loss_impl, str):
-        for num_classes in _csv(args.classes, int):
-            for num_anchors in _csv(args.anchors, int):
-                case = bench_loss_case(args, num_anchors, num_classes, impl, memory_cap)
-                cases.append(case)
-                print(_loss_line(case), flush=True, file=_human_stream(args))
-    return {"mode": "loss", "queue": args.queue, "memory_cap_bytes": memory_cap, "cases": cases}
-
-
-# --------------------------------------------------------------------------------------------------- output
-
-
-def _csv(text: str, kind: type) -> list[Any]:
-    return [kind(x) for x in str(text).split(",") if x.strip()]
-
-
-def _parse_compiler_options(items: Sequence[str] | None) -> dict[str, Any]:
-    """--compiler-option xla_cpu_use_xnnpack=false -> {"xla_cpu_use_xnnpack": False} (per-compile options)."""
-    options = {}
-    for item in items or ():
-        key, _, value = item.partition("=")
-        lowered = value.lower()
-        if lowered in ("true", "false"):
-            options[key] = lowered == "true"
-        else:
-            try:
-                options[key] = int(value)
-            except ValueError:
-                options[key] = value
-    return options
 
 
 def _human_stream(args: argparse.Namespace):
     return sys.stderr if args.json == "-" else sys.stdout
 
 
-def _step_lines(r: dict[str, Any]) -> list[str]:
+def _step_title(r: dict[str, Any]) -> str:
     c = r["config"]
-    peak = _gib(r["peak_device_bytes"])
+    micro = f" micro-batch {c['micro_batch_size']}/device" if c["micro_batch_size"] else ""
+    remat = f" remat={c['remat']}" if c["remat"] != "none" else ""
+    return (f"step: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch {r['global_batch']} "
+            f"x {c['num_views']} views{micro}{remat}, moco={c['moco']} teacher={c['teacher']} mix={c['mix']} "
+            f"({r['num_params']:,} params)")
+
+
+def _plan_lines(r: dict[str, Any]) -> list[str]:
+    plan = r["memory_plan"] or {}
+    parts = "   ".join(f"{k} {measure.gib(plan[k])}" for k in ("argument", "output", "temp", "alias") if k in plan)
+    return [_step_title(r), f"  memory plan per device: {measure.gib(r['planned_bytes'])} GiB ({parts} GiB; "
+                            f"compiled.memory_analysis)   compile s {r['compile_s']:.1f}   --plan-only: not run"]
+
+
+def _step_lines(r: dict[str, Any]) -> list[str]:
+    if r["mode"] == "step_plan":
+        return _plan_lines(r)
+    peak = measure.gib(r["peak_device_bytes"])
     lines = [
-        f"step: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch {r['global_batch']} "
-        f"x {c['num_views']} views, moco={c['moco']} teacher={c['teacher']} mix={c['mix']} "
-        f"({r['num_params']:,} params)",
+        _step_title(r),
         f"  images/s {r['images_per_s']:.1f}   step ms {r['step_ms']:.2f} (median of {len(r['step_ms_repeats'])} "
         f"repeats: {r['step_ms_repeats']})   compile s {r['compile_s']:.1f}",
-        f"  memory: planned {_gib(r['planned_bytes'])} GiB (compiled.memory_analysis)   device peak "
+        f"  memory: planned {measure.gib(r['planned_bytes'])} GiB (compiled.memory_analysis)   device peak "
         f"{'n/a on this backend' if peak is None else f'{peak} GiB'}",
     ]
     if r["flops_per_step"]:
@@ -528,8 +94,20 @@ def _loss_line(case: dict[str, Any]) -> str:
         head += f"   {case['flops'] / 1e9:.0f} GFLOP"
     if "skipped" in case:
         return f"{head}   skipped: {case['skipped']}"
-    peak = _gib(case["peak_device_bytes"])
+    peak = measure.gib(case["peak_device_bytes"])
     return f"{head}   {case['ms']:.2f} ms fwd+bwd   device peak {'n/a' if peak is None else f'{peak} GiB'}"
+
+
+
+
+def _monitor_cost_lines(r: dict[str, Any]) -> list[str]:
+    c = r["config"]
+    return [f"monitor cost: {c['model']} x{c['width']} {c['image_size']}px {c['dtype']} global batch "
+            f"{r['global_batch']} x {c['num_views']} views, moco={c['moco']}, {r['rounds']} rounds x "
+            f"{r['steps_per_round']} steps",
+            f"  step ms with probe + diagnostics {r['on']['step_ms']:.2f}, without {r['off']['step_ms']:.2f}: "
+            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f}, CPU time "
+            f"{r['cpu_time_ratio']:.4f}, XLA FLOPs {r['flops_ratio']})"]
 
 
 # --quick: the project's tiny network (recipes.TINY_NETWORK) at 16 px, a few steps.
@@ -552,7 +130,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--compiler-option", action="append", default=[], metavar="KEY=VALUE",
                    help="XLA option for this compile only, e.g. xla_cpu_experimental_ynn_fusion_type= (repeatable)")
-    g = p.add_argument_group("step")
+    _add_step_flags(p.add_argument_group("step"))
+    _add_loss_flags(p.add_argument_group("loss only"))
+    args = p.parse_args(argv)
+    if args.quick:
+        given = sys.argv[1:] if argv is None else argv
+        explicit = {a.lstrip("-").split("=")[0].replace("-", "_") for a in given if a.startswith("--")}
+        for key, value in QUICK.items():
+            if key not in explicit:
+                setattr(args, key, value)
+    for impl in loss_bench.csv_values(args.loss_impl, str):
+        if impl not in loss_bench.LOSS_IMPLS:
+            p.error(f"--loss-impl: {impl!r} is not one of {loss_bench.LOSS_IMPLS}")
+    return args
+
+
+def _add_step_flags(g: Any) -> None:  # an argparse argument group
     g.add_argument("--model", default="resnet50", choices=models.MODEL_NAMES)
     g.add_argument("--width", type=float, default=1.0, help="width multiplier")
     g.add_argument("--stem", default="auto", choices=model_builder.STEMS, help="auto: cifar below 64 px")
@@ -571,6 +164,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--teacher-dtype", default="", help="default: --dtype")
     g.add_argument("--kd-alpha", type=float, default=1.0, help="weight of the teacher term when --teacher is set")
     g.add_argument("--mix", default="none", choices=mixing.MIX_KINDS)
+    g.add_argument("--micro-batch-size", type=int, default=0,
+                   help="source images per micro-batch PER DEVICE (config.micro_batch_size = this x devices); 0: "
+                        "the dense step")
+    g.add_argument("--bn-group-size", type=int, default=0,
+                   help="dense step: BatchNorm groups of this many source images per device (config.bn_group_size)")
+    g.add_argument("--remat", default="none", choices=models.REMAT, help="config.remat")
+    g.add_argument("--loss-block-size", type=int, default=0,
+                   help="config.loss_block_size: the step's loss in blocks of this many anchor rows (0: dense)")
     g.add_argument("--cpu-convolutions", default="eigen", choices=compile_options.CPU_CONVOLUTIONS,
                    help="CPU only: config.cpu_convolutions (what training uses; --compiler-option overrides)")
     g.add_argument("--color-augment", action="store_true",
@@ -589,49 +190,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
     g.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
     g.add_argument("--peak-tflops", type=float, default=0.0, help="per-device peak TFLOP/s for MFU (0: no MFU)")
-    g = p.add_argument_group("loss only")
+
+
+def _add_loss_flags(g: Any) -> None:  # an argparse argument group
     g.add_argument("--anchors", default="1024,4096,16384", help="comma-separated anchor counts N")
     g.add_argument("--classes", default="10,1000", help="comma-separated label dims C")
     g.add_argument("--queue", type=int, default=65536, help="queue keys; contrasts M = N + queue (0: all-vs-all)")
     g.add_argument("--loss-impl", default="dense", help="dense | chunked | dense,chunked")
     g.add_argument("--loss-block", type=int, default=1024, help="anchor rows per block of the chunked loss")
     g.add_argument("--loss-steps", type=int, default=5, help="calls per timed repeat")
-    g.add_argument("--plan-only", action="store_true", help="compile and report planned memory, do not run")
+    g.add_argument("--plan-only", action="store_true",
+                   help="compile and report planned memory, do not run (the step: for abstract inputs)")
     g.add_argument("--memory-budget-gb", type=float, default=8.0, help="report whether each size fits this")
     g.add_argument("--host-memory-fraction", type=float, default=0.5,
                    help="on backends without a memory limit (CPU), skip sizes planned above this share of RAM")
-    args = p.parse_args(argv)
-    if args.quick:
-        given = sys.argv[1:] if argv is None else argv
-        explicit = {a.lstrip("-").split("=")[0].replace("-", "_") for a in given if a.startswith("--")}
-        for key, value in QUICK.items():
-            if key not in explicit:
-                setattr(args, key, value)
-    for impl in _csv(args.loss_impl, str):
-        if impl not in LOSS_IMPLS:
-            p.error(f"--loss-impl: {impl!r} is not one of {LOSS_IMPLS}")
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = _human_stream(args)
-    env = environment()
-    print(f"# {env['date']} jax {env['jax']} on {env['num_devices']} x {env['device_kind']} ({env['backend']}), "
-          f"cpu: {env['cpu']} x{env['host_cpus']}, XLA_FLAGS={env['xla_flags']!r}", file=out, flush=True)
+    env = environment.facts()
+    print(environment.bench_line(env), file=out, flush=True)
     results: dict[str, Any] = {"environment": env, "argv": list(argv if argv is not None else sys.argv[1:])}
     if args.loss_only:
-        results["loss"] = bench_loss(args)
+        results["loss"] = loss_bench.bench_loss(args, report=lambda case: print(_loss_line(case), file=out, flush=True))
     elif args.input == "jpeg":
         from genscl_jax.tools import pipeline_bench  # TensorFlow, only in this mode
 
-        results["pipeline_step"] = pipeline_bench.bench_pipeline_step(args, StepBenchmark)
+        results["pipeline_step"] = pipeline_bench.bench_pipeline_step(args, step_bench.StepBenchmark)
         print("\n".join(pipeline_bench.lines(results["pipeline_step"])), file=out, flush=True)
     elif args.monitor_cost:
-        results["monitor_cost"] = bench_monitor_cost(args)
+        results["monitor_cost"] = step_bench.bench_monitor_cost(args)
         print("\n".join(_monitor_cost_lines(results["monitor_cost"])), file=out, flush=True)
     else:
-        results["step"] = bench_step(args)
+        results["step"] = step_bench.bench_step(args)
         print("\n".join(_step_lines(results["step"])), file=out, flush=True)
     if args.json:
         text = json.dumps(results, indent=1, default=str)

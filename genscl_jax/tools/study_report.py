@@ -7,11 +7,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import statistics
 from typing import Any
 
-from genscl_jax.tools import bench
+from genscl_jax.tools import environment
 
 METHOD_LABELS = {
     "ce": "CE (supervised; linear probe)",
@@ -67,22 +66,6 @@ def table(records: list[dict[str, Any]], phase: str = "main") -> str:
     return "\n".join(lines) + "\n"
 
 
-def environment() -> str:
-    import jax
-    import jaxlib
-
-    versions = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__}
-    for name in ("flax", "optax", "orbax.checkpoint", "tensorflow"):
-        try:
-            versions[name] = __import__(name, fromlist=["__version__"]).__version__
-        except ImportError:
-            pass
-    return (f"- machine: {bench.cpu_model_name()}, {os.cpu_count()} CPU cores visible, {platform.system()} "
-            f"{platform.release()}, devices: {', '.join(sorted({d.platform for d in jax.devices()}))}\n"
-            f"- written: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-            f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n")
-
-
 def teacher_line(records: list[dict[str, Any]]) -> str:
     """The shared strong teacher: its cost in steps, its own top-1 and its margin over the best student row."""
     teacher = next((r for r in records if r["phase"] == "teacher"), None)
@@ -127,7 +110,7 @@ def markdown(records: list[dict[str, Any]], config: str, workdir: str) -> str:
     else:
         text.append("\nLonger budget: not measured.\n")
     text += [f"\n## Environment\n\n- runs' wall time, summed: {hours:.2f} h ({wall_time_by_part(records)})",
-             environment()]
+             environment.study_lines(environment.facts(), datetime.datetime.now(datetime.timezone.utc))]
     return "\n".join(text)
 
 

@@ -47,7 +47,7 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
     `steps_per_epoch` steps of config.batch_size per epoch (epoch-based schedules), whose uint8 views the step
     finishes with `preprocessing` (DataSource.train_preprocessing)."""
     total_steps = optimizers.total_train_steps(config, steps_per_epoch)
-    model = model_builder.build_contrastive_model(config)
+    model = model_builder.build_contrastive_model(config, training=True)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, preprocessing)
     if settings.uses_teacher and teacher is None:

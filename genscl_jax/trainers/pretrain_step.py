@@ -7,6 +7,10 @@ the EMA key-encoder update and the queue update; beside them, what shows whether
 diagnostics (objectives/diagnostics.py) and the online linear probe's update on the detached features
 (online_probe.py), neither of which reaches the encoder's gradients.
 
+With `micro_batch_size` the three networks (teacher, EMA key encoder, student) run over strided micro-batches
+(training/micro_batches.py), the student's recomputed in the backward pass, while the loss still spans the whole
+batch (and the queue): the same function as the dense step whose BatchNorm groups are the micro-batches.
+
 No TensorFlow and no config library here: the benchmark imports this module on machines that have neither.
 """
 
@@ -25,6 +29,7 @@ from genscl_jax.data import device_preprocess
 from genscl_jax.objectives import diagnostics, loss_chunked, losses, mixing, momentum_encoder
 from genscl_jax.trainers.online_probe import OnlineProbe
 from genscl_jax.training import optimizers
+from genscl_jax.training.micro_batches import MicroBatches
 from genscl_jax.training.train_state import TrainState
 
 
@@ -47,6 +52,7 @@ class PretrainSettings:
     moco: bool = False
     ema_momentum: float = 0.999
     ema_momentum_cosine: bool = False
+    micro_batch_size: int = 0  # > 0: source images per micro-batch, over the global batch (0: the dense step)
     diagnostics: bool = True  # the GenSCL diagnostics among the step's metrics
 
     @property
@@ -68,7 +74,7 @@ def settings_from_config(config: Any, num_classes: int, total_steps: int,
         kd_alpha=float(config.kd.alpha),
         kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
         ema_momentum_cosine=config.moco.momentum_cosine,
-        preprocessing=preprocessing, diagnostics=config.diagnostics)
+        preprocessing=preprocessing, diagnostics=config.diagnostics, micro_batch_size=config.micro_batch_size)
 
 
 TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images) -> logits
@@ -91,6 +97,35 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
     s = settings
 
     def step(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any = None):
+        batch_size, num_views = batch["image"].shape[:2]
+        micro = MicroBatches.of(batch_size, s.micro_batch_size, views=num_views)
+        images, labels = prepare(state, batch, teacher_variables, micro)
+        contrasts = _key_contrasts(model, state, images, labels, replicate, micro) if s.moco else None
+
+        def loss_fn(params):
+            encoded, batch_stats = _encode(model, params, state.batch_stats, images, micro)
+            terms = _loss_terms(encoded["projection"], labels, contrasts, s)
+            return _combine(terms, s), (batch_stats, terms, encoded)
+
+        # `encoded`: the whole batch's pooled features [2N, F] and projections [2N, D], in batch order, from the
+        # dense and the micro-batched encoder pass alike.
+        (loss, (batch_stats, terms, encoded)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
+        metrics = {"loss": loss, "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step),
+                   **{f"loss_{name}": value for name, value in terms.items()}}
+        if s.moco:
+            new_state, queue_metrics = _update_key_encoder(new_state, contrasts, labels, s)
+            metrics.update(queue_metrics)
+        if s.diagnostics:
+            metrics.update(_diagnostics(encoded["projection"], labels, contrasts, new_state.queue, num_views, s))
+        if probe is not None:
+            probe_state, probe_metrics = probe.update(state.probe, encoded["features"], labels["mixed"])
+            new_state = new_state.replace(probe=probe_state)
+            metrics.update(probe_metrics)
+        return new_state, metrics
+
+    def prepare(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any, micro: MicroBatches):
+        """The batch's views as [B * V, H, W, C] rows (batch-major) and their label distributions."""
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         views = batch["image"]  # [B, V, H, W, C]
         batch_size, num_views = views.shape[:2]
@@ -101,44 +136,36 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         images = views.reshape((batch_size * num_views,) + views.shape[2:])
         labels = {"mixed": mixed_labels.reshape(batch_size * num_views, -1)}
         if s.uses_teacher:
-            logits = jax.lax.stop_gradient(teacher_fn(teacher_variables, images)).astype(jnp.float32)
+            logits = micro.map(lambda rows: teacher_fn(teacher_variables, rows), images)
+            logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
             labels["teacher"] = jax.nn.softmax(logits / s.kd_temperature, axis=-1)
-
-        contrasts = _key_contrasts(model, state, images, labels, replicate) if s.moco else None
-
-        def loss_fn(params):
-            outputs, new_model_state = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images, train=True, mutable=["batch_stats"])
-            terms = _loss_terms(outputs["projection"], labels, contrasts, s)
-            return _combine(terms, s), (new_model_state["batch_stats"], terms, outputs)
-
-        (loss, (batch_stats, terms, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
-        metrics = {"loss": loss, "grad_norm": optimizers.global_norm(grads), "learning_rate": schedule(state.step),
-                   **{f"loss_{name}": value for name, value in terms.items()}}
-        if s.moco:
-            new_state, queue_metrics = _update_key_encoder(new_state, contrasts, labels, s)
-            metrics.update(queue_metrics)
-        if s.diagnostics:
-            metrics.update(_diagnostics(outputs["projection"], labels, contrasts, new_state.queue, num_views, s))
-        if probe is not None:
-            probe_state, probe_metrics = probe.update(state.probe, outputs["features"], labels["mixed"])
-            new_state = new_state.replace(probe=probe_state)
-            metrics.update(probe_metrics)
-        return new_state, metrics
+        return images, labels
 
     return step
 
 
-def _key_contrasts(model, state: TrainState, images, labels, replicate) -> dict[str, jax.Array]:
+def _encode(model, params, batch_stats, images, micro: MicroBatches):
+    """The student's train-mode forward: ({"features", "projection"} of every row, updated BatchNorm statistics)."""
+    def apply(params, rows):
+        outputs, new_model_state = model.apply(
+            {"params": params, "batch_stats": batch_stats}, rows, train=True, mutable=["batch_stats"])
+        return outputs, new_model_state["batch_stats"]
+
+    return micro.forward_with_recompute(apply, params, images)
+
+
+def _key_contrasts(model, state: TrainState, images, labels, replicate, micro: MicroBatches) -> dict[str, jax.Array]:
     """The EMA encoder's keys of this batch's views, followed by the queue, with their labels and a mask.
 
     Key i is the key of anchor i's own view: the loss excludes it (exclude_self), as SupCon excludes the anchor
     itself, because at step 0 it equals the query. The other view's key of the same image stays: MoCo's positive.
     """
-    # Train-mode BatchNorm as in MoCo: the key encoder normalises with this batch's statistics.
-    outputs, _ = model.apply(state.ema, images, train=True, mutable=["batch_stats"])
-    keys = jax.lax.stop_gradient(outputs["projection"]).astype(jnp.float32)
+    def project(rows):
+        # Train-mode BatchNorm as in MoCo: the key encoder normalises with this batch's (micro-batch's) statistics.
+        outputs, _ = model.apply(state.ema, rows, train=True, mutable=["batch_stats"])
+        return outputs["projection"]
+
+    keys = jax.lax.stop_gradient(micro.map(project, images)).astype(jnp.float32)
     # The batch's keys and labels are gathered whole before they meet the (replicated) queue, so the contrast set
     # is built replicated; otherwise XLA builds it sharded by classes and gathers all [M, C] labels back.
     batch_keys, batch_labels = replicate((keys, labels))

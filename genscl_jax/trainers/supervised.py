@@ -2,7 +2,9 @@
 
 Same state, loop, checkpoints and logging as pretraining; the network is the encoder with its "fc" classifier,
 the targets are Mixup/CutMix label distributions with optional label smoothing. A workdir of this mode is a
-valid `config.kd.teacher`.
+valid `config.kd.teacher`. `config.micro_batch_size` runs the network over micro-batches as pretraining does
+(training/micro_batches.py; the logits stay whole, BatchNorm per micro-batch), so a teacher trains at the batch
+its student uses.
 """
 
 from __future__ import annotations
@@ -20,25 +22,33 @@ from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.training import metrics, optimizers, train_loop
+from genscl_jax.training.micro_batches import MicroBatches
 from genscl_jax.training.train_state import TrainState, create_train_state
 
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                          num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float,
-                         preprocessing: device_preprocess.Preprocessing, mix_prob: float = 1.0):
+                         preprocessing: device_preprocess.Preprocessing, mix_prob: float = 1.0,
+                         micro_batch_size: int = 0):
     """step(state, batch) -> (state, metrics); `preprocessing`: what it does to the batch's uint8 views first
-    (DataSource.train_preprocessing)."""
+    (DataSource.train_preprocessing); micro_batch_size > 0: the network runs over strided micro-batches of that
+    many source images, each recomputed in the backward pass (training/micro_batches.py)."""
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
         views = device_preprocess.train_views(jax.random.fold_in(key, 1), batch["image"], preprocessing)
         views, targets = mixing.mix_views(key, views, batch["label"], num_classes, kind=mix_kind,
                                           alpha=mix_alpha, prob=mix_prob)
+        micro = MicroBatches.of(views.shape[0], micro_batch_size, views=views.shape[1])
         images = views.reshape((-1,) + views.shape[2:])
         targets = targets.reshape(-1, num_classes)
 
-        def loss_fn(params):
-            logits, new_model_state = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+        def apply(params, rows):
+            logits, new_model_state = model.apply({"params": params, "batch_stats": state.batch_stats}, rows,
                                                   train=True, mutable=["batch_stats"])
+            return logits, new_model_state
+
+        def loss_fn(params):
+            logits, new_model_state = micro.forward_with_recompute(apply, params, images)
             loss = losses.soft_cross_entropy(logits, targets, label_smoothing)
             return loss, (new_model_state["batch_stats"], logits)
 
@@ -55,14 +65,15 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loop.Trainer:
     spec, steps_per_epoch = source.info, source.steps_per_epoch(config.batch_size)
     total_steps = optimizers.total_train_steps(config, steps_per_epoch)
-    model = model_builder.build_encoder(config, num_classes=spec.num_classes)
+    model = model_builder.build_encoder(config, num_classes=spec.num_classes, training_views=1)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
                                 mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
                                 label_smoothing=config.label_smoothing,
-                                preprocessing=source.train_preprocessing(config.augment, config.device_color_augment))
+                                preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
+                                micro_batch_size=config.micro_batch_size)
     options = compile_options.model_jit_options(config)
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     test_preprocessing = source.eval_preprocessing()
