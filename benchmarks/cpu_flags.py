@@ -56,6 +56,35 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
+def time_interleaved(variants: list[dict], rounds: int, steps: int, global_batch: int) -> list[dict]:
+    """Times each variant's v["run"](steps) in turn, round after round with a rotating order, and returns one row
+    per variant (its other keys kept, "run", "wall" and "cpu" dropped): median wall and CPU time per step, and both
+    as ratios to the first variant (of medians, and the median of the per-round paired ratios)."""
+    for v in variants:
+        v["wall"], v["cpu"] = [], []
+    for r in range(rounds):
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+            cpu, start = _cpu_seconds(), time.perf_counter()
+            jax.block_until_ready(v["run"](steps))
+            v["wall"].append((time.perf_counter() - start) / steps)
+            v["cpu"].append((_cpu_seconds() - cpu) / steps)
+        print(f"round {r + 1}: " + "  ".join(f"{v['name']} {1e3 * v['wall'][-1]:.0f} ms" for v in variants),
+              file=sys.stderr, flush=True)
+    base = variants[0]
+    rows = []
+    for v in variants:
+        paired = [a / b for a, b in zip(v["wall"], base["wall"])]
+        rows.append({**{k: x for k, x in v.items() if k not in ("run", "wall", "cpu")},
+                     "step_ms": round(1e3 * statistics.median(v["wall"]), 1),
+                     "images_per_s": round(global_batch / statistics.median(v["wall"]), 2),
+                     "ratio": round(statistics.median(v["wall"]) / statistics.median(base["wall"]), 3),
+                     "paired_ratio": round(statistics.median(paired), 3),
+                     "cpu_ms": round(1e3 * statistics.median(v["cpu"]), 1),
+                     "cpu_ratio": round(statistics.median(v["cpu"]) / statistics.median(base["cpu"]), 3),
+                     "step_ms_rounds": [round(1e3 * t, 1) for t in v["wall"]]})
+    return rows
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", action="append", help="NAME=KEY=VALUE[,KEY=VALUE] (repeatable; default: a set)")
@@ -72,43 +101,29 @@ def main(argv=None) -> dict:
         run = step.runner(compiled)
         _, metrics = jax.block_until_ready(run(1))
         variants.append({"name": name, "options": options, "run": run, "compile_s": round(compile_s, 2),
-                         "loss_after_warmup": float(metrics["loss"]), "wall": [], "cpu": []})
+                         "loss_after_warmup": float(metrics["loss"])})
         print(f"compiled {name} {options} in {compile_s:.1f} s", file=sys.stderr, flush=True)
-    for r in range(args.rounds):
-        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
-            cpu, start = _cpu_seconds(), time.perf_counter()
-            jax.block_until_ready(v["run"](args.steps))
-            v["wall"].append((time.perf_counter() - start) / args.steps)
-            v["cpu"].append((_cpu_seconds() - cpu) / args.steps)
-        print(f"round {r + 1}: " + "  ".join(f"{v['name']} {1e3 * v['wall'][-1]:.0f} ms" for v in variants),
-              file=sys.stderr, flush=True)
-    base = variants[0]
-    rows = []
-    for v in variants:
-        paired = [a / b for a, b in zip(v["wall"], base["wall"])]
-        rows.append({"name": v["name"], "options": v["options"], "compile_s": v["compile_s"],
-                     "loss_after_warmup": v["loss_after_warmup"],
-                     "step_ms": round(1e3 * statistics.median(v["wall"]), 1),
-                     "images_per_s": round(step.global_batch / statistics.median(v["wall"]), 2),
-                     "ratio": round(statistics.median(v["wall"]) / statistics.median(base["wall"]), 3),
-                     "paired_ratio": round(statistics.median(paired), 3),
-                     "cpu_ms": round(1e3 * statistics.median(v["cpu"]), 1),
-                     "cpu_ratio": round(statistics.median(v["cpu"]) / statistics.median(base["cpu"]), 3),
-                     "step_ms_rounds": [round(1e3 * t, 1) for t in v["wall"]]})
+    rows = time_interleaved(variants, args.rounds, args.steps, step.global_batch)
     result = {"environment": environment.facts(), "step": step_bench.describe_step(bench_args),
               "global_batch": step.global_batch, "rounds": args.rounds, "steps_per_round": args.steps,
               "variants": rows}
     c = result["step"]
-    print(f"{c['model']} x{c['width']} {c['image_size']} px {c['dtype']}, batch {step.global_batch} x "
-          f"{c['num_views']} views; {args.rounds} rounds x {args.steps} steps; ratios to {rows[0]['name']}")
-    for r in rows:
+    report(f"{c['model']} x{c['width']} {c['image_size']} px {c['dtype']}, batch {step.global_batch} x "
+           f"{c['num_views']} views; {args.rounds} rounds x {args.steps} steps; ratios to {rows[0]['name']}",
+           result, args.json)
+    return result
+
+
+def report(header: str, result: dict, json_path: str) -> None:
+    """Prints `header` and one line per row of result["variants"]; writes `result` to json_path if given."""
+    print(header)
+    for r in result["variants"]:
         print(f"  {r['name']:22s} {r['step_ms']:9.1f} ms/step  {r['images_per_s']:7.1f} img/s  ratio {r['ratio']:.3f} "
               f"(paired {r['paired_ratio']:.3f})  CPU {r['cpu_ms']:9.1f} ms (ratio {r['cpu_ratio']:.3f})  "
               f"loss {r['loss_after_warmup']:.6f}")
-    if args.json:
-        with open(args.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(result, f, indent=1)
-    return result
 
 
 if __name__ == "__main__":

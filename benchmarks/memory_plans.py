@@ -1,8 +1,9 @@
 """Memory plans of the product's pretraining step, dense and micro-batched, at the recipes' shapes (BENCHMARKS.md
-section 7, README "Fits on").
+section 9, README "Fits on").
 
     python benchmarks/memory_plans.py --out benchmarks/results/plans          # every table (about 40 min on 2 cores)
     python benchmarks/memory_plans.py --out DIR --table cifar                 # one table
+    python benchmarks/memory_plans.py --out DIR --batches 64,512,256,1024      # only these per-device batches
 
 Each case is one `python -m genscl_jax.bench --plan-only` process (the step compiled for abstract state and batch:
 nothing is allocated or run), its JSON kept in --out, so a rerun skips the cases already planned. The ImageNet
@@ -31,16 +32,17 @@ CIFAR = ["--model", "resnet50", "--image-size", "32", "--num-classes", "10", "--
 VARIANTS = {"dense": [], "micro": ["--micro-batch-size"], "micro_remat": ["--remat", "blocks", "--micro-batch-size"]}
 
 
-def cases(table: str) -> list[tuple[str, int, list[str]]]:
-    """(name, devices, bench arguments) of each case of `table`."""
+def cases(table: str, batches: tuple[int, ...] = ()) -> list[tuple[str, int, list[str]]]:
+    """(name, devices, bench arguments) of each case of `table` (the imagenet and cifar tables: only the per-device
+    batches in `batches`, if given)."""
     found = []
     if table == "imagenet":  # per-device batch 64 .. 512 x {dense, micro 32, micro 32 + remat}
-        for batch in (64, 128, 256, 512):
+        for batch in _chosen((64, 128, 256, 512), batches):
             for variant, flags in VARIANTS.items():
                 extra = flags + ["32"] if flags else []
                 found.append((f"imagenet_b{batch}_{variant}", 8, IMAGENET + ["--per-device-batch", str(batch)] + extra))
     elif table == "cifar":  # batch 256 .. 1024 on one device x {dense, micro 128, micro 128 + remat}
-        for batch in (256, 512, 1024):
+        for batch in _chosen((256, 512, 1024), batches):
             for variant, flags in VARIANTS.items():
                 extra = flags + ["128"] if flags else []
                 found.append((f"cifar_b{batch}_{variant}", 1, CIFAR + ["--per-device-batch", str(batch)] + extra))
@@ -58,6 +60,10 @@ def cases(table: str) -> list[tuple[str, int, list[str]]]:
     else:
         raise SystemExit(f"unknown table {table!r}; tables: imagenet, cifar, fits")
     return found
+
+
+def _chosen(batches: tuple[int, ...], wanted: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(b for b in batches if b in wanted) if wanted else batches
 
 
 def plan(name: str, devices: int, argv: list[str], out: str) -> dict:
@@ -86,14 +92,17 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="folder for each case's JSON (kept: a rerun skips planned cases)")
     p.add_argument("--table", action="append", choices=("imagenet", "cifar", "fits"),
                    help="which table (repeatable; default: all)")
+    p.add_argument("--batches", default="", help="comma-separated per-device batches of the imagenet and cifar "
+                   "tables to plan (default: all)")
     args = p.parse_args(argv)
+    batches = tuple(int(b) for b in args.batches.split(",") if b)
     os.makedirs(args.out, exist_ok=True)
     lines = []
     for table in args.table or ("imagenet", "cifar", "fits"):
         lines += ["", f"{table}:", "| case | devices | per-device batch | micro-batch per device | remat | loss block "
                   "| planned GiB per device | temporaries GiB | arguments GiB |",
                   "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
-        for name, devices, case_argv in cases(table):
+        for name, devices, case_argv in cases(table, batches):
             lines.append(row(name, plan(name, devices, case_argv, args.out)))
     print("\n".join(lines))
 

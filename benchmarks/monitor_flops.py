@@ -1,6 +1,6 @@
 """XLA's FLOPs of the pretraining step with and without the online probe and the GenSCL diagnostics, from the
 compiled programs alone (nothing runs), for shapes too slow to time on a CPU. Takes the step flags of
-`python -m genscl_jax.bench` and prints {"on", "off", "ratio"} as JSON (BENCHMARKS.md section 9):
+`python -m genscl_jax.bench` and prints {"on", "off", "ratio"} as JSON (BENCHMARKS.md section 10):
 
     python benchmarks/monitor_flops.py --model resnet50 --stem cifar --image-size 32 --per-device-batch 256 \
         --num-classes 100

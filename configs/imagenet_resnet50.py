@@ -96,8 +96,8 @@ def get_config(arg: str = ""):
         # Our choice: batch 4096 on one node of 8 GPUs (512 images each). The encoders run in micro-batches of 32
         # images per GPU (256 in all; BatchNorm normalises each micro-batch, i.e. 64 views, across the 8 GPUs), the
         # trained one recomputed in the backward pass; the loss still spans all 8192 views and the queue, in
-        # 1024-row blocks. README "Fits on" gives the plans behind it: add --config.remat=blocks on 16 GB GPUs,
-        # or raise micro_batch_size (a multiple of 8 dividing 4096) where memory allows, for speed.
+        # 1024-row blocks. README "Fits on" gives the plans behind it and the micro-batch (a multiple of 8 dividing
+        # 4096) and remat for other GPU memories: a larger micro-batch where memory allows, for speed.
         config.micro_batch_size = 256
         config.loss_block_size = 1024  # our choice, as above: the [rows, 73728] loss matrices a block at a time
     if arg.runlocal:

@@ -58,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Schedule and optimizer. batch_size is GLOBAL (all devices, all hosts).
     c.batch_size = 1024
-    # Memory (pretrain and supervised; BENCHMARKS.md section 7, README "Fits on"). micro_batch_size > 0: the
+    # Memory (pretrain and supervised; BENCHMARKS.md section 9, README "Fits on"). micro_batch_size > 0: the
     # networks run over micro-batches of this many source images (global, a divisor of batch_size and a multiple
     # of the device count), the trained one recomputed in the backward pass, so activations grow with the
     # micro-batch, not the batch; the loss still spans the whole batch. Train-mode BatchNorm then normalises each
