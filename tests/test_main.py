@@ -54,7 +54,7 @@ def test_a_misspelt_recipe_argument_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == ("config error: config argument 'runlocl' is unknown; this recipe takes: "
-                                            "runlocal")
+                                            "runlocal, gpu8")
 
 
 def test_recipes_import_each_other_from_any_working_directory(tmp_path):
