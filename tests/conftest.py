@@ -38,15 +38,7 @@ def make_tiny_config(**overrides):
     return set_keys(config, overrides)
 
 
-def set_keys(config, overrides):
-    """Sets dotted keys ("moco.enabled") of a ConfigDict; returns it."""
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    return config
+set_keys = recipes.set_keys  # tests import it from here
 
 
 def network_namespace_problem(tools=("unshare", "ip")):

@@ -101,7 +101,12 @@ def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     sizes = {**TINY_NETWORK, "dataset": "synthetic", "image_size": 8, "batch_size": 8, "num_train_steps": 4,
              "checkpoint_every_steps": 2, "log_every_steps": 1, "eval_batch_size": 64, "moco.queue_size": 32,
              "linear_eval.batch_size": 64, "linear_eval.num_epochs": 1}
-    for key, value in sizes.items():
+    return set_keys(config, sizes)
+
+
+def set_keys(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """Sets dotted keys ("moco.enabled") of a ConfigDict to `values`; returns it."""
+    for key, value in values.items():
         *parents, leaf = key.split(".")
         target = config
         for parent in parents:
