@@ -1,5 +1,5 @@
 """Run by test_multidevice.py in a process with 8 virtual CPU devices: the same global batch on a 1-device mesh
-and on an 8-device mesh must give the same step, dense and micro-batched. Prints one JSON line of max
+and on an 8-device mesh must give the same step, dense, micro-batched and with the loss in blocks. Prints one JSON line of max
 differences per step kind."""
 
 import json
@@ -50,4 +50,6 @@ def differences(overrides):
 if __name__ == "__main__":
     assert jax.device_count() == 8, jax.devices()
     # The dense step, and 2 micro-batches of 8 images (one per device each) with ghost BatchNorm.
-    print(json.dumps({"dense": differences({}), "micro_batches": differences({"micro_batch_size": 8})}))
+    # And the loss in strided blocks of 8 anchor rows (loss_chunked): one row of every device's shard per block.
+    print(json.dumps({"dense": differences({}), "micro_batches": differences({"micro_batch_size": 8}),
+                      "loss_blocks": differences({"loss_block_size": 8})}))

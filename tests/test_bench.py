@@ -65,7 +65,23 @@ def test_monitor_cost_mode_times_the_step_with_and_without_the_probe_and_diagnos
     assert cost["flops_ratio"] > 1.0  # the probe's update and the diagnostics are real work
     # The encoder's update is the same with and without them: the same loss after the warm-up steps.
     assert cost["on"]["loss_after_warmup"] == cost["off"]["loss_after_warmup"]
-    assert "monitor cost" in bench_run["stdout"]
+    low, high = cost["median_paired_ratio_95ci"]
+    assert low <= cost["median_paired_ratio"] <= high
+    assert "monitor cost" in bench_run["stdout"] and "95% interval" in bench_run["stdout"]
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_rounds():
+    from genscl_jax.tools import measure
+    rng = np.random.default_rng(0)
+    few, many = list(1.02 + 0.05 * rng.standard_normal(20)), list(1.02 + 0.05 * rng.standard_normal(500))
+    for values in (few, many):
+        low, high = measure.median_interval(values)
+        assert low <= float(np.median(values)) <= high
+    assert measure.median_interval(few) == measure.median_interval(few)  # deterministic
+    width = lambda v: measure.median_interval(v)[1] - measure.median_interval(v)[0]
+    assert width(many) < width(few) / 3  # about 1 / sqrt(25) as wide
+    low, high = measure.median_interval(many)
+    assert low < 1.02 < high and high - low < 0.02
 
 
 def test_loss_only_mode_at_a_tiny_size(bench_run):

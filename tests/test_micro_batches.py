@@ -96,8 +96,10 @@ def relative_difference(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.linalg.norm(x - y) / scale) if scale else float(np.linalg.norm(x))
 
 
+# Every input path: colour augmentation on the device (each view's own key), Mixup/CutMix with a coin per view
+# (partners from other micro-batches), a teacher and the MoCo queue.
 GENSCL = {"batch_size": 16, "moco.enabled": True, "moco.queue_size": 64, "mix.kind": "mixup_cutmix",
-          "kd.alpha": 0.5, "kd.teacher": "in-memory"}
+          "mix.prob": 0.7, "device_color_augment": True, "kd.alpha": 0.5, "kd.teacher": "in-memory"}
 
 
 def test_micro_batched_step_is_the_dense_step_with_the_same_batch_norm_groups():
@@ -149,3 +151,4 @@ def test_memory_plan_grows_with_the_micro_batch_not_the_batch():
     # jax.checkpoint's barriers, which XLA:CPU would otherwise drop before merging the recomputation back).
     assert plan(64, remat="blocks")["temp"] < 0.8 * dense_4x["temp"]
     assert plan(64, micro_batch_size=16, remat="blocks")["temp"] < 0.8 * micro_4x["temp"]
+

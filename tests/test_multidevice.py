@@ -17,7 +17,7 @@ def test_one_and_eight_devices_agree():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert results.keys() == {"dense", "micro_batches"}
+    assert results.keys() == {"dense", "micro_batches", "loss_blocks"}
     for kind, diffs in results.items():
         assert diffs["queue_pointer"] == 0
         for key in ("loss", "grad_norm", "params", "batch_stats", "ema", "queue_keys", "queue_labels"):

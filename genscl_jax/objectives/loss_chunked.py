@@ -55,9 +55,9 @@ def generalized_supcon_loss_chunked(
     num_blocks = -(-num_anchors // block_size)
     padding = num_blocks * block_size - num_anchors
     # Padded rows (zero features, zero labels) give finite losses that are dropped before the mean.
-    row_ids = jnp.arange(num_blocks * block_size, dtype=jnp.int32).reshape(num_blocks, block_size)
-    anchor_blocks = jnp.pad(anchors, ((0, padding), (0, 0))).reshape(num_blocks, block_size, -1)
-    label_blocks = jnp.pad(unit_labels, ((0, padding), (0, 0))).reshape(num_blocks, block_size, -1)
+    row_ids = _strided_blocks(jnp.arange(num_blocks * block_size, dtype=jnp.int32), num_blocks)
+    anchor_blocks = _strided_blocks(jnp.pad(anchors, ((0, padding), (0, 0))), num_blocks)
+    label_blocks = _strided_blocks(jnp.pad(unit_labels, ((0, padding), (0, 0))), num_blocks)
 
     @jax.checkpoint
     def block_row_losses(block):
@@ -70,5 +70,17 @@ def generalized_supcon_loss_chunked(
         return losses.row_losses(logits, similarity, keep, normalization)
 
     row_loss = jax.lax.map(block_row_losses, (anchor_blocks, label_blocks, row_ids))
-    row_loss = row_loss.reshape(-1)[:num_anchors]
+    row_loss = jnp.swapaxes(row_loss, 0, 1).reshape(-1)[:num_anchors]  # back to row order
     return (temperature / base_temperature) * jnp.mean(row_loss)
+
+
+def _strided_blocks(x: jax.Array, num_blocks: int) -> jax.Array:
+    """[R, ...] -> [num_blocks, R / num_blocks, ...], block k holding rows k, k + num_blocks, k + 2 num_blocks, ...
+
+    Strided, not contiguous, for the same reason as the step's micro-batches (training/micro_batches.py): with the
+    anchors sharded by rows over D devices (R / D rows each, divisible by num_blocks), every block takes the same
+    rows of every device's shard, so each device scores block_size / D anchors per block and no anchor moves.
+    Contiguous blocks would each lie on one device: the partitioner gathers them all and every device computes
+    every block (BENCHMARKS.md section 2)."""
+    x = x.reshape((x.shape[0] // num_blocks, num_blocks) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)

@@ -64,17 +64,11 @@ def partners(x: jax.Array, shift: int) -> jax.Array:
     return jnp.roll(x, -shift, axis=0)
 
 
-def _mix_labels(onehot: jax.Array, partner_onehot: jax.Array, lam: jax.Array) -> jax.Array:
-    return lam * onehot + (1.0 - lam) * partner_onehot
-
-
-def _mixup(images, partner_images, onehot, partner_onehot, lam, box_key):
-    del box_key  # Same signature as _cutmix so the two can be branches of lax.cond.
+def _blend(images, partner_images, lam):
     # Blend in (at least) float32 so bfloat16 inputs don't round twice; cast back to keep the caller's dtype.
     compute = jnp.promote_types(images.dtype, jnp.float32)
     x, other = images.astype(compute), partner_images.astype(compute)
-    mixed = lam.astype(compute) * x + (1.0 - lam.astype(compute)) * other
-    return mixed.astype(images.dtype), _mix_labels(onehot, partner_onehot, lam)
+    return (lam.astype(compute) * x + (1.0 - lam.astype(compute)) * other).astype(images.dtype)
 
 
 def _cutmix_box(key: jax.Array, height: int, width: int, lam: jax.Array):
@@ -92,18 +86,67 @@ def _cutmix_box(key: jax.Array, height: int, width: int, lam: jax.Array):
     return y1, y2, x1, x2
 
 
-def _cutmix(images, partner_images, onehot, partner_onehot, lam, box_key):
+def _paste(images, partner_images, box):
     _, height, width, _ = images.shape
-    y1, y2, x1, x2 = _cutmix_box(box_key, height, width, lam)
+    y1, y2, x1, x2 = box
     # iota comparisons instead of dynamic slicing: the box size is data-dependent but the mask shape isn't.
     rows = jax.lax.broadcasted_iota(jnp.int32, (height, width), 0)
     cols = jax.lax.broadcasted_iota(jnp.int32, (height, width), 1)
     in_box = (rows >= y1) & (rows < y2) & (cols >= x1) & (cols < x2)
-    mixed = jnp.where(in_box[None, :, :, None], partner_images, images)
-    # Clipping at the border shrinks the box, so the labels use the area actually pasted, not 1 - lam.
-    box_area = ((y2 - y1) * (x2 - x1)).astype(jnp.float32)
-    kept = 1.0 - box_area / (height * width)
-    return mixed, _mix_labels(onehot, partner_onehot, kept)
+    return jnp.where(in_box[None, :, :, None], partner_images, images)
+
+
+def draw_mix(rng, *, kind: str, alpha: float, prob: float, height: int, width: int) -> dict[str, jax.Array] | None:
+    """One batch's mixing randomness (scalars shared by the batch): lam, CutMix's box and the share of pixels it
+    keeps, the Mixup-or-CutMix coin and the coin for mixing at all (prob < 1). None: no mixing. The images are
+    mixed with mix_images and the labels with mix_labels, for the whole batch at once or for any of its rows
+    (a micro-batch) with their partners."""
+    _check_kind(kind)
+    if kind == "none" or prob <= 0:
+        return None
+    params = {}
+    if prob < 1:  # without the coin, the keys are exactly those of a mix that always happens
+        coin_key, rng = jax.random.split(rng)
+        params["mixed_at_all"] = jax.random.bernoulli(coin_key, prob)
+    lam_key, box_key, choice_key = jax.random.split(rng, 3)
+    params["lam"] = _sample_lam(lam_key, alpha)
+    if kind != "mixup":
+        params["box"] = _cutmix_box(box_key, height, width, params["lam"])
+        y1, y2, x1, x2 = params["box"]
+        # Clipping at the border shrinks the box, so the labels use the area actually pasted, not 1 - lam.
+        params["kept"] = 1.0 - ((y2 - y1) * (x2 - x1)).astype(jnp.float32) / (height * width)
+    if kind == "mixup_cutmix":  # one fair coin per call picks the method for the whole batch
+        params["use_cutmix"] = jax.random.bernoulli(choice_key, 0.5)
+    return params
+
+
+def mix_images(images, partner_images, params: dict[str, jax.Array] | None, kind: str) -> jax.Array:
+    """Images [N, H, W, C] mixed with their partners' by draw_mix's `params`, in the input dtype."""
+    if params is None:
+        return images
+    if kind == "mixup":
+        mixed = _blend(images, partner_images, params["lam"])
+    elif kind == "cutmix":
+        mixed = _paste(images, partner_images, params["box"])
+    else:  # a cond, not a select: only the chosen method's arithmetic runs
+        mixed = jax.lax.cond(params["use_cutmix"], lambda: _paste(images, partner_images, params["box"]),
+                             lambda: _blend(images, partner_images, params["lam"]))
+    if "mixed_at_all" in params:  # both outcomes are computed and the coin selects one: static shapes
+        mixed = jnp.where(params["mixed_at_all"], mixed, images)
+    return mixed
+
+
+def mix_labels(onehot, partner_onehot, params: dict[str, jax.Array] | None, kind: str) -> jax.Array:
+    """Label distributions w * onehot + (1 - w) * partner, w the share of the image its own: lam for Mixup, the
+    pixels kept for CutMix."""
+    if params is None:
+        return onehot
+    weight = {"mixup": lambda: params["lam"], "cutmix": lambda: params["kept"],
+              "mixup_cutmix": lambda: jnp.where(params["use_cutmix"], params["kept"], params["lam"])}[kind]()
+    labels = weight * onehot + (1.0 - weight) * partner_onehot
+    if "mixed_at_all" in params:
+        labels = jnp.where(params["mixed_at_all"], labels, onehot)
+    return labels
 
 
 def mix_batch(rng, images, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0, shift: int | None = None,
@@ -114,31 +157,21 @@ def mix_batch(rng, images, class_ids, num_classes: int, *, kind: str, alpha: flo
     Returns (mixed images [B, H, W, C] in the input dtype, float32 label distributions [B, num_classes]).
     `kind`, `num_classes`, `alpha`, `shift` (default: partner_shift(B)) and `prob` must be static under jit.
     """
-    _check_kind(kind)
     onehot = one_hot_labels(class_ids, num_classes)
-    if kind == "none" or prob <= 0:
+    params = draw_mix(rng, kind=kind, alpha=alpha, prob=prob, height=images.shape[1], width=images.shape[2])
+    if params is None:
         return images, onehot
     shift = partner_shift(images.shape[0]) if shift is None else shift
-    if prob >= 1:  # no coin: the keys, and so the result, are exactly those of a mix that always happens
-        return _mix(rng, images, onehot, kind, alpha, shift)
-    coin_key, rng = jax.random.split(rng)
-    mixed, labels = _mix(rng, images, onehot, kind, alpha, shift)
-    # Both outcomes are computed and the coin selects one: static shapes, no data-dependent control flow.
-    mixed_at_all = jax.random.bernoulli(coin_key, prob)
-    return jnp.where(mixed_at_all, mixed, images), jnp.where(mixed_at_all, labels, onehot)
+    return (mix_images(images, partners(images, shift), params, kind),
+            mix_labels(onehot, partners(onehot, shift), params, kind))
 
 
-def _mix(rng, images, onehot, kind: str, alpha: float, shift: int):
-    lam_key, box_key, choice_key = jax.random.split(rng, 3)
-    lam = _sample_lam(lam_key, alpha)
-    args = (images, partners(images, shift), onehot, partners(onehot, shift), lam, box_key)
-    if kind == "mixup":
-        return _mixup(*args)
-    if kind == "cutmix":
-        return _cutmix(*args)
-    # mixup_cutmix: one fair coin per call picks the method for the whole batch.
-    use_cutmix = jax.random.bernoulli(choice_key, 0.5)
-    return jax.lax.cond(use_cutmix, _cutmix, _mixup, *args)
+def draw_view_mixes(rng, num_views: int, *, kind: str, alpha: float, prob: float, height: int,
+                    width: int) -> list[dict[str, jax.Array] | None]:
+    """draw_mix for each of `num_views` views: view v's from key jax.random.split(rng, num_views)[v]."""
+    keys = jax.random.split(rng, num_views)
+    return [draw_mix(keys[v], kind=kind, alpha=alpha, prob=prob, height=height, width=width)
+            for v in range(num_views)]
 
 
 def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: float = 1.0, prob: float = 1.0):
@@ -146,12 +179,21 @@ def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: floa
     for whether the view is mixed at all).
 
     The batch axis stays first because it is the sharded one. Returns (mixed views [B, V, H, W, C],
-    float32 labels [B, V, num_classes]); view v uses key jax.random.split(rng, V)[v] and partner_shift(B, v).
+    float32 labels [B, V, num_classes]); view v uses draw_view_mixes(rng, V)[v] and partner_shift(B, v).
     """
-    _check_kind(kind)
     batch_size, num_views = views.shape[:2]
-    keys = jax.random.split(rng, num_views)
+    mixes = draw_view_mixes(rng, num_views, kind=kind, alpha=alpha, prob=prob, height=views.shape[2],
+                            width=views.shape[3])
+    shifts = [partner_shift(batch_size, v) for v in range(num_views)]
     # A Python loop, not vmap: each view's shift is a different static roll.
-    mixed = [mix_batch(keys[v], views[:, v], class_ids, num_classes, kind=kind, alpha=alpha,
-                       shift=partner_shift(batch_size, v), prob=prob) for v in range(num_views)]
-    return jnp.stack([m[0] for m in mixed], axis=1), jnp.stack([m[1] for m in mixed], axis=1)
+    mixed = [mix_images(views[:, v], partners(views[:, v], shifts[v]), mixes[v], kind) for v in range(num_views)]
+    return jnp.stack(mixed, axis=1), view_labels(mixes, class_ids, num_classes, kind)
+
+
+def view_labels(mixes: list[dict[str, jax.Array] | None], class_ids, num_classes: int, kind: str) -> jax.Array:
+    """The label distributions [B, V, num_classes] of views mixed by `mixes` (draw_view_mixes) with the partners
+    of mix_views, from the batch's class ids [B]: no image is needed."""
+    onehot = one_hot_labels(class_ids, num_classes)
+    batch_size = onehot.shape[0]
+    return jnp.stack([mix_labels(onehot, partners(onehot, partner_shift(batch_size, v)), mix, kind)
+                      for v, mix in enumerate(mixes)], axis=1)

@@ -23,7 +23,8 @@ What it reports:
   - --monitor-cost: what the online probe and the GenSCL diagnostics add to the step. The step with them
     (--monitor, training's default) and without (--no-monitor) are compiled in one process and timed in turn,
     round after round (the order alternating), so both see the same load: the ratio of the medians and the
-    median of the per-round ratios.
+    median of the per-round ratios, with a bootstrap 95% interval of the latter (many short rounds, e.g.
+    --repeats 300 --steps 3, narrow it to about a percent on a shared CPU).
 
 The parts: step_bench.py (the step), loss_bench.py (the loss alone), measure.py (timing, FLOPs, memory plans),
 environment.py (the machine and versions recorded with every result); this module is the command line.
@@ -106,7 +107,8 @@ def _monitor_cost_lines(r: dict[str, Any]) -> list[str]:
             f"{r['global_batch']} x {c['num_views']} views, moco={c['moco']}, {r['rounds']} rounds x "
             f"{r['steps_per_round']} steps",
             f"  step ms with probe + diagnostics {r['on']['step_ms']:.2f}, without {r['off']['step_ms']:.2f}: "
-            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f}, CPU time "
+            f"ratio {r['ratio_of_medians']:.4f} (median paired {r['median_paired_ratio']:.4f}, 95% interval "
+            f"{r['median_paired_ratio_95ci'][0]:.4f}-{r['median_paired_ratio_95ci'][1]:.4f}; CPU time "
             f"{r['cpu_time_ratio']:.4f}, XLA FLOPs {r['flops_ratio']})"]
 
 

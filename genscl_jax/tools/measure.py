@@ -8,6 +8,8 @@ benchmarks and the scripts in benchmarks/ share these helpers.
 from __future__ import annotations
 
 import os
+import random
+import statistics
 import time
 from typing import Any, Callable, Sequence
 
@@ -40,6 +42,17 @@ def time_loop(run: Callable[[int], Any], *, repeats: int, steps: int) -> list[fl
         jax.block_until_ready(run(steps))
         times.append((time.perf_counter() - start) / steps)
     return times
+
+
+def median_interval(values: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """A bootstrap percentile interval of the median of `values` (e.g. paired per-round time ratios): on a shared
+    CPU the rounds scatter by several percent, so a cost of a few percent is known only to within this interval.
+    Deterministic for a given seed."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = int(resamples * (1 - confidence) / 2)
+    return medians[tail], medians[resamples - 1 - tail]
 
 
 def compiled_flops(compiled: Any) -> float | None:

@@ -242,10 +242,13 @@ def bench_monitor_cost(args: argparse.Namespace) -> dict[str, Any]:
             runs[name]["times"] += measure.time_loop(runs[name]["run"], repeats=1, steps=args.steps)
             runs[name]["cpu_times"].append((time.process_time() - cpu_start) / args.steps)
     on, off = runs["on"], runs["off"]
+    paired = [a / b for a, b in zip(on["times"], off["times"])]
     result = {"mode": "monitor_cost", "config": describe_step(args), "global_batch": bench.global_batch,
               "rounds": args.repeats, "steps_per_round": args.steps,
               "ratio_of_medians": _ratio(statistics.median(on["times"]), statistics.median(off["times"])),
-              "median_paired_ratio": round(statistics.median(a / b for a, b in zip(on["times"], off["times"])), 4),
+              "median_paired_ratio": round(statistics.median(paired), 4),
+              # How far the paired median is known: the rounds scatter by several percent on a shared CPU.
+              "median_paired_ratio_95ci": [round(x, 4) for x in measure.median_interval(paired)],
               # Process CPU time (all threads): what other jobs on a shared CPU move far less than wall time.
               "cpu_time_ratio": _ratio(statistics.median(on["cpu_times"]), statistics.median(off["cpu_times"])),
               "flops_ratio": _ratio(on["flops"], off["flops"]) if on["flops"] and off["flops"] else None}

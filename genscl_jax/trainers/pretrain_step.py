@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import optax
 
 from genscl_jax.data import device_preprocess
-from genscl_jax.objectives import diagnostics, loss_chunked, losses, mixing, momentum_encoder
+from genscl_jax.objectives import diagnostics, loss_chunked, losses, momentum_encoder
+from genscl_jax.trainers import step_inputs
 from genscl_jax.trainers.online_probe import OnlineProbe
 from genscl_jax.training import optimizers
 from genscl_jax.training.micro_batches import MicroBatches
@@ -125,16 +126,14 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         return new_state, metrics
 
     def prepare(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any, micro: MicroBatches):
-        """The batch's views as [B * V, H, W, C] rows (batch-major) and their label distributions."""
+        """The networks' input (step_inputs.network_input: the whole batch's rows [B * V, H, W, C], batch-major,
+        or micro-batch k's rows on demand) and the rows' label distributions."""
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        views = batch["image"]  # [B, V, H, W, C]
-        batch_size, num_views = views.shape[:2]
-        views = device_preprocess.train_views(aug_key, views, s.preprocessing)
-        views, mixed_labels = mixing.mix_views(mix_key, views, batch["label"], s.num_classes,
-                                               kind=s.mix_kind, alpha=s.mix_alpha, prob=s.mix_prob)
-        # Batch-major flattening keeps the leading (sharded) axis the batch axis; the loss is order-invariant.
-        images = views.reshape((batch_size * num_views,) + views.shape[2:])
-        labels = {"mixed": mixed_labels.reshape(batch_size * num_views, -1)}
+        inputs, mixed_labels = step_inputs.prepare(
+            aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro,
+            mix=step_inputs.MixSettings(s.mix_kind, s.mix_alpha, s.mix_prob))
+        images = step_inputs.network_input(inputs)
+        labels = {"mixed": mixed_labels}
         if s.uses_teacher:
             logits = micro.map(lambda rows: teacher_fn(teacher_variables, rows), images)
             logits = jax.lax.stop_gradient(logits).astype(jnp.float32)

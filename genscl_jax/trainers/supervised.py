@@ -19,8 +19,9 @@ from jax.sharding import Mesh
 from genscl_jax import data
 from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
-from genscl_jax.objectives import losses, mixing
+from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.trainers import step_inputs
 from genscl_jax.training import metrics, optimizers, train_loop
 from genscl_jax.training.micro_batches import MicroBatches
 from genscl_jax.training.train_state import TrainState, create_train_state
@@ -35,12 +36,12 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
     many source images, each recomputed in the backward pass (training/micro_batches.py)."""
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
-        views = device_preprocess.train_views(jax.random.fold_in(key, 1), batch["image"], preprocessing)
-        views, targets = mixing.mix_views(key, views, batch["label"], num_classes, kind=mix_kind,
-                                          alpha=mix_alpha, prob=mix_prob)
-        micro = MicroBatches.of(views.shape[0], micro_batch_size, views=views.shape[1])
-        images = views.reshape((-1,) + views.shape[2:])
-        targets = targets.reshape(-1, num_classes)
+        batch_size, num_views = batch["image"].shape[:2]
+        micro = MicroBatches.of(batch_size, micro_batch_size, views=num_views)
+        inputs, targets = step_inputs.prepare(jax.random.fold_in(key, 1), key, batch, num_classes,
+                                              preprocessing=preprocessing, micro=micro,
+                                              mix=step_inputs.MixSettings(mix_kind, mix_alpha, mix_prob))
+        images = step_inputs.network_input(inputs)
 
         def apply(params, rows):
             logits, new_model_state = model.apply({"params": params, "batch_stats": state.batch_stats}, rows,

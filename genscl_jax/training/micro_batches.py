@@ -25,10 +25,14 @@ updated running statistics are averaged over the micro-batches.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import jax
 import jax.numpy as jnp
+
+
+# A batch's rows [rows, ...], or k -> micro-batch k's rows (built when a pass needs them).
+Rows = Union[jax.Array, Callable[[jax.Array], jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +50,21 @@ class MicroBatches:
                              "images")
         return cls(batch_size // micro_batch_size if micro_batch_size else 1, views)
 
-    def map(self, fn: Callable[[jax.Array], Any], x: jax.Array) -> Any:
-        """fn(rows) -> a pytree of [rows, ...] arrays, computed one micro-batch at a time (no gradient is kept)."""
+    def map(self, fn: Callable[[jax.Array], Any], x: Rows) -> Any:
+        """fn(rows) -> a pytree of [rows, ...] arrays, computed one micro-batch at a time (no gradient is kept).
+
+        `x`: the batch's rows, or a function of a micro-batch's index that builds that micro-batch's rows (so the
+        whole batch's rows never exist at once; trainers/step_inputs.py)."""
         if self.num == 1:
             return fn(x)
-        outputs = jax.lax.map(fn, split(x, self.num, self.views))
+        if callable(x):
+            outputs = jax.lax.map(lambda k: fn(x(k)), jnp.arange(self.num))
+        else:
+            outputs = jax.lax.map(fn, split(x, self.num, self.views))
         return jax.tree_util.tree_map(lambda y: merge(y, self.views), outputs)
 
     def forward_with_recompute(self, apply: Callable[[Any, jax.Array], tuple[Any, Any]], params: Any,
-                               x: jax.Array) -> tuple[Any, Any]:
+                               x: Rows) -> tuple[Any, Any]:
         """apply(params, rows) -> (outputs, running_stats), over micro-batches, differentiable in `params`.
 
         `outputs` is a pytree of [rows, ...] arrays, returned for the whole batch in its order; `running_stats`
@@ -64,9 +74,13 @@ class MicroBatches:
         if self.num == 1:
             return apply(params, x)
         # prevent_cse=False: inside scan the recomputation cannot be merged with the forward (jax.checkpoint docs).
-        body = jax.checkpoint(apply, prevent_cse=False)
-        _, (outputs, stats) = jax.lax.scan(lambda carry, micro: (carry, body(params, micro)), None,
-                                           split(x, self.num, self.views))
+        if callable(x):  # the rows are built inside the recomputed body, so the backward pass rebuilds them too
+            body = jax.checkpoint(lambda params, k: apply(params, x(k)), prevent_cse=False)
+            micro_batches = jnp.arange(self.num)
+        else:
+            body = jax.checkpoint(apply, prevent_cse=False)
+            micro_batches = split(x, self.num, self.views)
+        _, (outputs, stats) = jax.lax.scan(lambda carry, micro: (carry, body(params, micro)), None, micro_batches)
         return (jax.tree_util.tree_map(lambda y: merge(y, self.views), outputs),
                 jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), stats))
 

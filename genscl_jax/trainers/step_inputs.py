@@ -1,0 +1,110 @@
+"""What a training step feeds its networks: the batch's uint8 views augmented (when the device augments),
+normalised and mixed, and their label distributions, for the whole batch at once or one strided micro-batch at a
+time.
+
+The dense step prepares the whole batch once (`StepInputs.rows(None)`), as it always has. A micro-batched step
+never holds the whole batch's prepared views: every network's pass over micro-batch k (teacher, EMA key encoder,
+student and the student's recomputation in the backward pass) prepares micro-batch k from the uint8 batch when it
+needs it (`rows(k)`). The prepared batch is the largest buffer that would otherwise grow with the batch: at the
+ImageNet recipe 1.2 MB per two-view source image in float32 against 0.3 MB of uint8 (BENCHMARKS.md section 9).
+
+Both ways compute the same rows. Micro-batch k holds source images k, k + K, k + 2K, ... (training/micro_batches.py).
+View v of image i is mixed with view v of image (i + s) mod B (objectives/mixing.py, s = partner_shift(B, v)): for
+micro-batch k those partners are micro-batch (k + s) mod K's images, moved by (k + s) // K places, so they are
+found in the uint8 batch and prepared with their own augmentation keys, exactly as in the whole batch. The
+randomness is drawn once per step for the whole batch (one key per view, a few scalars per view for mixing).
+
+JAX only: the bench builds the steps that use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from genscl_jax.data import device_preprocess
+from genscl_jax.objectives import mixing
+from genscl_jax.training.micro_batches import MicroBatches
+
+
+@dataclasses.dataclass(frozen=True)
+class MixSettings:
+    kind: str = "none"
+    alpha: float = 1.0
+    prob: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInputs:
+    """One step's batch before preparation, with the randomness that prepares it."""
+    views: jax.Array  # uint8 [B, V, H, W, C]
+    view_keys: jax.Array  # each view's augmentation key (device_preprocess.view_keys), [B, V, ...]
+    mixes: list  # per view: mixing.draw_mix's scalars, or None
+    preprocessing: device_preprocess.Preprocessing
+    mix_kind: str
+    micro: MicroBatches
+    dtype: str = "float32"
+
+    def rows(self, k: jax.Array | int | None) -> jax.Array:
+        """The network input [rows, H, W, C] in self.dtype, batch-major (the views of an image adjacent): the whole
+        batch for k None, else micro-batch k's rows in micro_batches.split's order."""
+        if k is None:  # the dense step: prepare every view once, mix with the prepared views rolled
+            prepared = device_preprocess.train_views_with_keys(self.view_keys, self.views, self.preprocessing)
+            views = jnp.stack([mixing.mix_images(prepared[:, v], mixing.partners(prepared[:, v], self._shift(v)),
+                                                 mix, self.mix_kind) for v, mix in enumerate(self.mixes)], axis=1)
+        else:  # one micro-batch: its views and its partners' views, prepared from the uint8 batch
+            keys, views = self._take(self.view_keys, k), self._take(self.views, k)
+            prepared = device_preprocess.train_views_with_keys(keys, views, self.preprocessing)
+            mixed = []
+            for v, mix in enumerate(self.mixes):
+                partner = None
+                if mix is not None:
+                    partner = device_preprocess.train_views_with_keys(
+                        self._micro_partners(self.view_keys[:, v], k, v),
+                        self._micro_partners(self.views[:, v], k, v), self.preprocessing)
+                mixed.append(mixing.mix_images(prepared[:, v], partner, mix, self.mix_kind))
+            views = jnp.stack(mixed, axis=1)
+        return views.reshape((-1,) + views.shape[2:]).astype(self.dtype)
+
+    def _shift(self, view: int) -> int:
+        return mixing.partner_shift(self.views.shape[0], view)
+
+    def _take(self, x: jax.Array, k) -> jax.Array:
+        """Micro-batch k's images of x [B, ...]: rows k, k + K, ... A reshape and an index on an unsharded axis, so
+        each device takes rows of its own shard and nothing moves."""
+        num = self.micro.num
+        x = x.reshape((x.shape[0] // num, num) + x.shape[1:])
+        return jax.lax.dynamic_index_in_dim(x, k, axis=1, keepdims=False)
+
+    def _micro_partners(self, x: jax.Array, k, view: int) -> jax.Array:
+        """The partners (view `view`'s shift) of micro-batch k's images, from x [B, ...]: micro-batch (k + s) mod K,
+        moved by (k + s) // K places, which is s // K or one more (two static rolls, a permute of one image per
+        device each, not a gather)."""
+        num, shift = self.micro.num, self._shift(view)
+        source = self._take(x, (k + shift) % num)
+        low = shift // num
+        wrapped = (k + shift) // num > low
+        return jnp.where(wrapped, jnp.roll(source, -(low + 1), axis=0), jnp.roll(source, -low, axis=0))
+
+
+def prepare(aug_key: jax.Array, mix_key: jax.Array, batch: dict[str, jax.Array], num_classes: int, *,
+            preprocessing: device_preprocess.Preprocessing, mix: MixSettings, micro: MicroBatches,
+            dtype: str = "float32") -> tuple[StepInputs, jax.Array]:
+    """The batch's StepInputs and its label distributions [B * V, num_classes] (batch-major), which need no image."""
+    views = batch["image"]
+    batch_size, num_views, height, width = views.shape[:4]
+    mixes = mixing.draw_view_mixes(mix_key, num_views, kind=mix.kind, alpha=mix.alpha, prob=mix.prob,
+                                   height=height, width=width)
+    inputs = StepInputs(views=views, view_keys=device_preprocess.view_keys(aug_key, (batch_size, num_views)),
+                        mixes=mixes, preprocessing=preprocessing, mix_kind=mix.kind, micro=micro, dtype=dtype)
+    labels = mixing.view_labels(mixes, batch["label"], num_classes, mix.kind)
+    return inputs, labels.reshape(batch_size * num_views, num_classes)
+
+
+def network_input(inputs: StepInputs) -> Any:
+    """What MicroBatches' passes take: the prepared whole batch for the dense step, else `inputs.rows`, which
+    each micro-batch's pass calls with its index."""
+    return inputs.rows(None) if inputs.micro.num == 1 else inputs.rows
