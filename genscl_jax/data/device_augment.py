@@ -143,25 +143,28 @@ def augment(rng: jax.Array, images: jax.Array, *, color: bool = True, blur_prob:
     images: float [..., H, W, C] in [0, 1], any leading axes (e.g. [B, V, H, W, C]), C = 1 or 3; every image gets
     its own randomness. Returns float32 images of the same shape, in [0, 1].
     """
-    keys = jax.random.split(rng, math.prod(images.shape[:-3]))
-    return augment_with_keys(keys, images, color=color, blur_prob=blur_prob, jitter_strength=jitter_strength,
-                             jitter_prob=jitter_prob, grayscale_prob=grayscale_prob)
+    return augment_with_keys(image_keys(rng, images.shape[:-3]), images, color=color, blur_prob=blur_prob,
+                             jitter_strength=jitter_strength, jitter_prob=jitter_prob, grayscale_prob=grayscale_prob)
+
+
+def image_keys(rng: jax.Array, leading_shape: tuple[int, ...]) -> jax.Array:
+    """The per-image keys `augment` draws from `rng` for images [*leading_shape, H, W, C], shaped
+    [*leading_shape, ...] (raw keys carry a trailing (2,) of uint32 words, typed keys none)."""
+    keys = jax.random.split(rng, math.prod(leading_shape))
+    return keys.reshape(tuple(leading_shape) + keys.shape[1:])
 
 
 def augment_with_keys(keys: jax.Array, images: jax.Array, *, color: bool = True, blur_prob: float = 0.0,
                       jitter_strength=(0.4, 0.4, 0.4, 0.1), jitter_prob: float = 0.8,
                       grayscale_prob: float = 0.2) -> jax.Array:
-    """`augment` with each image's key given: `keys` [n, ...] for the n images of `images` in row-major order
-    (augment's own keys are jax.random.split(rng, n)). A micro-batched step augments each micro-batch with its
-    images' keys, so every image gets the randomness it gets in the dense step."""
+    """`augment` with each image's key given: `keys` indexed like the images' leading axes (image_keys), so a
+    micro-batched step augments each micro-batch with its images' keys and every image gets the randomness it
+    gets in the dense step."""
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"expected 1 or 3 channels, got images of shape {images.shape}")
     images = images.astype(jnp.float32)
     flat = images.reshape((-1,) + images.shape[-3:])
-    # One key per image: raw keys carry a trailing (2,) of uint32 words, typed keys none.
-    leading = images.ndim - 3
-    key_shape = keys.shape[leading:] if keys.shape[:leading] == images.shape[:leading] else keys.shape[1:]
-    keys = keys.reshape((flat.shape[0],) + key_shape)
+    keys = keys.reshape((flat.shape[0],) + keys.shape[images.ndim - 3:])
 
     def one(key, image):
         return _augment_one(key, image, color=color, blur_prob=blur_prob, strength=jitter_strength,

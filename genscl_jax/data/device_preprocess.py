@@ -18,7 +18,6 @@ machines without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -64,17 +63,11 @@ def normalize(images: jax.Array, preprocessing: Preprocessing) -> jax.Array:
 def train_views(key: jax.Array, views: jax.Array, preprocessing: Preprocessing) -> jax.Array:
     """A training batch's views [B, V, H, W, C] (pixels) -> float32 network input, augmented as `preprocessing`
     says (each view its own randomness, drawn from `key`), then normalised."""
-    return train_views_with_keys(view_keys(key, views.shape[:-3]), views, preprocessing)
-
-
-def view_keys(key: jax.Array, leading_shape: tuple[int, ...]) -> jax.Array:
-    """The per-view keys train_views draws from `key` for views [*leading_shape, H, W, C]: [*leading_shape, ...]."""
-    keys = jax.random.split(key, math.prod(leading_shape))
-    return keys.reshape(tuple(leading_shape) + keys.shape[1:])
+    return train_views_with_keys(device_augment.image_keys(key, views.shape[:-3]), views, preprocessing)
 
 
 def train_views_with_keys(keys: jax.Array, views: jax.Array, preprocessing: Preprocessing) -> jax.Array:
-    """train_views with each view's key given (`keys`: view_keys of the whole batch, indexed like `views`), so a
+    """train_views with each view's key given (`keys`: device_augment.image_keys, indexed like `views`), so a
     micro-batch of views is augmented exactly as in the whole batch."""
     if not preprocessing.augments:
         return normalize(views, preprocessing)

@@ -81,6 +81,6 @@ def _strided_blocks(x: jax.Array, num_blocks: int) -> jax.Array:
     anchors sharded by rows over D devices (R / D rows each, divisible by num_blocks), every block takes the same
     rows of every device's shard, so each device scores block_size / D anchors per block and no anchor moves.
     Contiguous blocks would each lie on one device: the partitioner gathers them all and every device computes
-    every block (BENCHMARKS.md section 2)."""
+    every block (BENCHMARKS.md section 9.4)."""
     x = x.reshape((x.shape[0] // num_blocks, num_blocks) + x.shape[1:])
     return jnp.swapaxes(x, 0, 1)

@@ -181,13 +181,18 @@ def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: floa
     The batch axis stays first because it is the sharded one. Returns (mixed views [B, V, H, W, C],
     float32 labels [B, V, num_classes]); view v uses draw_view_mixes(rng, V)[v] and partner_shift(B, v).
     """
-    batch_size, num_views = views.shape[:2]
-    mixes = draw_view_mixes(rng, num_views, kind=kind, alpha=alpha, prob=prob, height=views.shape[2],
+    mixes = draw_view_mixes(rng, views.shape[1], kind=kind, alpha=alpha, prob=prob, height=views.shape[2],
                             width=views.shape[3])
-    shifts = [partner_shift(batch_size, v) for v in range(num_views)]
+    return mix_view_images(views, mixes, kind), view_labels(mixes, class_ids, num_classes, kind)
+
+
+def mix_view_images(views, mixes: list[dict[str, jax.Array] | None], kind: str) -> jax.Array:
+    """The images of mix_views: views [B, V, H, W, C] mixed by `mixes` (draw_view_mixes), view v with view v of
+    its partners at partner_shift(B, v)."""
+    batch_size = views.shape[0]
     # A Python loop, not vmap: each view's shift is a different static roll.
-    mixed = [mix_images(views[:, v], partners(views[:, v], shifts[v]), mixes[v], kind) for v in range(num_views)]
-    return jnp.stack(mixed, axis=1), view_labels(mixes, class_ids, num_classes, kind)
+    return jnp.stack([mix_images(views[:, v], partners(views[:, v], partner_shift(batch_size, v)), mix, kind)
+                      for v, mix in enumerate(mixes)], axis=1)
 
 
 def view_labels(mixes: list[dict[str, jax.Array] | None], class_ids, num_classes: int, kind: str) -> jax.Array:

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from genscl_jax.data import device_preprocess
+from genscl_jax.data import device_augment, device_preprocess
 from genscl_jax.objectives import mixing
 from genscl_jax.training.micro_batches import MicroBatches
 
@@ -41,20 +41,18 @@ class MixSettings:
 class StepInputs:
     """One step's batch before preparation, with the randomness that prepares it."""
     views: jax.Array  # uint8 [B, V, H, W, C]
-    view_keys: jax.Array  # each view's augmentation key (device_preprocess.view_keys), [B, V, ...]
+    view_keys: jax.Array  # each view's augmentation key (device_augment.image_keys, as train_views draws), [B, V, ...]
     mixes: list  # per view: mixing.draw_mix's scalars, or None
     preprocessing: device_preprocess.Preprocessing
     mix_kind: str
     micro: MicroBatches
-    dtype: str = "float32"
 
     def rows(self, k: jax.Array | int | None) -> jax.Array:
-        """The network input [rows, H, W, C] in self.dtype, batch-major (the views of an image adjacent): the whole
+        """The network input [rows, H, W, C] (float32), batch-major (the views of an image adjacent): the whole
         batch for k None, else micro-batch k's rows in micro_batches.split's order."""
         if k is None:  # the dense step: prepare every view once, mix with the prepared views rolled
             prepared = device_preprocess.train_views_with_keys(self.view_keys, self.views, self.preprocessing)
-            views = jnp.stack([mixing.mix_images(prepared[:, v], mixing.partners(prepared[:, v], self._shift(v)),
-                                                 mix, self.mix_kind) for v, mix in enumerate(self.mixes)], axis=1)
+            views = mixing.mix_view_images(prepared, self.mixes, self.mix_kind)
         else:  # one micro-batch: its views and its partners' views, prepared from the uint8 batch
             keys, views = self._take(self.view_keys, k), self._take(self.views, k)
             prepared = device_preprocess.train_views_with_keys(keys, views, self.preprocessing)
@@ -67,7 +65,7 @@ class StepInputs:
                         self._micro_partners(self.views[:, v], k, v), self.preprocessing)
                 mixed.append(mixing.mix_images(prepared[:, v], partner, mix, self.mix_kind))
             views = jnp.stack(mixed, axis=1)
-        return views.reshape((-1,) + views.shape[2:]).astype(self.dtype)
+        return views.reshape((-1,) + views.shape[2:])
 
     def _shift(self, view: int) -> int:
         return mixing.partner_shift(self.views.shape[0], view)
@@ -91,15 +89,15 @@ class StepInputs:
 
 
 def prepare(aug_key: jax.Array, mix_key: jax.Array, batch: dict[str, jax.Array], num_classes: int, *,
-            preprocessing: device_preprocess.Preprocessing, mix: MixSettings, micro: MicroBatches,
-            dtype: str = "float32") -> tuple[StepInputs, jax.Array]:
+            preprocessing: device_preprocess.Preprocessing, mix: MixSettings,
+            micro: MicroBatches) -> tuple[StepInputs, jax.Array]:
     """The batch's StepInputs and its label distributions [B * V, num_classes] (batch-major), which need no image."""
     views = batch["image"]
     batch_size, num_views, height, width = views.shape[:4]
     mixes = mixing.draw_view_mixes(mix_key, num_views, kind=mix.kind, alpha=mix.alpha, prob=mix.prob,
                                    height=height, width=width)
-    inputs = StepInputs(views=views, view_keys=device_preprocess.view_keys(aug_key, (batch_size, num_views)),
-                        mixes=mixes, preprocessing=preprocessing, mix_kind=mix.kind, micro=micro, dtype=dtype)
+    inputs = StepInputs(views=views, view_keys=device_augment.image_keys(aug_key, (batch_size, num_views)),
+                        mixes=mixes, preprocessing=preprocessing, mix_kind=mix.kind, micro=micro)
     labels = mixing.view_labels(mixes, batch["label"], num_classes, mix.kind)
     return inputs, labels.reshape(batch_size * num_views, num_classes)
 
