@@ -1,6 +1,6 @@
 """Run by test_multidevice.py in a process with 8 virtual CPU devices: the same global batch on a 1-device mesh
-and on an 8-device mesh must give the same step, dense, micro-batched and with the loss in blocks. Prints one JSON line of max
-differences per step kind."""
+and on an 8-device mesh must give the same step, dense, micro-batched and with the loss in blocks. Prints one
+JSON line of max differences per step kind."""
 
 import json
 import sys

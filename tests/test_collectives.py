@@ -65,7 +65,8 @@ def loss_and_grad(loss):
 key = jax.random.split(jax.random.PRNGKey(0), 4)
 f, cf = (x / jnp.linalg.norm(x, axis=1, keepdims=True) for x in (jax.random.normal(key[0], (n, d)),
                                                                  jax.random.normal(key[1], (m, d))))
-y, cy = jax.nn.one_hot(jax.random.randint(key[2], (n,), 0, c), c), jax.nn.one_hot(jax.random.randint(key[3], (m,), 0, c), c)
+y = jax.nn.one_hot(jax.random.randint(key[2], (n,), 0, c), c)
+cy = jax.nn.one_hot(jax.random.randint(key[3], (m,), 0, c), c)
 out = {}
 for name, loss in (("dense", losses.generalized_supcon_loss),
                    ("blocked", lambda *a, **k: loss_chunked.generalized_supcon_loss_chunked(*a, block_size=64, **k))):
