@@ -113,12 +113,15 @@ def test_micro_batched_step_is_the_dense_step_with_the_same_batch_norm_groups():
     assert_same_steps(remat, micro, tolerance=1e-6)
 
 
-def test_micro_batch_of_the_whole_batch_is_the_dense_step_bitwise():
+def test_micro_batch_of_the_whole_batch_is_the_dense_step_to_float32_rounding():
+    """micro_batch_size equal to the batch is one micro-batch: the dense step. The one difference left is that the
+    builder takes models/convolution.py's canonical gradient convolutions for any micro_batch_size on CPU; they
+    round like lax's own on some CPUs and differ by a few ulps on others (tests/test_convolution.py), so this checks
+    1e-6 of each state field's norm, not bits."""
     teacher = tiny_teacher(make_tiny_config())
     dense = run(make_tiny_config(**GENSCL), teacher=teacher, steps=1)
     whole = run(make_tiny_config(micro_batch_size=16, **GENSCL), teacher=teacher, steps=1)
-    for a, b in zip(jax.tree_util.tree_leaves(dense), jax.tree_util.tree_leaves(whole)):
-        np.testing.assert_array_equal(a, b)
+    assert_same_steps(whole, dense, tolerance=1e-6)
 
 
 def test_supervised_micro_batches_are_the_dense_step_with_the_same_groups():

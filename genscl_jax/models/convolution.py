@@ -9,9 +9,9 @@ the dense step (BENCHMARKS.md, "Memory-bounded step"). GPU and TPU compilers han
 uses this only on CPU (models/model_builder.py); elsewhere the explicit transposes would only constrain the
 compiler's own layout choice, and a custom_vjp has no forward-mode derivative.
 
-`canonical_gradient_conv` has lax.conv_general_dilated's forward and the same gradients (bitwise on CPU in float32,
-tests/test_convolution.py), written as canonical convolutions of explicitly transposed operands, what
-ConvCanonicalization would have produced:
+`canonical_gradient_conv` has lax.conv_general_dilated's forward and the same gradients (in float32 on CPU bitwise
+or, where Eigen sums a case in another order, within a few ulps: tests/test_convolution.py), written as canonical
+convolutions of explicitly transposed operands, what ConvCanonicalization would have produced:
 - input gradient: the output gradient, dilated by the strides, convolved with the spatially flipped kernel whose
   in/out features are swapped;
 - weight gradient: the input with batch and features swapped, convolved with the output gradient as the kernel
