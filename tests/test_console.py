@@ -39,8 +39,8 @@ def test_a_new_field_is_one_entry(monkeypatch):
     assert line.endswith("8 img/s  loss 2.00  input wait 25%")
 
 
-def _record(path, level, message):
-    return logging.LogRecord("absl", level, path, 1, message, None, None)
+def _record(path, level, message, exc_info=None):
+    return logging.LogRecord("absl", level, path, 1, message, None, exc_info)
 
 
 def test_libraries_are_quiet_below_warning_and_genscl_jax_is_not():
@@ -52,6 +52,13 @@ def test_libraries_are_quiet_below_warning_and_genscl_jax_is_not():
     assert not quiet.filter(_record(orbax, logging.WARNING, "CheckpointManagerOptions.read_only=True, setting x"))
     assert quiet.filter(_record(ours, logging.INFO, "ours"))
     assert quiet.filter(_record(ours, logging.WARNING, "SIGTERM received"))
+    # A failed background save: orbax logs the traceback, raises it again, and the run reports it in one line.
+    full = ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left on device [os_error_code='28']")
+    thread = "/site-packages/orbax/checkpoint/_src/futures/future.py"
+    assert not quiet.filter(_record(thread, logging.ERROR, "_SignalingThread.run() raised an exception",
+                                    (ValueError, full, None)))
+    assert quiet.filter(_record(thread, logging.ERROR, "a save failed"))  # an orbax error without a traceback
+    assert quiet.filter(_record(ours, logging.ERROR, "ours", (ValueError, full, None)))
 
 
 def test_tensorflow_start_up_notes_are_dropped_and_its_warnings_kept():

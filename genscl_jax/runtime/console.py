@@ -6,9 +6,10 @@ SLURM, Colab's log) plain lines. Only process 0 prints; every process still logs
 
 Quiet (the command line's default, `configure(verbose=False)`): orbax, tfds, TensorFlow, clu, jax and absl log
 only WARNING and above, and TensorFlow's C++ INFO lines are off (import_tensorflow). A few library warnings that say
-nothing to the user are dropped by name (_BENIGN_WARNINGS). genscl_jax's own logging is untouched: its warnings
-(preemption, TensorBoard unwritable, a damaged checkpoint skipped, ...) always show. Nothing is configured at
-import, so a notebook or a library caller keeps its own logging setup.
+nothing to the user are dropped by name (_BENIGN_WARNINGS), and so are orbax's tracebacks of an exception it raises
+again to the caller (a failed save: the run's own one-line error says it). genscl_jax's own logging is untouched:
+its warnings (preemption, TensorBoard unwritable, a damaged checkpoint skipped, ...) always show. Nothing is
+configured at import, so a notebook or a library caller keeps its own logging setup.
 """
 
 from __future__ import annotations
@@ -133,6 +134,12 @@ class _LibraryFilter(logging.Filter):
         if record.name.startswith("genscl_jax") or record.pathname.startswith(_PACKAGE_DIR):
             return True
         if record.levelno < logging.WARNING:
+            return False
+        if "orbax" in record.pathname and record.exc_info:
+            # A failed background save, logged with its traceback by each orbax thread it passed through (five
+            # times over 350 lines for one full disk, the last ones possibly after the run's own error line). orbax
+            # raises it again in the caller's save or wait_until_finished, and the run reports it in one line
+            # (training/checkpointing.py: CheckpointError); --verbose shows the tracebacks.
             return False
         message = record.getMessage()
         return not any(where in record.pathname and what in message for where, what in _BENIGN_WARNINGS)
