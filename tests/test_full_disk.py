@@ -7,6 +7,7 @@ nothing outside the test sees it; elsewhere the test is skipped with the reason.
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -21,6 +22,7 @@ def disk_usage_kib(path):
     return int(subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
+@pytest.mark.long(minutes=1)
 def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes_identically(tmp_path):
     problem = mount_namespace_problem()
     if problem:
@@ -56,15 +58,21 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes_identi
     assert (logs / "first.rc").read_text().strip() == "1", first_err[-3000:]
     # One line, not orbax's tracebacks of the same failure from each of its threads (350 lines, in any order).
     assert "Traceback" not in first_err, first_err[-3000:]
-    assert last_line(first_err) == (
-        f"error: checkpoint 4 could not be written to {disk}/run/checkpoints: no space left on the device; the "
-        "newest complete checkpoint, step 2, is intact: free some space and rerun the same command to resume")
-    assert "2" in (logs / "after_first.ls").read_text().split()
-    assert "4" not in (logs / "after_first.ls").read_text().split()
+    # The save that finds the disk full: checkpoint 4 in most runs, 6 in one of four here. One run's checkpoints took
+    # 352 to 440 KiB, so the room for one and a half of them is a range, not a count.
+    error = re.fullmatch(
+        rf"error: checkpoint (4|6) could not be written to {re.escape(str(disk))}/run/checkpoints: no space left on "
+        r"the device; the newest complete checkpoint, step (\d+), is intact: free some space and rerun the same "
+        r"command to resume", last_line(first_err))
+    assert error, first_err[-3000:]
+    failed, kept = error.group(1), error.group(2)
+    assert int(kept) == int(failed) - 2
+    assert kept in (logs / "after_first.ls").read_text().split()
+    assert failed not in (logs / "after_first.ls").read_text().split()
 
     second_err = (logs / "second.err").read_text()
     assert (logs / "second.rc").read_text().strip() == "0", second_err[-3000:]
-    assert f"resumed from step 2 in {disk}/run/checkpoints" in second_err
+    assert f"resumed from step {kept} in {disk}/run/checkpoints" in second_err
     with open(tmp_path / "straight" / "summary.json") as f:
         expected = json.load(f)["final_loss"]
     assert json.loads((logs / "summary.json").read_text())["final_loss"] == expected

@@ -156,6 +156,7 @@ def tensorboard_warned(err):
     return "TensorBoard events cannot be written to gs://" in err
 
 
+@pytest.mark.long(minutes=1)
 def test_pretrain_then_sigterm_then_resume_with_a_gs_workdir(gcs, tmp_path):
     config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
     workdir = f"gs://{BUCKET}/run"
@@ -217,6 +218,7 @@ def test_teacher_and_linear_evaluation_from_gs_workdirs(gcs, tmp_path):
     assert gcs.checkpoint_steps("student/pretrain") == [2] and gcs.checkpoint_steps("student/linear_eval") == [3]
 
 
+@pytest.mark.long(minutes=1)
 def test_a_damaged_newest_checkpoint_in_a_bucket_is_set_aside_and_the_run_resumes_before_it(gcs, tmp_path):
     config = write_config(tmp_path / "tiny.py", num_train_steps=6, checkpoint_every_steps=2)
     workdir = f"gs://{BUCKET}/run"
@@ -237,6 +239,7 @@ def test_a_damaged_newest_checkpoint_in_a_bucket_is_set_aside_and_the_run_resume
     assert gcs.read_json("run/summary.json")["final_loss"] == first_loss
 
 
+@pytest.mark.long(minutes=2)
 def test_kill_9_during_a_save_to_a_bucket_then_rerun_ends_as_an_uninterrupted_run(gcs, tmp_path):
     config = write_config(tmp_path / "tiny.py", num_train_steps=40, checkpoint_every_steps=1)
     finish(gcs.main("--config", config, "--workdir", f"gs://{BUCKET}/straight"))

@@ -286,6 +286,7 @@ def _final(workdir):
     return summary, ckpt.restore_subtree(("params",))
 
 
+@pytest.mark.long(minutes=1)
 def test_kill_9_then_resume_gives_the_uninterrupted_run_on_the_tfds_pipeline(fashion_source, fashion_dir, tmp_path):
     import signal
     import time

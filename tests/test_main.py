@@ -69,6 +69,7 @@ def test_recipes_import_each_other_from_any_working_directory(tmp_path):
     assert proc.returncode == 2 and "config error: config.model='resnet51'" in err, err
 
 
+@pytest.mark.long(minutes=1)
 def test_sigterm_saves_exits_zero_and_a_rerun_resumes(tmp_path):
     workdir = str(tmp_path)
     args = [*TINY, "--config.num_train_steps=100000", "--config.checkpoint_every_steps=3", "--workdir", workdir]
@@ -94,6 +95,7 @@ def test_sigterm_saves_exits_zero_and_a_rerun_resumes(tmp_path):
     assert summary["steps"] == saved + 2 and summary["mode"] == "pretrain"
 
 
+@pytest.mark.long(minutes=1)
 def test_first_moco_step_has_the_in_batch_loss_through_the_cli(tmp_path):
     """One step of the (shrunk) ImageNet recipe with the EMA key encoder on and off: the same final_loss, since at
     step 0 the keys equal the queries, the queue is empty and each anchor's own key is excluded."""
@@ -156,6 +158,7 @@ def wait_for_checkpoint(proc, ckdir, step, timeout=240):
         time.sleep(0.2)
 
 
+@pytest.mark.long(minutes=1)
 def test_ctrl_c_saves_at_the_current_step_exits_130_and_the_same_command_resumes(tmp_path):
     config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=3)
     workdir = str(tmp_path / "run")

@@ -9,6 +9,7 @@ import sys
 
 import multihost_worker
 import numpy as np
+import pytest
 
 from genscl_jax import runner
 
@@ -42,6 +43,7 @@ def run_two_processes(workdir, steps):
     return [finish(p) for p in procs]
 
 
+@pytest.mark.long(minutes=3)
 def test_two_processes_match_one_and_resume_together(tmp_path):
     # Both settings run the same phases: 2 steps, then a resume to 4 (num_train_steps shapes the cosine schedule,
     # so the phases must match for the parameters to).

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from test_multihost import ROOT, free_port
 
 from genscl_jax.training import checkpointing
@@ -73,6 +74,7 @@ def run_pair(workdir, steps, sigterm_process_1_after=None):
                 w.proc.kill()
 
 
+@pytest.mark.long(minutes=3)
 def test_sigterm_to_one_process_stops_all_at_one_step_and_the_rerun_resumes_all(tmp_path):
     workdir = tmp_path / "run"
     (first, err0), (second, err1) = run_pair(workdir, 100_000, sigterm_process_1_after=3)

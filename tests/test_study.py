@@ -81,6 +81,7 @@ def _summary_mtimes(runs_dir):
             for root, _, files in os.walk(runs_dir) if "summary.json" in files}
 
 
+@pytest.mark.long(minutes=6)
 def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the recorded argv names the recipe relative to the repository
     runs_dir, results = tmp_path / "runs", tmp_path / "results"
