@@ -57,10 +57,8 @@ class MicroBatches:
         whole batch's rows never exist at once; trainers/step_inputs.py)."""
         if self.num == 1:
             return fn(x)
-        if callable(x):
-            outputs = jax.lax.map(lambda k: fn(x(k)), jnp.arange(self.num))
-        else:
-            outputs = jax.lax.map(fn, split(x, self.num, self.views))
+        xs, rows_of = self._scanned(x)
+        outputs = jax.lax.map(lambda m: fn(rows_of(m)), xs)
         return jax.tree_util.tree_map(lambda y: merge(y, self.views), outputs)
 
     def forward_with_recompute(self, apply: Callable[[Any, jax.Array], tuple[Any, Any]], params: Any,
@@ -74,15 +72,19 @@ class MicroBatches:
         if self.num == 1:
             return apply(params, x)
         # prevent_cse=False: inside scan the recomputation cannot be merged with the forward (jax.checkpoint docs).
-        if callable(x):  # the rows are built inside the recomputed body, so the backward pass rebuilds them too
-            body = jax.checkpoint(lambda params, k: apply(params, x(k)), prevent_cse=False)
-            micro_batches = jnp.arange(self.num)
-        else:
-            body = jax.checkpoint(apply, prevent_cse=False)
-            micro_batches = split(x, self.num, self.views)
-        _, (outputs, stats) = jax.lax.scan(lambda carry, micro: (carry, body(params, micro)), None, micro_batches)
+        # Rows built from an index are built inside the recomputed body, so the backward pass rebuilds them too.
+        xs, rows_of = self._scanned(x)
+        body = jax.checkpoint(lambda params, m: apply(params, rows_of(m)), prevent_cse=False)
+        _, (outputs, stats) = jax.lax.scan(lambda carry, m: (carry, body(params, m)), None, xs)
         return (jax.tree_util.tree_map(lambda y: merge(y, self.views), outputs),
                 jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), stats))
+
+    def _scanned(self, x: Rows) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+        """What a pass over the micro-batches scans (the split rows, or the micro-batch indices) and how one
+        scanned element becomes that micro-batch's rows."""
+        if callable(x):
+            return jnp.arange(self.num), x
+        return split(x, self.num, self.views), lambda rows: rows
 
 
 def split(x: jax.Array, num: int, views: int) -> jax.Array:
