@@ -40,9 +40,8 @@ def main(argv):
         sys.exit(1)
     except KeyboardInterrupt:
         # A second Ctrl-C, or one before the run could take it as a request: nothing more is saved.
-        print("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the newest checkpoint",
-              file=sys.stderr)
-        sys.exit(_INTERRUPTED)
+        _exit_at_once("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the newest "
+                     "checkpoint")
     if summary.get("interrupted"):
         print(f"interrupted by Ctrl-C at step {summary['steps']}, checkpoint saved; the same command resumes",
               file=sys.stderr)
@@ -55,6 +54,21 @@ def main(argv):
     print(f"{summary['mode']} done in {time.time() - started:.0f} s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in headline.items())
           + f" (summary: {os.path.join(_WORKDIR.value, 'summary.json')})")
+
+
+def _exit_at_once(message: str) -> None:
+    """Prints `message` and ends the process now with the interrupted status (130), skipping the interpreter's
+    shutdown. sys.exit(130) is not enough: under `python -m`, a KeyboardInterrupt that went through code run by
+    exec() or eval() of a string (dataclasses build their methods so, and flax builds modules while a model is
+    made) leaves CPython's "unhandled KeyboardInterrupt" flag set although main caught it, and the process then
+    kills itself with SIGINT (status -2) instead. The shutdown would also wait for threads and jax.distributed,
+    which a second Ctrl-C asked not to wait for. What the run saved is on disk; a save still in flight is dropped as
+    kill -9 drops one (checkpoints are committed atomically, and a resume takes the newest committed one)."""
+    print(message, file=sys.stderr)
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_INTERRUPTED)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

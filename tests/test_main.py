@@ -204,6 +204,27 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
                               "newest checkpoint")
 
 
+# What main sees when the second Ctrl-C lands while flax builds a module: the KeyboardInterrupt comes out of code that
+# dataclasses made with exec(), which under `python -m` leaves CPython's "unhandled KeyboardInterrupt" flag set.
+_INTERRUPTED_INSIDE_EXEC = """
+from absl import flags
+from genscl_jax import main, runner
+runner.run = lambda *args, **kwargs: exec("raise KeyboardInterrupt")
+flags.FLAGS(["main", "--workdir", "unused"])
+main.main(["main"])
+"""
+
+
+def test_stopping_at_once_exits_130_also_when_the_interrupt_came_through_exec(tmp_path):
+    """The second-Ctrl-C test's flake, made certain: sys.exit(130) there ends the process by SIGINT (-2) instead."""
+    (tmp_path / "interrupted_inside_exec.py").write_text(_INTERRUPTED_INSIDE_EXEC)
+    proc = subprocess.run([sys.executable, "-m", "interrupted_inside_exec"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)))
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert last_line(proc.stderr) == ("stopped at once by Ctrl-C, saving nothing more; the same command resumes "
+                                      "from the newest checkpoint")
+
+
 @pytest.mark.parametrize("setup, message", [
     ("workdir_is_a_file", "config error: --workdir {tmp}/file is a file, not a directory: give a new directory"),
     ("no_such_config", "config error: --config {tmp}/nope.py: no such file (the recipes are in configs/"),
