@@ -46,12 +46,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -minutes(item))  # stable: file order within each length
 
 
+# Watching a run (the kNN evaluation and the online probe, on by default) is a third of a tiny run's compile time,
+# and most tests are about something else: the tiny configs leave it off, and the tests of it switch it on.
+WATCHING_OFF = {"knn.enabled": False, "online_probe.enabled": False}
+
+
 def make_tiny_config(**overrides):
-    """A synthetic-data pretraining config with the ~20k-parameter tiny ResNet at 8 px (recipes.shrink_to_tiny)."""
+    """A synthetic-data pretraining config with the ~20k-parameter tiny ResNet at 8 px (recipes.shrink_to_tiny),
+    without the kNN evaluation and the online probe unless `overrides` switch them on."""
     config = recipes.shrink_to_tiny(defaults.base_config())
     config.learning_rate = 0.05
     config.warmup_epochs = 0.0
-    return set_keys(config, overrides)
+    return set_keys(config, {**WATCHING_OFF, **overrides})
 
 
 set_keys = recipes.set_keys  # tests import it from here
@@ -70,10 +76,10 @@ def network_namespace_problem(tools=("unshare", "ip")):
 
 
 def write_config(path, **settings):
-    """A config file of the tiny config (what make_tiny_config makes, through recipes.shrink_to_tiny) with
+    """A config file of the tiny config (what make_tiny_config makes: recipes.shrink_to_tiny, watching off) with
     `settings` ({"checkpoint_every_steps": 3, "moco.enabled": True}) on top, for runs of the command line, which
     then import neither this conftest nor its torch."""
-    lines = "".join(f"    c.{key} = {value!r}\n" for key, value in settings.items())
+    lines = "".join(f"    c.{key} = {value!r}\n" for key, value in {**WATCHING_OFF, **settings}.items())
     path.write_text(textwrap.dedent("""\
         from genscl_jax.config import defaults, recipes
 

@@ -19,8 +19,10 @@ from genscl_jax.training import checkpointing
 
 
 def config_for(num_steps, checkpoint_every_steps=2):
+    # With the kNN evaluation and the online probe, as users run: their features and state span both processes.
     return make_tiny_config(num_train_steps=num_steps, batch_size=16, checkpoint_every_steps=checkpoint_every_steps,
-                            **{"moco.enabled": True, "moco.queue_size": 64, "mix.kind": "mixup"})
+                            **{"moco.enabled": True, "moco.queue_size": 64, "mix.kind": "mixup", "knn.enabled": True,
+                               "online_probe.enabled": True})
 
 
 def describe(workdir, summary):

@@ -76,7 +76,8 @@ def _main_args(tmp_path, *args):
     # A ~20k-parameter ResNet on 8 px synthetic images; linear evaluation on 2,048 precomputed features, 2 epochs.
     config = write_config(tmp_path / "tiny.py", num_train_steps=200, log_every_steps=10, checkpoint_every_steps=50,
                           mode="pretrain_and_eval", **{"linear_eval.num_epochs": 2, "linear_eval.augment": "none",
-                                                       "linear_eval.precompute_features": True})
+                                                       "linear_eval.precompute_features": True,
+                                                       "knn.enabled": True, "online_probe.enabled": True})
     return [sys.executable, "-m", "genscl_jax.main", "--config", config, "--workdir", str(tmp_path / "run"), *args]
 
 

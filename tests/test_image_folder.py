@@ -225,7 +225,7 @@ def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tm
     write_folder(tmp_path / "images")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="pretrain_and_eval",
                               batch_size=4, num_train_steps=3, eval_batch_size=4, augment="simclr",
-                              eval_every_steps=3, **{"knn.k": 3, "linear_eval.batch_size": 4})
+                              eval_every_steps=3, **{"knn.enabled": True, "knn.k": 3, "linear_eval.batch_size": 4})
     summary = runner.run(config, str(tmp_path / "run"))
     assert summary["steps"] == 3 and np.isfinite(summary["final_loss"])
     assert 0.0 <= summary["linear_eval_top1"] <= 1.0 and 0.0 <= summary["knn_top1"] <= 1.0

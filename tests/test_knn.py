@@ -84,7 +84,8 @@ def test_memory_bank_drops_padding_and_respects_the_cap():
 
 
 def test_pretraining_logs_knn_and_probe_accuracy_on_one_schedule(tmp_path):
-    config = make_tiny_config(eval_every_steps=2, **{"knn.k": 20, "knn.max_train_examples": 1000})
+    config = make_tiny_config(eval_every_steps=2, **{"knn.enabled": True, "knn.k": 20, "knn.max_train_examples": 1000,
+                                                      "online_probe.enabled": True})
     summary = runner.run(config, str(tmp_path))
     assert 0.0 <= summary["knn_top1"] <= summary["knn_top5"] <= 1.0
     assert summary["knn_bank_size"] == 1000  # the bounded bank says what it held

@@ -54,7 +54,7 @@ def test_the_probe_and_the_diagnostics_never_change_the_encoder_update():
 def test_the_probe_tests_above_chance_within_a_few_steps_of_pretraining(tmp_path):
     # Synthetic data: each class a fixed template plus noise, linearly separable; chance is 1 / 10.
     config = make_tiny_config(num_train_steps=30, batch_size=16, eval_every_steps=15, checkpoint_every_steps=100,
-                              **{"knn.enabled": False, "online_probe.learning_rate": 0.01})
+                              **{"online_probe.enabled": True, "online_probe.learning_rate": 0.01})
     summary = runner.run(config, str(tmp_path))
     assert summary["probe_top1"] > 0.3, summary
     assert summary["probe_best_top1"] >= summary["probe_top1"] and "knn_top1" not in summary
@@ -62,7 +62,7 @@ def test_the_probe_tests_above_chance_within_a_few_steps_of_pretraining(tmp_path
 
 def test_a_resumed_run_has_the_probe_metrics_of_an_uninterrupted_one(tmp_path):
     config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=2, eval_every_steps=2,
-                              **{"knn.enabled": False})
+                              **{"online_probe.enabled": True})
 
     def loop(workdir, crash_at=None):
         trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
