@@ -16,10 +16,12 @@ from genscl_jax import runner
 from genscl_jax.config import defaults
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-# The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny.
+# The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny, and leave watching
+# the run (kNN, online probe) off, as the tiny configs of conftest do.
 TINY = ["--config", "configs/imagenet_resnet50.py:runlocal", "--config.kd.alpha=0", "--config.model=resnet10",
         "--config.width_multiplier=0.0625", "--config.image_size=8", "--config.batch_size=8",
-        "--config.moco.queue_size=32", "--config.mode=pretrain"]
+        "--config.moco.queue_size=32", "--config.mode=pretrain", "--config.knn.enabled=false",
+        "--config.online_probe.enabled=false"]
 
 
 def main(*args, **kwargs):
