@@ -97,9 +97,10 @@ def relative_difference(x: np.ndarray, y: np.ndarray) -> float:
 
 
 # Every input path: colour augmentation on the device (each view's own key), Mixup/CutMix with a coin per view
-# (partners from other micro-batches), a teacher and the MoCo queue.
+# (partners from other micro-batches), a teacher and the MoCo queue; and the online probe on the pooled features.
 GENSCL = {"batch_size": 16, "moco.enabled": True, "moco.queue_size": 64, "mix.kind": "mixup_cutmix",
-          "mix.prob": 0.7, "device_color_augment": True, "kd.alpha": 0.5, "kd.teacher": "in-memory"}
+          "mix.prob": 0.7, "device_color_augment": True, "kd.alpha": 0.5, "kd.teacher": "in-memory",
+          "online_probe.enabled": True}
 
 
 def test_micro_batched_step_is_the_dense_step_with_the_same_batch_norm_groups():
@@ -108,6 +109,7 @@ def test_micro_batched_step_is_the_dense_step_with_the_same_batch_norm_groups():
     teacher = tiny_teacher(make_tiny_config())
     dense = run(make_tiny_config(bn_group_size=4, **GENSCL), teacher=teacher)
     micro = run(make_tiny_config(micro_batch_size=4, **GENSCL), teacher=teacher)
+    assert micro[0][0].probe is not None  # compared below, with every other state field
     assert_same_steps(micro, dense)
     remat = run(make_tiny_config(micro_batch_size=4, remat="blocks", **GENSCL), teacher=teacher)
     assert_same_steps(remat, micro, tolerance=1e-6)
@@ -119,7 +121,7 @@ def test_micro_batch_of_the_whole_batch_is_the_dense_step_to_float32_rounding():
     round like lax's own on some CPUs and differ by a few ulps on others (tests/test_convolution.py), so this checks
     1e-6 of each state field's norm, not bits."""
     # Mixing with a coin per view; GENSCL's teacher, queue and colour augmentation are compared in the test above.
-    mixed = {"batch_size": 16, "mix.kind": "mixup_cutmix", "mix.prob": 0.7}
+    mixed = {"batch_size": 16, "mix.kind": "mixup_cutmix", "mix.prob": 0.7, "online_probe.enabled": True}
     dense = run(make_tiny_config(**mixed), steps=1)
     whole = run(make_tiny_config(micro_batch_size=16, **mixed), steps=1)
     assert_same_steps(whole, dense, tolerance=1e-6)
