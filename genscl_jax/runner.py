@@ -12,7 +12,7 @@ from genscl_jax.training import checkpointing, reporting, train_loop
 from genscl_jax.config import validation
 from genscl_jax import data
 from genscl_jax.runtime import console, parallel, paths, preemption
-from genscl_jax.workdirs import run_config, trained_network
+from genscl_jax.workdirs import input_contract, run_config, trained_network
 from genscl_jax.trainers import teachers
 
 
@@ -57,11 +57,16 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
         source = data.prepare(config)
         _say_what_runs(config, workdir, recipe, source)
+        contract = _record_input_contract(config, workdir, source)
         summary = MODES[config.mode](config, workdir, source)
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
             trained_network.EncoderError, data.DataError) as e:
         raise RunError(str(e)) from e
-    summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started)
+    summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started,
+                   data_channels=source.info.channels, data_mean=list(source.info.mean),
+                   data_std=list(source.info.std))
+    if contract is not None:
+        summary["input_contract"] = contract.to_dict()
     if summary.get("preempted"):
         summary["interrupted"] = preemption.was_interrupted()
     else:
@@ -78,6 +83,21 @@ def _say_what_runs(config: Any, workdir: str, recipe: str, source: data.DataSour
     processes = jax.process_count()
     console.say(f"  devices: {jax.device_count()} {jax.devices()[0].device_kind}, {processes} "
                 + ("process" if processes == 1 else "processes"))
+
+
+def _record_input_contract(config: Any, workdir: str, source: data.DataSource
+                           ) -> input_contract.InputContract | None:
+    """The encoder's input contract (channels, size, mean and std the data was normalised with), recorded in the
+    workdir before training, so load_encoder and export normalise as this run does; None for linear_eval, whose
+    encoder is another workdir's."""
+    if config.mode not in trained_network.MODES:
+        return None
+    info = source.info
+    contract = input_contract.of_run(config, info.channels, info.mean, info.std)
+    if jax.process_index() == 0:
+        _write_record(paths.join(workdir, input_contract.CONTRACT_FILE),
+                      lambda: input_contract.write(workdir, contract))
+    return contract
 
 
 def _write_record(path: str, write: Callable[[], Any]) -> None:

@@ -48,6 +48,7 @@ ALLOWED_LAZY = {
     # `python -m genscl_jax.export` checks its arguments before JAX, flax and orbax load, so a typo costs no wait.
     ("genscl_jax.workdirs.export", "genscl_jax.models.torch_conversion"),
     ("genscl_jax.workdirs.export", "genscl_jax.workdirs.trained_network"),
+    ("genscl_jax.workdirs.export", "genscl_jax.workdirs.input_contract"),
     ("genscl_jax.workdirs.export", "genscl_jax.training.checkpointing"),
     ("genscl_jax.workdirs.export", "genscl_jax.models"),
     ("genscl_jax.workdirs.export", "genscl_jax.models.model_builder"),
