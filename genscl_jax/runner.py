@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
 import jax
+import ml_collections
 from absl import logging
 
 from genscl_jax.training import checkpointing, reporting, train_loop
@@ -46,18 +48,21 @@ def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
 
 
 def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
+    started = time.time()  # total_wall_seconds: the "done in" of the result line, which a finished workdir repeats
     validation.validate(config, jax.device_count(), jax.process_count())
     _check_rerun(config, workdir)
+    finished = _finished_summary(config, workdir)
+    if finished is not None:
+        return finished
     console.import_tensorflow()  # for TensorBoard and tf.data; quiet, its C++ INFO lines dropped
     # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
     # while the run is unfinished (summary.json comes only at the end).
     _write_record(paths.join(workdir, run_config.CONFIG_FILE), lambda: run_config.write(workdir, config))
-    started = time.time()
     try:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
         source = data.prepare(config)
         _say_what_runs(config, workdir, recipe, source)
-        contract = _record_input_contract(config, workdir, source)
+        contract = _record_input_contract(config, workdir, source.info)
         summary = MODES[config.mode](config, workdir, source)
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
             trained_network.EncoderError, data.DataError) as e:
@@ -85,14 +90,12 @@ def _say_what_runs(config: Any, workdir: str, recipe: str, source: data.DataSour
                 + ("process" if processes == 1 else "processes"))
 
 
-def _record_input_contract(config: Any, workdir: str, source: data.DataSource
-                           ) -> input_contract.InputContract | None:
+def _record_input_contract(config: Any, workdir: str, info: data.DatasetInfo) -> input_contract.InputContract | None:
     """The encoder's input contract (channels, size, mean and std the data was normalised with), recorded in the
     workdir before training, so load_encoder and export normalise as this run does; None for linear_eval, whose
     encoder is another workdir's."""
     if config.mode not in trained_network.MODES:
         return None
-    info = source.info
     contract = input_contract.of_run(config, info.channels, info.mean, info.std)
     if jax.process_index() == 0:
         _write_record(paths.join(workdir, input_contract.CONTRACT_FILE),
@@ -124,6 +127,29 @@ def _check_rerun(config: Any, workdir: str) -> None:
     if changes:
         logging.warning("%s: resuming with %s (keys that do not change what is trained)", workdir,
                         ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+
+
+def _finished_summary(config: Any, workdir: str) -> dict[str, Any] | None:
+    """The recorded summary when `workdir` holds a finished run of this very config (its summary.json, written only
+    at the end, records the config it finished with), marked "already_finished": nothing is recomputed, and one
+    line says how to extend or redo it. None when there is something to do (no summary, or any key changed, e.g. a
+    longer num_train_steps, which resumes from the last checkpoint)."""
+    path = paths.join(workdir, "summary.json")
+    if not paths.is_dir(workdir) or not paths.exists(path):
+        return None
+    summary = json.loads(paths.read_text(path))
+    try:
+        if "config" not in summary or validation.rerun_changes(ml_collections.ConfigDict(summary["config"]), config):
+            return None
+    except validation.ConfigError:
+        return None  # _check_rerun let it pass: the checkpoints (config.json) say what the next run continues
+    if config.mode in trained_network.MODES and input_contract.read(workdir) is None:
+        info = data.resolve(config).info  # a workdir from before contracts: recorded now, from the data's facts
+        _record_input_contract(config, workdir, info)
+    console.say(f"{workdir} holds a finished {config.mode} run of this config ({path}); nothing recomputed. To train "
+                "longer, rerun with a larger --config.num_train_steps (it resumes from the last checkpoint); to redo "
+                "it, use a new --workdir")
+    return {**summary, "already_finished": True}
 
 
 def _stage_dirs(workdir: str) -> list[str]:
