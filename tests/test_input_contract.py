@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -119,3 +121,22 @@ def test_a_workdir_from_before_the_contract_says_how_to_record_it(workdir, pixel
         encoder_.features(pixels[0])
     notes = export.export(old, str(tmp_path / "old.npz"))
     assert notes[0].startswith("no input_contract.json in the workdir")
+
+
+def test_export_and_load_encoder_print_no_library_warning_unless_verbose(workdir, tmp_path):
+    # A fresh process, as a user's: orbax's read-only manager would log three WARNING:absl lines on each.
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
+    export_command = [sys.executable, "-m", "genscl_jax.export", "--workdir", workdir[0], "--output"]
+    quiet = subprocess.run(export_command + [str(tmp_path / "e.npz")], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert quiet.returncode == 0 and quiet.stdout.splitlines() == [f"wrote {tmp_path}/e.npz (encoder of {workdir[0]})"]
+    assert "WARNING" not in quiet.stderr and "read_only" not in quiet.stderr, quiet.stderr
+    assert [line.split(":")[0] for line in quiet.stderr.splitlines()] == ["note"], quiet.stderr
+    verbose = subprocess.run(export_command + [str(tmp_path / "v.npz"), "--verbose"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert verbose.returncode == 0 and "read_only" in verbose.stderr, verbose.stderr
+    script = (f"import genscl_jax, numpy as np; e = genscl_jax.load_encoder({workdir[0]!r}); "
+              "print(e.features(np.zeros((2, 8, 8, 1), np.uint8)).shape)")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert loaded.returncode == 0 and loaded.stdout == "(2, 512)\n", loaded.stderr
+    assert "WARNING" not in loaded.stderr, loaded.stderr

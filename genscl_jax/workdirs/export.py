@@ -165,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="workdir of a pretrain, supervised or pretrain_and_eval run")
     parser.add_argument("--output", required=True, help="FILE.safetensors, FILE.npz or a new directory (orbax)")
     parser.add_argument("--with-head", action="store_true", help="also the projection head / classifier")
+    parser.add_argument("--verbose", action="store_true", help="also the libraries' warnings (orbax's read-only notes)")
     args = parser.parse_args(argv)
+    if args.verbose:
+        from genscl_jax.runtime import console
+
+        console.configure(verbose=True)
     try:
         notes = export(args.workdir, args.output, with_head=args.with_head)
     except ExportError as e:
