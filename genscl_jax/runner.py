@@ -180,14 +180,12 @@ def _pretrain_and_eval(config: Any, workdir: str, source: data.DataSource) -> di
         return summary
     # The encoder is read back through the workdir, as any other reader of it would (its config.json).
     evaluation = linear_eval.run(config, paths.join(workdir, "linear_eval"), source, pretrained_workdir=workdir)
-    # Pretraining's own evaluation (kNN, online probe: last and best) beside the linear evaluation's, which is the
-    # run's authoritative number.
-    monitored = {k: v for k, v in summary.items() if k.startswith(("knn_", "probe_"))}
-    return {**evaluation, **monitored, "mode": "pretrain_and_eval", "pretrain": summary,
-            "final_loss": summary["final_loss"], "steps": summary["steps"],
-            "images_per_second": summary["images_per_second"], "input_wait_share": summary["input_wait_share"],
-            "wall_seconds": summary["wall_seconds"]
-            + evaluation["wall_seconds"]}
+    # One meaning per key: the top level is pretraining's (final_loss, final_metrics, steps, its kNN and probe),
+    # the linear evaluation's whole summary is under "linear_eval", and its linear_eval_* numbers, the run's
+    # authoritative result, are at the top too.
+    result = {k: v for k, v in evaluation.items() if k.startswith("linear_eval_") or k == "preempted"}
+    return {**summary, **result, "mode": "pretrain_and_eval", "pretrain": summary, "linear_eval": evaluation,
+            "wall_seconds": summary["wall_seconds"] + evaluation["wall_seconds"]}
 
 
 # config.mode -> what runs it. Only the mode that runs is imported: linear_eval never builds the pretraining step.
