@@ -1,4 +1,4 @@
-"""The GenSCL loss against PAPER.md's formula, written independently in float64 NumPy."""
+"""The GenSCL loss against docs/method.md's formula, written independently in float64 NumPy."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,8 @@ from genscl_jax.objectives import loss_chunked, losses
 
 
 def reference_loss(z, y, zc=None, yc=None, tau=0.1, tau_base=0.07, normalization="label_sum", exclude_own=False):
-    """PAPER.md's definition, one anchor at a time, in float64; `exclude_own`: contrast i is anchor i's own key."""
+    """docs/method.md's definition ("The loss"), one anchor at a time, in float64; `exclude_own`: contrast i is
+    anchor i's own key."""
     z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
     self_contrast = zc is None or exclude_own
     zc = z if zc is None else np.asarray(zc, np.float64)
