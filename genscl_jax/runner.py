@@ -30,7 +30,8 @@ def configure_console(verbose: bool) -> None:
 def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
     """Validates `config`, runs config.mode, writes and returns the summary. `recipe` (the config file) is named on
     the console. A run stopped by SIGTERM or Ctrl-C returns with "preempted" (and, for Ctrl-C, "interrupted") set
-    and writes no summary."""
+    and writes no summary. A workdir holding a finished run of this very config returns its recorded summary with
+    "already_finished" set, recomputing nothing."""
     if not workdir:
         raise validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
     if paths.exists(workdir) and not paths.is_dir(workdir):
