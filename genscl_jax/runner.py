@@ -144,6 +144,8 @@ def _finished_summary(config: Any, workdir: str) -> dict[str, Any] | None:
             return None
     except validation.ConfigError:
         return None  # _check_rerun let it pass: the checkpoints (config.json) say what the next run continues
+    if not _checkpoints_restore(workdir):
+        return None  # the normal rerun sets a damaged checkpoint aside and trains again (or names them all)
     if config.mode in trained_network.MODES and input_contract.read(workdir) is None:
         info = data.resolve(config).info  # a workdir from before contracts: recorded now, from the data's facts
         _record_input_contract(config, workdir, info)
@@ -151,6 +153,25 @@ def _finished_summary(config: Any, workdir: str) -> dict[str, Any] | None:
                 "longer, rerun with a larger --config.num_train_steps (it resumes from the last checkpoint); to redo "
                 "it, use a new --workdir")
     return {**summary, "already_finished": True}
+
+
+def _checkpoints_restore(workdir: str) -> bool:
+    """Whether the newest checkpoint of every stage of `workdir` reads back whole (what load_encoder, export and a
+    resume read), on one process; several processes always take the normal rerun, which restores together."""
+    if jax.process_count() > 1:
+        return False
+    for stage in _stage_dirs(workdir):
+        directory = checkpointing.checkpoint_dir(stage)
+        if not checkpointing.has_checkpoints(directory):
+            continue
+        checkpointer = checkpointing.Checkpointer(directory, read_only=True)
+        try:
+            checkpointer.restore_subtree(())
+        except checkpointing.CheckpointError:
+            return False
+        finally:
+            checkpointer.close()
+    return True
 
 
 def _stage_dirs(workdir: str) -> list[str]:
