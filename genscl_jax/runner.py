@@ -147,8 +147,10 @@ def _finished_summary(config: Any, workdir: str) -> dict[str, Any] | None:
     if not _checkpoints_restore(workdir):
         return None  # the normal rerun sets a damaged checkpoint aside and trains again (or names them all)
     if config.mode in trained_network.MODES and input_contract.read(workdir) is None:
-        info = data.resolve(config).info  # a workdir from before contracts: recorded now, from the data's facts
-        _record_input_contract(config, workdir, info)
+        try:  # a workdir from before contracts: recorded now, from the data's facts
+            _record_input_contract(config, workdir, data.resolve(config).info)
+        except data.DataError as e:
+            logging.warning("%s: its input contract could not be recorded (%s)", workdir, e)
     console.say(f"{workdir} holds a finished {config.mode} run of this config ({path}); nothing recomputed. To train "
                 "longer, rerun with a larger --config.num_train_steps (it resumes from the last checkpoint); to redo "
                 "it, use a new --workdir")
