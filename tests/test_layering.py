@@ -49,6 +49,7 @@ ALLOWED_LAZY = {
     ("genscl_jax.workdirs.export", "genscl_jax.models.torch_conversion"),
     ("genscl_jax.workdirs.export", "genscl_jax.workdirs.trained_network"),
     ("genscl_jax.workdirs.export", "genscl_jax.workdirs.input_contract"),
+    ("genscl_jax.workdirs.export", "genscl_jax.runtime.console"),  # --verbose; the console imports JAX
     ("genscl_jax.workdirs.export", "genscl_jax.training.checkpointing"),
     ("genscl_jax.workdirs.export", "genscl_jax.models"),
     ("genscl_jax.workdirs.export", "genscl_jax.models.model_builder"),
