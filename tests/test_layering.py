@@ -22,7 +22,7 @@ LAYERS = {
     "runner": {"config", "trainers", "training", "data", "workdirs", "runtime"},
     "main": {"config", "runner"},
     # Command-line forwarders (`python -m genscl_jax.bench` ...), each to the one module it names.
-    "bench": {"tools"}, "study": {"tools"}, "export": {"workdirs"},
+    "bench": {"tools"}, "study": {"tools"}, "plan": {"tools"}, "export": {"workdirs"},
     # Tools use the library; the library never imports them.
     "tools": {"config", "trainers", "training", "objectives", "models", "data", "workdirs", "runtime"},
     # `genscl_jax.load_encoder`, resolved lazily.
