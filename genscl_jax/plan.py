@@ -9,6 +9,10 @@ import sys
 
 if __name__ == "__main__":
     os.environ["JAX_PLATFORMS"] = "cpu"
+    # Compiling needs no chip, so no lock on one: plans may run side by side (libtpu otherwise allows one process).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     for _name in ("TPU_STDERR_LOG_LEVEL", "TPU_MIN_LOG_LEVEL", "TF_CPP_MIN_LOG_LEVEL"):
         os.environ.setdefault(_name, "3")  # libtpu's notes about the hosts of a slice it is not running on
 

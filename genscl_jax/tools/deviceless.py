@@ -36,6 +36,15 @@ def _pinned_libtpu() -> str | None:
     return None
 
 
+def requirements(platform: str) -> list[str]:
+    """The exact packages the plan-tpu / plan-gpu extra brings for the installed jax and jaxlib (what CI installs
+    with --no-deps into a venv layered over the test venv: .ci/plan_venv)."""
+    if platform == "tpu":
+        return [f"libtpu=={_pinned_libtpu() or ''}.*"]
+    jaxlib = _version("jaxlib")
+    return [f"jax-cuda12-plugin=={jaxlib}", f"jax-cuda12-pjrt=={jaxlib}"]
+
+
 def compiler_problem(platform: str) -> str | None:
     """One line naming what is missing or mismatched for compiling for `platform`, and the command that fixes it;
     None when the compiler is there."""

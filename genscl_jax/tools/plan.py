@@ -88,17 +88,21 @@ def flags_of(changes: dict[str, Any]) -> str:
 
 
 def candidates(config: Any, num_devices: int) -> list[dict[str, Any]]:
-    """Changes that lower a step's memory, smallest first: micro-batches of halving size (the loss still spans the
-    whole batch; BatchNorm then normalises each micro-batch), then the same with remat="blocks"."""
+    """Changes that lower a step's memory, smallest first: the loss in blocks of anchor rows (the same loss), then
+    also micro-batches of halving size (the loss still spans the whole batch; BatchNorm then normalises each
+    micro-batch), then also remat="blocks" (each residual block recomputed in the backward pass)."""
+    rows = config.batch_size * (config.num_views if config.mode != "supervised" else 1)
+    base = {}
+    if config.mode != "supervised" and not config.loss_block_size and rows >= 8 * num_devices:
+        base = {"loss_block_size": max(rows // 8 // num_devices, 1) * num_devices}
     sizes, size = [], config.batch_size // 2
     while size >= num_devices and size % num_devices == 0 and config.batch_size % size == 0:
         if not config.micro_batch_size or size < config.micro_batch_size:
             sizes.append(size)
         size //= 2
-    found = [{"micro_batch_size": s} for s in sizes]
+    found = ([base] if base else []) + [{**base, "micro_batch_size": s} for s in sizes]
     if config.remat == "none":
-        found += [{"micro_batch_size": s, "remat": "blocks"} for s in [config.micro_batch_size or config.batch_size,
-                                                                        *sizes] if s]
+        found += [{**base, "micro_batch_size": s, "remat": "blocks"} for s in [config.micro_batch_size, *sizes] if s]
     return found
 
 
@@ -177,6 +181,10 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
     memory = int(args.device_memory_gb * accelerators.GIB) if args.device_memory_gb else target.chip.memory_bytes
     say(f"compiling {config.mode} for {target.describe()} ({target.chip.device_kind}, "
         f"{memory / accelerators.GIB:.2f} GiB each), global batch {config.batch_size} ...")
+    import jax
+
+    # A persistent cache (JAX_COMPILATION_CACHE_DIR) is for programs this host runs; these run elsewhere.
+    jax.config.update("jax_enable_compilation_cache", False)
     mesh = deviceless.target_mesh(target)
     steps = compile_step(config, mesh, source)
     result = {"target": args.target, "device_kind": mesh.devices.flat[0].device_kind,
