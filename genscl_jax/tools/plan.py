@@ -180,7 +180,7 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
     source = data.resolve(config)
     memory = int(args.device_memory_gb * accelerators.GIB) if args.device_memory_gb else target.chip.memory_bytes
     say(f"compiling {config.mode} for {target.describe()} ({target.chip.device_kind}, "
-        f"{memory / accelerators.GIB:.2f} GiB each), global batch {config.batch_size} ...")
+        f"{_size(memory)} each), global batch {config.batch_size} ...")
     import jax
 
     # A persistent cache (JAX_COMPILATION_CACHE_DIR) is for programs this host runs; these run elsewhere.
@@ -222,27 +222,30 @@ def suggest(config: Any, mesh: Any, source: Any, memory: int, say) -> tuple[str 
         planned = max(s["planned_bytes"] for s in steps)
         tried.append({"flags": flags_of(changes), "planned_bytes": planned, "fits": planned <= memory,
                       "compile_s": sum(s["compile_s"] for s in steps)})
-        say(f"  candidate {flags_of(changes)}: {_gib(planned)} GiB per device, "
+        say(f"  candidate {flags_of(changes)}: {_size(planned)} per device, "
             f"{'fits' if planned <= memory else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
         if planned <= memory:
             return flags_of(changes), tried
     return None, tried
 
 
-def _gib(num_bytes: float) -> str:
-    return f"{num_bytes / accelerators.GIB:.2f}"
+def _size(num_bytes: float) -> str:
+    """Bytes in GiB to the hundredth, or in MiB below a GiB (tiny models)."""
+    if abs(num_bytes) < accelerators.GIB:
+        return f"{num_bytes / 2**20:.1f} MiB"
+    return f"{num_bytes / accelerators.GIB:.2f} GiB"
 
 
 def step_lines(step: dict[str, Any], memory: int) -> str:
     p = step["memory_plan"]
     margin = memory - step["planned_bytes"]
-    verdict = (f"fits, {_gib(margin)} GiB to spare" if margin >= 0 else f"does NOT fit, {_gib(-margin)} GiB over")
+    verdict = (f"fits, {_size(margin)} to spare" if margin >= 0 else f"does NOT fit, {_size(-margin)} over")
     collectives = ", ".join(f"{c['kind']} x{c['count']} {c['bytes'] / 2**20:.1f} MiB" for c in step["collectives"])
     return "\n".join([
         f"{step['step']} step (global batch {step['global_batch']}), per device:",
-        f"  memory: {_gib(step['planned_bytes'])} of {_gib(memory)} GiB: {verdict} (arguments "
-        f"{_gib(p.get('argument', 0))}, outputs {_gib(p.get('output', 0))}, aliased {_gib(p.get('alias', 0))}, "
-        f"temporaries {_gib(p.get('temp', 0))}, code {_gib(p.get('code', 0))})",
+        f"  memory: {_size(step['planned_bytes'])} of {_size(memory)}: {verdict} (arguments "
+        f"{_size(p.get('argument', 0))}, outputs {_size(p.get('output', 0))}, aliased {_size(p.get('alias', 0))}, "
+        f"temporaries {_size(p.get('temp', 0))}, code {_size(p.get('code', 0))})",
         f"  FLOPs: {step['flops_per_step']:.4g} per step, {step['flops_per_source_image'] / 1e9:.1f} GFLOP per "
         f"source image ({step['flops_source']})",
         f"  collectives: {collectives or 'none'}",
