@@ -16,7 +16,7 @@ import pytest
 
 from conftest import make_tiny_config, write_config
 from genscl_jax import data
-from genscl_jax.tools import accelerators, deviceless, hlo_audit
+from genscl_jax.tools import accelerators, deviceless, hlo_audit, plan_steps
 
 _HOW = ("run: .ci/plan_venv && .venv-plan/bin/python -m pytest -p no:xdist tests/test_plan.py (the test venv plus "
         "libtpu and the CUDA plugin)")
@@ -85,8 +85,6 @@ _CPU_ONLY = ("cpu", "ynn", "xnn", "onednn")
 def _tiny_tpu_steps(config, monkeypatch):
     """The step's optimised HLO compiled here for a v5e-4 slice, then again with the host's platform forced to TPU
     (both from this one line, so that the source locations in the metadata agree)."""
-    from genscl_jax.tools import plan_steps
-
     monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     enabled = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)  # TPU executables have no place in the CPU tests' cache

@@ -30,11 +30,14 @@ import sys
 import time
 from typing import Any, Sequence
 
+import jax
 from absl import flags
 from ml_collections import config_flags
 
+from genscl_jax import data
 from genscl_jax.config import recipes, validation
-from genscl_jax.tools import accelerators, deviceless, hlo_audit, measure
+from genscl_jax.data import registry
+from genscl_jax.tools import accelerators, deviceless, hlo_audit, measure, plan_steps
 
 MAX_CANDIDATES = 8  # compiles spent looking for a change that fits (each is minutes for a ResNet-50 on a CPU)
 
@@ -108,8 +111,6 @@ def candidates(config: Any, num_devices: int) -> list[dict[str, Any]]:
 
 def compile_step(config: Any, mesh: Any, source: Any) -> list[dict[str, Any]]:
     """Each of the mode's steps compiled for `mesh`: its figures (report_step) per step."""
-    from genscl_jax.tools import plan_steps
-
     results = []
     for step in plan_steps.lower_steps(config, mesh, source):
         t0 = time.perf_counter()
@@ -168,10 +169,6 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
         validation.validate(config, num_devices=target.num_devices)
     except validation.ConfigError as e:
         raise PlanError(f"config error: {e}") from None
-    from genscl_jax import data
-    from genscl_jax.data import registry
-    from genscl_jax.tools import plan_steps
-
     if config.mode not in plan_steps.STEPS_OF_MODE:
         raise PlanError(f"mode {config.mode!r}: the plan compiles {', '.join(plan_steps.STEPS_OF_MODE)}")
     if config.dataset not in registry.DATASETS:
@@ -181,8 +178,6 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
     memory = int(args.device_memory_gb * accelerators.GIB) if args.device_memory_gb else target.chip.memory_bytes
     say(f"compiling {config.mode} for {target.describe()} ({target.chip.device_kind}, "
         f"{_size(memory)} each), global batch {config.batch_size} ...")
-    import jax
-
     # A persistent cache (JAX_COMPILATION_CACHE_DIR) is for programs this host runs; these run elsewhere.
     jax.config.update("jax_enable_compilation_cache", False)
     mesh = deviceless.target_mesh(target)
