@@ -81,3 +81,18 @@ def test_candidates_go_from_the_smallest_change_up():
 
 def test_the_platform_of_a_mesh_is_its_devices():
     assert parallel.mesh_platform(parallel.create_mesh()) == "cpu"
+
+
+def test_compute_ops_counts_convolutions_by_type_and_layout_and_the_layout_changes():
+    from genscl_jax.tools import hlo_audit
+
+    hlo = "\n".join([
+        '  %c = (bf16[8,56,56,64]{3,2,1,0}, u8[0]{0}) custom-call(%a, %b), window={size=3x3}, '
+        'dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward"',
+        "  %d = f32[8,1000]{1,0} dot(%x, %w), lhs_contracting_dims={1}, rhs_contracting_dims={0}",
+        "  %t = f32[64,8]{1,0} transpose(%y), dimensions={1,0}",
+        "  ROOT %k = bf16[8,64]{1,0} copy(%z)",
+        '  %n = f32[8]{0} custom-call(%q), custom_call_target="SomethingElse"'])
+    found = hlo_audit.compute_ops(hlo)
+    assert found["convolution"] == {"bf16": 1} and found["conv_layouts"] == {"b01f_o01i->b01f": 1}
+    assert found["dot"] == {"f32": 1} and found["transpose"] == {"f32": 1} and found["copy"] == {"bf16": 1}
