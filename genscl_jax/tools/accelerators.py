@@ -66,21 +66,20 @@ _GRID_3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4,
             256: (4, 8, 8), 512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16)}
 _GRID_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
 
+# What XLA's GPU compiler reads of each architecture: the SXM boards' (NVIDIA's architecture whitepapers).
+_HOPPER = GpuFacts((9, 0), 132, 128, 1.98, 50 * MIB, 228 * 1024, 227 * 1024, 2048)
+_AMPERE = GpuFacts((8, 0), 108, 64, 1.41, 40 * MIB, 164 * 1024, 163 * 1024, 2048)
 # Memory: the total the driver reports (nvidia-smi) for each board. Peaks: NVIDIA's datasheets, dense (no
 # sparsity) bf16 Tensor Core FLOP/s and memory bandwidth of the SXM (H100, H200, A100) or PCIe (L4) board.
 _GPU = {
     "h100-80gb": (Chip("NVIDIA H100 80GB HBM3", 81559 * MIB, 989e12, 3.35e12,
-                       "NVIDIA H100 Tensor Core GPU datasheet, SXM5 (989 TFLOP/s bf16 dense, 3.35 TB/s)"),
-                  GpuFacts((9, 0), 132, 128, 1.98, 50 * MIB, 228 * 1024, 227 * 1024, 2048)),
+                       "NVIDIA H100 Tensor Core GPU datasheet, SXM5 (989 TFLOP/s bf16 dense, 3.35 TB/s)"), _HOPPER),
     "h200": (Chip("NVIDIA H200", 143771 * MIB, 989e12, 4.8e12,
-                  "NVIDIA H200 Tensor Core GPU datasheet, SXM (989 TFLOP/s bf16 dense, 4.8 TB/s)"),
-             GpuFacts((9, 0), 132, 128, 1.98, 50 * MIB, 228 * 1024, 227 * 1024, 2048)),
+                  "NVIDIA H200 Tensor Core GPU datasheet, SXM (989 TFLOP/s bf16 dense, 4.8 TB/s)"), _HOPPER),
     "a100-80gb": (Chip("NVIDIA A100-SXM4-80GB", 81920 * MIB, 312e12, 2.039e12,
-                       "NVIDIA A100 Tensor Core GPU datasheet, SXM 80GB (312 TFLOP/s bf16 dense, 2039 GB/s)"),
-                  GpuFacts((8, 0), 108, 64, 1.41, 40 * MIB, 164 * 1024, 163 * 1024, 2048)),
+                       "NVIDIA A100 Tensor Core GPU datasheet, SXM 80GB (312 TFLOP/s bf16 dense, 2039 GB/s)"), _AMPERE),
     "a100-40gb": (Chip("NVIDIA A100-SXM4-40GB", 40960 * MIB, 312e12, 1.555e12,
-                       "NVIDIA A100 Tensor Core GPU datasheet, SXM 40GB (312 TFLOP/s bf16 dense, 1555 GB/s)"),
-                  GpuFacts((8, 0), 108, 64, 1.41, 40 * MIB, 164 * 1024, 163 * 1024, 2048)),
+                       "NVIDIA A100 Tensor Core GPU datasheet, SXM 40GB (312 TFLOP/s bf16 dense, 1555 GB/s)"), _AMPERE),
     "l4": (Chip("NVIDIA L4", 23034 * MIB, 121e12, 300e9,
                 "NVIDIA L4 Tensor Core GPU datasheet (121 TFLOP/s bf16 dense, 300 GB/s)"),
            GpuFacts((8, 9), 58, 128, 2.04, 48 * MIB, 100 * 1024, 99 * 1024, 1536)),
