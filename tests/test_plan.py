@@ -48,7 +48,7 @@ def check_tiny_plan(tmp_path, target, device_kind):
     assert rc == 0, stderr[-2000:]
     assert all(key in result for key in KEYS)
     assert result["device_kind"] == device_kind and result["fits"] and result["suggestion"] is None
-    assert result["num_devices"] == 2 if target.endswith("x2") else 4
+    assert result["num_devices"] == (2 if target.endswith("x2") else 4)
     assert 0 < result["planned_bytes"] < result["device_memory_bytes"]
     assert result["flops_per_step"] > 0 and result["global_batch"] == 8
     # Data parallel: the gradients are all-reduced across the devices.
