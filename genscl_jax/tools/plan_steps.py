@@ -69,7 +69,7 @@ def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> Lower
         model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind, mix_alpha=config.mix.alpha,
         mix_prob=config.mix.prob, label_smoothing=config.label_smoothing,
         preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
-        micro_batch_size=config.micro_batch_size)
+        micro_batch_size=config.micro_batch_size, shard_rows=parallel.batch_sharded_constraint(mesh))
     options = compile_options.model_jit_options(config, platform).get("compiler_options")
     jitted = parallel.jit_train_step(step, mesh, compiler_options=options)
     state = jax.eval_shape(initializer, jax.random.PRNGKey(config.seed))

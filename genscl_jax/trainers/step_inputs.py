@@ -14,13 +14,17 @@ micro-batch k those partners are micro-batch (k + s) mod K's images, moved by (k
 found in the uint8 batch and prepared with their own augmentation keys, exactly as in the whole batch. The
 randomness is drawn once per step for the whole batch (one key per view, a few scalars per view for mixing).
 
+Each micro-batch's mixed views are constrained to stay sharded by examples (`shard_rows`): XLA:GPU otherwise
+resolved the Mixup-or-CutMix `lax.cond` inside the micro-batch loop by gathering the whole micro-batch's mixed
+images onto every GPU (4 x 147 MiB per step at the ImageNet recipe on 8 x H100; BENCHMARKS.md section 11.2).
+
 JAX only: the bench builds the steps that use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +50,8 @@ class StepInputs:
     preprocessing: device_preprocess.Preprocessing
     mix_kind: str
     micro: MicroBatches
+    # Inside jit: images [N, ...] -> the same laid out sharded by examples (parallel.batch_sharded_constraint).
+    shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x
 
     def rows(self, k: jax.Array | int | None) -> jax.Array:
         """The network input [rows, H, W, C] (float32), batch-major (the views of an image adjacent): the whole
@@ -63,7 +69,7 @@ class StepInputs:
                     partner = device_preprocess.train_views_with_keys(
                         self._micro_partners(self.view_keys[:, v], k, v),
                         self._micro_partners(self.views[:, v], k, v), self.preprocessing)
-                mixed.append(mixing.mix_images(prepared[:, v], partner, mix, self.mix_kind))
+                mixed.append(self.shard_rows(mixing.mix_images(prepared[:, v], partner, mix, self.mix_kind)))
             views = jnp.stack(mixed, axis=1)
         return views.reshape((-1,) + views.shape[2:])
 
@@ -90,14 +96,17 @@ class StepInputs:
 
 def prepare(aug_key: jax.Array, mix_key: jax.Array, batch: dict[str, jax.Array], num_classes: int, *,
             preprocessing: device_preprocess.Preprocessing, mix: MixSettings,
-            micro: MicroBatches) -> tuple[StepInputs, jax.Array]:
-    """The batch's StepInputs and its label distributions [B * V, num_classes] (batch-major), which need no image."""
+            micro: MicroBatches, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x,
+            ) -> tuple[StepInputs, jax.Array]:
+    """The batch's StepInputs and its label distributions [B * V, num_classes] (batch-major), which need no image.
+    `shard_rows`: StepInputs.shard_rows, what keeps a micro-batch's images sharded by examples."""
     views = batch["image"]
     batch_size, num_views, height, width = views.shape[:4]
     mixes = mixing.draw_view_mixes(mix_key, num_views, kind=mix.kind, alpha=mix.alpha, prob=mix.prob,
                                    height=height, width=width)
     inputs = StepInputs(views=views, view_keys=device_augment.image_keys(aug_key, (batch_size, num_views)),
-                        mixes=mixes, preprocessing=preprocessing, mix_kind=mix.kind, micro=micro)
+                        mixes=mixes, preprocessing=preprocessing, mix_kind=mix.kind, micro=micro,
+                        shard_rows=shard_rows)
     labels = mixing.view_labels(mixes, batch["label"], num_classes, mix.kind)
     return inputs, labels.reshape(batch_size * num_views, num_classes)
 

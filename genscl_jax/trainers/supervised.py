@@ -9,7 +9,7 @@ its student uses.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,17 +30,19 @@ from genscl_jax.training.train_state import TrainState, create_train_state
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                          num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float,
                          preprocessing: device_preprocess.Preprocessing, mix_prob: float = 1.0,
-                         micro_batch_size: int = 0):
+                         micro_batch_size: int = 0, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x):
     """step(state, batch) -> (state, metrics); `preprocessing`: what it does to the batch's uint8 views first
     (DataSource.train_preprocessing); micro_batch_size > 0: the network runs over strided micro-batches of that
-    many source images, each recomputed in the backward pass (training/micro_batches.py)."""
+    many source images, each recomputed in the backward pass (training/micro_batches.py); `shard_rows` keeps each
+    micro-batch's images sharded by examples (step_inputs.StepInputs.shard_rows)."""
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
         batch_size, num_views = batch["image"].shape[:2]
         micro = MicroBatches.of(batch_size, micro_batch_size, views=num_views)
         inputs, targets = step_inputs.prepare(jax.random.fold_in(key, 1), key, batch, num_classes,
                                               preprocessing=preprocessing, micro=micro,
-                                              mix=step_inputs.MixSettings(mix_kind, mix_alpha, mix_prob))
+                                              mix=step_inputs.MixSettings(mix_kind, mix_alpha, mix_prob),
+                                              shard_rows=shard_rows)
         images = step_inputs.network_input(inputs)
 
         def apply(params, rows):
@@ -75,7 +77,8 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
                                 mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
                                 label_smoothing=config.label_smoothing,
                                 preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
-                                micro_batch_size=config.micro_batch_size)
+                                micro_batch_size=config.micro_batch_size,
+                                shard_rows=parallel.batch_sharded_constraint(mesh))
     options = compile_options.model_jit_options(config, parallel.mesh_platform(mesh))
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     test_preprocessing = source.eval_preprocessing()
