@@ -14,9 +14,10 @@ micro-batch k those partners are micro-batch (k + s) mod K's images, moved by (k
 found in the uint8 batch and prepared with their own augmentation keys, exactly as in the whole batch. The
 randomness is drawn once per step for the whole batch (one key per view, a few scalars per view for mixing).
 
-Each micro-batch's mixed views are constrained to stay sharded by examples (`shard_rows`): XLA:GPU otherwise
-resolved the Mixup-or-CutMix `lax.cond` inside the micro-batch loop by gathering the whole micro-batch's mixed
-images onto every GPU (4 x 147 MiB per step at the ImageNet recipe on 8 x H100; BENCHMARKS.md section 11.2).
+The mixed views are constrained to stay sharded by examples (`shard_rows`): with MoCo on, XLA:GPU otherwise
+resolved the Mixup-or-CutMix `lax.cond` by gathering its mixed images onto every GPU, a micro-batch's (4 x 147 MiB
+per step at the ImageNet recipe on 8 x H100) or, in the dense step, the whole batch's, and then ran the networks on
+them replicated (BENCHMARKS.md section 11.2).
 
 JAX only: the bench builds the steps that use it.
 """
@@ -58,7 +59,7 @@ class StepInputs:
         batch for k None, else micro-batch k's rows in micro_batches.split's order."""
         if k is None:  # the dense step: prepare every view once, mix with the prepared views rolled
             prepared = device_preprocess.train_views_with_keys(self.view_keys, self.views, self.preprocessing)
-            views = mixing.mix_view_images(prepared, self.mixes, self.mix_kind)
+            views = self.shard_rows(mixing.mix_view_images(prepared, self.mixes, self.mix_kind))
         else:  # one micro-batch: its views and its partners' views, prepared from the uint8 batch
             keys, views = self._take(self.view_keys, k), self._take(self.views, k)
             prepared = device_preprocess.train_views_with_keys(keys, views, self.preprocessing)
