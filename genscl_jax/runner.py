@@ -9,7 +9,7 @@ import jax
 from absl import logging
 
 from genscl_jax.training import checkpointing, reporting, train_loop
-from genscl_jax.config import validation
+from genscl_jax.config import rerun, validation
 from genscl_jax import data
 from genscl_jax.runtime import console, parallel, paths, preemption
 from genscl_jax.workdirs import run_config, trained_network
@@ -39,6 +39,8 @@ def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
     # jax.distributed takes SIGTERM without a word; from here on SIGTERM and Ctrl-C are stop requests the training
     # loop honours.
     preemption.listen()
+    # Before any checkpoint is read or written: a failed save's echoes come while orbax is still unwinding.
+    checkpointing.quiet_orphaned_callbacks()
     try:
         return _run_validated(config, workdir, recipe)
     finally:
@@ -55,7 +57,7 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
     started = time.time()
     try:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
-        source = data.prepare(config)
+        source = data.readable_source(config)
         _say_what_runs(config, workdir, recipe, source)
         summary = MODES[config.mode](config, workdir, source)
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
@@ -98,7 +100,7 @@ def _check_rerun(config: Any, workdir: str) -> None:
                                    for stage in _stage_dirs(workdir)):
         return
     try:
-        changes = validation.rerun_changes(recorded, config)
+        changes = rerun.rerun_changes(recorded, config)
     except validation.ConfigError as e:
         raise validation.ConfigError(f"--workdir {workdir}: {e}") from None
     if changes:
