@@ -24,7 +24,7 @@ def test_settings_carry_the_configs_values_and_feature_flags():
     config.micro_batch_size = 64
     prep = device_preprocess.Preprocessing(mean=(0.5,), std=(0.25,))
     s = step_settings.read(pretrain_step.PretrainSettings, config, num_classes=7, total_steps=11, preprocessing=prep)
-    assert (s.temperature, s.kd_alpha, s.mix_prob, s.micro_batch_size) == (0.3, 2.0, 0.25, 64)
+    assert (s.temperature, s.kd_alpha, s.mix.prob, s.micro_batch_size) == (0.3, 2.0, 0.25, 64)
     assert (s.num_classes, s.total_steps, s.preprocessing) == (7, 11, prep)
     assert s.distillation and s.moco and s.distillation == features.distillation(config)
     config.kd.alpha, config.moco.enabled = 0.0, False

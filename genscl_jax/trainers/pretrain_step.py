@@ -50,9 +50,7 @@ class PretrainSettings:
     loss_normalization: str = from_config("loss_normalization")
     # > 0: the loss in blocks of anchor rows (loss_chunked), for very large contrast sets
     loss_block_size: int = from_config("loss_block_size")
-    mix_kind: str = from_config("mix.kind")
-    mix_alpha: float = from_config("mix.alpha")
-    mix_prob: float = from_config("mix.prob")  # the chance that a view is mixed at all (1: every view, as in the paper)
+    mix: step_inputs.MixSettings = from_config(step_inputs.MixSettings.from_config)
     distillation: bool = from_config(features.distillation)  # a teacher's labels in the loss
     kd_alpha: float = from_config("kd.alpha", float)  # the teacher term's weight; inf: teacher labels only
     kd_temperature: float = from_config("kd.temperature")
@@ -127,8 +125,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         or a builder of micro-batch k's rows) and the rows' label distributions."""
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         inputs, mixed_labels = step_inputs.inputs_and_labels(
-            aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro,
-            mix=step_inputs.MixSettings(s.mix_kind, s.mix_alpha, s.mix_prob))
+            aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro, mix=s.mix)
         rows_or_builder = step_inputs.rows_or_builder(inputs)
         labels = {"mixed": mixed_labels}
         if s.distillation:

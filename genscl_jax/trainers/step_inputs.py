@@ -20,6 +20,7 @@ JAX only: the bench builds the steps that use it.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +32,16 @@ from genscl_jax.training.micro_batches import MicroBatches, RowsOrBuilder
 
 @dataclasses.dataclass(frozen=True)
 class MixSettings:
+    """Mixup / CutMix of the views: `kind` (objectives/mixing.py), Beta(alpha, alpha) mixing ratios, and the chance
+    `prob` that a view is mixed at all (1: every view, as in the paper)."""
     kind: str = "none"
     alpha: float = 1.0
     prob: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> MixSettings:
+        """config.mix's settings (a step_settings source)."""
+        return cls(config.mix.kind, config.mix.alpha, config.mix.prob)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,9 +36,7 @@ class SupervisedSettings:
     num_classes: int
     # What the step does to the batch's uint8 views first (DataSource.training_input).
     preprocessing: device_preprocess.Preprocessing
-    mix_kind: str = from_config("mix.kind")
-    mix_alpha: float = from_config("mix.alpha")
-    mix_prob: float = from_config("mix.prob")
+    mix: step_inputs.MixSettings = from_config(step_inputs.MixSettings.from_config)
     label_smoothing: float = from_config("label_smoothing")
     # > 0: the network runs over strided micro-batches of that many source images, each recomputed in the backward
     # pass (training/micro_batches.py)
@@ -55,9 +53,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
         batch_size, num_views = batch["image"].shape[:2]
         micro = MicroBatches.of(batch_size, s.micro_batch_size, views=num_views)
         inputs, targets = step_inputs.inputs_and_labels(jax.random.fold_in(key, 1), key, batch, s.num_classes,
-                                                        preprocessing=s.preprocessing, micro=micro,
-                                                        mix=step_inputs.MixSettings(s.mix_kind, s.mix_alpha,
-                                                                                    s.mix_prob))
+                                                        preprocessing=s.preprocessing, micro=micro, mix=s.mix)
         rows_or_builder = step_inputs.rows_or_builder(inputs)
 
         def apply(params, rows):
