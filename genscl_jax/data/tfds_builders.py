@@ -10,10 +10,13 @@ Imports tfds (and TensorFlow): genscl_jax.data imports it only for a dataset rea
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib
+import io
 import os
+import sys
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -23,13 +26,13 @@ from genscl_jax.data.registry import DataError, DataFilesMissing
 from genscl_jax.runtime import console
 
 
-
 def make_builder(tfds_name: str, data_dir: str | None, hook: str = ""):
     """The tfds builder of `tfds_name`, prepared or not: `hook`'s ("module:function", a registry entry's builder),
     else tfds.builder's. A name tfds does not know is a DataError.
 
     Made once per process and name: checking that a dataset can be prepared, preparing it, reading a tfds:NAME
     dataset's facts and reading its examples all use the one builder (tfds reads its metadata files for each)."""
+    console.drop_benign_warnings()  # tfds's "Variant folder ... has no dataset_info.json", once per folder listed
     return _make_builder_once(tfds_name, data_dir, hook)  # one cache key however the arguments were passed
 
 
@@ -117,8 +120,12 @@ def prepare_builder(builder, data_dir: str | None, entry: registry.Dataset | Non
         return builder
     if not (console.live() or console.verbose()):
         tfds.disable_progress_bar()  # tfds's bars are live on a terminal; in a log they are a page of \r-updates
+    console.say(f"  preparing {builder.name} once in {builder.data_dir} (later runs read it)")
     try:
-        builder.download_and_prepare()
+        # tfds print()s "Downloading and preparing dataset ..." to stdout, which holds only the result line: to
+        # stderr with --verbose, else dropped (the line above says it).
+        with contextlib.redirect_stdout(sys.stderr if console.verbose() else io.StringIO()):
+            builder.download_and_prepare()
     except DataError:
         raise  # The offline Fashion-MNIST builder's: it names the file and the fix.
     except Exception as error:  # tfds raises many kinds (AssertionError for a missing manual dir, ...).
