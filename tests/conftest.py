@@ -33,6 +33,19 @@ from genscl_jax.config import defaults, recipes  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "long(minutes): a test of a minute or more (runs of the command line in "
                                        "subprocesses); the suite starts these first, longest first")
+    config.addinivalue_line("markers", "slow: trains a run or starts a process; `-m \"not slow\"` (the fast tier) "
+                                       "leaves it out (tests/test_tiers.py checks that such tests carry it)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fast tier over files that hold only slow tests selects none: that is an answer, not an error, so it
+    says so in one line and exits 0 instead of pytest's 5 ("no tests ran")."""
+    markexpr = session.config.getoption("markexpr", "") or ""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and "not slow" in markexpr \
+            and not session.config.getoption("keyword", ""):
+        print(f"\nevery test selected is slow (trains a run or starts a process), so -m {markexpr!r} runs none; "
+              "the whole suite runs them")
+        session.exitstatus = pytest.ExitCode.OK
 
 
 def pytest_collection_modifyitems(items):

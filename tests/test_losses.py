@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from genscl_jax.objectives import loss_chunked, losses
+from helpers import random_loss_inputs
 
 
 def reference_loss(z, y, zc=None, yc=None, tau=0.1, tau_base=0.07, normalization="label_sum", exclude_own=False):
@@ -229,16 +230,6 @@ def test_contrast_mask_equals_dropping_those_contrasts(normalization):
 
 
 # The blocked loss (loss_chunked): the same function as the dense one, in bounded memory.
-
-
-def random_loss_inputs(seed, n, m, dim=16, classes=7):
-    k = jax.random.split(jax.random.PRNGKey(seed), 5)
-    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    return dict(features=unit(jax.random.normal(k[0], (n, dim))),
-                labels=jax.nn.softmax(3 * jax.random.normal(k[1], (n, classes))),
-                contrast_features=unit(jax.random.normal(k[2], (m, dim))),
-                contrast_labels=jax.nn.softmax(3 * jax.random.normal(k[3], (m, classes))),
-                contrast_mask=jax.random.bernoulli(k[4], 0.7, (m,)))
 
 
 @pytest.mark.parametrize("contrasts,normalization", [("self", "label_sum"), ("queue", "count"),

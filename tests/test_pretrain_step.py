@@ -7,28 +7,14 @@ import pytest
 
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.models import model_builder
-from genscl_jax import data, models
+from genscl_jax import data
 from genscl_jax.data import device_preprocess
 from genscl_jax.runtime import parallel
-from genscl_jax.trainers import pretrain, teachers
+from genscl_jax.trainers import pretrain
 from conftest import make_tiny_config
+from helpers import run_steps, tiny_teacher
 
-
-def tiny_teacher(config, num_classes=10, seed=3):
-    module = models.create_resnet("resnet10", stem="cifar", width_multiplier=0.0625, num_classes=num_classes)
-    variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, config.image_size, config.image_size, 3)),
-                            train=False)
-    return teachers.Teacher(module, variables)
-
-
-def run_steps(config, num_steps, teacher=None):
-    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config), teacher=teacher)
-    state, history = trainer.state, []
-    batches = trainer.batches(0)
-    for _ in range(num_steps):
-        state, metrics = trainer.train_step(state, next(batches))
-        history.append(jax.device_get(metrics))
-    return trainer, state, history
+pytestmark = pytest.mark.slow  # trains a run or starts a process
 
 
 def test_loss_falls_on_a_learnable_task():
