@@ -15,7 +15,7 @@ TRAINING_ATTRIBUTES = {"build_trainer", "train_step"}
 TRAINING_NAMES = {"build_trainer", "run_steps", "NotebookClient"}
 
 
-def test_files():
+def all_test_files():
     return sorted(name for name in os.listdir(TESTS) if name.startswith("test_") and name.endswith(".py"))
 
 
@@ -73,7 +73,7 @@ def marked_slow(tree):
 
 def test_every_test_that_trains_or_starts_a_process_is_marked_slow():
     unmarked = []
-    for name in test_files():
+    for name in all_test_files():
         tree = parse(name)
         slow = marked_slow(tree)
         unmarked += [f"{name}::{test} ({why})" for test, why in heavy_tests(tree).items() if test not in slow]
@@ -83,7 +83,7 @@ def test_every_test_that_trains_or_starts_a_process_is_marked_slow():
 
 def test_the_fast_tier_has_tests_in_most_files():
     """`-m "not slow"` selects the unit tests: at least half the files keep a fast test (none would be exit 5)."""
-    files = test_files()
+    files = all_test_files()
     with_fast = [name for name in files if any(
         n.name.startswith("test_") for n in parse(name).body if isinstance(n, ast.FunctionDef)
         and n.name not in marked_slow(parse(name)))]
@@ -94,7 +94,7 @@ def test_no_test_file_imports_another():
     """Shared helpers live in conftest.py or helpers.py: importing a test file runs its module code (and, under
     xdist, can collect its tests twice)."""
     found = []
-    for name in test_files():
+    for name in all_test_files():
         for node in ast.walk(parse(name)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
