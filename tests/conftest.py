@@ -10,8 +10,12 @@ import pytest
 
 # Tests run tiny programs whose cost is almost all XLA compile time: skipping backend optimisation compiles them
 # ~2.5x faster, and a persistent cache shared by the test session compiles each identical program once.
-# Subprocesses started by tests inherit both through the environment.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+# Subprocesses started by tests inherit both through the environment. The flag is added once: JAX's cache key
+# hashes every word of XLA_FLAGS, so an xdist worker (which inherits the flag from the controller and imports this
+# file again) or a test's subprocess that imports it would otherwise key the same program differently, and miss.
+NO_BACKEND_OPTIMIZATION = "--xla_backend_optimization_level=0"
+if NO_BACKEND_OPTIMIZATION not in os.environ.get("XLA_FLAGS", "").split():
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + NO_BACKEND_OPTIMIZATION).strip()
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "genscl_jax_test_xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -2,6 +2,7 @@
 two minutes) and the whole suite. Read from the test files' source, so these checks cost nothing to run."""
 
 import ast
+import importlib.util
 import os
 
 import pytest
@@ -135,3 +136,16 @@ def test_the_fast_tier_of_only_slow_tests_exits_0_with_one_line(markexpr, keywor
     conftest.pytest_sessionfinish(session, session.exitstatus)
     assert session.exitstatus == status
     assert ("every test selected is slow" in capsys.readouterr().out) == (status == pytest.ExitCode.OK)
+
+
+def test_conftest_adds_the_xla_flag_once(monkeypatch):
+    """An xdist worker inherits XLA_FLAGS from the controller and imports conftest again; JAX's persistent cache key
+    hashes every word of XLA_FLAGS, so a second copy of the flag would key the workers' programs apart from those
+    of a run without xdist and of subprocesses that import conftest."""
+    import conftest
+
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=2 {conftest.NO_BACKEND_OPTIMIZATION}")
+    spec = importlib.util.spec_from_file_location("conftest_imported_again", os.path.join(TESTS, "conftest.py"))
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
+                                               conftest.NO_BACKEND_OPTIMIZATION]
