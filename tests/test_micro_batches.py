@@ -151,6 +151,7 @@ def plan(per_device_batch, **flags):
     return step_bench.plan_step(bench.parse_args(argv))["memory_plan"]
 
 
+@pytest.mark.slow  # compiles the whole train step five times, up to batch 64: a short run's cost
 def test_memory_plan_grows_with_the_micro_batch_not_the_batch():
     dense, dense_4x = plan(16), plan(64)
     micro_4x = plan(64, micro_batch_size=16)  # 4 micro-batches of the per-device batch 16 above

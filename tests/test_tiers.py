@@ -2,6 +2,7 @@
 two minutes) and the whole suite. Read from the test files' source, so these checks cost nothing to run."""
 
 import ast
+import functools
 import importlib.util
 import os
 
@@ -20,6 +21,7 @@ def all_test_files():
     return sorted(name for name in os.listdir(TESTS) if name.startswith("test_") and name.endswith(".py"))
 
 
+@functools.lru_cache(maxsize=None)
 def parse(name):
     with open(os.path.join(TESTS, name)) as f:
         return ast.parse(f.read())
@@ -84,10 +86,12 @@ def test_every_test_that_trains_or_starts_a_process_is_marked_slow():
 
 def test_the_fast_tier_has_tests_in_most_files():
     """`-m "not slow"` selects the unit tests: at least half the files keep a fast test (none would be exit 5)."""
-    files = all_test_files()
-    with_fast = [name for name in files if any(
-        n.name.startswith("test_") for n in parse(name).body if isinstance(n, ast.FunctionDef)
-        and n.name not in marked_slow(parse(name)))]
+    files, with_fast = all_test_files(), []
+    for name in files:
+        tree = parse(name)
+        tests = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+        if tests - marked_slow(tree):
+            with_fast.append(name)
     assert len(with_fast) >= len(files) // 2, with_fast
 
 
