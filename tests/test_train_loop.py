@@ -1,5 +1,6 @@
 """The shared loop: resume equivalence, preemption, the NaN guard, checkpoint safety and the summary."""
 
+import functools
 import json
 import os
 import shutil
@@ -28,6 +29,20 @@ def loop(config, workdir, batches=None):
         trainer.batches = batches(trainer.batches)
     return train_loop.run(trainer, str(workdir), checkpoint_every_steps=config.checkpoint_every_steps,
                           log_every_steps=config.log_every_steps)
+
+
+def nan_images_at(step, then=lambda: None):
+    """Wraps trainer.batches: the batch of `step` (counted from 1) has NaN images; `then()` runs as it is handed
+    out."""
+    def wrap(batches):
+        def wrapped(start):
+            for i, batch in enumerate(batches(start)):
+                if start + i == step - 1:
+                    batch = dict(batch, image=batch["image"] * np.nan)
+                    then()
+                yield batch
+        return wrapped
+    return wrap
 
 
 MOCO = {"moco.enabled": True, "mix.kind": "mixup", "moco.queue_size": 32}
@@ -81,17 +96,8 @@ def test_sigterm_saves_and_a_rerun_finishes_identically(tmp_path):
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # Logging and checkpoints do not fall on step 4: the one-step-late check must catch it.
     config = make_tiny_config(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=100)
-
-    def poison_step_four(batches):
-        def wrapped(start):
-            for i, batch in enumerate(batches(start)):
-                if start + i == 3:  # the batch of step 4
-                    batch = dict(batch, image=batch["image"] * np.nan)
-                yield batch
-        return wrapped
-
     with pytest.raises(train_loop.NonFiniteLossError, match="loss is nan at step 4"):
-        loop(config, tmp_path, batches=poison_step_four)
+        loop(config, tmp_path, batches=nan_images_at(4))
     ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path))
     assert ckpt.latest_step() == 3
     restored = params_of(tmp_path)
@@ -102,18 +108,10 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_preemption_right_after_a_nan_step_saves_nothing(tmp_path):
     """The preemption save happens before that step's loss was seen: it must be checked first."""
     config = make_tiny_config(num_train_steps=6, checkpoint_every_steps=100, log_every_steps=100)
-
-    def poison_step_three_then_preempt(batches):
-        def wrapped(start):
-            for i, batch in enumerate(batches(start)):
-                if i == 2:  # the batch of step 3; the loop then sees the SIGTERM before step 4
-                    batch = dict(batch, image=batch["image"] * np.nan)
-                    os.kill(os.getpid(), signal.SIGTERM)
-                yield batch
-        return wrapped
-
+    # The loop sees the SIGTERM, sent as the batch of step 3 is handed out, before step 4.
+    preempt = functools.partial(os.kill, os.getpid(), signal.SIGTERM)
     with pytest.raises(train_loop.NonFiniteLossError, match="loss is nan at step 3"):
-        loop(config, tmp_path, batches=poison_step_three_then_preempt)
+        loop(config, tmp_path, batches=nan_images_at(3, then=preempt))
     assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path)).latest_step() is None
 
 
