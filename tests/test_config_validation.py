@@ -1,21 +1,16 @@
 """Every bad config is rejected before anything is compiled or read, with one line naming the key."""
 
-import importlib
 import os
 
 import ml_collections
 import pytest
 from conftest import set_keys
+from helpers import CONFIG_DIR, load_recipe
 
 from genscl_jax.config import defaults, recipes
 from genscl_jax.config.validation import ConfigError, validate
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 RECIPES = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
-
-
-def load_recipe(name, arg=""):
-    return importlib.import_module(f"configs.{name[:-3]}").get_config(arg)
 
 
 SHARED_KEYS = ("mode", "dataset", "model", "image_size", "batch_size", "num_train_steps", "num_epochs", "optimizer",

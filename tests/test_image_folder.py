@@ -143,6 +143,7 @@ def break_folder(root, case):
     raise ValueError(case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["empty folder", "class without images", "test class unknown to train",
                                   "unreadable image", "no test folder"])
 def test_bad_input_is_one_line_naming_the_path_before_training(tmp_path, case):
@@ -214,6 +215,7 @@ def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
     assert eval_counts == [(2, 3), (2, 3)]  # Every test image once; the same number of batches everywhere.
 
 
+@pytest.mark.slow
 def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     write_folder(tmp_path)
     data.resolve(folder_config(tmp_path))  # Measures (TensorFlow) and stores.
@@ -226,6 +228,7 @@ def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     assert out.split() == ["3", "3"]
 
 
+@pytest.mark.slow
 def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tmp_path):
     write_folder(tmp_path / "images")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="pretrain_and_eval",
@@ -237,6 +240,7 @@ def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tm
     assert (tmp_path / "images" / image_folder.STATS_FILE).exists()
 
 
+@pytest.mark.slow
 def test_an_image_folder_trains_supervised(tmp_path):
     write_folder(tmp_path / "images", test="val")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="supervised",

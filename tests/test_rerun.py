@@ -23,6 +23,7 @@ def recorded(workdir):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_model_names_the_keys_and_keeps_the_workdir_usable(tmp_path):
     workdir = str(tmp_path / "run")
     runner.run(make_tiny_config(num_train_steps=2), workdir)
@@ -43,6 +44,7 @@ def test_a_rerun_with_another_model_names_the_keys_and_keeps_the_workdir_usable(
     assert export.main(["--workdir", workdir, "--output", str(tmp_path / "encoder.npz")]) == 0
 
 
+@pytest.mark.slow
 def test_a_rerun_may_change_run_length_logging_and_evaluation(tmp_path, caplog):
     workdir = str(tmp_path / "run")
     runner.run(make_tiny_config(num_train_steps=2), workdir)
@@ -69,6 +71,7 @@ def test_settings_of_a_feature_off_in_both_runs_may_change():
                                  make_tiny_config(mode="pretrain_and_eval", **{"linear_eval.learning_rate": 1.0}))
 
 
+@pytest.mark.slow
 def test_the_command_line_says_it_in_one_line(tmp_path):
     config, workdir = write_config(tmp_path / "tiny.py", num_train_steps=2), str(tmp_path / "run")
     env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
@@ -95,6 +98,7 @@ def test_the_command_line_says_it_in_one_line(tmp_path):
     assert os.stat(os.path.join(workdir, "summary.json")).st_mtime_ns == summary_written
 
 
+@pytest.mark.slow
 def test_a_finished_workdir_answers_from_its_summary_without_running(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     config = make_tiny_config(num_train_steps=2)
