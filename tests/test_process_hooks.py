@@ -3,6 +3,8 @@
 import sys
 import types
 
+import pytest
+
 from genscl_jax import runner
 from genscl_jax.training import checkpointing
 
@@ -13,6 +15,7 @@ def test_a_checkpointer_leaves_the_unraisable_hook_alone(tmp_path, monkeypatch):
     assert sys.unraisablehook is sys.__unraisablehook__
 
 
+@pytest.mark.slow  # calls runner.run (test_tiers' rule), though what it runs is stubbed: seconds
 def test_the_runner_installs_the_hook_that_drops_only_orbax_echoes(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
