@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from genscl_jax import runner
-from genscl_jax.config import recipes, validation
+from genscl_jax.config import keys, recipes
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and summary.json.")
@@ -31,7 +31,7 @@ def main(argv):
     runner.configure_console(verbose=_VERBOSE.value or flags.FLAGS["verbosity"].present)
     try:
         summary = runner.run(_CONFIG.value, _WORKDIR.value, recipe=config_path(sys.argv) or "")
-    except validation.ConfigError as e:
+    except keys.ConfigError as e:
         # One line, no traceback: these are the user's to fix, and the message says how.
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -82,7 +82,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         _exit_with_config_error(problem)
     for arg in argv[1:]:
         if arg.startswith("--config."):
-            error = validation.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
+            error = keys.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
             if error:
                 _exit_with_config_error(error)
     try:
@@ -100,8 +100,8 @@ def _loading_error(error: Exception, recipe: str | None) -> str:
                           r"'(\w+)'> and cannot be casted to type <class '(\w+)'>", last)
     if wrong_type:  # a recipe assigned a value of the wrong type to a key of base_config(); name the key in full
         leaf, value, given, expected = wrong_type.groups()
-        keys = " or ".join(f"config.{k}" for k in validation.keys_named(leaf)) or f"config.{leaf}"
-        return f"{recipe}: {keys}={value}: expected {expected}, got {given}"
+        named = " or ".join(f"config.{k}" for k in keys.keys_named(leaf)) or f"config.{leaf}"
+        return f"{recipe}: {named}={value}: expected {expected}, got {given}"
     if isinstance(error, (flags.Error, OSError)) or not recipe:
         return last
     return f"{recipe.split(':', 1)[0]}: get_config() raised {type(error).__name__}: {last}"

@@ -11,7 +11,7 @@ import ml_collections
 from absl import logging
 
 from genscl_jax.training import checkpointing, reporting, train_loop
-from genscl_jax.config import validation
+from genscl_jax.config import rerun, validation
 from genscl_jax import data
 from genscl_jax.runtime import console, parallel, paths, preemption
 from genscl_jax.workdirs import input_contract, run_config, trained_network
@@ -42,6 +42,8 @@ def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
     # jax.distributed takes SIGTERM without a word; from here on SIGTERM and Ctrl-C are stop requests the training
     # loop honours.
     preemption.listen()
+    # Before any checkpoint is read or written: a failed save's echoes come while orbax is still unwinding.
+    checkpointing.quiet_orphaned_callbacks()
     try:
         return _run_validated(config, workdir, recipe)
     finally:
@@ -61,7 +63,7 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
     _write_record(paths.join(workdir, run_config.CONFIG_FILE), lambda: run_config.write(workdir, config))
     try:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
-        source = data.prepare(config)
+        source = data.readable_source(config)
         _say_what_runs(config, workdir, recipe, source)
         contract = _record_input_contract(config, workdir, source.info)
         summary = MODES[config.mode](config, workdir, source)
@@ -122,7 +124,7 @@ def _check_rerun(config: Any, workdir: str) -> None:
                                    for stage in _stage_dirs(workdir)):
         return
     try:
-        changes = validation.rerun_changes(recorded, config)
+        changes = rerun.rerun_changes(recorded, config)
     except validation.ConfigError as e:
         raise validation.ConfigError(f"--workdir {workdir}: {e}") from None
     if changes:
@@ -140,7 +142,7 @@ def _finished_summary(config: Any, workdir: str) -> dict[str, Any] | None:
         return None
     summary = json.loads(paths.read_text(path))
     try:
-        if "config" not in summary or validation.rerun_changes(ml_collections.ConfigDict(summary["config"]), config):
+        if "config" not in summary or rerun.rerun_changes(ml_collections.ConfigDict(summary["config"]), config):
             return None
     except validation.ConfigError:
         return None  # _check_rerun let it pass: the checkpoints (config.json) say what the next run continues

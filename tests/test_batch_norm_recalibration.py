@@ -70,7 +70,8 @@ def test_linear_eval_takes_features_with_recalibrated_statistics_and_zero_is_off
     mesh, source = parallel.create_mesh(), data.resolve(config)
     assert linear_eval._recalibrated(config, mesh, source, encoder, variables) is variables  # 0: untouched
 
-    batches = source.train_batches(mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1)
+    batches = source.training_input(mesh, source.views.evaluation, batch_size=config.batch_size,
+                                    num_views=1).batches(0)
     clean = (device_preprocess.normalize(b["image"][:, 0], source.eval_preprocessing()) for b in batches)
     expected = batch_norm_recalibration.recalibrate_batch_stats(encoder, variables, clean, 2, mesh)
     as_trained = _first_step_loss(config, variables)

@@ -108,7 +108,7 @@ def test_without_the_debian_package_and_offline_fashion_mnist_names_apt_get_firs
     config = defaults.base_config()
     config.dataset, config.data_dir = "fashion_mnist", str(tmp_path / "tfds")
     with pytest.raises(data.DataError) as error:
-        data.prepare(config)
+        data.readable_source(config)
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"fashion_mnist is not prepared in {tmp_path / 'tfds'} and cannot be prepared here "

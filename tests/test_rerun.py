@@ -12,7 +12,7 @@ from conftest import last_line, make_tiny_config, write_config
 
 import genscl_jax
 from genscl_jax import runner
-from genscl_jax.config import validation
+from genscl_jax.config import rerun, validation
 from genscl_jax.workdirs import export
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -62,12 +62,12 @@ def test_settings_of_a_feature_off_in_both_runs_may_change():
     base = make_tiny_config()
     changed = make_tiny_config(**{"kd.teacher_model": "resnet18", "moco.queue_size": 64,
                                   "linear_eval.learning_rate": 1.0})
-    assert set(validation.rerun_changes(base, changed)) == {"kd.teacher_model", "moco.queue_size",
+    assert set(rerun.rerun_changes(base, changed)) == {"kd.teacher_model", "moco.queue_size",
                                                            "linear_eval.learning_rate"}
     with pytest.raises(validation.ConfigError, match=r"moco.enabled False -> True"):
-        validation.rerun_changes(base, make_tiny_config(**{"moco.enabled": True}))
+        rerun.rerun_changes(base, make_tiny_config(**{"moco.enabled": True}))
     with pytest.raises(validation.ConfigError, match=r"linear_eval.learning_rate 5.0 -> 1.0"):
-        validation.rerun_changes(make_tiny_config(mode="pretrain_and_eval"),
+        rerun.rerun_changes(make_tiny_config(mode="pretrain_and_eval"),
                                  make_tiny_config(mode="pretrain_and_eval", **{"linear_eval.learning_rate": 1.0}))
 
 

@@ -11,7 +11,7 @@ import ml_collections
 MODES = ("pretrain", "linear_eval", "supervised", "pretrain_and_eval")  # runner.run dispatches on these
 # What a rerun of a workdir that has checkpoints may change: how long it trains, how often it logs, checkpoints
 # and evaluates, and where it reads its data. Any other key changes what the checkpoints hold or how they were
-# trained, so a rerun with another value stops and asks for a new workdir (validation.rerun_changes).
+# trained, so a rerun with another value stops and asks for a new workdir (config/rerun.py: rerun_changes).
 RERUN_MAY_CHANGE = ("num_train_steps", "num_epochs", "linear_eval.num_epochs", "log_every_steps",
                     "checkpoint_every_steps", "keep_checkpoints", "preemption_check_every_steps", "eval_batch_size",
                     "eval_every_steps", "knn.*", "data_dir", "cpu_convolutions")
@@ -19,7 +19,7 @@ RERUN_MAY_CHANGE = ("num_train_steps", "num_epochs", "linear_eval.num_epochs", "
 
 def base_config() -> ml_collections.ConfigDict:
     """All keys with their defaults. A key with a fixed set of values lists them as "one of: a | b"; the lists
-    live with the code that implements them, config_validation checks against those, and a test checks that
+    live with the code that implements them, config/validation.py checks against those, and a test checks that
     these comments still say the same."""
     c = ml_collections.ConfigDict()
     c.mode = "pretrain"  # one of: pretrain | linear_eval | supervised | pretrain_and_eval
@@ -39,7 +39,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.data_std = ()
     c.image_size = 32
     c.channels = 0  # 0 -> the dataset's own channel count
-    c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none
+    c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none (data/views.py says what)
+    # The random resized crop's area range, as fractions of the image's (every policy but none): MoCo v2's and
+    # SupCon's PyTorch code's (0.2, 1); torchvision's default is (0.08, 1).
+    c.crop_scale = (0.2, 1.0)
+    # simclr's colour jitter (torchvision's ColorJitter strengths: brightness, contrast, saturation, hue), applied
+    # with color_jitter_prob, then grayscale with grayscale_prob: SimCLR's and SupCon's values.
+    c.color_jitter = (0.4, 0.4, 0.4, 0.1)
+    c.color_jitter_prob = 0.8
+    c.grayscale_prob = 0.2
     # simclr's colour jitter, grayscale and blur in the compiled step (every training mode); the host only decodes,
     # crops and flips, half its CPU per ImageNet image (BENCHMARKS.md section 7)
     c.device_color_augment = False
@@ -125,6 +133,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.linear_eval.decay_epochs = (60, 75, 90)
     c.linear_eval.decay_factor = 0.2
     c.linear_eval.augment = "crop_flip"  # one of: simclr | autoaugment | randaugment | crop_flip | none
+    c.linear_eval.crop_scale = (0.2, 1.0)  # as crop_scale, for linear evaluation's training views
     c.linear_eval.precompute_features = False
     # > 0: before features are extracted, the frozen encoder's BatchNorm running statistics are recomputed on this
     # many un-augmented training batches (batch_size images each, train mode, no gradient): the statistics it
@@ -150,8 +159,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Supervised cross-entropy training.
     c.label_smoothing = 0.0
 
-    # CPU only: which library runs the convolutions (compile_utils.py; BENCHMARKS.md section 1.3). Accelerators
-    # ignore it.
+    # CPU only: which library runs the convolutions (runtime/compile_options.py; BENCHMARKS.md section 1.3).
+    # Accelerators ignore it.
     c.cpu_convolutions = "eigen"  # one of: eigen | ynnpack (ynnpack: jaxlib 0.10's default)
 
     c.seed = 0

@@ -53,7 +53,7 @@ def _as_pixels(standardised: jax.Array) -> jax.Array:
 def _compiled_generator(sharding, **static):
     # Generated directly in its final layout: with a batch sharding each device makes only its own rows, which is
     # also what lets several processes share one global synthetic batch.
-    # Elementwise work only: compiled cheaply (see compile_utils), it is as fast and compiles in a fraction.
+    # Elementwise work only: compiled cheaply (see runtime/compile_options.py), as fast, compiled in a fraction.
     out_shardings = None if sharding is None else {"image": sharding, "label": sharding}
     return compile_options.compile_cheaply(functools.partial(_train_batch, **static), jax.random.PRNGKey(0),
                                          out_shardings=out_shardings)

@@ -17,9 +17,10 @@ process reads its share of the files, every epoch in a (seed, epoch)-shuffled or
 `dataset` is a registry.Dataset entry (genscl_jax.data resolves it, and makes those of image folders and tfds:NAME);
 `channels` is the count to emit, by the registry's one rule (DatasetInfo.with_channels).
 
-Images leave as uint8 pixels, a quarter of float32's bytes; the steps convert and normalise them with the
-dataset's statistics (genscl_jax.data.device_preprocess), and with `device_color_augment` also do simclr's colour
-jitter, grayscale and blur.
+What is done to each view is a views.ViewPlan's (the policy resolved once); this module reads its fields, never the
+policy. Images leave as uint8 pixels, a quarter of float32's bytes; the steps convert and normalise them with the
+dataset's statistics (genscl_jax.data.device_preprocess), and do the plan's device share (simclr's colour jitter,
+grayscale and blur with `device_color_augment`).
 
 This module and `augment` import TensorFlow and tfds when imported. Only genscl_jax.data's reading functions
 import this module, so the synthetic path, the bench and config validation never load TensorFlow.
@@ -34,7 +35,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from genscl_jax.data import augment, registry, tfds_builders
+from genscl_jax.data.augment_geometry import pad_or_resize, resize, to_uint8
 from genscl_jax.data.registry import DatasetInfo
+from genscl_jax.data.views import ViewPlan
 
 _MAX_EPOCHS = 1 << 40  # "Forever": the train iterator never ends.
 _LARGE_SHUFFLE_BUFFER = 10_000  # Encoded ImageNet JPEGs, ~110 kB each: ~1 GB per process.
@@ -97,7 +100,7 @@ def _emitted_channels(info: DatasetInfo, channels: int | None) -> int:
 
 def _small_image(image, info: DatasetInfo, image_size: int, channels: int):
     """CIFAR / Fashion-MNIST uint8 -> uint8 at image_size (28 px padded to 32), channels tiled."""
-    image = augment.pad_or_resize(image, image_size)
+    image = pad_or_resize(image, image_size)
     if channels != info.channels:
         image = tf.tile(image, [1, 1, channels])
     return image
@@ -120,7 +123,7 @@ def _jpeg_center_crop(jpeg, image_size: int):
     height, width = shape[0], shape[1]
     crop = tf.cast(tf.round(tf.cast(tf.minimum(height, width), tf.float32) * (224 / 256)), tf.int32)
     window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
-    return augment.to_uint8(augment.resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), image_size))
+    return to_uint8(resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), image_size))
 
 
 def _central_square(image, image_size: int):
@@ -128,7 +131,7 @@ def _central_square(image, image_size: int):
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     side = tf.minimum(height, width)
     square = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
-    return augment.to_uint8(augment.resize(square, image_size))
+    return to_uint8(resize(square, image_size))
 
 
 def _eval_image(image, entry: registry.Dataset, image_size: int, channels: int):
@@ -139,28 +142,21 @@ def _eval_image(image, entry: registry.Dataset, image_size: int, channels: int):
     return _small_image(image, entry.info, image_size, channels)
 
 
-def make_train_preprocess(dataset: registry.Dataset, *, image_size: int, policy: str, num_views: int,
-                          seed: int, device_color_augment: bool = False, channels: int | None = None,
-                          blur_prob: float | None = None):
-    """fn({"image", "label", "key", "epoch"}) -> {"image": [V, S, S, C] uint8, "label": int32}.
+def make_train_preprocess(dataset: registry.Dataset, *, plan: ViewPlan, num_views: int, seed: int,
+                          channels: int | None = None):
+    """fn({"image", "label", "key", "epoch"}) -> {"image": [V, S, S, C] uint8, "label": int32}: the host's half of
+    `plan` (the device's is device_preprocess.for_plan of the same plan).
 
     The image is encoded (JPEG for ImageNet, JPEG or PNG for variable-size datasets; decoded once, shared by the
-    views) or uint8. device_color_augment: simclr's colour jitter, grayscale and blur are left to the step
-    (device_preprocess.for_training says the same); blur_prob: the host's blur instead of the dataset's rule.
+    views) or uint8.
     """
     entry, info = dataset, dataset.info
     channels = _emitted_channels(info, channels)
-    is_jpeg, variable = entry.stored_as_jpeg, entry.variable_size
-    if blur_prob is None:
-        blur_prob = 0.0 if device_color_augment else entry.blur_prob(policy, image_size)
-    # ImageNet linear evaluation trains on torchvision's default crop scale (SupCon's recipe).
-    crop_scale = (0.08, 1.0) if is_jpeg and policy == "crop_flip" else (0.2, 1.0)
-    view_kwargs = dict(policy=policy, image_size=image_size, color=not device_color_augment,
-                       blur_prob=blur_prob, crop_scale=crop_scale)
+    is_jpeg, variable, image_size = entry.stored_as_jpeg, entry.variable_size, plan.image_size
 
     def preprocess(example):
         example_seed = _derived_seed(seed, _AUGMENT_SALT, example["epoch"], example["key"])
-        if policy == "none" and (is_jpeg or variable):  # The evaluation view: no stretching, no padding.
+        if not plan.random:  # The evaluation view: no stretching, no padding beyond the small images' own.
             views = tf.stack([_eval_image(example["image"], entry, image_size, channels)] * num_views)
         else:
             if is_jpeg:
@@ -169,7 +165,7 @@ def make_train_preprocess(dataset: registry.Dataset, *, image_size: int, policy:
                 image = _decode_any(example["image"], channels)
             else:
                 image = _small_image(example["image"], info, image_size, channels)
-            views = augment.augment_views(image, example_seed, num_views, **view_kwargs)
+            views = augment.augment_views(image, example_seed, num_views, plan)
         return {"image": views, "label": tf.cast(example["label"], tf.int32)}
 
     return preprocess
@@ -287,27 +283,23 @@ def pipeline_options():
 
 
 def create_train_iterator(*, dataset: registry.Dataset, data_dir: str | None, global_batch_size: int,
-                          image_size: int, policy: str, num_views: int, seed: int, start_step: int = 0,
+                          plan: ViewPlan, num_views: int, seed: int, start_step: int = 0,
                           process_index: int | None = None, process_count: int | None = None,
-                          device_color_augment: bool = False, channels: int | None = None,
-                          blur_prob: float | None = None, shuffle_buffer: int | None = None
-                          ) -> Iterator[dict]:
+                          channels: int | None = None, shuffle_buffer: int | None = None) -> Iterator[dict]:
     """Endless numpy batches {"image": uint8 [b, V, S, S, C], "label": int32 [b]}, b = global / processes.
 
     Batches run on across epoch boundaries (no example is dropped at an epoch's end), so step k starts at
-    example k * b of this process's stream; that is how `start_step` resumes exactly. With device_color_augment
-    the host only crops and flips simclr's views (other policies are unchanged): the step does the rest.
+    example k * b of this process's stream; that is how `start_step` resumes exactly. The views are the host's half
+    of `plan`; the step does the rest.
     """
-    entry = dataset  # The policy is checked where it is implemented (augment.augment_view).
+    entry = dataset
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
     read_epoch, epoch_size = _train_epochs(entry, data_dir, seed=seed, process_index=process_index,
                                            process_count=process_count, shuffle_buffer=shuffle_buffer)
     start_epoch, offset = divmod(start_step * local_batch, epoch_size)
     ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(read_epoch)
     ds = ds.skip(offset)  # Before the map: skipped examples are read, never decoded or augmented.
-    preprocess = make_train_preprocess(
-        entry, image_size=image_size, policy=policy, num_views=num_views, seed=seed,
-        device_color_augment=device_color_augment, channels=channels, blur_prob=blur_prob)
+    preprocess = make_train_preprocess(entry, plan=plan, num_views=num_views, seed=seed, channels=channels)
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(pipeline_options()).as_numpy_iterator()

@@ -101,7 +101,7 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     encode = jax.jit(features_fn, **compile_options.model_jit_options(config, platform))
     batches, step_input, steps_per_epoch = _training_data(config, mesh, source, network_features, encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
-    if _precomputes(le):
+    if _precomputes(config, source):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
         stored = _stored_test_features(config, mesh, source, encode)
         evaluator = _Evaluator(config, platform, lambda: stored, lambda x: x, classifier)
@@ -134,9 +134,9 @@ def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.
     num_batches = config.linear_eval.recalibrate_batch_stats
     if not num_batches:
         return variables
-    preprocessing = source.eval_preprocessing()  # the host sends uint8 pixels; normalised here as in evaluation
-    clean = (device_preprocess.normalize(batch["image"][:, 0], preprocessing) for batch in source.train_batches(
-        mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1))
+    train = source.training_input(mesh, source.views.evaluation, batch_size=config.batch_size, num_views=1)
+    # The host sends uint8 pixels of the evaluation view; normalised here as in evaluation.
+    clean = (device_preprocess.normalize(batch["image"][:, 0], train.preprocessing) for batch in train.batches(0))
     logging.info("linear_eval: recomputing the encoder's BatchNorm statistics on %d clean training batches of %d",
                  num_batches, config.batch_size)
     return batch_norm_recalibration.recalibrate_batch_stats(encoder, parallel.replicate(variables, mesh), clean,
@@ -148,26 +148,23 @@ def _training_data(config: Any, mesh: Mesh, source: data.DataSource, network_fea
     `encode`, the jitted encoder of evaluation images) when precomputing, else one augmented view per image,
     finished on the device (device_preprocess.train_views) and through the frozen encoder (`network_features`)."""
     le = config.linear_eval
-    if _precomputes(le):
+    if _precomputes(config, source):
         features, labels = _precompute(config, mesh, source, encode)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
         batches = _feature_batches(features, labels, le.batch_size, config.seed, mesh)
         return batches, (lambda key, batch: batch["features"]), steps_per_epoch
 
-    preprocessing = source.train_preprocessing(le.augment, config.device_color_augment)
-
-    def batches(start_step):
-        return source.train_batches(mesh, start_step=start_step, batch_size=le.batch_size, augment=le.augment,
-                                    num_views=1, device_color_augment=config.device_color_augment)
+    train = source.training_input(mesh, source.views.linear_eval, batch_size=le.batch_size, num_views=1)
 
     def step_input(key, batch):
-        return network_features(device_preprocess.train_views(key, batch["image"], preprocessing)[:, 0])
+        return network_features(device_preprocess.train_views(key, batch["image"], train.preprocessing)[:, 0])
 
-    return batches, step_input, source.steps_per_epoch(le.batch_size)
+    return train.batches, step_input, source.steps_per_epoch(le.batch_size)
 
 
-def _precomputes(le) -> bool:
-    return le.precompute_features and le.augment == "none"
+def _precomputes(config: Any, source: data.DataSource) -> bool:
+    """Features are computed once when asked and the training views are the same every epoch."""
+    return config.linear_eval.precompute_features and not source.views.linear_eval.random
 
 
 def _stored_test_features(config, mesh, source, encode) -> list[dict[str, jax.Array]]:

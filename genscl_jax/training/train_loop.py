@@ -61,14 +61,6 @@ def _host_scalars(metrics: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
-def _check_finite(metrics: dict[str, float], step: int, trainer: str) -> None:
-    for key in ("loss", "grad_norm"):
-        if key in metrics and not math.isfinite(metrics[key]):
-            raise NonFiniteLossError(
-                f"{trainer}: {key} is {metrics[key]} at step {step}; stopping. The last good checkpoint is kept; "
-                "lower the learning rate, use float32, or enable grad_clip_norm")
-
-
 def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_every_steps: int,
         keep_checkpoints: int = 3, writer: Any = None, report_progress: Any = None,
         preemption_check_every_steps: int = 1) -> LoopResult:
@@ -139,7 +131,7 @@ class _Loop:
                 step += 1
                 # The previous step's metrics are checked now, one step late, so the device never waits for it.
                 if pending is not None:
-                    _check_finite(_host_scalars(pending[1]), pending[0], trainer.name)
+                    self._finite_metrics(*pending)
                 pending = (step, metrics)
                 self.throughput.done(sync=metrics)
                 if self.report_progress is not None:
@@ -150,8 +142,18 @@ class _Loop:
 
     def _check_pending(self, pending: tuple[int, dict] | None) -> None:
         if pending is not None:
-            self.last_metrics = _host_scalars(pending[1])
-            _check_finite(self.last_metrics, pending[0], self.trainer.name)
+            self.last_metrics = self._finite_metrics(*pending)
+
+    def _finite_metrics(self, step: int, metrics: dict) -> dict[str, float]:
+        """Step `step`'s metrics on the host, through the NaN guard: a non-finite loss or gradient norm stops the run
+        (NonFiniteLossError) before that step's state can be saved."""
+        host = _host_scalars(metrics)
+        for key in ("loss", "grad_norm"):
+            if key in host and not math.isfinite(host[key]):
+                raise NonFiniteLossError(
+                    f"{self.trainer.name}: {key} is {host[key]} at step {step}; stopping. The last good checkpoint "
+                    "is kept; lower the learning rate, use float32, or enable grad_clip_norm")
+        return host
 
     def resume_metrics(self, saved: dict) -> None:
         """Takes back what `_save` stored, so a resumed (or finished and rerun) run reports the same metrics."""
@@ -172,8 +174,7 @@ class _Loop:
         reported = step % (self.trainer.report_every_steps or self.log_every_steps) == 0 or last
         if logged or reported:
             # A state is saved only after its own step's loss was seen to be finite.
-            self.last_metrics = _host_scalars(metrics)
-            _check_finite(self.last_metrics, step, self.trainer.name)
+            self.last_metrics = self._finite_metrics(step, metrics)
         if logged:
             self.wait_metrics = self.input_wait.close_window()  # the device has just caught up
             self._write(step, {**self.last_metrics, **self.wait_metrics,
