@@ -33,6 +33,8 @@ from genscl_jax.config import defaults, recipes  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "long(minutes): a test of a minute or more (runs of the command line in "
                                        "subprocesses); the suite starts these first, longest first")
+    config.addinivalue_line("markers", "slow: trains or starts a process (the fast tier deselects these: "
+                                       "-m 'not slow')")
 
 
 def pytest_collection_modifyitems(items):

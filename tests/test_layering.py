@@ -20,7 +20,7 @@ LAYERS = {
     # Validation reads the allowed values from the code that implements them, so it sits above those layers.
     "config.validation": {"config.defaults", "data", "models", "objectives", "training", "runtime"},
     "runner": {"config", "trainers", "training", "data", "workdirs", "runtime"},
-    "main": {"config", "runner"},
+    "main": {"config", "runner", "runtime"},  # runtime: it gives preemption the way to end the process
     # Command-line forwarders (`python -m genscl_jax.bench` ...), each to the one module it names.
     "bench": {"tools"}, "study": {"tools"}, "export": {"workdirs"},
     # Tools use the library; the library never imports them.
