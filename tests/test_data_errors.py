@@ -69,7 +69,7 @@ def test_a_download_without_network_fails_in_seconds_with_how_to_prepare(tmp_pat
     if problem:
         pytest.skip(f"needs a private network namespace: {problem}")
     offline = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
-    proc, seconds = run_main(["--config", "configs/cifar10_resnet50.py:runlocal", "--config.data_dir",
+    proc, seconds = run_main(["--config", "configs/cifar10_resnet50.py", "--config.data_dir",
                               str(tmp_path / "tfds"), "--workdir", str(tmp_path / "run")], prefix=offline)
     assert_one_line_error(proc, f"cifar10 is not prepared in {tmp_path / 'tfds'}", "www.cs.toronto.edu",
                           "`tfds build cifar10 --data_dir DIR`", "--config.data_dir=DIR")
