@@ -123,10 +123,15 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=total_steps, examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,
-                              # About ten console lines, each after an evaluation (a new test top-1); ten over a
-                              # run shorter than an epoch (runlocal's), which evaluates only at its end.
-                              report_every_steps=min(steps_per_epoch * max(int(le.num_epochs) // 10, 1),
-                                                     max(total_steps // 10, 1)))
+                              report_every_steps=_report_every_steps(le.num_epochs, steps_per_epoch, total_steps))
+
+
+def _report_every_steps(num_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """About ten console lines, each after an evaluation (a new test top-1); a run shorter than an epoch (runlocal's),
+    which evaluates only at its end, still shows ten."""
+    if total_steps < steps_per_epoch:
+        return max(total_steps // 10, 1)
+    return steps_per_epoch * max(int(num_epochs) // 10, 1)
 
 
 def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.Module, variables: dict) -> dict:
