@@ -123,7 +123,9 @@ def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     """big_vision's `runlocal`: the same recipe, shrunk to run for a minute on a laptop (`--config file.py:runlocal`).
 
     Everything that is not size (loss, mixing, MoCo, teacher, optimizer) stays as the recipe has it, so the local
-    run exercises the same code path as the real one.
+    run exercises the same code path as the real one; two things change so it runs offline in about a minute
+    anywhere: a dataset that only a download would prepare is replaced by synthetic data, and the linear
+    evaluation trains on the step's own batches rather than on precomputed features.
     """
     config.model = "resnet18"
     config.width_multiplier = 0.125
