@@ -176,3 +176,6 @@ def test_unknown_keys_name_the_closest_ones(name, hint):
     error = validation.unknown_key_error(name)
     assert str(error).startswith(f"config.{name}: unknown key (did you mean {hint}")
     assert validation.unknown_key_error("linear_eval.batch_size") is None
+    # The file it points to for all keys is where they are.
+    named = str(error).rsplit("see ", 1)[1].split(" ", 1)[0]
+    assert os.path.isfile(os.path.join(os.path.dirname(__file__), "..", named)), named

@@ -92,7 +92,9 @@ def test_cifar_stem_loads_into_torchvision_as_the_note_says(tmp_path):
     fake_workdir(tmp_path / "run", config, {"params": {"encoder": variables["params"]},
                                             "batch_stats": {"encoder": variables["batch_stats"]}})
     notes = export.export(str(tmp_path / "run"), str(tmp_path / "encoder.safetensors"))
-    assert len(notes) == 1 and "model.maxpool = torch.nn.Identity()" in notes[0]
+    # A workdir made by hand records no input contract (the first note says so), then the stem's note.
+    assert len(notes) == 2 and "model.maxpool = torch.nn.Identity()" in notes[1]
+    assert "Conv2d(3, 64, 3, 1, 1" in notes[1]
     net = torchvision.models.resnet18()
     # What the note tells the user to do:
     net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
@@ -138,7 +140,7 @@ def test_every_format_holds_the_pretrained_encoder(pretrain_and_eval_dir, tmp_pa
 
     export.export(pretrain_and_eval_dir, str(tmp_path / "encoder.npz"))
     with np.load(tmp_path / "encoder.npz") as npz:
-        assert set(npz.files) == set(export.flat_arrays(variables))
+        assert set(npz.files) == set(export.flat_arrays(variables)) | {"genscl_jax.input_contract"}
         np.testing.assert_array_equal(npz["params/stage4_block0/conv2/kernel"],
                                       variables["params"]["stage4_block0"]["conv2"]["kernel"])
     export.export(pretrain_and_eval_dir, str(tmp_path / "encoder"))

@@ -113,3 +113,17 @@ def test_without_the_debian_package_tfds_downloads_it_saying_so(tmp_path, monkey
     (tmp_path / "no-debian-package").rmdir()  # a named directory is never replaced by a download
     assert isinstance(fmo.prepared_or_offline_builder("fashion_mnist", str(tmp_path / "tfds")),
                       fmo.FashionMnistOffline)
+
+
+def test_preparing_says_one_console_line_and_keeps_stdout_clean(tmp_path, capsys):
+    # tfds print()s "Downloading and preparing dataset ..." to stdout, which holds only the run's result line.
+    from genscl_jax.data import tfds_builders
+
+    source = tmp_path / "source"
+    source.mkdir()
+    write_tiny_fashion_mnist(str(source))
+    builder = fmo.FashionMnistOffline(data_dir=str(tmp_path / "data"), source_dir=str(source))
+    tfds_builders.prepare_builder(builder, str(tmp_path / "data"))
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading and preparing" not in err
+    assert err == f"  preparing fashion_mnist_offline once in {builder.data_dir} (later runs read it)\n"

@@ -2,6 +2,7 @@
 statistics measured once and stored, bad input as one line naming the path, and a run end to end."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -82,10 +83,14 @@ def test_classes_are_the_sorted_folder_names_and_val_counts_as_test(tmp_path):
     assert (spec.num_classes, spec.num_train, spec.num_test, spec.split_name("test")) == (3, 12, 6, "val")
 
 
-def test_statistics_are_measured_once_stored_and_read_back(tmp_path, monkeypatch):
+def test_statistics_are_measured_once_stored_and_read_back(tmp_path, monkeypatch, capsys):
     written = write_folder(tmp_path)
     stats_file = tmp_path / image_folder.STATS_FILE
     spec = data.resolve(folder_config(tmp_path)).info
+    # One console line on stderr, not a raw absl INFO line, and nothing on stdout.
+    out, err = capsys.readouterr()
+    assert out == "" and re.fullmatch(rf"  statistics of the image folder {tmp_path} measured on [\d,]+ images in "
+                                      rf"[\d.]+ s: mean \([\d., ]+\), std \([\d., ]+\); stored in \S+\n", err), err
     pixels = np.stack([image for image, _ in written["train"]]).reshape(-1, 3) / 255.0  # PNG: exact pixels.
     assert spec.channels == 3
     np.testing.assert_allclose(spec.mean, pixels.mean(0), atol=1e-9)

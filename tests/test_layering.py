@@ -25,8 +25,8 @@ LAYERS = {
     "bench": {"tools"}, "study": {"tools"}, "export": {"workdirs"},
     # Tools use the library; the library never imports them.
     "tools": {"config", "trainers", "training", "objectives", "models", "data", "workdirs", "runtime"},
-    # `genscl_jax.load_encoder`, resolved lazily.
-    "": {"workdirs"},
+    # `genscl_jax.load_encoder` and `from genscl_jax import losses, mixing`, resolved lazily.
+    "": {"workdirs", "objectives"},
 }
 
 # (importer, imported): deferred on purpose, each for a reason a reader should know.
@@ -48,11 +48,15 @@ ALLOWED_LAZY = {
     # `python -m genscl_jax.export` checks its arguments before JAX, flax and orbax load, so a typo costs no wait.
     ("genscl_jax.workdirs.export", "genscl_jax.models.torch_conversion"),
     ("genscl_jax.workdirs.export", "genscl_jax.workdirs.trained_network"),
+    ("genscl_jax.workdirs.export", "genscl_jax.workdirs.input_contract"),
+    ("genscl_jax.workdirs.export", "genscl_jax.runtime.console"),  # --verbose; the console imports JAX
     ("genscl_jax.workdirs.export", "genscl_jax.training.checkpointing"),
     ("genscl_jax.workdirs.export", "genscl_jax.models"),
     ("genscl_jax.workdirs.export", "genscl_jax.models.model_builder"),
     # `genscl_jax.load_encoder` without importing JAX models at `import genscl_jax`.
     ("genscl_jax", "genscl_jax.workdirs.trained_network"),
+    # `from genscl_jax import losses, mixing` (SupContrast's short import) without importing JAX at `import genscl_jax`.
+    ("genscl_jax", "genscl_jax.objectives.losses"), ("genscl_jax", "genscl_jax.objectives.mixing"),
     # The bench's real-input mode (TensorFlow's tf.data over JPEGs); the device-only step bench runs without it.
     ("genscl_jax.tools.bench", "genscl_jax.tools.pipeline_bench"),
 }

@@ -31,6 +31,7 @@ def test_pyproject_dependencies_are_the_requirements_files():
     assert sorted(project["dependencies"]) == requirements("requirements.txt")
     assert sorted(project["optional-dependencies"]["torch"]) == requirements("requirements-torch.txt")
     assert sorted(project["optional-dependencies"]["test"]) == requirements("requirements-test.txt")
+    assert sorted(project["optional-dependencies"]["notebook"]) == requirements("requirements-notebook.txt")
     assert requirement_names(project["dependencies"]) == requirement_names(requirements("requirements.txt"))
 
 
