@@ -53,6 +53,7 @@ def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
 def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
     started = time.time()  # total_wall_seconds: the "done in" of the result line, which a finished workdir repeats
     validation.validate(config, jax.device_count(), jax.process_count())
+    config = _offline_dataset(config)
     _check_rerun(config, workdir)
     finished = _finished_summary(config, workdir)
     if finished is not None:
@@ -67,6 +68,10 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
         _say_what_runs(config, workdir, recipe, source)
         contract = _record_input_contract(config, workdir, source.info)
         summary = MODES[config.mode](config, workdir, source)
+    except preemption.StopRequested:
+        # Stopped before a training loop could take the request (a linear evaluation's feature extraction): no
+        # step was trained in this stage, and nothing is left to save.
+        summary = {"mode": config.mode, "steps": None, "preempted": True}
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
             trained_network.EncoderError, data.DataError) as e:
         raise RunError(str(e)) from e
@@ -80,6 +85,23 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
     else:
         _write_record(paths.join(workdir, "summary.json"), lambda: reporting.write_summary(workdir, summary))
     return summary
+
+
+def _offline_dataset(config: Any) -> Any:
+    """`config`, or with config.synthetic_if_unprepared (`:runlocal`) and a dataset that only a download would
+    prepare, a copy that runs on the synthetic task, said on the console. Before the rerun check and config.json:
+    the workdir records what it trains on."""
+    if not config.synthetic_if_unprepared:
+        return config
+    console.import_tensorflow()  # quiet, before tfds looks at the dataset
+    reason = data.download_needed(config)
+    if reason is None:
+        return config
+    console.say(f"{config.dataset} is {reason}: this run trains on synthetic data instead (prepare the dataset, "
+                "then use a new workdir, to run on it)")
+    offline = config.copy_and_resolve_references()
+    offline.dataset, offline.data_dir = "synthetic", ""
+    return offline
 
 
 def _say_what_runs(config: Any, workdir: str, recipe: str, source: data.DataSource) -> None:

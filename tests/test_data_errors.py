@@ -72,7 +72,7 @@ def test_a_download_without_network_fails_in_seconds_with_how_to_prepare(tmp_pat
     if problem:
         pytest.skip(f"needs a private network namespace: {problem}")
     offline = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
-    proc, seconds = run_main(["--config", "configs/cifar10_resnet50.py:runlocal", "--config.data_dir",
+    proc, seconds = run_main(["--config", "configs/cifar10_resnet50.py", "--config.data_dir",
                               str(tmp_path / "tfds"), "--workdir", str(tmp_path / "run")], prefix=offline)
     assert_one_line_error(proc, f"cifar10 is not prepared in {tmp_path / 'tfds'}", "www.cs.toronto.edu",
                           "`tfds build cifar10 --data_dir DIR`", "--config.data_dir=DIR")
@@ -115,3 +115,32 @@ def test_without_the_debian_package_and_offline_fashion_mnist_names_apt_get_firs
                               "(its download server does not answer (offline)); run `apt-get install "
                               "dataset-fashion-mnist`"), message
     assert message.index("apt-get install dataset-fashion-mnist") < message.index("`tfds build fashion_mnist")
+
+
+def test_runlocal_runs_on_synthetic_data_where_only_a_download_would_prepare_the_dataset(monkeypatch):
+    """A recipe's `:runlocal` (config.synthetic_if_unprepared) swaps a dataset that needs a download for the synthetic
+    task, in a copy that config.json records; a prepared (or locally preparable) dataset, or any other run, is kept."""
+    from genscl_jax import data, runner
+    from genscl_jax.config import defaults, recipes
+    from genscl_jax.data import tfds_builders
+
+    class Unprepared:
+        def is_prepared(self):
+            return False
+
+    class PreparesOffline(Unprepared):
+        PREPARES_OFFLINE = True
+
+    assert tfds_builders.download_needed(Unprepared(), "/data") == ("not prepared in /data, and preparing it needs a "
+                                                                    "download")
+    assert tfds_builders.download_needed(PreparesOffline(), "/data") is None
+
+    config = recipes.apply_runlocal(defaults.base_config())
+    monkeypatch.setattr(data, "download_needed", lambda c: "not prepared in /data, and preparing it needs a download")
+    offline = runner._offline_dataset(config)
+    assert (offline.dataset, config.dataset) == ("synthetic", "cifar10")
+    config.synthetic_if_unprepared = False  # not a runlocal run: the dataset stays, and prepare() says what to do
+    assert runner._offline_dataset(config) is config
+    config.synthetic_if_unprepared = True
+    monkeypatch.setattr(data, "download_needed", lambda c: None)
+    assert runner._offline_dataset(config) is config

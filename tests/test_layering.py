@@ -25,7 +25,7 @@ LAYERS = {
     "config.validation": {"config.defaults", "config.keys", "config.features", "data", "models", "objectives",
                           "training", "runtime"},
     "runner": {"config", "trainers", "training", "data", "workdirs", "runtime"},
-    "main": {"config", "runner"},
+    "main": {"config", "runner", "runtime"},  # runtime: it gives preemption the way to end the process
     # Command-line forwarders (`python -m genscl_jax.bench` ...), each to the one module it names.
     "bench": {"tools"}, "study": {"tools"}, "plan": {"tools"}, "export": {"workdirs"},
     # Tools use the library; the library never imports them.

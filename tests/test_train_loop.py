@@ -249,3 +249,41 @@ def test_an_ignored_ctrl_c_stays_ignored():
         preemption.stop_listening()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_stop_during_an_evaluation_abandons_it_saves_the_step_and_the_resume_redoes_it_first(tmp_path):
+    """SIGTERM while the periodic evaluation reads its batches (preemption.poll_batches): the rest of the evaluation
+    is skipped, the step is saved with the evaluation marked as due, and the resumed loop evaluates that step
+    before it trains on."""
+    import jax.numpy as jnp
+
+    from genscl_jax.runtime import preemption
+
+    evaluated, batches_read = [], []
+
+    def periodic_eval(state, step):
+        evaluated.append(step)
+        for batch in preemption.poll_batches(range(5)):
+            batches_read.append((step, batch))
+            if len(evaluated) == 1 and batch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # in the middle of the first evaluation
+        return {"w_at_eval": float(state["w"])}
+
+    def make_trainer():  # w counts the steps; every batch is 1
+        step = jax.jit(lambda state, batch: ({"w": state["w"] + batch}, {"loss": state["w"]}))
+        return train_loop.Trainer(
+            name="toy", state={"w": jnp.zeros(())}, train_step=step,
+            batches=lambda start: (jnp.ones(()) for _ in iter(int, 1)), total_steps=4, examples_per_step=1,
+            periodic_eval=periodic_eval, eval_every_steps=2)
+
+    first = train_loop.run(make_trainer(), str(tmp_path), checkpoint_every_steps=4, log_every_steps=1)
+    assert first.preempted and first.steps == 2
+    assert batches_read == [(2, 0), (2, 1)]  # abandoned after the batch during which the signal came
+    saved = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path)), read_only=True)
+    assert saved.latest_step() == 2 and saved.metadata(2)["evaluation_due"] is True
+    saved.close()
+
+    second = train_loop.run(make_trainer(), str(tmp_path), checkpoint_every_steps=4, log_every_steps=1)
+    assert not second.preempted and second.steps == 4
+    assert evaluated == [2, 2, 4]  # step 2's evaluation redone first, then the one of step 4
+    assert second.eval_metrics == {"w_at_eval": 4.0}

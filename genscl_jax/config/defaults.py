@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     # one of: cifar10 | cifar100 | imagenet2012 | fashion_mnist | synthetic | image_folder; or tfds:NAME
     c.dataset = "cifar10"
     c.data_dir = ""  # "" -> tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR); image_folder: its folder
+    # True (every recipe's `:runlocal`): a dataset read through tfds that is not prepared here, and could only be
+    # prepared with a download, is replaced by "synthetic" for this run, with a console line saying so.
+    c.synthetic_if_unprepared = False
     # image_folder and tfds:NAME only: the splits to train and evaluate on ("" -> train; test, else val /
     # validation); for tfds any split expression ("train[:90%]").
     c.train_split = ""

@@ -9,5 +9,6 @@ from genscl_jax.data.registry import DataError as DataError  # What runner turns
 from genscl_jax.data.registry import DatasetInfo as DatasetInfo
 from genscl_jax.data.source import DataSource as DataSource
 from genscl_jax.data.source import TrainingInput as TrainingInput
+from genscl_jax.data.source import download_needed as download_needed
 from genscl_jax.data.source import readable_source as readable_source
 from genscl_jax.data.source import resolve as resolve

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from genscl_jax.data import device_preprocess, image_folder, registry, stats, synthetic, views
 from genscl_jax.data.registry import DatasetInfo
-from genscl_jax.runtime import parallel
+from genscl_jax.runtime import parallel, preemption
 
 
 def _dataset_entry(config: Any) -> registry.Dataset:
@@ -133,7 +133,12 @@ class DataSource:
     def eval_batches(self, mesh: Mesh, *, batch_size: int, split: str = "test") -> Iterator[dict[str, jax.Array]]:
         """One pass over an evaluation split, {"image": uint8 [B, H, W, C], "label", "mask"}; padding has mask False.
 
-        A step normalises the images with `eval_preprocessing()` (device_preprocess.normalize)."""
+        A step normalises the images with `eval_preprocessing()` (device_preprocess.normalize). A stop request
+        (SIGTERM, Ctrl-C) ends the pass between batches with preemption.StopRequested: every evaluation and feature
+        extraction reads its batches here, and is abandoned promptly so (preemption.poll_batches)."""
+        return preemption.poll_batches(self._eval_batches(mesh, batch_size=batch_size, split=split))
+
+    def _eval_batches(self, mesh: Mesh, *, batch_size: int, split: str) -> Iterator[dict[str, jax.Array]]:
         if self.entry.reader == "synthetic":
             # Its own seeds per split, so the "train" and "test" examples differ.
             seed = self.seed + (1_000_003 if split == "test" else 2_000_003)
@@ -166,13 +171,33 @@ def readable_source(config: Any) -> DataSource:
     unreachable) fails at once rather than after minutes of download retries; an image folder is listed and
     checked, and its statistics measured or read.
     """
-    builtin = registry.DATASETS.get(config.dataset)
-    if registry.is_tfds_name(config.dataset) or (builtin and builtin.reader == "tfds"):
-        from genscl_jax.data import tfds_builders  # TensorFlow: only a dataset read through tfds loads it.
+    tfds_read = _tfds_builder(config)
+    if tfds_read is not None:
+        from genscl_jax.data import tfds_builders
 
-        data_dir = config.data_dir or None
-        tfds_name = builtin.tfds_name if builtin else config.dataset[len(registry.TFDS_PREFIX):]
-        builder = tfds_builders.make_builder(tfds_name, data_dir, builtin.builder if builtin else "")
-        tfds_builders.check_can_prepare(builder, data_dir, builtin)
-        tfds_builders.prepare_builder(builder, data_dir, builtin)
+        tfds_builders.check_can_prepare(*tfds_read)
+        tfds_builders.prepare_builder(*tfds_read)
     return resolve(config)
+
+
+def download_needed(config: Any) -> str | None:
+    """Why config.dataset can be read here only after a download (one phrase), or None (tfds_builders.
+    download_needed); image folders and the synthetic task never need one. Imports TensorFlow for a tfds dataset."""
+    tfds_read = _tfds_builder(config)
+    if tfds_read is None:
+        return None
+    from genscl_jax.data import tfds_builders
+
+    return tfds_builders.download_needed(*tfds_read)
+
+
+def _tfds_builder(config: Any):
+    """(builder, data_dir, registry entry or None) of a dataset read through tfds, else None."""
+    builtin = registry.DATASETS.get(config.dataset)
+    if not (registry.is_tfds_name(config.dataset) or (builtin and builtin.reader == "tfds")):
+        return None
+    from genscl_jax.data import tfds_builders  # TensorFlow: only a dataset read through tfds loads it.
+
+    data_dir = config.data_dir or None
+    tfds_name = builtin.tfds_name if builtin else config.dataset[len(registry.TFDS_PREFIX):]
+    return tfds_builders.make_builder(tfds_name, data_dir, builtin.builder if builtin else ""), data_dir, builtin

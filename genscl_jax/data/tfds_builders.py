@@ -109,6 +109,16 @@ def check_can_prepare(builder, data_dir: str | None, entry: registry.Dataset | N
         raise DataError(_not_prepared_message(builder, data_dir, f"its download server {reason}", entry))
 
 
+def download_needed(builder, data_dir: str | None, entry: registry.Dataset | None = None) -> str | None:
+    """Why `builder` can be read here only after a download (one phrase), or None: it is prepared, or prepares from
+    local files (the offline Fashion-MNIST builder, a registry entry's manual files in place). Asks no server."""
+    if builder.is_prepared() or getattr(builder, "PREPARES_OFFLINE", False):
+        return None
+    if entry is not None and entry.manual_files and _manual_files_present(entry, data_dir):
+        return None
+    return f"not prepared in {default_data_dir(data_dir)}, and preparing it needs a download"
+
+
 def load_builder(entry: registry.Dataset, data_dir: str | None):
     """The prepared tfds builder of a registry entry (prepares it when needed; never downloads Fashion-MNIST)."""
     return prepare_builder(entry_builder(entry, data_dir), data_dir, entry)

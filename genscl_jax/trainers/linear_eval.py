@@ -27,7 +27,7 @@ from genscl_jax import data, models
 from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
-from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.runtime import compile_options, parallel, preemption
 from genscl_jax.trainers import batch_norm_recalibration
 from genscl_jax.training import metrics, optimizers, progress, train_loop
 from genscl_jax.training.train_state import TrainState, create_train_state
@@ -120,11 +120,19 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     compiled = parallel.jit_train_step(
         step, mesh, compiler_options=compile_options.model_jit_options(config, platform).get("compiler_options"))
+    total_steps = max(int(le.num_epochs * steps_per_epoch), 1)
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
-                              total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
+                              total_steps=total_steps, examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,
-                              # About ten console lines, each after an evaluation (a new test top-1).
-                              report_every_steps=steps_per_epoch * max(int(le.num_epochs) // 10, 1))
+                              report_every_steps=_report_every_steps(le.num_epochs, steps_per_epoch, total_steps))
+
+
+def _report_every_steps(num_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """About ten console lines, each after an evaluation (a new test top-1); a run shorter than an epoch (runlocal's),
+    which evaluates only at its end, still shows ten."""
+    if total_steps < steps_per_epoch:
+        return max(total_steps // 10, 1)
+    return steps_per_epoch * max(int(num_epochs) // 10, 1)
 
 
 def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.Module, variables: dict) -> dict:
@@ -136,7 +144,8 @@ def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.
         return variables
     train = source.training_input(mesh, source.views.evaluation, batch_size=config.batch_size, num_views=1)
     # The host sends uint8 pixels of the evaluation view; normalised here as in evaluation.
-    clean = (device_preprocess.normalize(batch["image"][:, 0], train.preprocessing) for batch in train.batches(0))
+    clean = (device_preprocess.normalize(batch["image"][:, 0], train.preprocessing)
+             for batch in preemption.poll_batches(train.batches(0)))
     logging.info("linear_eval: recomputing the encoder's BatchNorm statistics on %d clean training batches of %d",
                  num_batches, config.batch_size)
     return batch_norm_recalibration.recalibrate_batch_stats(encoder, parallel.replicate(variables, mesh), clean,
