@@ -251,6 +251,7 @@ def test_an_ignored_ctrl_c_stays_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.slow
 def test_a_stop_during_an_evaluation_abandons_it_saves_the_step_and_the_resume_redoes_it_first(tmp_path):
     """SIGTERM while the periodic evaluation reads its batches (preemption.poll_batches): the rest of the evaluation
     is skipped, the step is saved with the evaluation marked as due, and the resumed loop evaluates that step
