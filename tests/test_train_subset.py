@@ -5,6 +5,9 @@ The tiny Fashion-MNIST has 60 training images, 6 of each class (label i % 10), a
 100 + i, so with policy "none" a batch tells which images it holds.
 """
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
@@ -22,6 +25,7 @@ from genscl_jax.runtime import parallel  # noqa: E402
 from genscl_jax.trainers import linear_eval  # noqa: E402
 
 NUM_TRAIN, PER_CLASS = 60, 6
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +181,17 @@ def test_image_folders_take_a_subset_and_a_balanced_bank(tmp_path):
         data.resolve(folder_config(tmp_path, train_subset=5))
 
 
-def test_a_quickstart_bounded_bank_on_an_image_folder_is_valid():
-    config = make_tiny_config(dataset="image_folder", data_dir="/d", **{"knn.enabled": True,
-                                                                        "knn.max_train_examples": 1000})
+def test_the_quickstart_with_readmes_image_folder_flags_is_valid(tmp_path):
+    """README's own-data flags on configs/quickstart.py (whose kNN bank is bounded) pass validation and resolve."""
+    spec = importlib.util.spec_from_file_location("quickstart_recipe", os.path.join(ROOT, "configs", "quickstart.py"))
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    config = recipe.get_config()
+    write_folder(tmp_path)
+    config.dataset, config.data_dir = "image_folder", str(tmp_path)
+    assert config.knn.enabled and config.knn.max_train_examples > 0
     validate(config, 1)
+    assert data.resolve(config).info.num_train == 12
 
 
 def test_the_synthetic_task_takes_a_subset_fixed_across_run_seeds():

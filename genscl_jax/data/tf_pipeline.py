@@ -261,11 +261,16 @@ def _selected_epoch_reader(builder, entry: registry.Dataset, *, encoded: bool, s
     cached = examples.cache()
 
     def read_epoch(epoch):
-        shuffle_seed = _int_seed(_derived_seed(seed, _SHUFFLE_SALT, epoch, process_index))
-        shuffled = cached.shuffle(shuffle_buffer or size, seed=shuffle_seed, reshuffle_each_iteration=False)
-        return shuffled.map(lambda ex: {**ex, "epoch": epoch})
+        return _shuffled_epoch(cached, shuffle_buffer or size, seed, epoch, process_index)
 
     return read_epoch, size
+
+
+def _shuffled_epoch(examples, buffer: int, seed: int, epoch, process_index: int):
+    """Epoch `epoch` of cached examples: shuffled in a (seed, epoch, process) order, each tagged with its epoch."""
+    shuffle_seed = _int_seed(_derived_seed(seed, _SHUFFLE_SALT, epoch, process_index))
+    shuffled = examples.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+    return shuffled.map(lambda ex: {**ex, "epoch": epoch})
 
 
 def _folder_share(entry: registry.Dataset, split: str, process_index: int, process_count: int,
@@ -298,9 +303,7 @@ def _folder_epoch_reader(files: list[str], labels: np.ndarray, *, seed: int, pro
     listed = _read_files(files, labels).cache()
 
     def read_epoch(epoch):
-        shuffle_seed = _int_seed(_derived_seed(seed, _SHUFFLE_SALT, epoch, process_index))
-        examples = listed.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
-        return _with_file_contents(examples.map(lambda ex: {**ex, "epoch": epoch}))
+        return _with_file_contents(_shuffled_epoch(listed, len(files), seed, epoch, process_index))
 
     return read_epoch, len(files)
 
