@@ -153,7 +153,7 @@ def test_the_scarce_round_trains_every_row_on_the_subset_and_adds_the_epoch_curv
         for steps in (60, 120, 480)}
 
 
-@pytest.mark.long(minutes=6)
+@pytest.mark.long(minutes=5)
 def test_tiny_scarce_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     results = tmp_path / "results"
@@ -163,7 +163,7 @@ def test_tiny_scarce_study_end_to_end(tmp_path, monkeypatch):
     main = {r["method"]: r for r in records if r["phase"] == "main"}
     assert set(main) == SCARCE_METHODS and all(0.0 <= r["train_top1"] <= 1.0 for r in main.values())
     assert {(r["method"], r["pretrain_steps"]) for r in records if r["phase"] == "longer"} == {
-        (m, s) for m in ("supcon", "genscl_mix") for s in (1, 2, 8)}
+        ("supcon", 1), ("genscl_mix", 1)}
     summary = json.loads((tmp_path / "runs" / "supcon" / "seed0" / "summary.json").read_text())
     assert (summary["train_images"], summary["num_classes"]) == (30, 10)
     report = (results / "results.md").read_text()
