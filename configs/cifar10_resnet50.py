@@ -1,5 +1,5 @@
-"""GenSCL on CIFAR-10, the authors' recipe (PAPER.md "Training recipe"): ResNet-50 with the CIFAR stem,
-batch 1024, 500 epochs, SGD lr 0.5, Mixup-CutMix soft labels. Target: 97.3 top-1 (97.6 with a teacher).
+"""GenSCL on CIFAR-10, the authors' recipe (docs/method.md "Training recipe"): ResNet-50 with the CIFAR
+stem, batch 1024, 500 epochs, SGD lr 0.5, Mixup-CutMix soft labels. Target: 97.3 top-1 (97.6 with a teacher).
 
 Add a teacher (GenSCL +KD): --config.kd.alpha=1 --config.kd.teacher=WORKDIR_OF_A_SUPERVISED_RUN
 Shrunk for a laptop: --config configs/cifar10_resnet50.py:runlocal

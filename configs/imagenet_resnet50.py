@@ -1,11 +1,12 @@
-"""GenSCL on ImageNet at paper scale (PAPER.md, "latest version"): ResNet-50 at 224 px, MoCo-style EMA key encoder
-and a 65536-key queue, Mixup-CutMix soft labels, a teacher, global batch 4096, LARS, bfloat16. Target: 77.3 top-1.
+"""GenSCL on ImageNet at paper scale (docs/method.md, "Momentum Contrast"): ResNet-50 at 224 px, MoCo-style
+EMA key encoder and a 65536-key queue, Mixup-CutMix soft labels, a teacher, global batch 4096, LARS, bfloat16.
+Target: 77.3 top-1.
 
-Every value names its source. The GenSCL paper does not publish its ImageNet recipe (PAPER.md, "Momentum
-Contrast"), so where it is silent the values are SupCon's ImageNet ResNet-50 run as its authors released it:
+Every value names its source. The GenSCL paper does not publish its ImageNet recipe (docs/method.md,
+"Momentum Contrast"), so where it is silent the values are SupCon's ImageNet ResNet-50 run as its authors released it:
 google-research/google-research supcon/scripts/supcon_imagenet_resnet50.sh (the flags it sets), the flag defaults
 it leaves alone in supcon/hparams_flags.py, and supcon/utils.py (optimizer and schedule). The MoCo values are
-MoCo v2's defaults (PAPER.md). "Our choice" marks what no source fixes for this setting.
+MoCo v2's defaults (docs/method.md). "Our choice" marks what no source fixes for this setting.
 
 Known gap: SupCon's ImageNet crops cover 8-100% of the image (hparams_flags crop_area_range default 0.08,1.0);
 the input pipeline crops pretraining views at 20-100% (MoCo v2's and GenSCL's CIFAR range) and has no key for it.
@@ -19,11 +20,11 @@ The paper's batch on one 8-GPU node: --config configs/imagenet_resnet50.py:gpu8 
 from genscl_jax.config import defaults, recipes
 
 # Short names for the sources cited below.
-#   GENSCL: the GenSCL paper / its authors' code, as PAPER.md restates them.
+#   GENSCL: the GenSCL paper / its authors' code, as docs/method.md restates them.
 #   SUPCON_SH: google-research supcon/scripts/supcon_imagenet_resnet50.sh (+ configs.sh flag groups it includes).
 #   SUPCON_FLAGS: google-research supcon/hparams_flags.py defaults the script does not override.
 #   SUPCON_UTILS: google-research supcon/utils.py (build_optimizer, build_learning_rate_schedule).
-#   MOCO_V2: MoCo v2 defaults, PAPER.md "Momentum Contrast".
+#   MOCO_V2: MoCo v2 defaults, docs/method.md "Momentum Contrast".
 
 
 def get_config(arg: str = ""):
@@ -73,7 +74,7 @@ def get_config(arg: str = ""):
     config.moco.momentum = 0.999  # MOCO_V2: key-encoder momentum 0.999 (GenSCL: "~0.999")
     config.moco.momentum_cosine = False  # MOCO_V2: the momentum stays constant
 
-    # Linear evaluation: GENSCL's protocol (PAPER.md "Linear evaluation").
+    # Linear evaluation: GENSCL's protocol (docs/method.md "Linear evaluation").
     # (SupCon's TF stage 2 used RMSProp with exponential decay, which this project's linear evaluation lacks.)
     config.linear_eval.batch_size = 512  # GENSCL
     config.linear_eval.num_epochs = 100  # GENSCL

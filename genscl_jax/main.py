@@ -51,7 +51,8 @@ def main(argv):
         return
     headline = {k: summary[k] for k in ("final_loss", "test_top1", "knn_top1", "probe_top1", "linear_eval_top1",
                                         "linear_eval_top5") if summary.get(k) is not None}
-    print(f"{summary['mode']} done in {time.time() - started:.0f} s: "
+    # The run's own time, from its summary: a finished workdir, rerun, answers with the same line.
+    print(f"{summary['mode']} done in {summary.get('total_wall_seconds', time.time() - started):.0f} s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in headline.items())
           + f" (summary: {os.path.join(_WORKDIR.value, 'summary.json')})")
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
 import jax
+import ml_collections
 from absl import logging
 
 from genscl_jax.training import checkpointing, reporting, train_loop
 from genscl_jax.config import validation
 from genscl_jax import data
 from genscl_jax.runtime import console, parallel, paths, preemption
-from genscl_jax.workdirs import run_config, trained_network
+from genscl_jax.workdirs import input_contract, run_config, trained_network
 from genscl_jax.trainers import teachers
 
 
@@ -28,7 +30,8 @@ def configure_console(verbose: bool) -> None:
 def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
     """Validates `config`, runs config.mode, writes and returns the summary. `recipe` (the config file) is named on
     the console. A run stopped by SIGTERM or Ctrl-C returns with "preempted" (and, for Ctrl-C, "interrupted") set
-    and writes no summary."""
+    and writes no summary. A workdir holding a finished run of this very config returns its recorded summary with
+    "already_finished" set, recomputing nothing."""
     if not workdir:
         raise validation.ConfigError("--workdir is required: the directory for checkpoints and summaries")
     if paths.exists(workdir) and not paths.is_dir(workdir):
@@ -46,23 +49,31 @@ def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
 
 
 def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
+    started = time.time()  # total_wall_seconds: the "done in" of the result line, which a finished workdir repeats
     validation.validate(config, jax.device_count(), jax.process_count())
     _check_rerun(config, workdir)
+    finished = _finished_summary(config, workdir)
+    if finished is not None:
+        return finished
     console.import_tensorflow()  # for TensorBoard and tf.data; quiet, its C++ INFO lines dropped
     # Recorded before training: export, load_encoder and teachers read a workdir's architecture from it, also
     # while the run is unfinished (summary.json comes only at the end).
     _write_record(paths.join(workdir, run_config.CONFIG_FILE), lambda: run_config.write(workdir, config))
-    started = time.time()
     try:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
         source = data.prepare(config)
         _say_what_runs(config, workdir, recipe, source)
+        contract = _record_input_contract(config, workdir, source.info)
         summary = MODES[config.mode](config, workdir, source)
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
             trained_network.EncoderError, data.DataError) as e:
         raise RunError(str(e)) from e
     summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started,
-                   train_images=source.info.num_train, num_classes=source.info.num_classes)
+                   train_images=source.info.num_train, num_classes=source.info.num_classes,
+                   data_channels=source.info.channels, data_mean=list(source.info.mean),
+                   data_std=list(source.info.std))
+    if contract is not None:
+        summary["input_contract"] = contract.to_dict()
     if summary.get("preempted"):
         summary["interrupted"] = preemption.was_interrupted()
     else:
@@ -80,6 +91,19 @@ def _say_what_runs(config: Any, workdir: str, recipe: str, source: data.DataSour
     processes = jax.process_count()
     console.say(f"  devices: {jax.device_count()} {jax.devices()[0].device_kind}, {processes} "
                 + ("process" if processes == 1 else "processes"))
+
+
+def _record_input_contract(config: Any, workdir: str, info: data.DatasetInfo) -> input_contract.InputContract | None:
+    """The encoder's input contract (channels, size, mean and std the data was normalised with), recorded in the
+    workdir before training, so load_encoder and export normalise as this run does; None for linear_eval, whose
+    encoder is another workdir's."""
+    if config.mode not in trained_network.MODES:
+        return None
+    contract = input_contract.of_run(config, info.channels, info.mean, info.std)
+    if jax.process_index() == 0:
+        _write_record(paths.join(workdir, input_contract.CONTRACT_FILE),
+                      lambda: input_contract.write(workdir, contract))
+    return contract
 
 
 def _write_record(path: str, write: Callable[[], Any]) -> None:
@@ -106,6 +130,52 @@ def _check_rerun(config: Any, workdir: str) -> None:
     if changes:
         logging.warning("%s: resuming with %s (keys that do not change what is trained)", workdir,
                         ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+
+
+def _finished_summary(config: Any, workdir: str) -> dict[str, Any] | None:
+    """The recorded summary when `workdir` holds a finished run of this very config (its summary.json, written only
+    at the end, records the config it finished with), marked "already_finished": nothing is recomputed, and one
+    line says how to extend or redo it. None when there is something to do (no summary, or any key changed, e.g. a
+    longer num_train_steps, which resumes from the last checkpoint)."""
+    path = paths.join(workdir, "summary.json")
+    if not paths.is_dir(workdir) or not paths.exists(path):
+        return None
+    summary = json.loads(paths.read_text(path))
+    try:
+        if "config" not in summary or validation.rerun_changes(ml_collections.ConfigDict(summary["config"]), config):
+            return None
+    except validation.ConfigError:
+        return None  # _check_rerun let it pass: the checkpoints (config.json) say what the next run continues
+    if not _checkpoints_restore(workdir):
+        return None  # the normal rerun sets a damaged checkpoint aside and trains again (or names them all)
+    if config.mode in trained_network.MODES and input_contract.read(workdir) is None:
+        try:  # a workdir from before contracts: recorded now, from the data's facts
+            _record_input_contract(config, workdir, data.resolve(config).info)
+        except data.DataError as e:
+            logging.warning("%s: its input contract could not be recorded (%s)", workdir, e)
+    console.say(f"{workdir} holds a finished {config.mode} run of this config ({path}); nothing recomputed. To train "
+                "longer, rerun with a larger --config.num_train_steps (it resumes from the last checkpoint); to redo "
+                "it, use a new --workdir")
+    return {**summary, "already_finished": True}
+
+
+def _checkpoints_restore(workdir: str) -> bool:
+    """Whether the newest checkpoint of every stage of `workdir` reads back whole (what load_encoder, export and a
+    resume read), on one process; several processes always take the normal rerun, which restores together."""
+    if jax.process_count() > 1:
+        return False
+    for stage in _stage_dirs(workdir):
+        directory = checkpointing.checkpoint_dir(stage)
+        if not checkpointing.has_checkpoints(directory):
+            continue
+        checkpointer = checkpointing.Checkpointer(directory, read_only=True)
+        try:
+            checkpointer.restore_subtree(())
+        except checkpointing.CheckpointError:
+            return False
+        finally:
+            checkpointer.close()
+    return True
 
 
 def _stage_dirs(workdir: str) -> list[str]:
@@ -136,14 +206,12 @@ def _pretrain_and_eval(config: Any, workdir: str, source: data.DataSource) -> di
         return summary
     # The encoder is read back through the workdir, as any other reader of it would (its config.json).
     evaluation = linear_eval.run(config, paths.join(workdir, "linear_eval"), source, pretrained_workdir=workdir)
-    # Pretraining's own evaluation (kNN, online probe: last and best) beside the linear evaluation's, which is the
-    # run's authoritative number.
-    monitored = {k: v for k, v in summary.items() if k.startswith(("knn_", "probe_"))}
-    return {**evaluation, **monitored, "mode": "pretrain_and_eval", "pretrain": summary,
-            "final_loss": summary["final_loss"], "steps": summary["steps"],
-            "images_per_second": summary["images_per_second"], "input_wait_share": summary["input_wait_share"],
-            "wall_seconds": summary["wall_seconds"]
-            + evaluation["wall_seconds"]}
+    # One meaning per key: the top level is pretraining's (final_loss, final_metrics, steps, its kNN and probe),
+    # the linear evaluation's whole summary is under "linear_eval", and its linear_eval_* numbers, the run's
+    # authoritative result, are at the top too.
+    result = {k: v for k, v in evaluation.items() if k.startswith("linear_eval_") or k == "preempted"}
+    return {**summary, **result, "mode": "pretrain_and_eval", "pretrain": summary, "linear_eval": evaluation,
+            "wall_seconds": summary["wall_seconds"] + evaluation["wall_seconds"]}
 
 
 # config.mode -> what runs it. Only the mode that runs is imported: linear_eval never builds the pretraining step.

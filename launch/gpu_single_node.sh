@@ -6,7 +6,11 @@
 #
 #   --num-gpus N       use the first N GPUs (sets CUDA_VISIBLE_DEVICES; the first N of it when it is already set);
 #                      default: all GPUs the process can see
-#   --dry-run          print the command instead of running it
+#   --dry-run          print the command instead of running it (the plan check still runs)
+#   --plan-target T    the GPUs, for the check that the config fits them before the run starts (launch/plan_check.sh:
+#                      `python -m genscl_jax.plan`), e.g. h100-80gbx8; default: read from nvidia-smi
+#   --skip-plan-check  start without that check (also GENSCL_PLAN_CHECK=off)
+#   --plan-arg ARG     extra flag for the plan check, repeatable
 #   -h, --help         this text
 #   everything else    passed to `python -m genscl_jax.main` unchanged (--config, --workdir, --config.KEY=VALUE)
 #
@@ -27,13 +31,18 @@ PYTHON=${GENSCL_PYTHON:-python}
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "$PROG: error: $*" >&2; exit 2; }
 
-NUM_GPUS="" DRY_RUN=0 CONFIG="" WORKDIR="" MAIN_ARGS=()
+NUM_GPUS="" DRY_RUN=0 CONFIG="" WORKDIR="" MAIN_ARGS=() PLAN_TARGET="" PLAN_CHECK=1 PLAN_ARGS=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     -h|--help) usage; exit 0 ;;
     --num-gpus) [[ $# -ge 2 ]] || die "--num-gpus needs a value"; NUM_GPUS=$2; shift 2 ;;
     --num-gpus=*) NUM_GPUS=${1#*=}; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --plan-target) [[ $# -ge 2 ]] || die "--plan-target needs a value"; PLAN_TARGET=$2; shift 2 ;;
+    --plan-target=*) PLAN_TARGET=${1#*=}; shift ;;
+    --skip-plan-check) PLAN_CHECK=0; shift ;;
+    --plan-arg) [[ $# -ge 2 ]] || die "--plan-arg needs a value"; PLAN_ARGS+=("$2"); shift 2 ;;
+    --plan-arg=*) PLAN_ARGS+=("${1#*=}"); shift ;;
     --config|--workdir)
       [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value"
       if [[ $1 == --config ]]; then CONFIG=$2; else WORKDIR=$2; fi
@@ -68,6 +77,27 @@ fi
 unset SLURM_NTASKS SLURM_NPROCS
 # `-m genscl_jax.main` from any directory, while relative --config/--workdir paths stay relative to where you are.
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# The plan's GPU name for the model nvidia-smi reports ("NVIDIA H100 80GB HBM3" -> h100-80gb), or nothing.
+gpu_name() {
+  case $1 in
+    *H100*80GB*) echo h100-80gb ;; *H200*) echo h200 ;; *A100*80GB*) echo a100-80gb ;; *A100*40GB*) echo a100-40gb ;;
+    *" L4"*) echo l4 ;; *) echo "" ;;
+  esac
+}
+if (( PLAN_CHECK )) && [[ ${GENSCL_PLAN_CHECK:-on} != off ]]; then
+  if [[ -z $PLAN_TARGET ]] && command -v nvidia-smi >/dev/null 2>&1; then
+    model=$(nvidia-smi -L | head -n 1) name=$(gpu_name "$model")
+    count=${NUM_GPUS:-$(nvidia-smi -L | grep -c '^GPU ' || true)}
+    [[ -z $name ]] || PLAN_TARGET="${name}x$count"
+  fi
+  [[ -n $PLAN_TARGET ]] || die "no GPU model the plan check knows here: give --plan-target (h100-80gbxN, h200xN, a100-80gbxN, a100-40gbxN, l4xN) or --skip-plan-check"
+  overrides=()
+  for arg in "${MAIN_ARGS[@]}"; do [[ $arg != --config.* ]] || overrides+=("$arg"); done
+  # shellcheck source=launch/plan_check.sh
+  source "$REPO_ROOT/launch/plan_check.sh"
+  plan_check . "$PLAN_TARGET" "$CONFIG" ${overrides[@]+"${overrides[@]}"} ${PLAN_ARGS[@]+"${PLAN_ARGS[@]}"}
+fi
 
 cmd=("$PYTHON" -m genscl_jax.main "${MAIN_ARGS[@]}")
 echo "$PROG: CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-(all)} ${cmd[*]}" >&2

@@ -12,7 +12,11 @@
 #   --partition P, --account A, --qos Q, --time D-HH:MM:SS, --job-name J    the usual sbatch options
 #   --output PATTERN       SLURM's log file (default slurm-%x-%j.out in the current directory)
 #   --sbatch-arg ARG       any other sbatch option, repeatable (e.g. --sbatch-arg=--constraint=a100)
-#   --dry-run              print the sbatch command instead of submitting
+#   --dry-run              print the sbatch command instead of submitting (the plan check still runs)
+#   --gpu-type NAME        h100-80gb, h200, a100-80gb, a100-40gb or l4: before queuing, the GPU compiler checks that
+#                          the config fits NAMExG on N nodes (launch/plan_check.sh: `python -m genscl_jax.plan`);
+#                          required unless --skip-plan-check (or GENSCL_PLAN_CHECK=off)
+#   --plan-arg ARG         extra flag for the plan check, repeatable
 #   -h, --help             this text
 #
 # Run it from the repo root. Python: an activated venv on the shared filesystem, or GENSCL_PYTHON=/path/bin/python
@@ -31,7 +35,7 @@ die() { echo "$PROG: error: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value"; printf '%s' "$2"; }
 
 NODES="" WORKDIR="" CONFIG="configs/imagenet_resnet50.py" GPUS=8 CPUS=16 OUTPUT="slurm-%x-%j.out" DRY_RUN=0
-OPTIONAL=() EXTRA=() MAIN_ARGS=()
+OPTIONAL=() EXTRA=() MAIN_ARGS=() GPU_TYPE="" PLAN_CHECK=1 PLAN_ARGS=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --config.*) MAIN_ARGS+=("$1"); shift; continue ;;
@@ -49,6 +53,9 @@ while [[ $# -gt 0 ]]; do
     --output) OUTPUT=$(value "$@"); shift 2 ;;
     --sbatch-arg) [[ $# -ge 2 ]] || die "--sbatch-arg needs a value"; EXTRA+=("$2"); shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --gpu-type) GPU_TYPE=$(value "$@"); shift 2 ;;
+    --skip-plan-check) PLAN_CHECK=0; shift ;;
+    --plan-arg) [[ $# -ge 2 ]] || die "--plan-arg needs a value"; PLAN_ARGS+=("$2"); shift 2 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -61,6 +68,15 @@ done
 case $WORKDIR in /tmp/*|/var/tmp/*|/dev/shm/*) die "--workdir $WORKDIR is node-local: use shared storage so every node and a requeued job see it" ;; esac
 [[ -f ${CONFIG%%:*} ]] || die "config file '${CONFIG%%:*}' not found (run from the repo root or give an absolute path)"
 if (( ! DRY_RUN )) && ! command -v sbatch >/dev/null 2>&1; then die "sbatch not found: run this on a SLURM login node"; fi
+
+if (( PLAN_CHECK )) && [[ ${GENSCL_PLAN_CHECK:-on} != off ]]; then
+  [[ -n $GPU_TYPE ]] || die "--gpu-type is required for the check that the config fits the GPUs before queuing (h100-80gb, h200, a100-80gb, a100-40gb, l4), or --skip-plan-check"
+  overrides=()
+  for arg in ${MAIN_ARGS[@]+"${MAIN_ARGS[@]}"}; do [[ $arg != --config.* ]] || overrides+=("$arg"); done
+  # shellcheck source=launch/plan_check.sh
+  source "$REPO_ROOT/launch/plan_check.sh"
+  plan_check . "${GPU_TYPE}x$GPUS,hosts=$NODES" "$CONFIG" ${overrides[@]+"${overrides[@]}"} ${PLAN_ARGS[@]+"${PLAN_ARGS[@]}"}
+fi
 
 cmd=(sbatch "--nodes=$NODES" --ntasks-per-node=1 "--gpus-per-node=$GPUS" "--cpus-per-task=$CPUS"
      "--output=$OUTPUT" "--export=ALL,GENSCL_REPO=$REPO_ROOT"

@@ -48,7 +48,11 @@
 #   --detach                    run: start and return; follow later with `logs`
 #   --worker W                  logs: worker index or all (default 0)
 #   --keep                      all: do not delete the slice at the end
-#   --dry-run                   print every gcloud command instead of running it
+#   --dry-run                   print every gcloud command instead of running it (the plan check still runs)
+#   --skip-plan-check           create/all: do not check first that the config fits the slice (launch/plan_check.sh:
+#                               `python -m genscl_jax.plan` for --accelerator-type, with --config and its overrides;
+#                               create checks only when --config is given). Also GENSCL_PLAN_CHECK=off
+#   --plan-arg ARG              extra flag for the plan check, repeatable (e.g. --plan-arg=--device-memory-gb=15)
 #   -h, --help                  this text
 #
 # Preemption: the engine saves a checkpoint on SIGTERM and exits 0, and a run with the same --workdir resumes from
@@ -72,7 +76,8 @@ note() { echo "$PROG: $*" >&2; }
 
 # ---------------------------------------------------------------------------------------------------- arguments
 COMMAND=""
-NAME="" ZONE="" PROJECT="" ACCELERATOR="" VERSION="" SPOT=0 QUEUED=0 DRY_RUN=0 DETACH=0 KEEP=0
+NAME="" ZONE="" PROJECT="" ACCELERATOR="" VERSION="" SPOT=0 QUEUED=0 DRY_RUN=0 DETACH=0 KEEP=0 PLAN_CHECK=1
+CONFIG_GIVEN=0 PLAN_ARGS=()
 REPO_URL="" REF="" REMOTE_DIR="genscl_jax" PYTHON_BIN=""
 CONFIG="configs/imagenet_resnet50.py" WORKDIR="" TFDS_DIR="${TFDS_DATA_DIR:-}" RETRIES=0 WORKER=0
 CREATE_ARGS=() SSH_ARGS=() ENV_ARGS=() MAIN_ARGS=()
@@ -101,7 +106,9 @@ while [[ $# -gt 0 ]]; do
     --ref) REF=$(value "$@"); shift 2 ;;
     --remote-dir) REMOTE_DIR=$(value "$@"); shift 2 ;;
     --python-bin) PYTHON_BIN=$(value "$@"); shift 2 ;;
-    --config) CONFIG=$(value "$@"); shift 2 ;;
+    --config) CONFIG=$(value "$@"); CONFIG_GIVEN=1; shift 2 ;;
+    --skip-plan-check) PLAN_CHECK=0; shift ;;
+    --plan-arg) [[ $# -ge 2 ]] || die "--plan-arg needs a value"; PLAN_ARGS+=("$2"); shift 2 ;;
     --workdir) WORKDIR=$(value "$@"); shift 2 ;;
     --tfds-data-dir) TFDS_DIR=$(value "$@"); shift 2 ;;
     --env) ENV_ARGS+=("$(value "$@")"); shift 2 ;;
@@ -425,6 +432,13 @@ do_all() {
   return "$rc"
 }
 
+# shellcheck source=launch/plan_check.sh
+source "$REPO_ROOT/launch/plan_check.sh"
+if (( PLAN_CHECK )) && [[ $COMMAND == all || ( $COMMAND == create && $CONFIG_GIVEN == 1 ) ]]; then
+  overrides=()
+  for arg in ${MAIN_ARGS[@]+"${MAIN_ARGS[@]}"}; do [[ $arg != --config.* ]] || overrides+=("$arg"); done
+  plan_check "$REPO_ROOT" "$ACCELERATOR" "$CONFIG" ${overrides[@]+"${overrides[@]}"} ${PLAN_ARGS[@]+"${PLAN_ARGS[@]}"}
+fi
 (( DRY_RUN )) && echo "# dry run: printing the commands, running none"
 case $COMMAND in
   create) do_create ;;

@@ -4,6 +4,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import make_tiny_config
 
 from genscl_jax import data
@@ -61,6 +62,7 @@ def _first_step_loss(config, encoder_variables):
     return float(metrics["loss"])
 
 
+@pytest.mark.slow
 def test_linear_eval_takes_features_with_recalibrated_statistics_and_zero_is_off():
     config, encoder, variables = _tiny_encoder_with_wrong_statistics()
     config.linear_eval.augment = "none"

@@ -36,7 +36,7 @@ def test_eigen_option_moves_convolutions_out_of_ynnpack_and_keeps_the_numbers():
     w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)) * 0.05
     config = make_tiny_config(cpu_convolutions="eigen")
     default = jax.jit(conv_weight_gradient).lower(x, w).compile()
-    eigen = jax.jit(conv_weight_gradient, **compile_options.model_jit_options(config)).lower(x, w).compile()
+    eigen = jax.jit(conv_weight_gradient, **compile_options.model_jit_options(config, "cpu")).lower(x, w).compile()
     if not convolutions_in_ynnpack(default.as_text()):
         pytest.skip("this jaxlib's XLA:CPU does not use YNNPACK for convolutions: nothing to switch")
     assert convolutions_in_ynnpack(eigen.as_text()) == 0
@@ -47,8 +47,8 @@ def test_eigen_option_moves_convolutions_out_of_ynnpack_and_keeps_the_numbers():
 
 
 def test_options_are_empty_for_ynnpack_and_keep_matmuls_and_reductions_in_ynnpack_for_eigen():
-    assert compile_options.model_jit_options(make_tiny_config(cpu_convolutions="ynnpack")) == {}
-    options = compile_options.model_jit_options(make_tiny_config(cpu_convolutions="eigen"))
+    assert compile_options.model_jit_options(make_tiny_config(cpu_convolutions="ynnpack"), "cpu") == {}
+    options = compile_options.model_jit_options(make_tiny_config(cpu_convolutions="eigen"), "cpu")
     # YNNPACK keeps matmuls and reductions (XLA's own reductions are over 10x slower here).
     kept = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
     assert options in ({}, {"compiler_options": {YNN_OPTION: kept}})
@@ -58,7 +58,7 @@ def test_eigen_keeps_batchnorm_statistics_out_of_xla_reduce_window():
     """Without YNNPACK reductions XLA:CPU rewrites big sums into reduce-window loops (10-16x slower)."""
     x = jnp.ones((64, 32, 32, 32))
     stats = jax.jit(lambda x: (jnp.mean(x, axis=(0, 1, 2)), jnp.mean(x * x, axis=(0, 1, 2))),
-                    **compile_options.model_jit_options(make_tiny_config(cpu_convolutions="eigen")))
+                    **compile_options.model_jit_options(make_tiny_config(cpu_convolutions="eigen"), "cpu"))
     assert "reduce-window" not in stats.lower(x).compile().as_text()
 
 
@@ -67,10 +67,12 @@ def test_bad_choice_is_a_config_error():
         validation.validate(make_tiny_config(cpu_convolutions="onednn"), num_devices=1)
 
 
+@pytest.mark.slow
 def test_trainers_compile_the_network_with_the_configured_library(monkeypatch):
     seen = []
 
-    def spy(config):
+    def spy(config, platform):
+        assert platform == parallel.mesh_platform(mesh)
         seen.append(config.cpu_convolutions)
         return {}
 

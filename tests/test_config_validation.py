@@ -1,21 +1,16 @@
 """Every bad config is rejected before anything is compiled or read, with one line naming the key."""
 
-import importlib
 import os
 
 import ml_collections
 import pytest
 from conftest import set_keys
+from helpers import CONFIG_DIR, load_recipe
 
 from genscl_jax.config import defaults, recipes
 from genscl_jax.config.validation import ConfigError, validate
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 RECIPES = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
-
-
-def load_recipe(name, arg=""):
-    return importlib.import_module(f"configs.{name[:-3]}").get_config(arg)
 
 
 SHARED_KEYS = ("mode", "dataset", "model", "image_size", "batch_size", "num_train_steps", "num_epochs", "optimizer",
@@ -175,3 +170,6 @@ def test_unknown_keys_name_the_closest_ones(name, hint):
     error = validation.unknown_key_error(name)
     assert str(error).startswith(f"config.{name}: unknown key (did you mean {hint}")
     assert validation.unknown_key_error("linear_eval.batch_size") is None
+    # The file it points to for all keys is where they are.
+    named = str(error).rsplit("see ", 1)[1].split(" ", 1)[0]
+    assert os.path.isfile(os.path.join(os.path.dirname(__file__), "..", named)), named

@@ -116,11 +116,15 @@ def test_inside_a_scan_every_gradient_convolution_is_canonical_on_cpu():
     assert scanned_gradient_convolutions(lax.conv_general_dilated) - {canonical}
 
 
-def test_the_builder_uses_it_only_for_a_micro_batched_step_on_cpu():
-    def encoder(**changes):
-        return model_builder.build_encoder(make_tiny_config(batch_size=16, **changes), training_views=2)
+def test_the_builder_uses_it_only_for_a_micro_batched_step_compiled_for_cpu():
+    def encoder(platform="cpu", **changes):
+        return model_builder.build_encoder(make_tiny_config(batch_size=16, **changes), training_views=2,
+                                           platform=platform)
 
-    assert encoder(micro_batch_size=4).canonical_conv_gradients == (jax.default_backend() == "cpu")
+    assert encoder(micro_batch_size=4).canonical_conv_gradients
+    # The platform the step is compiled for decides, not the host's (a TPU step compiled from this CPU host).
+    assert not encoder("tpu", micro_batch_size=4).canonical_conv_gradients
+    assert not encoder("gpu", micro_batch_size=4).canonical_conv_gradients
     assert not encoder().canonical_conv_gradients and not encoder(bn_group_size=4).canonical_conv_gradients
     evaluation = model_builder.build_encoder(make_tiny_config(batch_size=16, micro_batch_size=4))
     assert not evaluation.canonical_conv_gradients

@@ -41,14 +41,16 @@ def fashion_args(tmp_path):
             str(tmp_path / "run")]
 
 
+@pytest.mark.slow
 def test_missing_fashion_mnist_files_are_one_line(tmp_path):
     proc, _ = run_main(fashion_args(tmp_path), env={"GENSCL_FASHION_MNIST_DIR": str(tmp_path / "nowhere")})
     assert_one_line_error(proc, "Fashion-MNIST idx files not found in", str(tmp_path / "nowhere"),
                           "apt-get install dataset-fashion-mnist")
 
 
+@pytest.mark.slow
 def test_a_truncated_idx_file_is_named_with_how_to_restore_it(tmp_path):
-    from test_fashion_mnist import write_tiny_fashion_mnist
+    from helpers import write_tiny_fashion_mnist
 
     source = tmp_path / "source"
     source.mkdir()
@@ -62,6 +64,7 @@ def test_a_truncated_idx_file_is_named_with_how_to_restore_it(tmp_path):
     assert "tfds build" not in last  # Not the advice for a missing download: the file is here, and damaged.
 
 
+@pytest.mark.slow
 def test_a_download_without_network_fails_in_seconds_with_how_to_prepare(tmp_path):
     """CIFAR-10 not prepared in data_dir, in a network namespace with only loopback: no request leaves the machine,
     and the run must not spend minutes in tfds's download retries."""

@@ -4,11 +4,14 @@ import json
 
 import jax
 import numpy as np
+import pytest
 from conftest import make_tiny_config
 
 from genscl_jax import data, runner
 from genscl_jax.trainers import linear_eval
 from genscl_jax.training import checkpointing
+
+pytestmark = pytest.mark.slow  # trains a run or starts a process
 
 
 def test_supervised_mode_learns_and_reports_test_accuracy(tmp_path):
@@ -33,6 +36,10 @@ def test_pretrain_and_eval_writes_one_summary_and_keeps_the_encoder_frozen(tmp_p
         assert key in written, key
     assert 0.0 <= written["linear_eval_top1"] <= written["linear_eval_top5"] <= 1.0
     assert written["pretrain"]["steps"] == 3 and summary["steps"] == 3
+    # One meaning per key: the top level is pretraining's, the linear evaluation's summary is under linear_eval.
+    assert written["final_metrics"]["loss"] == written["final_loss"] == written["pretrain"]["final_loss"]
+    assert written["linear_eval"]["final_metrics"]["loss"] == written["linear_eval"]["final_loss"]
+    assert written["linear_eval"]["linear_eval_top1"] == written["linear_eval_top1"]
     # The encoder read by linear evaluation is bit-identical to the pretraining checkpoint's.
     pretrained = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path / "pretrain"),
                                             read_only=True).restore_subtree(("params",))["params"]["encoder"]

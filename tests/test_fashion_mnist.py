@@ -8,23 +8,9 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from genscl_jax.data import fashion_mnist_offline as fmo  # noqa: E402
+from helpers import FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, write_tiny_fashion_mnist  # noqa: E402
 
-NUM_TRAIN, NUM_TEST = 20, 10
-
-
-def write_tiny_fashion_mnist(directory, num_train=NUM_TRAIN, num_test=NUM_TEST, seed=0):
-    """Random images whose pixel (0, 0) is unique per example (train 100 + i, test 200 + i); label i % 10."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, count, base in (("train", num_train, 100), ("test", num_test, 200)):
-        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        images[:, 0, 0] = base + np.arange(count)
-        labels = (np.arange(count) % 10).astype(np.uint8)
-        image_file, label_file = fmo.SPLIT_FILES[split]
-        fmo.write_idx(os.path.join(directory, image_file), images)
-        fmo.write_idx(os.path.join(directory, label_file), labels)
-        arrays[split] = (images, labels)
-    return arrays
+NUM_TRAIN, NUM_TEST = FASHION_MNIST_TRAIN, FASHION_MNIST_TEST
 
 
 def test_idx_round_trip_and_bad_magic(tmp_path):
@@ -113,3 +99,17 @@ def test_without_the_debian_package_tfds_downloads_it_saying_so(tmp_path, monkey
     (tmp_path / "no-debian-package").rmdir()  # a named directory is never replaced by a download
     assert isinstance(fmo.prepared_or_offline_builder("fashion_mnist", str(tmp_path / "tfds")),
                       fmo.FashionMnistOffline)
+
+
+def test_preparing_says_one_console_line_and_keeps_stdout_clean(tmp_path, capsys):
+    # tfds print()s "Downloading and preparing dataset ..." to stdout, which holds only the run's result line.
+    from genscl_jax.data import tfds_builders
+
+    source = tmp_path / "source"
+    source.mkdir()
+    write_tiny_fashion_mnist(str(source))
+    builder = fmo.FashionMnistOffline(data_dir=str(tmp_path / "data"), source_dir=str(source))
+    tfds_builders.prepare_builder(builder, str(tmp_path / "data"))
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading and preparing" not in err
+    assert err == f"  preparing fashion_mnist_offline once in {builder.data_dir} (later runs read it)\n"

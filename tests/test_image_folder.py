@@ -2,6 +2,7 @@
 statistics measured once and stored, bad input as one line naming the path, and a run end to end."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -82,10 +83,14 @@ def test_classes_are_the_sorted_folder_names_and_val_counts_as_test(tmp_path):
     assert (spec.num_classes, spec.num_train, spec.num_test, spec.split_name("test")) == (3, 12, 6, "val")
 
 
-def test_statistics_are_measured_once_stored_and_read_back(tmp_path, monkeypatch):
+def test_statistics_are_measured_once_stored_and_read_back(tmp_path, monkeypatch, capsys):
     written = write_folder(tmp_path)
     stats_file = tmp_path / image_folder.STATS_FILE
     spec = data.resolve(folder_config(tmp_path)).info
+    # One console line on stderr, not a raw absl INFO line, and nothing on stdout.
+    out, err = capsys.readouterr()
+    assert out == "" and re.fullmatch(rf"  statistics of the image folder {tmp_path} measured on [\d,]+ images in "
+                                      rf"[\d.]+ s: mean \([\d., ]+\), std \([\d., ]+\); stored in \S+\n", err), err
     pixels = np.stack([image for image, _ in written["train"]]).reshape(-1, 3) / 255.0  # PNG: exact pixels.
     assert spec.channels == 3
     np.testing.assert_allclose(spec.mean, pixels.mean(0), atol=1e-9)
@@ -138,6 +143,7 @@ def break_folder(root, case):
     raise ValueError(case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["empty folder", "class without images", "test class unknown to train",
                                   "unreadable image", "no test folder"])
 def test_bad_input_is_one_line_naming_the_path_before_training(tmp_path, case):
@@ -209,6 +215,7 @@ def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
     assert eval_counts == [(2, 3), (2, 3)]  # Every test image once; the same number of batches everywhere.
 
 
+@pytest.mark.slow
 def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     write_folder(tmp_path)
     data.resolve(folder_config(tmp_path))  # Measures (TensorFlow) and stores.
@@ -221,6 +228,7 @@ def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     assert out.split() == ["3", "3"]
 
 
+@pytest.mark.slow
 def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tmp_path):
     write_folder(tmp_path / "images")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="pretrain_and_eval",
@@ -232,6 +240,7 @@ def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tm
     assert (tmp_path / "images" / image_folder.STATS_FILE).exists()
 
 
+@pytest.mark.slow
 def test_an_image_folder_trains_supervised(tmp_path):
     write_folder(tmp_path / "images", test="val")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="supervised",

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from test_config_validation import CONFIG_DIR, load_recipe
+from helpers import CONFIG_DIR, load_recipe
 
 from genscl_jax.config import defaults
 from genscl_jax.config.validation import CHOICES, validate

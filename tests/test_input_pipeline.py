@@ -256,6 +256,7 @@ def test_benchmark_runs():
     assert "| simclr_device |" in input_pipeline_bench.markdown(result)
 
 
+@pytest.mark.slow
 def test_importing_does_not_import_tensorflow():
     code = ("import sys, genscl_jax, genscl_jax.data, genscl_jax.data.registry, genscl_jax.data.synthetic, "
             "genscl_jax.data.device_augment; assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
@@ -286,6 +287,7 @@ def _final(workdir):
     return summary, ckpt.restore_subtree(("params",))
 
 
+@pytest.mark.slow
 @pytest.mark.long(minutes=1)
 def test_kill_9_then_resume_gives_the_uninterrupted_run_on_the_tfds_pipeline(fashion_source, fashion_dir, tmp_path):
     import signal

@@ -15,6 +15,8 @@ import tarfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 LAUNCH = os.path.join(ROOT, "launch")
 SCRIPTS = ["tpu_vm.sh", "tpu_worker.sh", "gpu_single_node.sh", "slurm_multinode.sbatch", "slurm_submit.sh"]
@@ -92,7 +94,9 @@ def fake(tmp_path):
             environ = {k: v for k, v in os.environ.items()
                        if not k.startswith(("SLURM_", "CUDA_", "JAX_", "TFDS_", "GENSCL_"))}
             environ.update(PATH=f"{bindir}:{environ['PATH']}", FAKE_CALLS=str(calls_file), TMPDIR=str(tmp_path),
-                           GENSCL_TPU_METADATA_URL=f"file://{tmp_path}/no-metadata")
+                           GENSCL_TPU_METADATA_URL=f"file://{tmp_path}/no-metadata",
+                           # The plan check compiles for minutes: its own tests switch it on (test_*_plan_check_*).
+                           GENSCL_PLAN_CHECK="off")
             environ.update(env or {})
             return subprocess.run(["bash", os.path.join(LAUNCH, script), *args], cwd=cwd, env=environ,
                                   capture_output=True, text=True, timeout=60)
@@ -635,3 +639,51 @@ def test_slurm_submit_dry_run(fake):
     assert proc.returncode == 0, proc.stderr
     assert fake.calls() == []
     assert proc.stdout.startswith("+ sbatch --nodes=2 ")
+
+
+# ------------------------------------------------------------------------------------------------ plan check
+PLAN_ON = {"GENSCL_PLAN_CHECK": "on"}
+
+
+def test_tpu_plan_check_stops_before_creating_with_the_plans_line(fake):
+    """The fake python stands for `python -m genscl_jax.plan`: FAKE_FAIL makes it say the config does not fit."""
+    fail = {**PLAN_ON, "FAKE_FAIL": "genscl_jax.plan=3", "GENSCL_PLAN_PYTHON": "python"}
+    proc = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v5litepod-16", "--workdir", WORKDIR,
+                    "--dry-run", "--config.batch_size=4096", "--plan-arg=--device-memory-gb=15", env=fail)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "tpu_vm.sh: error: configs/imagenet_resnet50.py does not fit v5litepod-16: ")
+    assert "+ gcloud" not in proc.stdout  # nothing created, not even printed
+    (plan,) = fake.calls("python")
+    assert plan["argv"] == ["-m", "genscl_jax.plan", "--config", "configs/imagenet_resnet50.py", "--target",
+                            "v5litepod-16", "--config.batch_size=4096", "--device-memory-gb=15"]
+    fits = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v5litepod-16", "--workdir", WORKDIR,
+                    "--dry-run", env={**PLAN_ON, "GENSCL_PLAN_PYTHON": "python"})
+    assert fits.returncode == 0 and "tpu-vm create" in fits.stdout
+    skipped = fake.run("tpu_vm.sh", "all", *TPU, "--accelerator-type", "v5litepod-16", "--workdir", WORKDIR,
+                       "--dry-run", "--skip-plan-check", env=fail)
+    assert skipped.returncode == 0 and "tpu-vm create" in skipped.stdout and len(fake.calls("python")) == 2
+
+
+def test_tpu_create_checks_only_a_config_it_is_given(fake):
+    env = {**PLAN_ON, "GENSCL_PLAN_PYTHON": "python"}
+    fake.run("tpu_vm.sh", "create", *TPU, "--accelerator-type", "v4-8", env=env)
+    assert fake.calls("python") == []
+    fake.run("tpu_vm.sh", "create", *TPU, "--accelerator-type", "v4-8", "--config", "configs/quickstart.py", env=env)
+    assert [c["argv"][4:6] for c in fake.calls("python")] == [["--target", "v4-8"]]
+
+
+def test_gpu_launchers_check_the_gpus_they_name_or_see(fake):
+    env = {**PLAN_ON, "GENSCL_PLAN_PYTHON": "python", "FAKE_GPUS": "2"}
+    proc = fake.run("gpu_single_node.sh", "--plan-target", "a100-40gbx2", "--config", "configs/quickstart.py",
+                    "--workdir", "/x", "--dry-run", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert fake.calls("python")[0]["argv"][4:6] == ["--target", "a100-40gbx2"]
+    # The fake nvidia-smi's "NVIDIA H100" names no memory size: the launcher asks for --plan-target.
+    proc = fake.run("gpu_single_node.sh", "--config", "configs/quickstart.py", "--workdir", "/x", env=env)
+    one_error_line(proc, "--plan-target")
+    proc = fake.run("slurm_submit.sh", "--nodes", "2", "--workdir", "/shared/run", "--gpu-type", "h100-80gb",
+                    "--dry-run", env={**env, "FAKE_FAIL": "genscl_jax.plan=3"})
+    assert proc.returncode == 2 and "does not fit h100-80gbx8,hosts=2" in proc.stderr
+    assert not [c for c in fake.calls() if c["prog"] == "sbatch"]
+    one_error_line(fake.run("slurm_submit.sh", "--nodes", "2", "--workdir", "/shared/run", env=env), "--gpu-type")

@@ -22,11 +22,11 @@ LAYERS = {
     "runner": {"config", "trainers", "training", "data", "workdirs", "runtime"},
     "main": {"config", "runner"},
     # Command-line forwarders (`python -m genscl_jax.bench` ...), each to the one module it names.
-    "bench": {"tools"}, "study": {"tools"}, "export": {"workdirs"},
+    "bench": {"tools"}, "study": {"tools"}, "plan": {"tools"}, "export": {"workdirs"},
     # Tools use the library; the library never imports them.
     "tools": {"config", "trainers", "training", "objectives", "models", "data", "workdirs", "runtime"},
-    # `genscl_jax.load_encoder`, resolved lazily.
-    "": {"workdirs"},
+    # `genscl_jax.load_encoder` and `from genscl_jax import losses, mixing`, resolved lazily.
+    "": {"workdirs", "objectives"},
 }
 
 # (importer, imported): deferred on purpose, each for a reason a reader should know.
@@ -45,14 +45,20 @@ ALLOWED_LAZY = {
     ("genscl_jax.runner", "genscl_jax.trainers.pretrain"), ("genscl_jax.runner", "genscl_jax.trainers.supervised"),
     ("genscl_jax.runner", "genscl_jax.trainers.linear_eval"),
     ("genscl_jax.training.train_loop", "genscl_jax.training.reporting"),
+    # `python -m genscl_jax.plan` keeps JAX on the CPU (and sets libtpu's options) before JAX loads.
+    ("genscl_jax.plan", "genscl_jax.tools.plan"),
     # `python -m genscl_jax.export` checks its arguments before JAX, flax and orbax load, so a typo costs no wait.
     ("genscl_jax.workdirs.export", "genscl_jax.models.torch_conversion"),
     ("genscl_jax.workdirs.export", "genscl_jax.workdirs.trained_network"),
+    ("genscl_jax.workdirs.export", "genscl_jax.workdirs.input_contract"),
+    ("genscl_jax.workdirs.export", "genscl_jax.runtime.console"),  # --verbose; the console imports JAX
     ("genscl_jax.workdirs.export", "genscl_jax.training.checkpointing"),
     ("genscl_jax.workdirs.export", "genscl_jax.models"),
     ("genscl_jax.workdirs.export", "genscl_jax.models.model_builder"),
     # `genscl_jax.load_encoder` without importing JAX models at `import genscl_jax`.
     ("genscl_jax", "genscl_jax.workdirs.trained_network"),
+    # `from genscl_jax import losses, mixing` (SupContrast's short import) without importing JAX at `import genscl_jax`.
+    ("genscl_jax", "genscl_jax.objectives.losses"), ("genscl_jax", "genscl_jax.objectives.mixing"),
     # The bench's real-input mode (TensorFlow's tf.data over JPEGs); the device-only step bench runs without it.
     ("genscl_jax.tools.bench", "genscl_jax.tools.pipeline_bench"),
 }
@@ -134,7 +140,7 @@ def test_imports_run_down_the_layers():
 def test_the_library_never_imports_tools():
     _, edges = graph()
     found = sorted((a, b) for a, targets in edges.items() for b in targets
-                   if layer_of(b) == "tools" and layer_of(a) not in ("tools", "bench", "study"))
+                   if layer_of(b) == "tools" and layer_of(a) not in ("tools", "bench", "study", "plan"))
     assert not found, found
 
 

@@ -1,4 +1,4 @@
-"""The GenSCL loss against PAPER.md's formula, written independently in float64 NumPy."""
+"""The GenSCL loss against docs/method.md's formula, written independently in float64 NumPy."""
 
 import jax
 import jax.numpy as jnp
@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from genscl_jax.objectives import loss_chunked, losses
+from helpers import random_loss_inputs
 
 
 def reference_loss(z, y, zc=None, yc=None, tau=0.1, tau_base=0.07, normalization="label_sum", exclude_own=False):
-    """PAPER.md's definition, one anchor at a time, in float64; `exclude_own`: contrast i is anchor i's own key."""
+    """docs/method.md's definition ("The loss"), one anchor at a time, in float64; `exclude_own`: contrast i is
+    anchor i's own key."""
     z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
     self_contrast = zc is None or exclude_own
     zc = z if zc is None else np.asarray(zc, np.float64)
@@ -231,16 +233,6 @@ def test_contrast_mask_equals_dropping_those_contrasts(normalization):
 # The blocked loss (loss_chunked): the same function as the dense one, in bounded memory.
 
 
-def random_loss_inputs(seed, n, m, dim=16, classes=7):
-    k = jax.random.split(jax.random.PRNGKey(seed), 5)
-    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    return dict(features=unit(jax.random.normal(k[0], (n, dim))),
-                labels=jax.nn.softmax(3 * jax.random.normal(k[1], (n, classes))),
-                contrast_features=unit(jax.random.normal(k[2], (m, dim))),
-                contrast_labels=jax.nn.softmax(3 * jax.random.normal(k[3], (m, classes))),
-                contrast_mask=jax.random.bernoulli(k[4], 0.7, (m,)))
-
-
 @pytest.mark.parametrize("contrasts,normalization", [("self", "label_sum"), ("queue", "count"),
                                                      ("masked_queue", "label_sum"), ("own_keys_queue", "label_sum")])
 def test_chunked_loss_equals_dense_loss_and_gradients(contrasts, normalization):
@@ -277,3 +269,56 @@ def test_chunked_loss_never_materialises_the_full_matrix():
         planned[name] = (plan.argument_size_in_bytes + plan.output_size_in_bytes + plan.temp_size_in_bytes
                          - plan.alias_size_in_bytes)
     assert planned["chunked"] * 4 < planned["dense"], planned
+
+
+def test_integer_class_ids_are_one_hot_labels():
+    # SupContrast's call: integer labels [N] give the loss of their one-hot rows, with or without contrasts.
+    z, _, zc, _ = random_problem(20, n=16, m=10)
+    class_ids, contrast_ids = np.arange(16) % 4, np.arange(10) % 4
+    one_hot, contrast_one_hot = np.eye(4)[class_ids], np.eye(4)[contrast_ids]
+    np.testing.assert_allclose(float(losses.generalized_supcon_loss(z, jnp.asarray(class_ids))),
+                               float(losses.generalized_supcon_loss(z, one_hot)), rtol=1e-6)
+    got = losses.generalized_supcon_loss(z, class_ids, contrast_features=zc, contrast_labels=contrast_ids)
+    want = losses.generalized_supcon_loss(z, one_hot, contrast_features=zc, contrast_labels=contrast_one_hot)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+
+
+@pytest.mark.parametrize("label_kind", ["class_ids", "distributions"])
+def test_supcontrast_batch_views_dim_form_equals_the_2d_form(label_kind):
+    # SupConLoss(features [B, V, D], labels [B]): views flattened view-major, labels repeated per view.
+    rng = np.random.default_rng(21)
+    batch, views = 6, 3
+    features = unit(rng.normal(size=(batch, views, 8))).astype(np.float32)
+    labels = np.arange(batch) % 3 if label_kind == "class_ids" else rng.dirichlet(np.ones(3), size=batch)
+    flat = np.concatenate([features[:, v] for v in range(views)])
+    got = losses.generalized_supcon_loss(jnp.asarray(features), jnp.asarray(labels))
+    want = reference_loss(flat, np.eye(3)[np.tile(labels, views)] if label_kind == "class_ids"
+                          else np.tile(labels, (views, 1)))
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    np.testing.assert_allclose(float(got), float(losses.generalized_supcon_loss(
+        flat, np.concatenate([labels] * views))), rtol=1e-6)
+
+
+def test_mismatched_shapes_are_one_error_naming_both():
+    z, y = random_problem(22, n=8)
+    with pytest.raises(ValueError, match=r"features \(8, 8\) and labels \(6, 5\)"):
+        losses.generalized_supcon_loss(z, y[:6])
+    with pytest.raises(ValueError, match=r"features \(4, 2, 8\).*labels \(8,\)"):
+        losses.generalized_supcon_loss(z.reshape(4, 2, 8), jnp.arange(8))
+    with pytest.raises(ValueError, match="must be integers"):
+        losses.generalized_supcon_loss(z, jnp.arange(8.0))
+    with pytest.raises(ValueError, match="both as integer class ids"):
+        losses.generalized_supcon_loss(z, jnp.arange(8), contrast_features=z, contrast_labels=np.eye(8))
+
+
+@pytest.mark.slow
+def test_package_level_import_of_the_losses_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    probe = ("import sys; from genscl_jax import losses, mixing; import jax.numpy as jnp; "
+             "z = jnp.eye(16, 8); print(float(losses.generalized_supcon_loss(z, jnp.arange(16) % 4))); "
+             "print(mixing.__name__, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert np.isfinite(float(out[0]))
+    assert out[1:] == ["genscl_jax.objectives.mixing", "False"]

@@ -15,6 +15,8 @@ from conftest import last_line, write_config
 from genscl_jax import runner
 from genscl_jax.config import defaults
 
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 # The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny, and leave watching
 # the run (kNN, online probe) off, as the tiny configs of conftest do.

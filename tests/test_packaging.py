@@ -31,6 +31,7 @@ def test_pyproject_dependencies_are_the_requirements_files():
     assert sorted(project["dependencies"]) == requirements("requirements.txt")
     assert sorted(project["optional-dependencies"]["torch"]) == requirements("requirements-torch.txt")
     assert sorted(project["optional-dependencies"]["test"]) == requirements("requirements-test.txt")
+    assert sorted(project["optional-dependencies"]["notebook"]) == requirements("requirements-notebook.txt")
     assert requirement_names(project["dependencies"]) == requirement_names(requirements("requirements.txt"))
 
 
@@ -40,6 +41,7 @@ def test_safetensors_is_a_core_dependency():
         assert "safetensors" in requirement_names(tomllib.load(f)["project"]["dependencies"])
 
 
+@pytest.mark.slow
 def test_a_built_wheel_holds_every_module_and_imports_outside_the_checkout(tmp_path):
     """What `pip install .` / `pip install git+URL` install: every module of the checkout, importable from
     elsewhere (here: the wheel unpacked into a folder that is the only genscl_jax on the path)."""
@@ -63,6 +65,7 @@ def test_a_built_wheel_holds_every_module_and_imports_outside_the_checkout(tmp_p
     assert run.stdout.startswith(str(tmp_path / "site")), run.stdout
 
 
+@pytest.mark.slow
 def test_code_passes_the_lint_rules():
     ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
     if not os.path.exists(ruff):

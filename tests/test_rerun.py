@@ -23,6 +23,7 @@ def recorded(workdir):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_model_names_the_keys_and_keeps_the_workdir_usable(tmp_path):
     workdir = str(tmp_path / "run")
     runner.run(make_tiny_config(num_train_steps=2), workdir)
@@ -43,6 +44,7 @@ def test_a_rerun_with_another_model_names_the_keys_and_keeps_the_workdir_usable(
     assert export.main(["--workdir", workdir, "--output", str(tmp_path / "encoder.npz")]) == 0
 
 
+@pytest.mark.slow
 def test_a_rerun_may_change_run_length_logging_and_evaluation(tmp_path, caplog):
     workdir = str(tmp_path / "run")
     runner.run(make_tiny_config(num_train_steps=2), workdir)
@@ -69,6 +71,7 @@ def test_settings_of_a_feature_off_in_both_runs_may_change():
                                  make_tiny_config(mode="pretrain_and_eval", **{"linear_eval.learning_rate": 1.0}))
 
 
+@pytest.mark.slow
 def test_the_command_line_says_it_in_one_line(tmp_path):
     config, workdir = write_config(tmp_path / "tiny.py", num_train_steps=2), str(tmp_path / "run")
     env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
@@ -84,3 +87,27 @@ def test_the_command_line_says_it_in_one_line(tmp_path):
         "'resnet10' -> 'resnet18', optimizer 'sgd' -> 'adamw' (its config.json); these keys change what is trained, "
         "so use a new --workdir (or rerun with the recorded values)")
     assert recorded(workdir)["model"] == "resnet10"
+    # The same command again: the recorded result line on stdout, nothing recomputed, how to extend or redo it.
+    summary_written = os.stat(os.path.join(workdir, "summary.json")).st_mtime_ns
+    same = subprocess.run([sys.executable, "-m", "genscl_jax.main", "--config", config, "--workdir", workdir],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert same.stdout == first.stdout and len(same.stdout.splitlines()) == 1
+    assert "nothing recomputed. To train longer, rerun with a larger --config.num_train_steps" in same.stderr
+    assert " step " not in same.stderr and "compil" not in same.stderr, same.stderr[-3000:]
+    assert os.stat(os.path.join(workdir, "summary.json")).st_mtime_ns == summary_written
+
+
+@pytest.mark.slow
+def test_a_finished_workdir_answers_from_its_summary_without_running(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    config = make_tiny_config(num_train_steps=2)
+    first = runner.run(config, workdir)
+    os.remove(os.path.join(workdir, "input_contract.json"))  # as a workdir from before contracts were recorded
+    monkeypatch.setitem(runner.MODES, "pretrain", lambda *args: pytest.fail("a finished run was run again"))
+    again = runner.run(make_tiny_config(num_train_steps=2), workdir)
+    assert again["already_finished"] and again["final_loss"] == first["final_loss"]
+    assert os.path.exists(os.path.join(workdir, "input_contract.json"))  # recorded on the way
+    # Any changed key (here a longer run) is work to do: the mode runs.
+    with pytest.raises(pytest.fail.Exception, match="run again"):
+        runner.run(make_tiny_config(num_train_steps=3), workdir)

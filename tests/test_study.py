@@ -18,6 +18,7 @@ METHODS = {"ce", "supcon", "genscl_mix", "genscl_mix_kd", "genscl_kd_strong", "g
 REPROBES = {"supcon_bn_recalibrated": "supcon", "genscl_mix_bn_recalibrated": "genscl_mix"}
 
 
+@pytest.mark.slow
 def test_the_recipe_loads_from_any_working_directory(tmp_path):
     """The study recipe imports the quickstart's (`from configs import quickstart`): that works from elsewhere too."""
     recipe = os.path.join(ROOT, "configs", "study_fashion_mnist.py")
@@ -81,6 +82,7 @@ def _summary_mtimes(runs_dir):
             for root, _, files in os.walk(runs_dir) if "summary.json" in files}
 
 
+@pytest.mark.slow
 @pytest.mark.long(minutes=6)
 def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the recorded argv names the recipe relative to the repository

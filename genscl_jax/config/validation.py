@@ -133,7 +133,7 @@ def unknown_key_error(name: str) -> ConfigError | None:
     close = [k for k in known if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(name, known, n=1,
                                                                                           cutoff=0.6)
     hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
-    return ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/defaults.py for all keys")
+    return ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/config/defaults.py for all keys")
 
 
 def _check_keys_and_types(config: Any) -> None:

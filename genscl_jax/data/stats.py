@@ -17,7 +17,7 @@ from typing import Callable
 
 from absl import logging
 
-from genscl_jax.runtime import paths
+from genscl_jax.runtime import console, paths
 
 _FORMAT = 1  # Bumped when the file's meaning changes: an older file is then measured again.
 
@@ -64,13 +64,18 @@ def load_or_compute(path: str, fingerprint: str, compute: Callable[[], Stats], *
     """The statistics stored at `path` when they were measured on `fingerprint`, else compute() stored there."""
     stored = load(path)
     if stored is not None and stored.fingerprint == fingerprint:
-        logging.info("Statistics of %s read from %s: mean %s, std %s.", what, path, stored.mean, stored.std)
+        console.say(f"  statistics of {what} read from {path}: mean {_rounded(stored.mean)}, std "
+                    f"{_rounded(stored.std)}")
         return stored
     if stored is not None:
-        logging.info("The images of %s changed since %s was written; measuring them again.", what, path)
+        console.say(f"  the images of {what} changed since {path} was written; measuring them again")
     started = time.time()
     stats = dataclasses.replace(compute(), fingerprint=fingerprint)
-    logging.info("Measured the statistics of %s on %d images in %.1f s: mean %s, std %s; stored in %s.", what,
-                 stats.num_images, time.time() - started, stats.mean, stats.std, path)
+    console.say(f"  statistics of {what} measured on {stats.num_images:,} images in {time.time() - started:.1f} s: "
+                f"mean {_rounded(stats.mean)}, std {_rounded(stats.std)}; stored in {path}")
     save(path, stats)
     return stats
+
+
+def _rounded(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"

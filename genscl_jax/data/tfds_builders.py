@@ -10,9 +10,12 @@ Imports tfds (and TensorFlow): genscl_jax.data imports it only for a dataset rea
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import io
 import os
+import sys
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -26,6 +29,7 @@ from genscl_jax.runtime import console
 def make_builder(tfds_name: str, data_dir: str | None, hook: str = ""):
     """The tfds builder of `tfds_name`, prepared or not: `hook`'s ("module:function", a registry entry's builder),
     else tfds.builder's. A name tfds does not know is a DataError."""
+    console.drop_benign_warnings()  # tfds's "Variant folder ... has no dataset_info.json", once per folder listed
     if hook:
         module, function = hook.split(":")
         return getattr(importlib.import_module(module), function)(tfds_name, data_dir)
@@ -108,8 +112,12 @@ def prepare_builder(builder, data_dir: str | None, entry: registry.Dataset | Non
         return builder
     if not (console.live() or console.verbose()):
         tfds.disable_progress_bar()  # tfds's bars are live on a terminal; in a log they are a page of \r-updates
+    console.say(f"  preparing {builder.name} once in {builder.data_dir} (later runs read it)")
     try:
-        builder.download_and_prepare()
+        # tfds print()s "Downloading and preparing dataset ..." to stdout, which holds only the result line: to
+        # stderr with --verbose, else dropped (the line above says it).
+        with contextlib.redirect_stdout(sys.stderr if console.verbose() else io.StringIO()):
+            builder.download_and_prepare()
     except DataError:
         raise  # The offline Fashion-MNIST builder's: it names the file and the fix.
     except Exception as error:  # tfds raises many kinds (AssertionError for a missing manual dir, ...).

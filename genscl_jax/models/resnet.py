@@ -181,6 +181,12 @@ class ResNet(nn.Module):
             raise ValueError(f"stage_sizes must have 1 to {len(widths)} entries, got {self.stage_sizes}")
         if self.remat not in REMAT:
             raise ValueError(f"unknown remat {self.remat!r}; expected one of {REMAT}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            # Pixels straight from a file would give features silently wrong: the network was trained on
+            # normalised float images, (pixels / 255 - mean) / std per channel.
+            raise ValueError(f"the ResNet got {x.dtype} images {tuple(x.shape)}: it takes float images normalised "
+                             "as in training ((pixels / 255 - mean) / std); use genscl_jax.load_encoder(workdir)"
+                             ".features(images), which takes uint8 pixels and normalises them as the run did")
         # static_argnums counts self: `train` (argument 2) selects Python control flow, so it must stay static.
         block_cls = nn.remat(self.block_cls, static_argnums=(2,)) if self.remat == "blocks" else self.block_cls
         x = self._stem(x.astype(self.dtype), widths[0], train)

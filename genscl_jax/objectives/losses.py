@@ -25,11 +25,48 @@ _LABEL_SUM_EPS = 1e-8
 def label_similarity(labels: jax.Array, contrast_labels: jax.Array) -> jax.Array:
     """Cosine similarity of label distributions: [N, C] x [M, C] -> [N, M] float32.
 
-    An all-zero label row (e.g. padding) has similarity 0 with everything instead of NaN.
+    Integer class ids [N] x [M] are one-hot labels: the cosine of two one-hot rows is 1 for the same class, else 0,
+    so no class count is needed. An all-zero label row (e.g. padding) has similarity 0 with everything, not NaN.
     """
+    if _is_class_ids(labels) and _is_class_ids(contrast_labels):
+        return (labels[:, None] == contrast_labels[None, :]).astype(jnp.float32)
+    if _is_class_ids(labels) or _is_class_ids(contrast_labels):
+        raise ValueError(f"labels {_shape_and_kind(labels)} and contrast_labels {_shape_and_kind(contrast_labels)}: "
+                         "give both as integer class ids [N] or both as label distributions [N, C]")
     labels = unit_rows(labels.astype(jnp.float32))
     contrast_labels = unit_rows(contrast_labels.astype(jnp.float32))
     return jnp.matmul(labels, contrast_labels.T, precision=jax.lax.Precision.HIGHEST)
+
+
+def _is_class_ids(labels: jax.Array) -> bool:
+    return labels.ndim == 1 and jnp.issubdtype(labels.dtype, jnp.integer)
+
+
+def _shape_and_kind(labels: jax.Array) -> str:
+    return f"{tuple(labels.shape)} ({'class ids' if _is_class_ids(labels) else labels.dtype})"
+
+
+def anchor_rows(features: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(features [N, D], labels [N] or [N, C]) from either the 2-D form or SupContrast's SupConLoss form:
+    features [B, V, D] (V views of B images) with labels [B] or [B, C], flattened view-major (rows k*B..(k+1)*B-1
+    are view k, as SupContrast's torch.cat(torch.unbind(features, 1))) with the labels repeated per view.
+    ValueError naming both shapes when they do not fit together."""
+    if features.ndim == 3:
+        batch, views, dim = features.shape
+        if labels.ndim not in (1, 2) or labels.shape[0] != batch:
+            raise ValueError(f"features {tuple(features.shape)} are [batch, views, dim], so labels must be [batch] "
+                             f"class ids or [batch, classes] distributions with batch={batch}; got labels "
+                             f"{tuple(labels.shape)}")
+        features = jnp.swapaxes(features, 0, 1).reshape(views * batch, dim)
+        labels = jnp.concatenate([labels] * views, axis=0)
+    if features.ndim != 2 or labels.ndim not in (1, 2) or labels.shape[0] != features.shape[0]:
+        raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not match: give "
+                         "features [N, D] with labels [N] (class ids) or [N, C] (distributions), or features "
+                         "[batch, views, D] with labels [batch] or [batch, C]")
+    if labels.ndim == 1 and not _is_class_ids(labels):
+        raise ValueError(f"labels {tuple(labels.shape)} of dtype {labels.dtype}: 1-D labels are class ids and must "
+                         "be integers; give label distributions as [N, C]")
+    return features, labels
 
 
 def unit_rows(x: jax.Array) -> jax.Array:
@@ -113,11 +150,14 @@ def generalized_supcon_loss(
     """GenSCL loss. Returns a float32 scalar.
 
     Args:
-      features: [N, D] L2-normalised anchors, all views concatenated.
-      labels: [N, C] label distributions of the anchors (one-hot, mixed, or a teacher's softmax).
+      features: [N, D] L2-normalised anchors, all views concatenated; or SupContrast's form [B, V, D] (V views of
+        B images), the same loss as its view-major [V * B, D] flattening with the labels repeated per view.
+      labels: [N, C] label distributions of the anchors (one-hot, mixed, or a teacher's softmax), or integer
+        class ids [N] (one-hot); [B] or [B, C] with 3-D features.
       contrast_features: [M, D] contrasts (e.g. EMA keys + queue). Default: the anchors themselves, all-vs-all
         with each anchor's own pair excluded.
-      contrast_labels: [M, C] label distributions of the contrasts; required with contrast_features.
+      contrast_labels: [M, C] label distributions (or [M] class ids, as labels) of the contrasts; required with
+        contrast_features.
       contrast_mask: optional [M] bool; False drops that contrast entirely (e.g. an empty queue slot).
       exclude_self: drop contrast i for anchor i. Default: True without contrast_features (the anchor itself),
         False with them. Pass True when the first N contrasts are the anchors' own counterparts, as MoCo's
@@ -127,6 +167,7 @@ def generalized_supcon_loss(
       normalization: "label_sum" divides each row by the sum of its label similarities (the authors' code);
         "count" divides by the number of contrasts (the other reading of the paper).
     """
+    features, labels = anchor_rows(features, labels)
     contrast_features, contrast_labels, exclude_self = resolve_contrasts(
         features, labels, contrast_features, contrast_labels, exclude_self)
     similarity = label_similarity(labels, contrast_labels)

@@ -5,6 +5,10 @@ which dominates one-off programs such as parameter initialisation: skipping back
 several times faster. Programs that run once (or are trivially cheap) are therefore compiled without backend
 optimisation on CPU; accelerators keep their defaults.
 
+Every choice here is for the platform the program is compiled for (parallel.mesh_platform of its mesh), never the
+host's default backend: a TPU or GPU program compiled deviceless from a CPU host (genscl_jax.plan) must be the
+program that device's own host compiles.
+
 Convolutions on CPU. jaxlib 0.10 runs CPU convolutions, matmuls and reductions in YNNPACK, whose weight-gradient
 convolutions are slower than Eigen's (BENCHMARKS.md section 1.2). With `config.cpu_convolutions="eigen"` (the
 default) convolutions and their gradients go to Eigen while YNNPACK keeps matmuls and reductions (XLA's own
@@ -29,6 +33,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from genscl_jax.runtime import parallel
+
 CPU_CONVOLUTIONS = ("eigen", "ynnpack")  # config.cpu_convolutions: what model_jit_options knows
 
 _CPU_ONE_OFF_OPTIONS = {"xla_backend_optimization_level": 0}
@@ -41,13 +47,17 @@ _EIGEN_CONVOLUTIONS = {
 _KEEP_REMAT_BARRIERS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
-def cheap_compile_options() -> dict[str, Any] | None:
-    return dict(_CPU_ONE_OFF_OPTIONS) if jax.default_backend() == "cpu" else None
+def cheap_compile_options(platform: str) -> dict[str, Any] | None:
+    return dict(_CPU_ONE_OFF_OPTIONS) if platform == "cpu" else None
 
 
 def compile_cheaply(fn: Callable, *args: Any, **jit_kwargs: Any):
-    """jit(fn) lowered for `args` and compiled with cheap options; call the result with arrays like `args`."""
-    return jax.jit(fn, **jit_kwargs).lower(*args).compile(compiler_options=cheap_compile_options())
+    """jit(fn) lowered for `args` and compiled with cheap options; call the result with arrays like `args`.
+    The platform is that of `out_shardings`' mesh where one is given, else the default backend's (where such a
+    program runs)."""
+    sharding = jit_kwargs.get("out_shardings")
+    platform = parallel.mesh_platform(sharding.mesh) if hasattr(sharding, "mesh") else jax.default_backend()
+    return jax.jit(fn, **jit_kwargs).lower(*args).compile(compiler_options=cheap_compile_options(platform))
 
 
 def run_once(fn: Callable, *args: Any, **jit_kwargs: Any) -> Any:
@@ -55,11 +65,11 @@ def run_once(fn: Callable, *args: Any, **jit_kwargs: Any) -> Any:
     return compile_cheaply(fn, *args, **jit_kwargs)(*args)
 
 
-def model_jit_options(config: Any) -> dict[str, Any]:
-    """Keyword arguments for jax.jit of a program that runs the network: on CPU, config.cpu_convolutions (where
-    this jaxlib has YNNPACK fusions to switch convolutions away from) and, with config.remat on, remat's barriers
-    kept; nothing elsewhere."""
-    if jax.default_backend() != "cpu":
+def model_jit_options(config: Any, platform: str) -> dict[str, Any]:
+    """Keyword arguments for jax.jit of a program that runs the network on `platform` (parallel.mesh_platform):
+    on CPU, config.cpu_convolutions (where this jaxlib has YNNPACK fusions to switch convolutions away from) and,
+    with config.remat on, remat's barriers kept; nothing elsewhere."""
+    if platform != "cpu":
         return {}
     options = {}
     # An XLA:CPU without YNNPACK fusions already runs convolutions in Eigen.

@@ -45,7 +45,12 @@ def configure(verbose: bool) -> None:
     global _verbose, _quiet
     _verbose, _quiet = verbose, not verbose
     if verbose:
+        for name in ("absl", "tensorflow"):  # an earlier drop_benign_warnings() in this process is undone
+            logger = logging.getLogger(name)
+            for dropping in [f for f in logger.filters if isinstance(f, _BenignFilter)]:
+                logger.removeFilter(dropping)
         return
+    drop_benign_warnings()
     # Read by TensorFlow's C++ logging when TensorFlow loads (only reading a tfds dataset loads it): INFO lines off,
     # its warnings kept. A value the user set stays.
     if "tensorflow" not in sys.modules:
@@ -124,6 +129,29 @@ def say(line: str, *, log_elsewhere: bool = False) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def drop_benign_warnings() -> None:
+    """Drops _BENIGN_WARNINGS at the loggers they come through ("absl": orbax and tfds; "tensorflow"), for every
+    caller: the command line, and a notebook or script calling load_encoder, export or data.resolve, where no handler
+    of ours is installed. Only those named records go; the caller's logging setup is otherwise untouched. --verbose
+    (configure(verbose=True) first) keeps them. Called by the operations that cause them, never at import."""
+    if _verbose:
+        return
+    for name in ("absl", "tensorflow"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _BenignFilter) for f in logger.filters):
+            logger.addFilter(_BenignFilter())
+
+
+def _is_benign(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return any(where in record.pathname and what in message for where, what in _BENIGN_WARNINGS)
+
+
+class _BenignFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _is_benign(record)
+
+
 class _LibraryFilter(logging.Filter):
     """Passes genscl_jax's records, and the libraries' WARNING and above except _BENIGN_WARNINGS.
 
@@ -141,8 +169,7 @@ class _LibraryFilter(logging.Filter):
             # raises it again in the caller's save or wait_until_finished, and the run reports it in one line
             # (training/checkpointing.py: CheckpointError); --verbose shows the tracebacks.
             return False
-        message = record.getMessage()
-        return not any(where in record.pathname and what in message for where, what in _BENIGN_WARNINGS)
+        return not _is_benign(record)
 
 
 class _AboveBars:

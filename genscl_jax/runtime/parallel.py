@@ -51,6 +51,13 @@ def create_mesh(devices: list[Any] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def mesh_platform(mesh: Mesh) -> str:
+    """The platform ("cpu", "gpu", "tpu") of the devices a program over `mesh` is compiled for: what every
+    platform-dependent choice reads, not the host's default backend (a deviceless TPU or GPU mesh is compiled from
+    a CPU host; DESIGN.md)."""
+    return mesh.devices.flat[0].platform
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

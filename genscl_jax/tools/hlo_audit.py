@@ -71,3 +71,33 @@ def summarize(found: list[Collective]) -> dict[str, dict[str, int]]:
         entry["count"] += 1
         entry["bytes"] += c.bytes
     return summary
+
+
+# The optimised program's convolutions and matmuls by element type and layout, and its layout changes: what the
+# accelerator audit of the plan command reads (BENCHMARKS.md, "Compiled for the accelerators").
+_OP = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*\(?(\w+)\[[\d,]*\][^=]*?\s(convolution|dot|transpose|copy|"
+                 r"custom-call)\(")
+_DIM_LABELS = re.compile(r"dim_labels=([\w]+_[\w]+->[\w]+)")
+_TARGET = re.compile(r'custom_call_target="([^"]+)"')
+
+
+def compute_ops(hlo_text: str) -> dict[str, dict[str, int]]:
+    """{"convolution": {dtype: n}, "dot": {...}, "transpose": {...}, "copy": {...}, "conv_layouts": {labels: n}} over
+    every computation of an optimised module (fused ones included). cuDNN's convolutions (GPU custom calls) count as
+    convolutions; their dim_labels say the layout (b01f: NHWC, bf01: NCHW)."""
+    found: dict[str, dict[str, int]] = {k: {} for k in ("convolution", "dot", "transpose", "copy", "conv_layouts")}
+    for line in hlo_text.splitlines():
+        match = _OP.match(line)
+        if not match:
+            continue
+        dtype, op = match.groups()
+        if op == "custom-call":
+            target = _TARGET.search(line)
+            if not target or "conv" not in target.group(1).lower():
+                continue
+            op = "convolution"
+        found[op][dtype] = found[op].get(dtype, 0) + 1
+        labels = _DIM_LABELS.search(line) if op == "convolution" else None
+        if labels:
+            found["conv_layouts"][labels.group(1)] = found["conv_layouts"].get(labels.group(1), 0) + 1
+    return found

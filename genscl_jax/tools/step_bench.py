@@ -94,14 +94,7 @@ class StepBenchmark:
         self.lower_seconds = time.perf_counter() - t0
 
     def _random_teacher(self, channels: int, abstract: bool) -> teachers.Teacher:
-        module = teachers.teacher_module(self.config, self.num_classes)
-        sample = jnp.zeros((1, self.args.image_size, self.args.image_size, channels), jnp.float32)
-        init = lambda rng: module.init(rng, sample, train=False)  # noqa: E731
-        rng = jax.random.PRNGKey(self.args.seed + 1)
-        if abstract:
-            return teachers.Teacher(module, jax.eval_shape(init, rng))
-        variables = compile_options.run_once(init, rng, out_shardings=parallel.replicated(self.mesh))
-        return teachers.Teacher(module, variables)
+        return random_teacher(self.config, self.num_classes, channels, self.mesh, abstract=abstract)
 
     def training_compiler_options(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the trainer compiles this step with (compile_utils: the CPU convolution library), then `extra`."""
@@ -132,6 +125,19 @@ class StepBenchmark:
 
         run.holder = holder  # type: ignore[attr-defined]
         return run
+
+
+def random_teacher(config: Any, num_classes: int, channels: int, mesh, *, abstract: bool) -> teachers.Teacher:
+    """The teacher config.kd names, with random weights (its cost does not depend on them); abstract: shapes only,
+    for compiling without devices (the plan command)."""
+    module = teachers.teacher_module(config, num_classes)
+    sample = jnp.zeros((1, config.image_size, config.image_size, channels), jnp.float32)
+    init = lambda rng: module.init(rng, sample, train=False)  # noqa: E731
+    rng = jax.random.PRNGKey(config.seed + 1)
+    if abstract:
+        return teachers.Teacher(module, jax.eval_shape(init, rng))
+    variables = compile_options.run_once(init, rng, out_shardings=parallel.replicated(mesh))
+    return teachers.Teacher(module, variables)
 
 
 def step_preprocessing(args: argparse.Namespace, spec: data.DatasetInfo) -> device_preprocess.Preprocessing:

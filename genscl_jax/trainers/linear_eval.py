@@ -61,12 +61,12 @@ class _Evaluator:
     `test_batches()` gives {"image", "label", "mask"} batches whose "image" `inputs_fn` turns into features: test
     images through the frozen encoder, or features stored once (then an evaluation costs only the classifier)."""
 
-    def __init__(self, config, test_batches, inputs_fn, classifier, train_batches=None):
+    def __init__(self, config, platform, test_batches, inputs_fn, classifier, train_batches=None):
         self.test_batches = test_batches
         self.train_batches = train_batches  # stored training features: the probe's own training top-1 too
         self.best_top1 = 0.0
         self._logits = jax.jit(lambda params, inputs: classifier.apply({"params": params}, inputs_fn(inputs)),
-                               **compile_options.model_jit_options(config))
+                               **compile_options.model_jit_options(config, platform))
 
     def __call__(self, state: TrainState, step: int) -> dict[str, float]:
         del step
@@ -91,6 +91,7 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     """The linear classifier's trainer on the frozen `encoder` (default: the one `config` describes) with
     `encoder_variables`, computing in config.dtype."""
     le, spec = config.linear_eval, source.info
+    platform = parallel.mesh_platform(mesh)
     encoder = (encoder or model_builder.build_encoder(config)).clone(dtype=model_builder.compute_dtype(config.dtype))
     frozen = parallel.replicate(_recalibrated(config, mesh, source, encoder, encoder_variables), mesh)
 
@@ -103,17 +104,17 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
         return network_features(device_preprocess.normalize(images, test_preprocessing))
 
     # The encoder alone, compiled once for every precomputed split.
-    encode = jax.jit(features_fn, **compile_options.model_jit_options(config))
+    encode = jax.jit(features_fn, **compile_options.model_jit_options(config, platform))
     batches, step_input, steps_per_epoch, stored_train = _training_data(config, mesh, source, network_features,
                                                                         encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
     if _precomputes(le):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
         stored = _stored_test_features(config, mesh, source, encode)
-        evaluator = _Evaluator(config, lambda: stored, lambda x: x, classifier, stored_train)
+        evaluator = _Evaluator(config, platform, lambda: stored, lambda x: x, classifier, stored_train)
         eval_every = steps_per_epoch
     else:
-        evaluator = _Evaluator(config, lambda: source.eval_batches(mesh, batch_size=config.eval_batch_size),
+        evaluator = _Evaluator(config, platform, lambda: source.eval_batches(mesh, batch_size=config.eval_batch_size),
                                features_fn, classifier)
         # Ten evaluations over the run (and one at the end): each one runs the encoder over the test set.
         eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
@@ -125,7 +126,7 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
         lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     compiled = parallel.jit_train_step(
-        step, mesh, compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
+        step, mesh, compiler_options=compile_options.model_jit_options(config, platform).get("compiler_options"))
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
                               total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,

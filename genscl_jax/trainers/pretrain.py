@@ -47,7 +47,8 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
     `steps_per_epoch` steps of config.batch_size per epoch (epoch-based schedules), whose uint8 views the step
     finishes with `preprocessing` (DataSource.train_preprocessing)."""
     total_steps = optimizers.total_train_steps(config, steps_per_epoch)
-    model = model_builder.build_contrastive_model(config, training=True)
+    platform = parallel.mesh_platform(mesh)  # every platform choice is the mesh's, not the host's
+    model = model_builder.build_contrastive_model(config, training_platform=platform)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, preprocessing)
     if settings.uses_teacher and teacher is None:
@@ -71,7 +72,7 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
         init_state=lambda: compile_options.run_once(initializer, seed_key, out_shardings=parallel.replicated(mesh)),
         state_shapes=lambda: jax.eval_shape(initializer, seed_key), teacher=teacher, probe=probe,
         total_steps=total_steps,
-        compiler_options=compile_options.model_jit_options(config).get("compiler_options"))
+        compiler_options=compile_options.model_jit_options(config, platform).get("compiler_options"))
 
 
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, *,

@@ -36,7 +36,7 @@ class PretrainEvaluator:
         self.with_knn = config.knn.enabled
         self.best = metrics.BestSoFar()
         replicated = parallel.replicated(mesh)
-        options = compile_options.model_jit_options(config)
+        options = compile_options.model_jit_options(config, parallel.mesh_platform(mesh))
         preprocessing = source.eval_preprocessing()
 
         def encode(state, images):  # uint8 views from the host: normalised here, on the device

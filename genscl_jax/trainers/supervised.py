@@ -66,7 +66,8 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loop.Trainer:
     spec, steps_per_epoch = source.info, source.steps_per_epoch(config.batch_size)
     total_steps = optimizers.total_train_steps(config, steps_per_epoch)
-    model = model_builder.build_encoder(config, num_classes=spec.num_classes, training_views=1)
+    model = model_builder.build_encoder(config, num_classes=spec.num_classes, training_views=1,
+                                         platform=parallel.mesh_platform(mesh))
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
@@ -75,7 +76,7 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
                                 label_smoothing=config.label_smoothing,
                                 preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
                                 micro_batch_size=config.micro_batch_size)
-    options = compile_options.model_jit_options(config)
+    options = compile_options.model_jit_options(config, parallel.mesh_platform(mesh))
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     test_preprocessing = source.eval_preprocessing()
     evaluate = jax.jit(lambda state, images: model.apply(

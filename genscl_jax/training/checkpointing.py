@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from genscl_jax.runtime import paths
+from genscl_jax.runtime import console, paths
 
 DAMAGED_DIR = "damaged"  # under checkpoints/: not a step number, so orbax never lists what is inside
 # Orbax runs each restore and save in its own asyncio loop and closes it when the first read or write fails;
@@ -54,6 +54,8 @@ class Checkpointer:
 
     def __init__(self, directory: str, *, keep: int = 3, read_only: bool = False):
         self.directory = directory
+        if read_only:  # orbax's three lines on the options a read-only manager ignores (load_encoder, export)
+            console.drop_benign_warnings()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
                                                cleanup_tmp_directories=not read_only)
         # A gs:// URL goes to orbax as it is; only a local path is made absolute. The handler is named so that

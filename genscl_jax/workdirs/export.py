@@ -14,7 +14,13 @@ Only the encoder by default; --with-head adds the projection head (pretrain: hea
 
 torchvision has no CIFAR stem (3x3 stride-1 conv1, no max-pool), no width multiplier and no resnet10/resnet200:
 such encoders are still written with torchvision's names, and a note says what a torchvision model needs to
-hold them (e.g. model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); model.maxpool = nn.Identity()).
+hold them (e.g. model.conv1 = nn.Conv2d(C, 64, 3, 1, 1, bias=False) with the encoder's C input channels;
+model.maxpool = nn.Identity()).
+
+Every file carries the run's input contract (workdirs/input_contract.py: channels, image size, mean and std, pixel
+range, dtype, feature dimension, architecture) as JSON: the .safetensors metadata and an .npz entry named
+"genscl_jax.input_contract", input_contract.json inside the orbax directory; a note prints the torchvision
+transform (ToTensor, then Normalize with the run's mean and std).
 """
 
 from __future__ import annotations
@@ -43,12 +49,13 @@ def export(workdir: str, output: str, *, with_head: bool = False) -> list[str]:
         raise ExportError(f"--output {output} exists: remove it or choose a new directory (an orbax export is a "
                           "directory and is never written over)")
     from genscl_jax.models import torch_conversion  # JAX and orbax only once the arguments are good
-    from genscl_jax.workdirs import trained_network
+    from genscl_jax.workdirs import input_contract, trained_network
 
     try:
         trained = trained_network.load_trained(workdir, with_head=with_head)
     except trained_network.EncoderError as e:
         raise ExportError(str(e)) from e
+    contract = trained.contract.to_json() if trained.contract else None
     if output_format == ".safetensors":
         try:
             from safetensors.numpy import save
@@ -56,17 +63,34 @@ def export(workdir: str, output: str, *, with_head: bool = False) -> list[str]:
             raise ExportError(f"--output {output}: writing .safetensors needs the safetensors package: pip install "
                               "safetensors (or write .npz)") from None
 
-        _write_bytes(output, save(torch_conversion.to_state_dict(torch_layout(trained.variables))))
-        return torchvision_notes(trained.config)
+        metadata = {input_contract.METADATA_KEY: contract} if contract else None
+        _write_bytes(output, save(torch_conversion.to_state_dict(torch_layout(trained.variables)), metadata=metadata))
+        return contract_notes(trained) + torchvision_notes(trained.config, trained.input_channels)
     if output_format == ".npz":
         buffer = io.BytesIO()
-        np.savez(buffer, **flat_arrays(trained.variables))
+        np.savez(buffer, **flat_arrays(trained.variables),
+                 **({input_contract.METADATA_KEY: np.array(contract)} if contract else {}))
         _write_bytes(output, buffer.getvalue())
-        return []
+        return contract_notes(trained)
     from genscl_jax.training import checkpointing
 
     checkpointing.write_tree(output, trained.variables)
-    return []
+    if contract:
+        paths.write_text(paths.join(output, input_contract.CONTRACT_FILE), contract)
+    return contract_notes(trained)
+
+
+def contract_notes(trained: Any) -> list[str]:
+    """How to feed the exported encoder: its input contract in words, or why there is none."""
+    from genscl_jax.workdirs import input_contract
+
+    contract = trained.contract
+    if contract is None:
+        return [f"no {input_contract.CONTRACT_FILE} in the workdir (trained before runs recorded it), so the file "
+                "carries no input contract (mean, std): rerun the training command once to record it, then export"]
+    return [f"input: {contract.layout} {contract.image_size}x{contract.image_size}x{contract.channels}, "
+            f"{contract.normalization}; in torchvision: {contract.torchvision_transform()} (from torchvision import "
+            f"transforms); recorded in the file ({input_contract.METADATA_KEY})"]
 
 
 def format_of(output: str) -> str:
@@ -102,16 +126,21 @@ def flat_arrays(variables: dict[str, Any], prefix: str = "") -> dict[str, np.nda
     return flat
 
 
-def torchvision_notes(config: Any) -> list[str]:
-    """What differs from a stock torchvision ResNet, and what a torchvision model needs to hold these weights."""
+def torchvision_notes(config: Any, channels: int) -> list[str]:
+    """What differs from a stock torchvision ResNet, and what a torchvision model needs to hold these weights
+    (`channels`: the encoder's input channels, its conv1's)."""
     from genscl_jax import models
     from genscl_jax.models import model_builder
 
     notes = []
+    width = models.stage_widths(config.width_multiplier)[0]
     if model_builder.resolve_stem(config.stem, config.image_size) == "cifar":
-        width = models.stage_widths(config.width_multiplier)[0]
         notes.append(f"CIFAR stem (conv1 is 3x3 stride 1, no max-pool): in torchvision set model.conv1 = "
-                     f"torch.nn.Conv2d(3, {width}, 3, 1, 1, bias=False) and model.maxpool = torch.nn.Identity()")
+                     f"torch.nn.Conv2d({channels}, {width}, 3, 1, 1, bias=False) and model.maxpool = "
+                     "torch.nn.Identity()")
+    elif channels != 3:
+        notes.append(f"{channels}-channel input: in torchvision set model.conv1 = torch.nn.Conv2d({channels}, {width}, "
+                     "7, 2, 3, bias=False)")
     if config.width_multiplier != 1:
         notes.append(f"width_multiplier {config.width_multiplier}: torchvision's ResNets have fixed widths "
                      "(64..512 per stage), so no torchvision model has these shapes; the names still follow it")
@@ -136,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="workdir of a pretrain, supervised or pretrain_and_eval run")
     parser.add_argument("--output", required=True, help="FILE.safetensors, FILE.npz or a new directory (orbax)")
     parser.add_argument("--with-head", action="store_true", help="also the projection head / classifier")
+    parser.add_argument("--verbose", action="store_true", help="also the libraries' warnings (orbax's read-only notes)")
     args = parser.parse_args(argv)
+    if args.verbose:
+        from genscl_jax.runtime import console
+
+        console.configure(verbose=True)
     try:
         notes = export(args.workdir, args.output, with_head=args.with_head)
     except ExportError as e:

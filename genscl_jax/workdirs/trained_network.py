@@ -2,11 +2,12 @@
 (run_config). Everything that reads another run's workdir goes through it, with one set of errors: load_encoder,
 export, linear evaluation (`pretrained_workdir`) and teachers (`kd.teacher`).
 
-`load_encoder(workdir)` gives the ResNet encoder as a Flax module that returns pooled features, with its
-{"params", "batch_stats"}: from a pretrain run (the encoder subtree of the contrastive model, the query encoder,
-not the MoCo EMA copy), a supervised run (the ResNet without its "fc") or a pretrain_and_eval run (its pretrain/
-checkpoints; its pretrain/ folder itself is accepted too). `load_trained` also gives the head; `load_classifier`
-a supervised run's whole network, fc included (a teacher).
+`load_encoder(workdir)` gives the ResNet encoder (encoder.Encoder: a Flax module that returns pooled features, its
+{"params", "batch_stats"}, the input contract the run recorded and `features(images)` from pixels): from a
+pretrain run (the encoder subtree of the contrastive model, the query encoder, not the MoCo EMA copy), a
+supervised run (the ResNet without its "fc") or a pretrain_and_eval run (its pretrain/ checkpoints; its pretrain/
+folder itself is accepted too). `load_trained` also gives the head; `load_classifier` a supervised run's whole
+network, fc included (a teacher).
 
 Reading never falls back to an older checkpoint on its own: a damaged newest checkpoint is an error naming it
 (the training run's own rerun sets it aside); `step=` reads an older one on purpose.
@@ -26,7 +27,7 @@ import numpy as np
 from genscl_jax.models import model_builder
 from genscl_jax.runtime import paths
 from genscl_jax.training import checkpointing
-from genscl_jax.workdirs import run_config
+from genscl_jax.workdirs import encoder, input_contract, run_config
 
 MODES = ("pretrain", "supervised", "pretrain_and_eval")  # the modes whose checkpoints hold an encoder
 _WHICH_WORKDIR = "give the workdir of a pretrain, supervised or pretrain_and_eval run"
@@ -42,6 +43,7 @@ class TrainedNetwork:
     variables: dict[str, Any]  # {"params", "batch_stats"} as NumPy arrays
     config: ml_collections.ConfigDict  # the run's recorded config
     step: int  # the checkpoint's training step
+    contract: input_contract.InputContract | None = None  # None: a workdir from before contracts were recorded
 
     @property
     def input_channels(self) -> int:
@@ -50,27 +52,28 @@ class TrainedNetwork:
         return int(params.get("encoder", params)["conv_init"]["kernel"].shape[2])
 
 
-def load_encoder(workdir: str, *, step: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """(module, variables) of the trained encoder in `workdir` (local or gs://): a models.ResNet with
-    num_classes=None, so `module.apply(variables, images, train=False)` gives pooled features [B, F] for NHWC
-    images normalised as in training. `step`: that checkpoint instead of the newest."""
+def load_encoder(workdir: str, *, step: int | None = None) -> encoder.Encoder:
+    """The trained encoder in `workdir` (local or gs://): `.features(images)` gives pooled features [B, F] of uint8
+    (or [0, 1] float) NHWC pixels, normalised as in training with `.contract`; `module, variables = load_encoder(..)`
+    gives a models.ResNet with num_classes=None, whose `module.apply(variables, x, train=False)` takes images
+    already normalised. `step`: that checkpoint instead of the newest."""
     trained = load_trained(workdir, step=step)
-    return trained.module, trained.variables
+    return encoder.Encoder(trained.module, trained.variables, trained.contract, workdir, trained.step)
 
 
 def load_trained(workdir: str, *, with_head: bool = False, step: int | None = None) -> TrainedNetwork:
     """The encoder (or with_head: the whole network: encoder + projection head, or the classifier with its fc)."""
-    config, owner = _locate(workdir)
-    return _restore(workdir, config, owner, with_head, step)
+    config, owner, record_dir = _locate(workdir)
+    return _restore(workdir, config, owner, with_head, step, input_contract.read(record_dir))
 
 
 def load_classifier(workdir: str, *, step: int | None = None) -> TrainedNetwork:
     """A supervised run's whole network, fc included (what a teacher is)."""
-    config, owner = _locate(workdir)
+    config, owner, record_dir = _locate(workdir)
     if config.mode != "supervised":
         raise EncoderError(f"{workdir}: a {config.mode} run has no classifier; a teacher is the workdir of a "
                            "supervised run (--config.mode=supervised)")
-    return _restore(workdir, config, owner, True, step)
+    return _restore(workdir, config, owner, True, step, input_contract.read(record_dir))
 
 
 def recorded_config(workdir: str) -> ml_collections.ConfigDict:
@@ -78,15 +81,16 @@ def recorded_config(workdir: str) -> ml_collections.ConfigDict:
     return _locate(workdir)[0]
 
 
-def _locate(workdir: str) -> tuple[ml_collections.ConfigDict, str]:
-    """(recorded config, the directory whose checkpoints/ hold the network); EncoderError naming what is wrong."""
+def _locate(workdir: str) -> tuple[ml_collections.ConfigDict, str, str]:
+    """(recorded config, the directory whose checkpoints/ hold the network, the directory of the run's records:
+    config.json, input_contract.json); EncoderError naming what is wrong."""
     if not paths.is_dir(workdir):
         raise EncoderError(f"{workdir}: no such directory: {_WHICH_WORKDIR}")
     config = run_config.read(workdir)
     if config is None:
         parent = _parent_of_pretrain_stage(workdir)
         if parent is not None:
-            return parent, workdir
+            return parent, workdir, os.fspath(workdir).rstrip("/").rsplit("/", 1)[0]
         raise EncoderError(f"{workdir}: not a genscl_jax workdir (no {run_config.CONFIG_FILE} or summary.json), so "
                            f"its architecture is unknown: {_WHICH_WORKDIR}; a run from before config.json records "
                            "it when its command is rerun once (a finished run trains nothing more)")
@@ -97,7 +101,7 @@ def _locate(workdir: str) -> tuple[ml_collections.ConfigDict, str]:
     if config.mode not in MODES:
         raise EncoderError(f"{workdir}: config.mode={config.mode!r} trains no encoder: {_WHICH_WORKDIR}")
     # pretrain_and_eval pretrains in <workdir>/pretrain.
-    return config, paths.join(workdir, "pretrain") if config.mode == "pretrain_and_eval" else workdir
+    return config, paths.join(workdir, "pretrain") if config.mode == "pretrain_and_eval" else workdir, workdir
 
 
 def _parent_of_pretrain_stage(workdir: str) -> ml_collections.ConfigDict | None:
@@ -110,7 +114,7 @@ def _parent_of_pretrain_stage(workdir: str) -> ml_collections.ConfigDict | None:
 
 
 def _restore(workdir: str, config: ml_collections.ConfigDict, owner: str, with_head: bool,
-             step: int | None) -> TrainedNetwork:
+             step: int | None, contract: input_contract.InputContract | None) -> TrainedNetwork:
     checkpoints = checkpointing.checkpoint_dir(owner)
     checkpointer = checkpointing.Checkpointer(checkpoints, read_only=True)
     try:
@@ -135,7 +139,7 @@ def _restore(workdir: str, config: ml_collections.ConfigDict, owner: str, with_h
                                                     "batch_stats": restored["batch_stats"]})
     module, variables = _network(config, variables, with_head)
     _check_shapes(module, variables, config.image_size, workdir)
-    return TrainedNetwork(module, variables, config, int(step))
+    return TrainedNetwork(module, variables, config, int(step), contract)
 
 
 def encoder_variables(variables: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,273 @@
+"""`python -m genscl_jax.plan --config RECIPE[:arg] --target TARGET [--config.KEY=VALUE ...] [--json PATH]`:
+the step(s) a config's mode runs, compiled for a Cloud TPU slice or NVIDIA GPUs from this machine, with no device.
+
+    python -m genscl_jax.plan --config configs/imagenet_resnet50.py --target v5e-16
+    python -m genscl_jax.plan --config configs/imagenet_resnet50.py:gpu8 --target h100-80gbx8 --json plan.json
+
+Each step is built as its trainer builds it (plan_steps.py) and compiled by the accelerator's own compiler: libtpu
+for TPUs (`pip install "genscl-jax[plan-tpu]"`), the CUDA plugin for GPUs (`[plan-gpu]`), both deviceless, the
+host's JAX on CPU. Per device it prints:
+  - the compiled memory plan (arguments, outputs, temporaries, donated aliases, code) against the device's memory
+    (accelerators.py: each chip's published memory, or --device-memory-gb), and whether it fits, by how much;
+  - FLOPs per step and per source image: XLA's cost analysis of the compiled TPU program; the GPU compiler gives
+    none, so there the pre-optimisation HLO's cost (the CPU client's HLO cost analysis, the whole global step)
+    divided by the device count;
+  - the collectives of the optimised program (kind, count, bytes per device per step; tools/hlo_audit.py);
+  - the compile time on this machine, and a roofline lower bound on the step time (the larger of FLOPs / peak bf16
+    FLOP/s and the arguments + outputs + temporaries / memory bandwidth, both per device), labelled as a bound:
+    neither compiler gives a usable time (libtpu's optimal_seconds can be negative).
+Where a step does not fit, it compiles candidates (micro-batches of halving size, then with remat="blocks") and
+names the first that fits as the `--config.` flags to add. Exit status 0 when every step fits, 3 when one does not,
+2 for a bad input (one line, before anything compiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+from absl import flags
+from ml_collections import config_flags
+
+from genscl_jax import data
+from genscl_jax.config import recipes, validation
+from genscl_jax.data import registry
+from genscl_jax.tools import accelerators, deviceless, hlo_audit, measure, plan_steps
+
+MAX_CANDIDATES = 8  # compiles spent looking for a change that fits (each is minutes for a ResNet-50 on a CPU)
+
+
+class PlanError(Exception):
+    """A bad input, as one line that names the problem and the fix."""
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m genscl_jax.plan", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--config", required=True, help="a recipe file in configs/, optionally :arg")
+    parser.add_argument("--target", required=True, help=accelerators.known_targets())
+    parser.add_argument("--json", help="write the result as one JSON object to this path ('-': stdout)")
+    parser.add_argument("--device-memory-gb", type=float, help="the device memory (GiB) to fit in, instead of the "
+                        "chip's published memory")
+    parser.add_argument("--hlo-dir", help="write each step's optimised HLO here (STEP.hlo.txt), for hlo_audit")
+    parser.add_argument("--no-suggest", action="store_true", help="do not compile candidates when a step does not fit")
+    args, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if not a.startswith("--config.")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args, rest
+
+
+def load_config(recipe: str, overrides: list[str]) -> Any:
+    """The recipe with its --config.KEY=VALUE overrides, or PlanError (one line), as main.py loads it."""
+    problem = recipes.recipe_file_problem(recipe)
+    if problem:
+        raise PlanError(f"config error: {problem}")
+    for arg in overrides:
+        error = validation.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
+        if error:
+            raise PlanError(f"config error: {error}")
+    recipes.make_recipe_importable(recipe)
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "recipe", flag_values=values, lock_config=True)
+    try:
+        values(["plan", f"--config={recipe}", *overrides])
+    except Exception as e:  # noqa: BLE001 -- the recipe's own code runs here, and may raise anything
+        raise PlanError(f"config error: {recipe}: {str(e).strip().splitlines()[-1]}") from None
+    return values.config
+
+
+def with_changes(config: Any, changes: dict[str, Any]) -> Any:
+    return recipes.set_keys(config.copy_and_resolve_references(), changes)
+
+
+def flags_of(changes: dict[str, Any]) -> str:
+    return " ".join(f"--config.{k}={v}" for k, v in changes.items())
+
+
+def candidates(config: Any, num_devices: int) -> list[dict[str, Any]]:
+    """Changes that lower a step's memory, smallest first: the loss in blocks of anchor rows (the same loss), then
+    also micro-batches of halving size (the loss still spans the whole batch; BatchNorm then normalises each
+    micro-batch), then also remat="blocks" (each residual block recomputed in the backward pass)."""
+    rows = config.batch_size * (config.num_views if config.mode != "supervised" else 1)
+    base = {}
+    if config.mode != "supervised" and not config.loss_block_size and rows >= 8 * num_devices:
+        base = {"loss_block_size": max(rows // 8 // num_devices, 1) * num_devices}
+    sizes, size = [], config.batch_size // 2
+    while size >= num_devices and size % num_devices == 0 and config.batch_size % size == 0:
+        if not config.micro_batch_size or size < config.micro_batch_size:
+            sizes.append(size)
+        size //= 2
+    found = ([base] if base else []) + [{**base, "micro_batch_size": s} for s in sizes]
+    if config.remat == "none":
+        found += [{**base, "micro_batch_size": s, "remat": "blocks"} for s in [config.micro_batch_size, *sizes] if s]
+    return found
+
+
+def compile_step(config: Any, mesh: Any, source: Any) -> list[dict[str, Any]]:
+    """Each of the mode's steps compiled for `mesh`: its figures (report_step) per step."""
+    results = []
+    for step in plan_steps.lower_steps(config, mesh, source):
+        t0 = time.perf_counter()
+        compiled = step.lowered.compile()
+        results.append(report_step(step, compiled, time.perf_counter() - t0, mesh.devices.size))
+    return results
+
+
+def report_step(step: Any, compiled: Any, compile_seconds: float, num_devices: int) -> dict[str, Any]:
+    plan = measure.memory_plan(compiled) or {}
+    code = int(getattr(compiled.memory_analysis(), "generated_code_size_in_bytes", 0) or 0)
+    flops, flops_source = measure.compiled_flops(compiled), "compiled.cost_analysis() (per device)"
+    if flops is None:
+        flops, flops_source = _pre_optimisation_flops(step.lowered) / num_devices, (
+            "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices")
+    found = hlo_audit.collectives(compiled.as_text())
+    return {"step": step.name, "global_batch": step.global_batch,
+            "memory_plan": {**plan, "code": code}, "planned_bytes": plan.get("total", 0) + code,
+            "flops_per_step": flops, "flops_per_source_image": flops * num_devices / step.global_batch,
+            "flops_source": flops_source,
+            "collectives": [{"kind": kind, **v} for kind, v in hlo_audit.summarize(found).items()],
+            "compile_s": round(compile_seconds, 1), "hlo": compiled.as_text()}
+
+
+def _pre_optimisation_flops(lowered: Any) -> float:
+    """FLOPs of the lowered (unpartitioned, global) program by the CPU client's HLO cost analysis."""
+    import jax._src.xla_bridge as xla_bridge  # noqa: SLF001 -- the one route to XLA's HLO cost analysis
+    from jax._src.lib import xla_client  # noqa: SLF001
+
+    module = lowered.compiler_ir("hlo").as_hlo_module()
+    analysis = xla_client._xla.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)  # noqa: SLF001
+    return float(analysis.get("flops", 0.0))
+
+
+def roofline_seconds(step: dict[str, Any], chip: accelerators.Chip) -> float:
+    """A lower bound on the step time: FLOPs at the peak, or every planned byte moved once at full bandwidth."""
+    plan = step["memory_plan"]
+    moved = plan.get("argument", 0) + plan.get("output", 0) + plan.get("temp", 0)
+    return max(step["flops_per_step"] / chip.peak_bf16_flops, moved / chip.memory_bandwidth)
+
+
+def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str, Any]:
+    """Everything up to the compile is checked first; PlanError for a bad input."""
+    try:
+        target = accelerators.parse_target(args.target)
+    except accelerators.TargetError as e:
+        raise PlanError(str(e)) from None
+    problem = deviceless.compiler_problem(target.platform)
+    if problem:
+        raise PlanError(problem)
+    config = load_config(args.config, overrides)
+    if config.kd.alpha > 0 and not config.kd.teacher:
+        # The step compiles for the teacher's shapes only (config.kd.teacher_model): its weights are not needed.
+        config = with_changes(config, {"kd.teacher": "random weights (plan)"})
+    try:
+        validation.validate(config, num_devices=target.num_devices)
+    except validation.ConfigError as e:
+        raise PlanError(f"config error: {e}") from None
+    if config.mode not in plan_steps.STEPS_OF_MODE:
+        raise PlanError(f"mode {config.mode!r}: the plan compiles {', '.join(plan_steps.STEPS_OF_MODE)}")
+    if config.dataset not in registry.DATASETS:
+        raise PlanError(f"dataset {config.dataset!r}: the plan needs a built-in dataset's facts ("
+                        f"{', '.join(registry.DATASETS)}); set --config.dataset to the one of the same shape")
+    source = data.resolve(config)
+    memory = int(args.device_memory_gb * accelerators.GIB) if args.device_memory_gb else target.chip.memory_bytes
+    say(f"compiling {config.mode} for {target.describe()} ({target.chip.device_kind}, "
+        f"{_size(memory)} each), global batch {config.batch_size} ...")
+    # A persistent cache (JAX_COMPILATION_CACHE_DIR) is for programs this host runs; these run elsewhere.
+    jax.config.update("jax_enable_compilation_cache", False)
+    mesh = deviceless.target_mesh(target)
+    steps = compile_step(config, mesh, source)
+    result = {"target": args.target, "device_kind": mesh.devices.flat[0].device_kind,
+              "num_devices": target.num_devices, "hosts": target.hosts, "mode": config.mode,
+              "global_batch": config.batch_size, "device_memory_bytes": memory,
+              "peaks": {"bf16_flops": target.chip.peak_bf16_flops, "memory_bandwidth": target.chip.memory_bandwidth,
+                        "source": target.chip.source},
+              "steps": [], "suggestion": None}
+    for step in steps:
+        hlo = step.pop("hlo")
+        if args.hlo_dir:
+            os.makedirs(args.hlo_dir, exist_ok=True)
+            with open(os.path.join(args.hlo_dir, f"{step['step']}.hlo.txt"), "w") as f:
+                f.write(hlo)
+        step["fits"] = step["planned_bytes"] <= memory
+        step["roofline_lower_bound_s"] = roofline_seconds(step, target.chip)
+        result["steps"].append(step)
+    first = result["steps"][0]
+    result.update({k: first[k] for k in ("planned_bytes", "flops_per_step", "collectives", "compile_s")})
+    result["fits"] = all(s["fits"] for s in result["steps"])
+    for step in result["steps"]:
+        say(step_lines(step, memory))
+    if config.mode in plan_steps.NOT_BUILT:
+        result["not_compiled"] = plan_steps.NOT_BUILT[config.mode]
+        say(f"note: {config.mode}: {result['not_compiled']}")
+    if not result["fits"] and not args.no_suggest:
+        result["suggestion"], result["candidates"] = suggest(config, mesh, source, memory, say)
+    return result
+
+
+def suggest(config: Any, mesh: Any, source: Any, memory: int, say) -> tuple[str | None, list[dict[str, Any]]]:
+    """The first candidate (smallest change first) whose every step fits, as --config. flags."""
+    tried = []
+    for changes in candidates(config, mesh.devices.size)[:MAX_CANDIDATES]:
+        steps = compile_step(with_changes(config, changes), mesh, source)
+        for step in steps:
+            step.pop("hlo")
+        planned = max(s["planned_bytes"] for s in steps)
+        tried.append({"flags": flags_of(changes), "planned_bytes": planned, "fits": planned <= memory,
+                      "compile_s": sum(s["compile_s"] for s in steps)})
+        say(f"  candidate {flags_of(changes)}: {_size(planned)} per device, "
+            f"{'fits' if planned <= memory else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
+        if planned <= memory:
+            return flags_of(changes), tried
+    return None, tried
+
+
+def _size(num_bytes: float) -> str:
+    """Bytes in GiB to the hundredth, or in MiB below a GiB (tiny models)."""
+    if abs(num_bytes) < accelerators.GIB:
+        return f"{num_bytes / 2**20:.1f} MiB"
+    return f"{num_bytes / accelerators.GIB:.2f} GiB"
+
+
+def step_lines(step: dict[str, Any], memory: int) -> str:
+    p = step["memory_plan"]
+    margin = memory - step["planned_bytes"]
+    verdict = (f"fits, {_size(margin)} to spare" if margin >= 0 else f"does NOT fit, {_size(-margin)} over")
+    collectives = ", ".join(f"{c['kind']} x{c['count']} {c['bytes'] / 2**20:.1f} MiB" for c in step["collectives"])
+    return "\n".join([
+        f"{step['step']} step (global batch {step['global_batch']}), per device:",
+        f"  memory: {_size(step['planned_bytes'])} of {_size(memory)}: {verdict} (arguments "
+        f"{_size(p.get('argument', 0))}, outputs {_size(p.get('output', 0))}, aliased {_size(p.get('alias', 0))}, "
+        f"temporaries {_size(p.get('temp', 0))}, code {_size(p.get('code', 0))})",
+        f"  FLOPs: {step['flops_per_step']:.4g} per step, {step['flops_per_source_image'] / 1e9:.1f} GFLOP per "
+        f"source image ({step['flops_source']})",
+        f"  collectives: {collectives or 'none'}",
+        f"  compiled in {step['compile_s']:.0f} s here; roofline lower bound "
+        f"{step['roofline_lower_bound_s'] * 1e3:.1f} ms per step (a bound, not a time)"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        result = plan(args, overrides)
+    except PlanError as e:
+        print(f"plan: {e}", file=sys.stderr)
+        return 2
+    if result["suggestion"]:
+        print(f"does not fit; the smallest change that fits: {result['suggestion']}")
+    elif not result["fits"]:
+        print("does not fit, and no candidate tried fits" + ("" if args.no_suggest else
+                                                              f" ({len(result.get('candidates', []))} compiled)"))
+    if args.json:
+        text = json.dumps(result, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0 if result["fits"] else 3

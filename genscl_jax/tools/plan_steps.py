@@ -1,0 +1,79 @@
+"""The steps a config's mode runs, built as its trainer builds them and lowered for abstract state and batch
+(shapes only, nothing allocated) on any mesh: what `python -m genscl_jax.plan` compiles for a TPU slice or GPUs.
+
+pretrain (and pretrain_and_eval's first stage): pretrain.build_program, the trainer's own program, with a teacher of
+random weights (shapes only) where the config uses one. supervised: the supervised trainer's step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from genscl_jax import data
+from genscl_jax.models import model_builder
+from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.tools import step_bench
+from genscl_jax.trainers import pretrain, supervised
+from genscl_jax.training import optimizers
+from genscl_jax.training.train_state import train_state_initializer
+
+# The modes whose steps are built here, and what each runs. Not yet built: the linear evaluation's step (a linear
+# classifier on frozen features, far smaller than pretraining's), which pretrain_and_eval also runs (NOT_BUILT).
+STEPS_OF_MODE = {"pretrain": ("pretrain",), "pretrain_and_eval": ("pretrain",), "supervised": ("supervised",)}
+NOT_BUILT = {"pretrain_and_eval": "the linear evaluation's step is not compiled yet"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoweredStep:
+    name: str  # "pretrain" or "supervised"
+    lowered: Any  # jax.stages.Lowered, compiled with the trainer's own compiler options
+    global_batch: int  # source images per step
+
+
+def lower_steps(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
+    """The mode's training steps for `config` on `mesh`, lowered."""
+    return [_LOWER[name](config, mesh, source) for name in STEPS_OF_MODE[config.mode]]
+
+
+def _batch(config: Any, views: int, source: data.DataSource) -> dict[str, Any]:
+    return step_bench.abstract_batch(config.batch_size, views, config.image_size, source.info.channels)
+
+
+def _lower_pretrain(config: Any, mesh: Mesh, source: data.DataSource) -> LoweredStep:
+    spec = source.info
+    # The trainer loads config.kd.teacher's weights; their shapes are what the step compiles for.
+    teacher = (step_bench.random_teacher(config, spec.num_classes, spec.channels, mesh, abstract=True)
+               if config.kd.alpha > 0 else None)
+    program = pretrain.build_program(
+        config, mesh, spec, source.steps_per_epoch(config.batch_size),
+        preprocessing=source.train_preprocessing(config.augment, config.device_color_augment), teacher=teacher)
+    lowered = program.jit().lower(program.state_shapes(), _batch(config, config.num_views, source),
+                                  teacher.variables if teacher else None)
+    return LoweredStep("pretrain", lowered, config.batch_size)
+
+
+def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> LoweredStep:
+    spec, steps_per_epoch = source.info, source.steps_per_epoch(config.batch_size)
+    total_steps = optimizers.total_train_steps(config, steps_per_epoch)
+    platform = parallel.mesh_platform(mesh)
+    model = model_builder.build_encoder(config, num_classes=spec.num_classes, training_views=1, platform=platform)
+    tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
+    sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
+    initializer = train_state_initializer(lambda rng: model.init(rng, sample, train=False), tx)
+    step = supervised.make_supervised_step(
+        model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind, mix_alpha=config.mix.alpha,
+        mix_prob=config.mix.prob, label_smoothing=config.label_smoothing,
+        preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
+        micro_batch_size=config.micro_batch_size)
+    options = compile_options.model_jit_options(config, platform).get("compiler_options")
+    jitted = parallel.jit_train_step(step, mesh, compiler_options=options)
+    state = jax.eval_shape(initializer, jax.random.PRNGKey(config.seed))
+    return LoweredStep("supervised", jitted.lower(state, _batch(config, 1, source)), config.batch_size)
+
+
+_LOWER = {"pretrain": _lower_pretrain, "supervised": _lower_supervised}

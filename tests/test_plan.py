@@ -1,0 +1,117 @@
+"""`python -m genscl_jax.plan`: the tiny config's steps compiled for a TPU slice and for GPUs from this CPU machine,
+with no device, through libtpu and the CUDA plugin (the plan-tpu / plan-gpu extras).
+
+Those compilers live in .venv-plan (.ci/plan_venv: the test venv plus libtpu and the CUDA plugin), not in the test
+venv, so that no other test sees a TPU or GPU plugin; .ci/run runs this file there. Elsewhere it skips, saying how.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from conftest import make_tiny_config, write_config
+from genscl_jax import data
+from genscl_jax.tools import accelerators, deviceless, hlo_audit, plan_steps
+
+_HOW = ("run: .ci/plan_venv && .venv-plan/bin/python -m pytest -p no:xdist tests/test_plan.py (the test venv plus "
+        "libtpu and the CUDA plugin)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                 reason=f"libtpu (the plan-tpu extra) is not installed here; {_HOW}")]
+_NO_CUDA_PLUGIN = deviceless.compiler_problem("gpu")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ("target", "device_kind", "num_devices", "global_batch", "device_memory_bytes", "planned_bytes", "fits",
+        "flops_per_step", "collectives", "compile_s", "suggestion")
+# A batch whose activations dominate the tiny network's memory on a GPU (on a TPU, XLA keeps this model's temporaries
+# small and micro-batches only add code: BENCHMARKS.md section 11.3): dense 76 MiB, micro-batches of 32: 30 MiB.
+LARGE = {"batch_size": 512, "width_multiplier": 0.5}
+
+
+def plan(tmp_path, target, *flags, name="plan"):
+    """The command's exit status, output lines and JSON result."""
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    done = subprocess.run([sys.executable, "-m", "genscl_jax.plan", "--config", write_config(tmp_path / "tiny.py"),
+                           "--target", target, "--json", str(out), *flags],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    return done.returncode, lines, json.loads(out.read_text()) if out.exists() else None, done.stderr
+
+
+def check_tiny_plan(tmp_path, target, device_kind):
+    rc, lines, result, stderr = plan(tmp_path, target)
+    assert rc == 0, stderr[-2000:]
+    assert all(key in result for key in KEYS)
+    assert result["device_kind"] == device_kind and result["fits"] and result["suggestion"] is None
+    assert result["num_devices"] == (2 if target.endswith("x2") else 4)
+    assert 0 < result["planned_bytes"] < result["device_memory_bytes"]
+    assert result["flops_per_step"] > 0 and result["global_batch"] == 8
+    # Data parallel: the gradients are all-reduced across the devices.
+    assert any(c["kind"] == "all-reduce" and c["count"] > 0 and c["bytes"] > 0 for c in result["collectives"])
+    assert any("fits" in line for line in lines)
+
+
+def test_the_tiny_pretraining_step_compiles_for_a_v5e_4_slice_and_fits(tmp_path):
+    check_tiny_plan(tmp_path, "v5e-4", "TPU v5 lite")
+
+
+@pytest.mark.skipif(_NO_CUDA_PLUGIN is not None, reason=f"{_NO_CUDA_PLUGIN}; or {_HOW}")
+def test_the_tiny_pretraining_step_compiles_for_two_h100s_and_fits(tmp_path):
+    check_tiny_plan(tmp_path, "h100-80gbx2", "NVIDIA H100 80GB HBM3")
+
+
+@pytest.mark.skipif(_NO_CUDA_PLUGIN is not None, reason=f"{_NO_CUDA_PLUGIN}; or {_HOW}")
+def test_a_batch_too_large_for_the_memory_is_refused_with_a_suggestion_that_fits(tmp_path):
+    flags = [f"--config.{k}={v}" for k, v in LARGE.items()]
+    rc, _, dense, _ = plan(tmp_path, "h100-80gbx2", *flags, "--no-suggest", name="dense")
+    assert rc == 0 and dense["fits"]
+    # A memory the dense step does not fit and two micro-batches should.
+    memory_gb = dense["planned_bytes"] * 0.8 / accelerators.GIB
+    rc, lines, refused, stderr = plan(tmp_path, "h100-80gbx2", *flags, f"--device-memory-gb={memory_gb}",
+                                      name="refused")
+    assert rc == 3 and not refused["fits"] and refused["suggestion"], stderr[-2000:]
+    assert lines[-1] == f"does not fit; the smallest change that fits: {refused['suggestion']}"
+    rc, _, applied, _ = plan(tmp_path, "h100-80gbx2", *flags, f"--device-memory-gb={memory_gb}",
+                             *refused["suggestion"].split(), name="applied")
+    assert rc == 0 and applied["fits"] and applied["planned_bytes"] <= memory_gb * accelerators.GIB
+
+
+# Custom calls only XLA:CPU emits (its runtime's, YNNPACK's, XNNPACK's, oneDNN's).
+_CPU_ONLY = ("cpu", "ynn", "xnn", "onednn")
+
+
+def _tiny_tpu_steps(config, monkeypatch):
+    """The step's optimised HLO compiled here for a v5e-4 slice, then again with the host's platform forced to TPU
+    (both from this one line, so that the source locations in the metadata agree)."""
+    monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)  # TPU executables have no place in the CPU tests' cache
+    mesh = deviceless.target_mesh(accelerators.parse_target("v5e-4"))
+    texts = []
+    try:
+        for forced in (False, True):
+            if forced:
+                monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+            (step,) = plan_steps.lower_steps(config, mesh, data.resolve(config))
+            texts.append(step.lowered.compile().as_text())
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+    return texts
+
+
+def test_a_tpu_step_compiled_from_this_cpu_host_is_the_program_a_tpu_host_compiles(monkeypatch):
+    """Every platform choice comes from the mesh: the micro-batched step (where the CPU path would swap in
+    canonical gradient convolutions and CPU compiler options) compiled here for a TPU equals the one compiled with
+    the platform forced to TPU, and holds no CPU-only custom call."""
+    here, forced = _tiny_tpu_steps(make_tiny_config(micro_batch_size=4, remat="blocks"), monkeypatch)
+    targets = {line.split('custom_call_target="')[1].split('"')[0] for line in here.splitlines()
+               if 'custom_call_target="' in line}
+    assert not [t for t in targets if any(word in t.lower() for word in _CPU_ONLY)]
+    assert here == forced
+    assert hlo_audit.collectives(here)  # a real sharded TPU program
