@@ -76,6 +76,7 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
             trained_network.EncoderError, data.DataError) as e:
         raise RunError(str(e)) from e
     summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started,
+                   train_images=source.info.num_train, num_classes=source.info.num_classes,
                    data_channels=source.info.channels, data_mean=list(source.info.mean),
                    data_std=list(source.info.std))
     if contract is not None:
@@ -108,8 +109,9 @@ def _say_what_runs(config: Any, workdir: str, recipe: str, source: data.DataSour
     """Three lines on what runs: the mode, recipe and workdir; the data; the devices and processes."""
     info = source.info
     console.say(f"{config.mode}" + (f" of {recipe}" if recipe else "") + f" in {workdir}")
-    console.say(f"  data: {config.dataset}, {info.num_train:,} train / {source.eval_examples():,} test images, "
-                f"{config.image_size}x{config.image_size}x{info.channels}, {info.num_classes} classes")
+    subset = f" (a subset of {config.train_subset:,} per class)" if config.train_subset else ""
+    console.say(f"  data: {config.dataset}, {info.num_train:,} train{subset} / {source.eval_examples():,} test "
+                f"images, {config.image_size}x{config.image_size}x{info.channels}, {info.num_classes} classes")
     processes = jax.process_count()
     console.say(f"  devices: {jax.device_count()} {jax.devices()[0].device_kind}, {processes} "
                 + ("process" if processes == 1 else "processes"))

@@ -13,61 +13,20 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from conftest import make_tiny_config  # noqa: E402
+from helpers import (CLASSES, class_image, clear_dataset_entries, folder_config, write_folder,  # noqa: E402,F401
+                     write_image)
 
 from genscl_jax import data, runner  # noqa: E402
-from genscl_jax.config import defaults  # noqa: E402
 from genscl_jax.config.validation import ConfigError, validate  # noqa: E402
 from genscl_jax.data import image_folder, registry, tf_pipeline, tf_stats, views  # noqa: E402
 from genscl_jax.data.registry import DataError  # noqa: E402
 
-CLASSES = {"zebra": 4, "ant": 4, "cat": 4}  # Written in this order; labels must follow the sorted names.
-
-
-def class_image(label, index, size=16, channels=3):
-    """A distinct image per class (its own colour) with a little per-image noise: learnable, and exact in PNG."""
-    rng = np.random.default_rng(100 * label + index)
-    colour = np.array([60 + 90 * (label % 3), 40 * label + 30, 200 - 60 * label])[:channels]
-    image = colour + rng.integers(-20, 20, size=(size, size, channels))
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def write_image(path, image, fmt="png"):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    encoded = tf.io.encode_png(image) if fmt == "png" else tf.io.encode_jpeg(image)
-    tf.io.write_file(str(path), encoded)
-
-
-def write_folder(root, classes=CLASSES, test="test", channels=3, test_counts=2):
-    """root/train/CLASS/i.png and root/<test>/CLASS/i.jpg; returns {split: [(array, class name)]}."""
-    written = {"train": [], test: []}
-    for label, name in enumerate(sorted(classes)):
-        for i in range(classes[name]):
-            image = class_image(label, i, channels=channels)
-            write_image(os.path.join(root, "train", name, f"{i}.png"), image)
-            written["train"].append((image, name))
-        for i in range(test_counts):
-            image = class_image(label, 50 + i, channels=channels)
-            write_image(os.path.join(root, test, name, f"{i}.jpg"), image, fmt="jpeg")
-            written[test].append((image, name))
-    return written
-
-
-def folder_config(root, **overrides):
-    config = defaults.base_config()
-    config.dataset, config.data_dir = "image_folder", str(root)
-    for key, value in overrides.items():
-        config[key] = value
-    return config
-
-
 @pytest.fixture(autouse=True)
 def fresh_entries():
     """Every test starts as a new process would: no dataset entry cached from an earlier test."""
-    data.source._image_folder_entry.cache_clear()
-    data.source._tfds_entry.cache_clear()
+    clear_dataset_entries()
     yield
-    data.source._image_folder_entry.cache_clear()
-    data.source._tfds_entry.cache_clear()
+    clear_dataset_entries()
 
 
 def test_classes_are_the_sorted_folder_names_and_val_counts_as_test(tmp_path):

@@ -42,6 +42,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data_std = ()
     c.image_size = 32
     c.channels = 0  # 0 -> the dataset's own channel count
+    # > 0: train on a labelled subset of this many training examples of each class (every training mode, the probes
+    # and the kNN bank read only it; epochs are passes over it), drawn with train_subset_seed, not the run's seed,
+    # so every method and run gets the same images. 0: the whole training split.
+    c.train_subset = 0
+    c.train_subset_seed = 0  # also picks a bounded kNN bank's examples (knn.max_train_examples)
     c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none (data/views.py says what)
     # The random resized crop's area range, as fractions of the image's (every policy but none): MoCo v2's and
     # SupCon's PyTorch code's (0.2, 1); torchvision's default is (0.08, 1).
@@ -143,8 +148,8 @@ def base_config() -> ml_collections.ConfigDict:
     # trained with come from augmented (and maybe mixed) views, the features are taken of clean images. 0: off.
     c.linear_eval.recalibrate_batch_stats = 0
     # Watching pretraining (README "Watching a run"). Every eval_every_steps (below) and at the end: the kNN vote's
-    # test top-1 on the encoder's features, against a bank of the first knn.max_train_examples training examples
-    # (0: the whole training split), and the online probe's test top-1.
+    # test top-1 on the encoder's features, against a bank of at most knn.max_train_examples training examples (a
+    # class-balanced or evenly spread sample; 0: the whole training split), and the online probe's test top-1.
     c.knn = ml_collections.ConfigDict()
     c.knn.enabled = True
     c.knn.k = 200

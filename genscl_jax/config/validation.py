@@ -71,6 +71,7 @@ FRACTION, BELOW_ONE = Range(0, 1), Range(0, 1, high_inclusive=False)
 # key of defaults.base_config() is missing here).
 RANGES = {
     "image_size": POSITIVE, "channels": NON_NEGATIVE, "num_views": POSITIVE,
+    "train_subset": NON_NEGATIVE, "train_subset_seed": NON_NEGATIVE,
     "width_multiplier": POSITIVE, "head.hidden_dim": NON_NEGATIVE, "head.output_dim": POSITIVE,
     "batch_size": POSITIVE, "num_epochs": NON_NEGATIVE, "num_train_steps": NON_NEGATIVE,
     "learning_rate": POSITIVE, "momentum": BELOW_ONE, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
@@ -142,7 +143,6 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     _check_data(config)
     _check_kd(config)
     _check_moco(config)
-    _check_knn(config)
     if config.mode == "linear_eval" and not config.linear_eval.pretrained_workdir:
         raise ConfigError("config.linear_eval.pretrained_workdir is empty: mode linear_eval needs the workdir "
                           "of a pretraining run (or use mode pretrain_and_eval)")
@@ -254,12 +254,5 @@ def _check_moco(config: Any) -> None:
     if queue < keys_per_step:
         raise ConfigError(f"config.moco.queue_size={queue} is smaller than the {keys_per_step} keys enqueued per "
                           f"step (num_views * batch_size); use at least {keys_per_step}")
-
-
-def _check_knn(config: Any) -> None:
-    if config.knn.enabled and config.knn.max_train_examples and config.dataset == registry.IMAGE_FOLDER:
-        raise ConfigError(f"config.knn.max_train_examples={config.knn.max_train_examples}: an image folder's "
-                          "training split is read class by class, so a bounded kNN bank would hold only its first "
-                          "classes; use 0 (the whole split) or config.knn.enabled=False")
 
 

@@ -95,6 +95,9 @@ class Dataset:
     label_key: str = "label"
     # Reader "image_folder": its genscl_jax.data.image_folder.FolderLayout (files and labels of every split).
     folder: Any = None
+    # The training examples read (config.train_subset; a bounded kNN bank), a genscl_jax.data.subset.Selection of
+    # example keys (tfds) or positions (an image folder's files, the synthetic task's examples); None: all of them.
+    train_selection: Any = None
 
 
 # CIFAR statistics are the ones of SupCon's and the GenSCL authors' code (their std is the commonly copied

@@ -15,9 +15,10 @@ import functools
 from typing import Any, Callable, Iterator
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
-from genscl_jax.data import device_preprocess, image_folder, registry, stats, synthetic, views
+from genscl_jax.data import device_preprocess, image_folder, registry, stats, subset, synthetic, views
 from genscl_jax.data.registry import DatasetInfo
 from genscl_jax.runtime import parallel, preemption
 
@@ -91,6 +92,7 @@ class DataSource:
     image_size: int
     seed: int  # data randomness (shuffles, augmentations, the synthetic task) is keyed by it
     views: views.RunViews  # the run's augmentation, resolved once (genscl_jax.data.views)
+    subset_seed: int = 0  # which training examples a subset and a bounded kNN bank hold (config.train_subset_seed)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return max(self.info.num_train // batch_size, 1)
@@ -112,7 +114,7 @@ class DataSource:
                        num_views: int) -> Iterator[dict[str, jax.Array]]:
         if self.entry.reader == "synthetic":  # Generated views: no augmentation to do on the host.
             yield from synthetic.train_iterator(
-                self.seed, start_step, batch_size=batch_size, image_size=self.image_size,
+                self.seed, start_step, self.entry.train_selection, batch_size=batch_size, image_size=self.image_size,
                 num_classes=self.info.num_classes, channels=self.info.channels, num_views=num_views,
                 sharding=parallel.batch_sharded(mesh))
             return
@@ -126,24 +128,70 @@ class DataSource:
 
     def eval_examples(self, split: str = "test") -> int:
         """How many examples one pass of eval_batches(split=split) holds (its padding not counted)."""
-        if self.entry.reader == "synthetic":
+        if self.entry.reader == "synthetic" and not (split == "train" and self.entry.train_selection is not None):
             return synthetic.EVAL_EXAMPLES
         return self.info.num_train if split == "train" else self.info.num_test
 
-    def eval_batches(self, mesh: Mesh, *, batch_size: int, split: str = "test") -> Iterator[dict[str, jax.Array]]:
+    def with_train_subset(self, per_class: int, seed: int) -> DataSource:
+        """This source reading only `per_class` training examples of each class (config.train_subset), drawn with
+        `seed`; a class with fewer is a one-line DataError. Every reader of the training split follows it: the
+        training batches, epochs and steps, the probes' and the kNN bank's features."""
+        selection = subset.select(*self._train_keys_and_labels(), per_class, seed, self.info.num_classes,
+                                  strict_what="config.train_subset")
+        return self._selecting(selection)
+
+    def bank_batches(self, mesh: Mesh, *, batch_size: int, max_examples: int) -> Iterator[dict[str, jax.Array]]:
+        """eval_batches of the training split for a kNN bank of at most `max_examples` (0: all): a class-balanced
+        sample drawn with this source's seed where the labels are at hand (a subset, an image folder), else (a whole
+        tfds split) an evenly spread one, and the first examples of the synthetic task (each drawn independently).
+        Drawn with config.train_subset_seed, not the run's seed: every run's bank holds the same images."""
+        if not max_examples or max_examples >= self.eval_examples("train"):
+            return self.eval_batches(mesh, batch_size=batch_size, split="train")
+        if self.entry.train_selection is not None or self.entry.reader == "image_folder":
+            within = subset.Selection(*self._train_keys_and_labels())
+            per_class = subset.bank_per_class(max_examples, self.info.num_classes)
+            bank = self._selecting(within.balanced(per_class, self.subset_seed, self.info.num_classes))
+            return bank.eval_batches(mesh, batch_size=batch_size, split="train")
+        return self.eval_batches(mesh, batch_size=batch_size, split="train", spread=max_examples)
+
+    def _selecting(self, selection: subset.Selection) -> DataSource:
+        entry = dataclasses.replace(self.entry, train_selection=selection)
+        return dataclasses.replace(self, entry=entry, info=dataclasses.replace(self.info, num_train=len(selection)))
+
+    def _train_keys_and_labels(self):
+        """(keys, labels) of every example of the training split, in its fixed order (see subset.Selection)."""
+        if self.entry.train_selection is not None:
+            return self.entry.train_selection.keys, self.entry.train_selection.labels
+        if self.entry.reader == "synthetic":
+            return np.arange(self.info.num_train), synthetic.position_labels(self.info.num_train, self.info.num_classes)
+        if self.entry.reader == "image_folder":
+            labels = self.entry.folder.splits[self.info.train_split].labels
+            return np.arange(len(labels)), np.asarray(labels)
+        return _tfds_keys_and_labels(self.entry, self.data_dir)
+
+    def eval_batches(self, mesh: Mesh, *, batch_size: int, split: str = "test",
+                     spread: int = 0) -> Iterator[dict[str, jax.Array]]:
         """One pass over an evaluation split, {"image": uint8 [B, H, W, C], "label", "mask"}; padding has mask False.
 
-        A step normalises the images with `eval_preprocessing()` (device_preprocess.normalize). A stop request
-        (SIGTERM, Ctrl-C) ends the pass between batches with preemption.StopRequested: every evaluation and feature
-        extraction reads its batches here, and is abandoned promptly so (preemption.poll_batches)."""
-        return preemption.poll_batches(self._eval_batches(mesh, batch_size=batch_size, split=split))
+        A step normalises the images with `eval_preprocessing()` (device_preprocess.normalize). spread: a tfds split
+        read as an evenly spread sample of that many examples (bank_batches). A stop request (SIGTERM, Ctrl-C) ends
+        the pass between batches with preemption.StopRequested: every evaluation and feature extraction reads its
+        batches here, and is abandoned promptly so (preemption.poll_batches)."""
+        return preemption.poll_batches(self._eval_batches(mesh, batch_size=batch_size, split=split, spread=spread))
 
-    def _eval_batches(self, mesh: Mesh, *, batch_size: int, split: str) -> Iterator[dict[str, jax.Array]]:
+    def _eval_batches(self, mesh: Mesh, *, batch_size: int, split: str,
+                      spread: int) -> Iterator[dict[str, jax.Array]]:
+        if self.entry.reader == "synthetic" and split == "train" and self.entry.train_selection is not None:
+            yield from synthetic.selection_eval_batches(
+                self.entry.train_selection.keys, batch_size=batch_size, image_size=self.image_size,
+                num_classes=self.info.num_classes, channels=self.info.channels, sharding=parallel.batch_sharded(mesh))
+            return
         if self.entry.reader == "synthetic":
             # Its own seeds per split, so the "train" and "test" examples differ.
             seed = self.seed + (1_000_003 if split == "test" else 2_000_003)
+            num_examples = min(spread or synthetic.EVAL_EXAMPLES, synthetic.EVAL_EXAMPLES)
             yield from synthetic.eval_batches(
-                seed, num_examples=synthetic.EVAL_EXAMPLES, batch_size=batch_size, image_size=self.image_size,
+                seed, num_examples=num_examples, batch_size=batch_size, image_size=self.image_size,
                 num_classes=self.info.num_classes, channels=self.info.channels,
                 sharding=parallel.batch_sharded(mesh))
             return
@@ -151,16 +199,28 @@ class DataSource:
 
         local = tf_pipeline.create_eval_iterator(
             dataset=self.entry, data_dir=self.data_dir, global_batch_size=batch_size, image_size=self.image_size,
-            split=split, channels=self.info.channels)
+            split=split, channels=self.info.channels, spread=spread)
         for batch in local:
             yield parallel.global_batch_from_local(batch, mesh)
 
 
+@functools.lru_cache(maxsize=None)
+def _tfds_keys_and_labels(entry: registry.Dataset, data_dir: str | None):
+    from genscl_jax.data import tf_pipeline  # TensorFlow: a pass over a tfds split's labels, once per process.
+
+    return tf_pipeline.split_keys_and_labels(entry, data_dir)
+
+
 def resolve(config: Any) -> DataSource:
-    """The DataSource of config.dataset, read with config.channels channels (0: the dataset's own)."""
+    """The DataSource of config.dataset, read with config.channels channels (0: the dataset's own), and only
+    config.train_subset examples of each class (0: all) when set."""
     entry = _dataset_entry(config)
-    return DataSource(entry=entry, info=entry.info.with_channels(config.channels), data_dir=config.data_dir or None,
-                      image_size=config.image_size, seed=config.seed, views=views.from_config(config, entry))
+    source = DataSource(entry=entry, info=entry.info.with_channels(config.channels),
+                        data_dir=config.data_dir or None, image_size=config.image_size, seed=config.seed,
+                        views=views.from_config(config, entry), subset_seed=config.train_subset_seed)
+    if config.train_subset:
+        return source.with_train_subset(config.train_subset, config.train_subset_seed)
+    return source
 
 
 def readable_source(config: Any) -> DataSource:

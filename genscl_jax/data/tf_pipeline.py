@@ -216,10 +216,63 @@ def _epoch_reader(builder, split: str, *, in_memory: bool, encoded: bool, seed: 
     return read_epoch, size
 
 
+def _folder_split(entry: registry.Dataset, split: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The files and labels of an image folder's split that are read (the training split's selection only)."""
+    files, labels = entry.folder.splits[split].files, entry.folder.splits[split].labels
+    if split == entry.info.train_split and entry.train_selection is not None:
+        keep = entry.train_selection.keys  # positions in the file list, sorted
+        files, labels = tuple(files[i] for i in keep), tuple(labels[i] for i in keep)
+    return files, labels
+
+
+def _selected(examples, selection):
+    """Only the examples whose key is in `selection` (a subset.Selection of example keys), in reading order."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(selection.keys, tf.int64),
+                                            tf.ones([len(selection)], tf.int64)), default_value=0)
+    return examples.filter(lambda ex: table.lookup(ex["key"]) > 0)
+
+
+def _selected_share(builder, entry: registry.Dataset, *, encoded: bool, process_index: int, process_count: int,
+                    drop_remainder: bool):
+    """(this process's examples of the training split's selection, how many): the whole split read in its fixed
+    order, the selected examples kept and dealt out, every process_count-th from process_index."""
+    selection = entry.train_selection
+    total = len(selection) // process_count * process_count if drop_remainder else len(selection)
+    examples = _selected(_read_split(builder, entry.info.train_split, encoded=encoded,
+                                     keys=(entry.image_key, entry.label_key)), selection)
+    share = len(range(process_index, total, process_count))
+    examples = examples.take(total).shard(process_count, process_index)
+    return examples.apply(tf.data.experimental.assert_cardinality(share)), share
+
+
+def _selected_epoch_reader(builder, entry: registry.Dataset, *, encoded: bool, seed: int, process_index: int,
+                           process_count: int, shuffle_buffer: int | None):
+    """_epoch_reader for a selection of the training split (config.train_subset): read once and cached in memory
+    (encoded when the dataset is streamed: a labelled subset is small), fully shuffled every epoch."""
+    examples, size = _selected_share(builder, entry, encoded=encoded, process_index=process_index,
+                                     process_count=process_count, drop_remainder=True)
+    if size <= 0:
+        raise ValueError(f"the training subset gives process {process_index} no training examples")
+    cached = examples.cache()
+
+    def read_epoch(epoch):
+        return _shuffled_epoch(cached, shuffle_buffer or size, seed, epoch, process_index)
+
+    return read_epoch, size
+
+
+def _shuffled_epoch(examples, buffer: int, seed: int, epoch, process_index: int):
+    """Epoch `epoch` of cached examples: shuffled in a (seed, epoch, process) order, each tagged with its epoch."""
+    shuffle_seed = _int_seed(_derived_seed(seed, _SHUFFLE_SALT, epoch, process_index))
+    shuffled = examples.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+    return shuffled.map(lambda ex: {**ex, "epoch": epoch})
+
+
 def _folder_share(entry: registry.Dataset, split: str, process_index: int, process_count: int,
                   drop_remainder: bool) -> tuple[list[str], np.ndarray]:
     """This process's files and labels of an image folder's split: every process_count-th, from process_index."""
-    files, labels = entry.folder.splits[split].files, entry.folder.splits[split].labels
+    files, labels = _folder_split(entry, split)
     if drop_remainder:  # Equal shares, as tfds.split_for_jax_process(drop_remainder=True) gives.
         files, labels = files[:len(files) // process_count * process_count], labels[:len(files)]
     return list(files[process_index::process_count]), np.asarray(labels[process_index::process_count], np.int64)
@@ -246,9 +299,7 @@ def _folder_epoch_reader(files: list[str], labels: np.ndarray, *, seed: int, pro
     listed = _read_files(files, labels).cache()
 
     def read_epoch(epoch):
-        shuffle_seed = _int_seed(_derived_seed(seed, _SHUFFLE_SALT, epoch, process_index))
-        examples = listed.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
-        return _with_file_contents(examples.map(lambda ex: {**ex, "epoch": epoch}))
+        return _with_file_contents(_shuffled_epoch(listed, len(files), seed, epoch, process_index))
 
     return read_epoch, len(files)
 
@@ -261,9 +312,12 @@ def _train_epochs(entry: registry.Dataset, data_dir: str | None, *, seed: int, p
                                       drop_remainder=True)
         return _folder_epoch_reader(files, labels, seed=seed, process_index=process_index)
     builder = tfds_builders.load_builder(entry, data_dir)
+    streamed = entry.stored_as_jpeg or entry.variable_size
+    if entry.train_selection is not None:
+        return _selected_epoch_reader(builder, entry, encoded=streamed, seed=seed, process_index=process_index,
+                                      process_count=process_count, shuffle_buffer=shuffle_buffer)
     # Equal shares (the < process_count leftover examples are dropped) keep the hosts' epochs in step.
     split = _process_split(entry.info.train_split, process_index, process_count, drop_remainder=True)
-    streamed = entry.stored_as_jpeg or entry.variable_size
     return _epoch_reader(builder, split, in_memory=not streamed, encoded=streamed, seed=seed,
                          process_index=process_index, shuffle_buffer=shuffle_buffer,
                          keys=(entry.image_key, entry.label_key))
@@ -310,30 +364,71 @@ def create_train_iterator(*, dataset: registry.Dataset, data_dir: str | None, gl
 
 
 def _eval_examples(entry: registry.Dataset, data_dir: str | None, split: str, process_index: int,
-                   process_count: int):
-    """(this process's examples of `split`, in a fixed order; the split's size)."""
+                   process_count: int, spread: int = 0):
+    """(this process's examples of `split`, in a fixed order; the split's size). spread: a tfds split of more
+    examples is read as an evenly spread sample of `spread` of them (see _spread_sample)."""
     if entry.reader == "image_folder":
         files, labels = _folder_share(entry, split, process_index, process_count, drop_remainder=False)
-        return _with_file_contents(_read_files(files, labels)), len(entry.folder.splits[split].files)
+        return _with_file_contents(_read_files(files, labels)), len(_folder_split(entry, split)[0])
     builder = tfds_builders.load_builder(entry, data_dir)
+    encoded = entry.stored_as_jpeg or entry.variable_size
+    if split == entry.info.train_split and entry.train_selection is not None:
+        examples, _ = _selected_share(builder, entry, encoded=encoded, process_index=process_index,
+                                      process_count=process_count, drop_remainder=False)
+        return examples, len(entry.train_selection)
+    if spread and spread < tfds_builders.split_size(builder, split):
+        return _spread_sample(builder, entry, split, spread, encoded, process_index, process_count), spread
     examples = _read_split(builder, _process_split(split, process_index, process_count, drop_remainder=False),
-                           encoded=entry.stored_as_jpeg or entry.variable_size, keys=(entry.image_key, entry.label_key))
+                           encoded=encoded, keys=(entry.image_key, entry.label_key))
     return examples, tfds_builders.split_size(builder, split)
+
+
+_SPREAD_PARTS = 64
+
+
+def _spread_sample(builder, entry: registry.Dataset, split: str, size: int, encoded: bool, process_index: int,
+                   process_count: int):
+    """This process's share of `size` examples spread evenly over a tfds split: the first examples of each of up to
+    64 equal parts. tfds shuffles a dataset when it prepares it, so the classes come near their own shares, and only
+    `size` examples are read (a class-balanced sample would need a pass over the whole split: ImageNet's 1.28M)."""
+    parts = tfds.even_splits(split, n=min(_SPREAD_PARTS, size))
+    counts = [len(range(i, size, len(parts))) for i in range(len(parts))]
+    examples = None
+    for part, count in zip(parts, counts):
+        taken = _read_split(builder, part, encoded=encoded, keys=(entry.image_key, entry.label_key)).take(count)
+        examples = taken if examples is None else examples.concatenate(taken)
+    share = len(range(process_index, size, process_count))
+    examples = examples.shard(process_count, process_index)
+    return examples.apply(tf.data.experimental.assert_cardinality(share))
+
+
+def split_keys_and_labels(entry: registry.Dataset, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(example keys, labels) of a tfds training split in its fixed reading order; images are read, not decoded."""
+    builder = tfds_builders.load_builder(entry, data_dir)
+    examples = _read_split(builder, entry.info.train_split, encoded=True, keys=(entry.image_key, entry.label_key))
+    examples = examples.map(lambda ex: {"key": ex["key"], "label": tf.cast(ex["label"], tf.int64)})
+    keys, labels = [], []
+    for batch in examples.batch(8192).prefetch(2).as_numpy_iterator():
+        keys.append(batch["key"])
+        labels.append(batch["label"])
+    return np.concatenate(keys), np.concatenate(labels)
 
 
 def create_eval_iterator(*, dataset: registry.Dataset, data_dir: str | None, global_batch_size: int,
                          image_size: int, split: str = "test", process_index: int | None = None,
-                         process_count: int | None = None, channels: int | None = None) -> Iterator[dict]:
+                         process_count: int | None = None, channels: int | None = None,
+                         spread: int = 0) -> Iterator[dict]:
     """One pass of numpy batches {"image": uint8 [b, S, S, C], "label": int32 [b], "mask": bool [b]}.
 
     Processes read disjoint shares that differ by at most one example; each pads its share with mask=False
-    examples up to the same number of full batches, so no example is dropped or repeated.
+    examples up to the same number of full batches, so no example is dropped or repeated. spread: read a tfds
+    split larger than that as an evenly spread sample of `spread` examples (a bounded kNN bank).
     """
     entry, info = dataset, dataset.info
     process_index, process_count, local_batch = _process_layout(global_batch_size, process_index, process_count)
     channels = _emitted_channels(info, channels)
     split = info.split_name(split)
-    ds, total = _eval_examples(entry, data_dir, split, process_index, process_count)
+    ds, total = _eval_examples(entry, data_dir, split, process_index, process_count, spread)
     largest_share = -(-total // process_count)
     num_batches = -(-largest_share // local_batch)
     share = int(ds.cardinality())
