@@ -76,7 +76,7 @@ def audit(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
 
     from genscl_jax import data
-    from genscl_jax.data import device_preprocess, registry
+    from genscl_jax.data import device_preprocess, registry, views
     from genscl_jax.runtime import parallel
     from genscl_jax.tools import hlo_audit
     from genscl_jax.trainers import pretrain, teachers
@@ -95,9 +95,7 @@ def audit(args: argparse.Namespace) -> dict:
         teacher = teachers.Teacher(module, jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), sample,
                                                                                 train=False)))
     # The recipe's dataset: what its step does to the uint8 views is what training's does.
-    preprocessing = device_preprocess.for_training(registry.get("imagenet2012"), spec, policy=config.augment,
-                                                   image_size=config.image_size,
-                                                   device_color_augment=config.device_color_augment)
+    preprocessing = device_preprocess.for_plan(views.from_config(config, registry.get("imagenet2012")).train, spec)
     program = pretrain.build_program(config, mesh, spec, spec.num_train // config.batch_size,
                                      preprocessing=preprocessing, teacher=teacher)
     state = program.state_shapes()

@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from genscl_jax.data import augment, registry, tf_pipeline  # noqa: E402
+from genscl_jax.data import augment_color, augment_geometry, registry, tf_pipeline, views  # noqa: E402
 from genscl_jax.tools import synthetic_photos  # noqa: E402
 
 IMAGENET_MEAN, IMAGENET_STD = registry.get("imagenet2012").info.mean, registry.get("imagenet2012").info.std
@@ -68,31 +68,31 @@ PROFILE_STAGES = {
 
 
 def _profile_view(jpeg, image, seed, stages: Sequence[str], image_size: int, dtype: str):
-    crop_seed, flip_seed, jitter_seed, gray_seed, blur_seed, _ = augment.split_seed(seed, 6)
+    crop_seed, flip_seed, jitter_seed, gray_seed, blur_seed, _ = augment_geometry.split_seed(seed, 6)
     if "window_decode" in stages:
-        offset, size = augment.random_resized_crop_window(crop_seed, tf.image.extract_jpeg_shape(jpeg))
+        offset, size = augment_geometry.random_resized_crop_window(crop_seed, tf.image.extract_jpeg_shape(jpeg))
         view = tf.image.decode_and_crop_jpeg(jpeg, tf.concat([offset, size], 0), channels=3)
     elif "crop" in stages:
-        offset, size = augment.random_resized_crop_window(crop_seed, tf.shape(image))
+        offset, size = augment_geometry.random_resized_crop_window(crop_seed, tf.shape(image))
         view = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0))
         view.set_shape([None, None, image.shape[-1]])
     else:
         return image
     if "resize" in stages:
         if dtype == "uint8":
-            view = augment.resize_to_uint8(view, image_size)
+            view = augment_geometry.resize_to_uint8(view, image_size)
         else:
-            view = augment.resize(view, image_size, antialias=False)
+            view = augment_geometry.resize(view, image_size, antialias=False)
     if "flip" in stages:
-        view = augment.random_flip(view, flip_seed)
+        view = augment_geometry.random_flip(view, flip_seed)
     if "colour" in stages:
-        view = augment.random_grayscale(augment.random_color_jitter(view, jitter_seed), gray_seed)
+        view = augment_color.random_grayscale(augment_color.random_color_jitter(view, jitter_seed), gray_seed)
     if "colour_graycond" in stages:  # The option of grayscale in a tf.cond: no matmul for the 80% left in colour.
-        view = augment.random_color_jitter(view, jitter_seed)
-        view = tf.cond(tf.random.stateless_uniform([], seed=gray_seed) < 0.2, lambda: augment.grayscale(view),
+        view = augment_color.random_color_jitter(view, jitter_seed)
+        view = tf.cond(tf.random.stateless_uniform([], seed=gray_seed) < 0.2, lambda: augment_color.grayscale(view),
                        lambda: view)
     if "blur" in stages:
-        view = augment.random_gaussian_blur(view, blur_seed, 0.5)
+        view = augment_color.random_gaussian_blur(view, blur_seed, 0.5)
     if "normalise" in stages:
         view = _host_normalize(view, IMAGENET_MEAN, IMAGENET_STD)
     return view
@@ -114,7 +114,7 @@ def profile_preprocess(stages: Sequence[str], *, image_size: int, num_views: int
         jpeg = example["image"]
         image = tf.io.decode_jpeg(jpeg, channels=3) if "decode" in stages else None
         views = [_profile_view(jpeg, image, view_seed, stages, image_size, dtype)
-                 for view_seed in augment.split_seed(seed, num_views)]
+                 for view_seed in augment_geometry.split_seed(seed, num_views)]
         if "batch" in stages:
             return {"out": tf.stack(views)}
         return {"out": tf.stack([tf.cast(view[0, 0, 0], tf.float32) for view in views])}
@@ -122,9 +122,9 @@ def profile_preprocess(stages: Sequence[str], *, image_size: int, num_views: int
 
 
 def product_preprocess(*, policy: str, image_size: int, num_views: int, device_color_augment: bool):
-    preprocess = tf_pipeline.make_train_preprocess(
-        registry.get("imagenet2012"), image_size=image_size, policy=policy, num_views=num_views, seed=0,
-        device_color_augment=device_color_augment)
+    entry = registry.get("imagenet2012")
+    plan = views.resolve(policy, entry, image_size=image_size, device_color_augment=device_color_augment)
+    preprocess = tf_pipeline.make_train_preprocess(entry, plan=plan, num_views=num_views, seed=0)
     return lambda example: {"out": preprocess(example)["image"]}
 
 
@@ -135,9 +135,9 @@ def product_preprocess(*, policy: str, image_size: int, num_views: int, device_c
 def _windows(shape, seed, num_views):
     """(offset, size, flip seed) of each view, as augment_view draws them."""
     found = []
-    for view_seed in augment.split_seed(seed, num_views):
-        crop_seed, flip_seed = augment.split_seed(view_seed, 6)[:2]
-        found.append((*augment.random_resized_crop_window(crop_seed, shape), flip_seed))
+    for view_seed in augment_geometry.split_seed(seed, num_views):
+        crop_seed, flip_seed = augment_geometry.split_seed(view_seed, 6)[:2]
+        found.append((*augment_geometry.random_resized_crop_window(crop_seed, shape), flip_seed))
     return found
 
 
@@ -152,7 +152,7 @@ def union_window_views(example, *, image_size: int, num_views: int):
     for offset, size, flip_seed in windows:
         crop = tf.slice(region, tf.concat([offset - top, [0]], 0), tf.concat([size, [-1]], 0))
         crop.set_shape([None, None, 3])
-        views.append(augment.random_flip(augment.resize_to_uint8(crop, image_size), flip_seed))
+        views.append(augment_geometry.random_flip(augment_geometry.resize_to_uint8(crop, image_size), flip_seed))
     return {"out": tf.stack(views)}
 
 
@@ -168,7 +168,7 @@ def slice_flip_views(example, *, image_size: int, num_views: int):
         end = tf.stack([y + h, tf.where(flip, tf.where(x > 0, x - 1, -width - 1), x + w), 3])
         crop = tf.strided_slice(image, begin, end, tf.stack([1, tf.where(flip, -1, 1), 1]))
         crop.set_shape([None, None, 3])
-        views.append(augment.resize_to_uint8(crop, image_size))
+        views.append(augment_geometry.resize_to_uint8(crop, image_size))
     return {"out": tf.stack(views)}
 
 
@@ -181,7 +181,7 @@ def quantized_resize_views(example, *, image_size: int, num_views: int):
         crop = tf.bitcast(tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0)), tf.quint8)
         resized = tf.raw_ops.QuantizedResizeBilinear(images=crop[None], size=[image_size, image_size], min=0.0,
                                                      max=255.0, half_pixel_centers=True)[0][0]
-        views.append(augment.random_flip(tf.bitcast(resized, tf.uint8), flip_seed))
+        views.append(augment_geometry.random_flip(tf.bitcast(resized, tf.uint8), flip_seed))
     return {"out": tf.stack(views)}
 
 
@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_views", type=int, default=2)
-    parser.add_argument("--policy", default="simclr", choices=registry.POLICIES)
+    parser.add_argument("--policy", default="simclr", choices=views.POLICIES)
     parser.add_argument("--seconds", type=float, default=6.0, help="per variant per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", default="", help="write the results (every round) here")

@@ -8,9 +8,6 @@ google-research/google-research supcon/scripts/supcon_imagenet_resnet50.sh (the 
 it leaves alone in supcon/hparams_flags.py, and supcon/utils.py (optimizer and schedule). The MoCo values are
 MoCo v2's defaults (docs/method.md). "Our choice" marks what no source fixes for this setting.
 
-Known gap: SupCon's ImageNet crops cover 8-100% of the image (hparams_flags crop_area_range default 0.08,1.0);
-the input pipeline crops pretraining views at 20-100% (MoCo v2's and GenSCL's CIFAR range) and has no key for it.
-
 The teacher is required by this recipe: --config.kd.teacher=WORKDIR (a supervised run of this project); to run
 without one, --config.kd.alpha=0. ImageNet must be prepared for tfds first (see README, "Data").
 Shrunk for a laptop: --config configs/imagenet_resnet50.py:runlocal
@@ -62,6 +59,7 @@ def get_config(arg: str = ""):
     # SUPCON_SH --augmentation_type=AUTOAUGMENT, after crop + flip, no colour jitter or blur (SupCon blurs only
     # its SIMCLR/STACKED_RANDAUGMENT types). The table is torchvision's ImageNet policy (see augment.py).
     config.augment = "autoaugment"
+    config.crop_scale = (0.08, 1.0)  # SUPCON_FLAGS crop_area_range default (0.08, 1.0)
     config.mix.kind = "mixup_cutmix"  # GENSCL: Mixup or CutMix per batch, 1/2 each
     config.mix.alpha = 1.0  # GENSCL: lambda ~ Beta(1, 1)
     config.kd.alpha = 1.0  # GENSCL: alpha_kd = 1
@@ -85,6 +83,7 @@ def get_config(arg: str = ""):
     config.linear_eval.decay_epochs = (60, 75, 90)  # GENSCL: lr x0.2 at each
     config.linear_eval.decay_factor = 0.2  # GENSCL
     config.linear_eval.augment = "crop_flip"  # GENSCL: random resized crop + flip; test images resize + centre crop
+    config.linear_eval.crop_scale = (0.08, 1.0)  # our choice: torchvision's RandomResizedCrop default, as before
 
     config.checkpoint_every_steps = 2000  # our choice: ~6.4 epochs (313 steps per epoch)
     config.log_every_steps = 100  # our choice

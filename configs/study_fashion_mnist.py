@@ -8,6 +8,8 @@ the budget, the strong teacher and the re-probes. Each run is `python -m genscl_
 configs/study_fashion_mnist.py --config.KEY=VALUE ...`, so results.json records a command that reproduces it.
 `:tiny` shrinks everything to a seconds-long smoke test on synthetic data (tests/test_study.py); `:runlocal` is
 every recipe's one-minute local version; `:longer` adds the longer-budget check (2x and 4x the steps, seed 0).
+`:scarce` is the third round (200 labelled images per class, many epochs; see SCARCE_EPOCHS) with its epoch curve;
+`:scarce,tiny` its smoke test.
 """
 
 from configs import quickstart
@@ -24,8 +26,26 @@ TEACHER_BUDGET = 8
 RECALIBRATION_BATCHES = 200
 
 
+# The third round, `:scarce` (issue 32): the paper's regime of many epochs over data an encoder can memorise. Every
+# method pretrains on the same 200 labelled images of each class (config.train_subset; 2,000 in all, one subset
+# seed for every run) for SCARCE_EPOCHS epochs, and the linear probe trains on those 2,000 images only and is tested
+# on the full 10,000-image test set. RESULTS.md says how the number of epochs was chosen (a pilot).
+SCARCE_PER_CLASS = 200
+SCARCE_EPOCHS = 16
+SCARCE_TEACHER_BUDGET = 4  # the teacher: CE on the same subset for 4x the epochs
+# The epoch curve: SupCon and GenSCL + Mixup/CutMix, seed 0, at these multiples of SCARCE_EPOCHS (1x is the table).
+SCARCE_CURVE = (0.25, 0.5, 2.0)
+
+
 def _arg(arg):
-    return recipes.parse_arg(arg, tiny=False, runlocal=False, longer=False)
+    return recipes.parse_arg(arg, tiny=False, runlocal=False, longer=False, scarce=False)
+
+
+def _scarce_steps(epochs: float, tiny: bool) -> int:
+    """Pretraining steps of batch 128 for `epochs` passes over the 2,000-image subset (15 steps each); `:tiny`: 4
+    steps for SCARCE_EPOCHS."""
+    per_epoch = 4 / SCARCE_EPOCHS if tiny else SCARCE_PER_CLASS * 10 // 128
+    return max(int(round(epochs * per_epoch)), 1)
 
 
 def get_config(arg: str = ""):
@@ -43,8 +63,16 @@ def get_config(arg: str = ""):
     # The same probe for every method: a linear classifier on precomputed frozen features, evaluated every epoch.
     config.linear_eval.num_epochs = 15  # half the quickstart's: 21 probes have to fit in the budget too
     config.linear_eval.decay_epochs = (10, 13)
+    if arg.scarce:
+        config.train_subset = SCARCE_PER_CLASS
+        config.num_train_steps = _scarce_steps(SCARCE_EPOCHS, tiny=False)
+        # Few features to probe (2,000): more probe epochs cost little and let every probe converge.
+        config.linear_eval.num_epochs = 30
+        config.linear_eval.decay_epochs = (20, 25)
     if arg.tiny:
         _shrink(config)
+        if arg.scarce:  # 3 synthetic images per class, and the steps that get_study's curve scales
+            config.train_subset, config.num_train_steps = 3, _scarce_steps(SCARCE_EPOCHS, tiny=True)
     if arg.runlocal:
         recipes.apply_runlocal(config)
     return config
@@ -65,6 +93,8 @@ def get_study(arg: str = ""):
     order, so a method's CE run is done first; each re-probe reads the encoder its method ("of") trained for the
     same seed and changes only the linear evaluation."""
     arg = _arg(arg)
+    if arg.scarce:
+        return _scarce_study(arg.tiny)
     steps = 2 if arg.tiny else STEPS
     mix = {"mix.kind": "mixup_cutmix"}
     strong_kd = {"kd.alpha": 1.0, "kd.teacher": "{teacher}"}
@@ -94,4 +124,28 @@ def get_study(arg: str = ""):
         # `:longer`: does a longer budget change the ordering? One seed, twice and four times the steps.
         "longer": {"methods": ["supcon", "genscl_mix"], "seeds": [0], "num_train_steps": [2 * steps, 4 * steps]}
         if arg.longer else None,
+    }
+
+
+def _scarce_study(tiny: bool):
+    """The third round's table: the six rows of issue 32, three seeds, and the epoch curve (phase "longer")."""
+    steps = _scarce_steps(SCARCE_EPOCHS, tiny)
+    mix = {"mix.kind": "mixup_cutmix"}
+    kd = {"kd.alpha": 1.0, "kd.teacher": "{teacher}"}
+    return {
+        "teacher": {"keys": {"mode": "supervised", "num_train_steps": SCARCE_TEACHER_BUDGET * steps}, "seed": 0},
+        "methods": {
+            "ce": {"mode": "supervised"},
+            "supcon": {},
+            "genscl_mix": mix,
+            "genscl_mix_half": {**mix, "mix.prob": 0.5},
+            "genscl_kd_strong": kd,
+            "genscl_mix_kd_strong": {**mix, **kd},
+        },
+        "ce_probe": {"mode": "linear_eval", "linear_eval.pretrained_workdir": "{ce}"},
+        "seeds": [0] if tiny else [0, 1, 2],
+        "longer": {"methods": ["supcon", "genscl_mix"], "seeds": [0],
+                   # `:tiny` runs one point of the curve: its smoke test is ten runs, not fourteen.
+                   "num_train_steps": [_scarce_steps(SCARCE_EPOCHS * f, tiny)
+                                       for f in (SCARCE_CURVE[:1] if tiny else SCARCE_CURVE)]},
     }

@@ -11,7 +11,7 @@ import ml_collections
 from absl import logging
 
 from genscl_jax.training import checkpointing, reporting, train_loop
-from genscl_jax.config import validation
+from genscl_jax.config import rerun, validation
 from genscl_jax import data
 from genscl_jax.runtime import console, parallel, paths, preemption
 from genscl_jax.workdirs import input_contract, run_config, trained_network
@@ -42,6 +42,8 @@ def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
     # jax.distributed takes SIGTERM without a word; from here on SIGTERM and Ctrl-C are stop requests the training
     # loop honours.
     preemption.listen()
+    # Before any checkpoint is read or written: a failed save's echoes come while orbax is still unwinding.
+    checkpointing.quiet_orphaned_callbacks()
     try:
         return _run_validated(config, workdir, recipe)
     finally:
@@ -51,6 +53,7 @@ def run(config: Any, workdir: str, *, recipe: str = "") -> dict[str, Any]:
 def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
     started = time.time()  # total_wall_seconds: the "done in" of the result line, which a finished workdir repeats
     validation.validate(config, jax.device_count(), jax.process_count())
+    config = _offline_dataset(config)
     _check_rerun(config, workdir)
     finished = _finished_summary(config, workdir)
     if finished is not None:
@@ -61,14 +64,19 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
     _write_record(paths.join(workdir, run_config.CONFIG_FILE), lambda: run_config.write(workdir, config))
     try:
         # Missing, damaged or undownloadable data shows here, in seconds, before a model is built or compiled.
-        source = data.prepare(config)
+        source = data.readable_source(config)
         _say_what_runs(config, workdir, recipe, source)
         contract = _record_input_contract(config, workdir, source.info)
         summary = MODES[config.mode](config, workdir, source)
+    except preemption.StopRequested:
+        # Stopped before a training loop could take the request (a linear evaluation's feature extraction): no
+        # step was trained in this stage, and nothing is left to save.
+        summary = {"mode": config.mode, "steps": None, "preempted": True}
     except (train_loop.NonFiniteLossError, teachers.TeacherError, checkpointing.CheckpointError,
             trained_network.EncoderError, data.DataError) as e:
         raise RunError(str(e)) from e
     summary.update(config=config.to_dict(), total_wall_seconds=time.time() - started,
+                   train_images=source.info.num_train, num_classes=source.info.num_classes,
                    data_channels=source.info.channels, data_mean=list(source.info.mean),
                    data_std=list(source.info.std))
     if contract is not None:
@@ -80,12 +88,30 @@ def _run_validated(config: Any, workdir: str, recipe: str) -> dict[str, Any]:
     return summary
 
 
+def _offline_dataset(config: Any) -> Any:
+    """`config`, or with config.synthetic_if_unprepared (`:runlocal`) and a dataset that only a download would
+    prepare, a copy that runs on the synthetic task, said on the console. Before the rerun check and config.json:
+    the workdir records what it trains on."""
+    if not config.synthetic_if_unprepared:
+        return config
+    console.import_tensorflow()  # quiet, before tfds looks at the dataset
+    reason = data.download_needed(config)
+    if reason is None:
+        return config
+    console.say(f"{config.dataset} is {reason}: this run trains on synthetic data instead (prepare the dataset, "
+                "then use a new workdir, to run on it)")
+    offline = config.copy_and_resolve_references()
+    offline.dataset, offline.data_dir = "synthetic", ""
+    return offline
+
+
 def _say_what_runs(config: Any, workdir: str, recipe: str, source: data.DataSource) -> None:
     """Three lines on what runs: the mode, recipe and workdir; the data; the devices and processes."""
     info = source.info
     console.say(f"{config.mode}" + (f" of {recipe}" if recipe else "") + f" in {workdir}")
-    console.say(f"  data: {config.dataset}, {info.num_train:,} train / {source.eval_examples():,} test images, "
-                f"{config.image_size}x{config.image_size}x{info.channels}, {info.num_classes} classes")
+    subset = f" (a subset of {config.train_subset:,} per class)" if config.train_subset else ""
+    console.say(f"  data: {config.dataset}, {info.num_train:,} train{subset} / {source.eval_examples():,} test "
+                f"images, {config.image_size}x{config.image_size}x{info.channels}, {info.num_classes} classes")
     processes = jax.process_count()
     console.say(f"  devices: {jax.device_count()} {jax.devices()[0].device_kind}, {processes} "
                 + ("process" if processes == 1 else "processes"))
@@ -122,7 +148,7 @@ def _check_rerun(config: Any, workdir: str) -> None:
                                    for stage in _stage_dirs(workdir)):
         return
     try:
-        changes = validation.rerun_changes(recorded, config)
+        changes = rerun.rerun_changes(recorded, config)
     except validation.ConfigError as e:
         raise validation.ConfigError(f"--workdir {workdir}: {e}") from None
     if changes:
@@ -140,7 +166,7 @@ def _finished_summary(config: Any, workdir: str) -> dict[str, Any] | None:
         return None
     summary = json.loads(paths.read_text(path))
     try:
-        if "config" not in summary or validation.rerun_changes(ml_collections.ConfigDict(summary["config"]), config):
+        if "config" not in summary or rerun.rerun_changes(ml_collections.ConfigDict(summary["config"]), config):
             return None
     except validation.ConfigError:
         return None  # _check_rerun let it pass: the checkpoints (config.json) say what the next run continues

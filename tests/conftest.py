@@ -10,8 +10,12 @@ import pytest
 
 # Tests run tiny programs whose cost is almost all XLA compile time: skipping backend optimisation compiles them
 # ~2.5x faster, and a persistent cache shared by the test session compiles each identical program once.
-# Subprocesses started by tests inherit both through the environment.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+# Subprocesses started by tests inherit both through the environment. The flag is added once: JAX's cache key
+# hashes every word of XLA_FLAGS, so an xdist worker (which inherits the flag from the controller and imports this
+# file again) or a test's subprocess that imports it would otherwise key the same program differently, and miss.
+NO_BACKEND_OPTIMIZATION = "--xla_backend_optimization_level=0"
+if NO_BACKEND_OPTIMIZATION not in os.environ.get("XLA_FLAGS", "").split():
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + NO_BACKEND_OPTIMIZATION).strip()
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "genscl_jax_test_xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
@@ -33,6 +37,19 @@ from genscl_jax.config import defaults, recipes  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "long(minutes): a test of a minute or more (runs of the command line in "
                                        "subprocesses); the suite starts these first, longest first")
+    config.addinivalue_line("markers", "slow: trains a run or starts a process; `-m \"not slow\"` (the fast tier) "
+                                       "leaves it out (tests/test_tiers.py checks that such tests carry it)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fast tier over files that hold only slow tests selects none: that is an answer, not an error, so it
+    says so in one line and exits 0 instead of pytest's 5 ("no tests ran")."""
+    markexpr = session.config.getoption("markexpr", "") or ""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and "not slow" in markexpr \
+            and not session.config.getoption("keyword", ""):
+        print(f"\nevery test selected is slow (trains a run or starts a process), so -m {markexpr!r} runs none; "
+              "the whole suite runs them")
+        session.exitstatus = pytest.ExitCode.OK
 
 
 def pytest_collection_modifyitems(items):

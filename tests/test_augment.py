@@ -5,7 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from genscl_jax.data import augment  # noqa: E402
+from genscl_jax.data import augment, augment_color, augment_geometry, augment_policies, registry, views  # noqa: E402,E501
 
 
 def random_image(shape=(40, 48, 3), seed=0):
@@ -15,7 +15,7 @@ def random_image(shape=(40, 48, 3), seed=0):
 def test_crop_window_respects_scale_and_ratio():
     height, width = 64, 64
     for index in range(150):
-        offset, size = augment.random_resized_crop_window(tf.constant([index, 7]), (height, width, 3),
+        offset, size = augment_geometry.random_resized_crop_window(tf.constant([index, 7]), (height, width, 3),
                                                           scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3))
         (y, x), (h, w) = offset.numpy(), size.numpy()
         assert 0 <= y and 0 <= x and y + h <= height and x + w <= width
@@ -27,68 +27,72 @@ def test_crop_window_respects_scale_and_ratio():
 
 def test_crop_scale_bounds_change_the_sampled_areas():
     def areas(scale):
-        sizes = [augment.random_resized_crop_window(tf.constant([i, 3]), (64, 64, 3), scale=scale)[1].numpy()
+        sizes = [augment_geometry.random_resized_crop_window(tf.constant([i, 3]), (64, 64, 3), scale=scale)[1].numpy()
                  for i in range(40)]
         return np.array([h * w / 64 ** 2 for h, w in sizes])
     small, large = areas((0.05, 0.1)), areas((0.8, 1.0))
     assert small.max() <= 0.12 and large.min() >= 0.78
 
 
-@pytest.mark.parametrize("policy", augment.POLICIES)
+def plan(policy, image_size=32):
+    """`policy`'s plan for ImageNet-like photos (simclr blurs them) at `image_size` px."""
+    return views.resolve(policy, registry.get("imagenet2012"), image_size=image_size)
+
+
+@pytest.mark.parametrize("policy", [p for p in views.POLICIES if p != "none"])
 def test_views_dtype_range_and_determinism(policy):
     image = random_image()
-    views = augment.augment_views(image, tf.constant([1, 2]), 2, policy=policy, image_size=32, blur_prob=0.5)
-    again = augment.augment_views(image, tf.constant([1, 2]), 2, policy=policy, image_size=32, blur_prob=0.5)
-    other = augment.augment_views(image, tf.constant([1, 3]), 2, policy=policy, image_size=32, blur_prob=0.5)
-    assert views.shape == (2, 32, 32, 3) and views.dtype == tf.uint8  # Views leave the host as uint8.
-    np.testing.assert_array_equal(views.numpy(), again.numpy())  # Stateless: same seed, same views.
-    if policy == "none":
-        np.testing.assert_array_equal(views[0].numpy(), views[1].numpy())
-    else:
-        assert not np.array_equal(views[0].numpy(), views[1].numpy())  # The two views of one image differ.
-        assert not np.array_equal(views.numpy(), other.numpy())
+    made = augment.augment_views(image, tf.constant([1, 2]), 2, plan(policy))
+    again = augment.augment_views(image, tf.constant([1, 2]), 2, plan(policy))
+    other = augment.augment_views(image, tf.constant([1, 3]), 2, plan(policy))
+    assert made.shape == (2, 32, 32, 3) and made.dtype == tf.uint8  # Views leave the host as uint8.
+    np.testing.assert_array_equal(made.numpy(), again.numpy())  # Stateless: same seed, same views.
+    assert not np.array_equal(made[0].numpy(), made[1].numpy())  # The two views of one image differ.
+    assert not np.array_equal(made.numpy(), other.numpy())
+    with pytest.raises(ValueError, match="evaluation view"):
+        augment.augment_view(image, tf.constant([1, 2]), plan("none"))
 
 
 def test_uint8_input_and_one_channel():
     image = tf.cast(random_image((30, 30, 3)) * 255, tf.uint8)
-    view = augment.augment_view(image, tf.constant([0, 1]), policy="simclr", image_size=24)
+    view = augment.augment_view(image, tf.constant([0, 1]), plan("simclr", 24))
     assert view.dtype == tf.uint8 and int(tf.reduce_max(view)) > 128
     gray = random_image((28, 28, 1))
     for policy in ("simclr", "randaugment"):  # Saturation, hue and grayscale are skipped, not an error.
-        views = augment.augment_views(gray, tf.constant([4, 5]), 2, policy=policy, image_size=32)
-        assert views.shape == (2, 32, 32, 1)
-    padded = augment.pad_or_resize(tf.cast(gray * 255, tf.uint8), 32)
+        made = augment.augment_views(gray, tf.constant([4, 5]), 2, plan(policy))
+        assert made.shape == (2, 32, 32, 1)
+    padded = augment_geometry.pad_or_resize(tf.cast(gray * 255, tf.uint8), 32)
     assert padded.shape == (32, 32, 1) and float(tf.reduce_max(padded[:2])) == 0.0
 
 
 def test_color_jitter_identity_and_grayscale():
     image = random_image()
-    unchanged = augment.color_jitter(image, tf.constant([0, 0]), strength=(0.0, 0.0, 0.0, 0.0))
+    unchanged = augment_color.color_jitter(image, tf.constant([0, 0]), strength=(0.0, 0.0, 0.0, 0.0))
     np.testing.assert_allclose(unchanged.numpy(), image.numpy(), atol=2e-6)
-    changed = augment.random_color_jitter(image, tf.constant([0, 1]), prob=1.0)
+    changed = augment_color.random_color_jitter(image, tf.constant([0, 1]), prob=1.0)
     assert not np.allclose(changed.numpy(), image.numpy())
-    gray = augment.random_grayscale(image, tf.constant([0, 2]), prob=1.0).numpy()
+    gray = augment_color.random_grayscale(image, tf.constant([0, 2]), prob=1.0).numpy()
     np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
     np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
-    np.testing.assert_allclose(augment.random_grayscale(image, tf.constant([0, 2]), prob=0.0).numpy(),
+    np.testing.assert_allclose(augment_color.random_grayscale(image, tf.constant([0, 2]), prob=0.0).numpy(),
                                image.numpy(), atol=1e-6)
 
 
 def test_color_ops_match_their_definitions():
     image = random_image().numpy()
-    luma = image @ np.array(augment.GRAY_WEIGHTS, np.float32)
-    np.testing.assert_allclose(augment.adjust_saturation(tf.constant(image), 0.0).numpy(),
+    luma = image @ np.array(views.GRAY_WEIGHTS, np.float32)
+    np.testing.assert_allclose(augment_color.adjust_saturation(tf.constant(image), 0.0).numpy(),
                                np.repeat(luma[..., None], 3, -1), atol=1e-6)
-    np.testing.assert_allclose(augment.adjust_contrast(tf.constant(image), 0.0).numpy(),
+    np.testing.assert_allclose(augment_color.adjust_contrast(tf.constant(image), 0.0).numpy(),
                                np.full_like(image, luma.mean()), atol=1e-6)
-    np.testing.assert_allclose(augment.adjust_brightness(tf.constant(image), 0.5).numpy(), image * 0.5, atol=1e-6)
+    np.testing.assert_allclose(augment_color.adjust_brightness(tf.constant(image), 0.5).numpy(), image * 0.5, atol=1e-6)
 
 
 def test_gaussian_blur_smooths_and_keeps_constants():
     constant = tf.fill([32, 32, 3], 0.3)
-    np.testing.assert_allclose(augment.gaussian_blur(constant, 1.5, 7).numpy(), 0.3, atol=1e-6)
+    np.testing.assert_allclose(augment_color.gaussian_blur(constant, 1.5, 7).numpy(), 0.3, atol=1e-6)
     noise = random_image((32, 32, 3))
-    blurred = augment.gaussian_blur(noise, 1.5, 7)
+    blurred = augment_color.gaussian_blur(noise, 1.5, 7)
     assert blurred.shape == noise.shape
     assert float(tf.math.reduce_std(blurred)) < 0.5 * float(tf.math.reduce_std(noise))
 
@@ -97,7 +101,7 @@ def test_gaussian_blur_smooths_and_keeps_constants():
 def test_every_rand_augment_op_keeps_shape_and_range(channels):
     image = random_image((24, 24, channels))
     changed = 0
-    for name, op in augment._rand_augment_ops(9.0).items():
+    for name, op in augment_policies._rand_augment_ops(9.0).items():
         for sign in (-1.0, 1.0):
             out = op(image, tf.constant(sign))
             assert out.shape == image.shape and out.dtype == tf.float32, name
@@ -108,13 +112,13 @@ def test_every_rand_augment_op_keeps_shape_and_range(channels):
 
 def test_equalize_spreads_a_narrow_histogram():
     narrow = 0.4 + 0.2 * random_image((16, 16, 3))
-    equalized = augment._equalize(narrow)
+    equalized = augment_policies._equalize(narrow)
     assert float(tf.reduce_max(equalized) - tf.reduce_min(equalized)) > 0.8
 
 
 def test_rand_augment_applies_two_random_ops():
     image = random_image((24, 24, 3))
-    outputs = [augment.rand_augment(image, tf.constant([i, 0])).numpy() for i in range(6)]
+    outputs = [augment_policies.rand_augment(image, tf.constant([i, 0])).numpy() for i in range(6)]
     assert sum(not np.allclose(out, image.numpy()) for out in outputs) >= 4
     assert not np.allclose(outputs[0], outputs[1])
 
@@ -128,7 +132,7 @@ def crop_windows(image_shape, seeds, scale):
     @tf.function
     def sample(seed_batch):
         def one(seed):
-            offset, size = augment.random_resized_crop_window(seed, image_shape, scale)
+            offset, size = augment_geometry.random_resized_crop_window(seed, image_shape, scale)
             return tf.concat([offset, size], 0)
         return tf.map_fn(one, seed_batch, fn_output_signature=tf.int32)
     return sample(tf.constant(seeds, tf.int64)).numpy()
@@ -158,7 +162,8 @@ def test_crop_window_falls_back_to_torchvision_centre_crop(height, width):
     torch = pytest.importorskip("torch")
     transforms = pytest.importorskip("torchvision.transforms")
     # An area range above the whole image: no try fits, so the window is torchvision's deterministic fallback.
-    offset, size = augment.random_resized_crop_window(tf.constant([3, 4]), (height, width, 3), scale=(2.0, 3.0))
+    offset, size = augment_geometry.random_resized_crop_window(tf.constant([3, 4]), (height, width, 3),
+                                                               scale=(2.0, 3.0))
     reference = transforms.RandomResizedCrop.get_params(torch.zeros(3, height, width), [2.0, 3.0], [3 / 4, 4 / 3])
     assert (*offset.numpy(), *size.numpy()) == reference
 
@@ -170,14 +175,14 @@ def torchvision_auto_augment():
 
 def test_auto_augment_policy_and_magnitudes_match_torchvision():
     autoaugment, reference = torchvision_auto_augment()
-    assert augment.AUTO_AUGMENT_IMAGENET_POLICY == tuple(
+    assert augment_policies.AUTO_AUGMENT_IMAGENET_POLICY == tuple(
         tuple(tuple(step) for step in sub_policy)
         for sub_policy in reference._get_policies(autoaugment.AutoAugmentPolicy.IMAGENET))
     height, width = 24, 40
     for name, (magnitudes, signed) in reference._augmentation_space(10, (height, width)).items():
         for magnitude_bin in range(10):
             expected = float(magnitudes[magnitude_bin] if magnitudes.ndim else magnitudes)
-            assert augment.auto_augment_magnitude(name, magnitude_bin, height, width) == pytest.approx(
+            assert augment_policies.auto_augment_magnitude(name, magnitude_bin, height, width) == pytest.approx(
                 (expected, signed), rel=1e-5, abs=1e-6), (name, magnitude_bin)
 
 
@@ -199,7 +204,8 @@ def test_auto_augment_ops_match_torchvision(name):
             magnitude = float(magnitudes[magnitude_bin]) if magnitudes.ndim else 0.0
             expected = autoaugment._apply_op(image, name, sign * magnitude, autoaugment.InterpolationMode.NEAREST,
                                              None).permute(1, 2, 0).numpy().astype(np.float32)
-            ours = augment._auto_augment_op(name, augment.auto_augment_magnitude(name, magnitude_bin, 24, 24)[0])
+            ours = augment_policies._auto_augment_op(
+                name, augment_policies.auto_augment_magnitude(name, magnitude_bin, 24, 24)[0])
             out = ours(tf.constant(pixels, tf.float32) / 255, tf.constant(sign)).numpy() * 255
             # torchvision truncates its uint8 results (and its uint8 gray image before blending); ours stay float.
             np.testing.assert_allclose(out, expected, atol=2.0, err_msg=f"{name} bin {magnitude_bin} sign {sign}")
@@ -207,8 +213,8 @@ def test_auto_augment_ops_match_torchvision(name):
 
 def test_auto_augment_is_deterministic_in_range_and_seed_dependent():
     image = random_image((24, 24, 3))
-    outputs = [augment.auto_augment(image, tf.constant([i, 5])).numpy() for i in range(8)]
-    np.testing.assert_array_equal(outputs[0], augment.auto_augment(image, tf.constant([0, 5])).numpy())
+    outputs = [augment_policies.auto_augment(image, tf.constant([i, 5])).numpy() for i in range(8)]
+    np.testing.assert_array_equal(outputs[0], augment_policies.auto_augment(image, tf.constant([0, 5])).numpy())
     assert all(0.0 <= out.min() and out.max() <= 1.0 for out in outputs)
     assert len({out.tobytes() for out in outputs}) >= 5  # Different seeds, different sub-policies and draws.
 
@@ -218,12 +224,12 @@ def test_auto_augment_picks_sub_policies_uniformly_and_steps_with_their_probabil
     # Three sub-policies whose results are told apart; the second step of the first fires half of the time.
     policy = ((("Invert", 1.0, None), ("Posterize", 0.5, 9)), (("Solarize", 1.0, 4), ("Invert", 0.0, None)),
               (("Rotate", 1.0, 9), ("Equalize", 0.0, None)))
-    invert, solarize = 1.0 - image.numpy(), augment._solarize(image, 5 / 9).numpy()  # Bin 4: 255 * 5/9.
-    posterized = augment._posterize(1.0 - image, 4).numpy()
-    rotations = [augment._auto_augment_op("Rotate", 30.0)(image, tf.constant(s)).numpy() for s in (1.0, -1.0)]
+    invert, solarize = 1.0 - image.numpy(), augment_policies._solarize(image, 5 / 9).numpy()  # Bin 4: 255 * 5/9.
+    posterized = augment_policies._posterize(1.0 - image, 4).numpy()
+    rotations = [augment_policies._auto_augment_op("Rotate", 30.0)(image, tf.constant(s)).numpy() for s in (1.0, -1.0)]
     counts = {"invert": 0, "invert+posterize": 0, "solarize": 0, "rotate+": 0, "rotate-": 0}
     for i in range(240):
-        out = augment.auto_augment(image, tf.constant([i, 9]), policy=policy).numpy()
+        out = augment_policies.auto_augment(image, tf.constant([i, 9]), policy=policy).numpy()
         candidates = {"invert": invert, "invert+posterize": posterized, "solarize": solarize,
                       "rotate+": rotations[0], "rotate-": rotations[1]}
         matches = [name for name, candidate in candidates.items() if np.allclose(out, candidate, atol=1e-6)]

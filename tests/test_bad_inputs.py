@@ -12,15 +12,19 @@ import pytest
 from absl import flags
 
 from genscl_jax import main
-from genscl_jax.config import defaults, validation
+from genscl_jax.config import defaults, keys, validation
 
-KEYS = validation._flatten(defaults.base_config())
+KEYS = keys.flatten(defaults.base_config())
 # Command-line text that no parser of the key's type accepts. A string key takes any text, and a tuple key any
 # comma-separated text: for those a wrong value is one their validation rejects (an unknown choice, a word where a
 # number belongs); free-text keys (paths, split names) can be given a wrong type only by a config file.
 WRONG_TEXT = {int: "many", float: "lots", bool: "maybe", tuple: "abc"}
 # Values of another type, as a config file's get_config() could set them.
 WRONG_PYTHON = {int: "8", float: "0.5", bool: "yes", str: 3, tuple: 5}
+
+
+# Tuple keys whose values have bounds (validation._check_views), given a value out of them.
+OUT_OF_RANGE_TUPLES = {"crop_scale": "0.0,1.0", "linear_eval.crop_scale": "0.5,0.2", "color_jitter": "0.4,0.4,0.4,0.9"}
 
 
 def out_of_range(allowed):
@@ -40,6 +44,8 @@ def bad_overrides():
         if key in validation.RANGES:
             bad = out_of_range(validation.RANGES[key])
             cases.append((key, str(int(bad) if kind is int else float(bad))))
+        if key in OUT_OF_RANGE_TUPLES:
+            cases.append((key, OUT_OF_RANGE_TUPLES[key]))
     return cases
 
 

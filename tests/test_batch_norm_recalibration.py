@@ -4,6 +4,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import make_tiny_config
 
 from genscl_jax import data
@@ -61,6 +62,7 @@ def _first_step_loss(config, encoder_variables):
     return float(metrics["loss"])
 
 
+@pytest.mark.slow
 def test_linear_eval_takes_features_with_recalibrated_statistics_and_zero_is_off():
     config, encoder, variables = _tiny_encoder_with_wrong_statistics()
     config.linear_eval.augment = "none"
@@ -68,7 +70,8 @@ def test_linear_eval_takes_features_with_recalibrated_statistics_and_zero_is_off
     mesh, source = parallel.create_mesh(), data.resolve(config)
     assert linear_eval._recalibrated(config, mesh, source, encoder, variables) is variables  # 0: untouched
 
-    batches = source.train_batches(mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1)
+    batches = source.training_input(mesh, source.views.evaluation, batch_size=config.batch_size,
+                                    num_views=1).batches(0)
     clean = (device_preprocess.normalize(b["image"][:, 0], source.eval_preprocessing()) for b in batches)
     expected = batch_norm_recalibration.recalibrate_batch_stats(encoder, variables, clean, 2, mesh)
     as_trained = _first_step_loss(config, variables)

@@ -49,6 +49,7 @@ def bench_run(tmp_path_factory):
                 "folder": str(out)}
 
 
+@pytest.mark.slow
 def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
     step = bench_run["step"]["step"]
     assert step["images_per_s"] > 0 and step["step_ms"] > 0
@@ -58,6 +59,7 @@ def test_quick_mode_reports_images_per_second_and_step_time(bench_run):
     assert "images/s" in bench_run["stdout"] and "step ms" in bench_run["stdout"]
 
 
+@pytest.mark.slow
 def test_monitor_cost_mode_times_the_step_with_and_without_the_probe_and_diagnostics(bench_run):
     cost = bench_run["monitor"]["monitor_cost"]
     assert cost["on"]["step_ms"] > 0 and cost["off"]["step_ms"] > 0 and cost["ratio_of_medians"] > 0
@@ -87,6 +89,7 @@ def test_median_interval_brackets_the_median_and_narrows_with_more_rounds():
     assert low < 1.02 < high and high - low < 0.02
 
 
+@pytest.mark.slow
 def test_loss_only_mode_at_a_tiny_size(bench_run):
     cases = bench_run["loss"]["loss"]["cases"]
     assert [(c["impl"], c["anchors"], c["contrasts"]) for c in cases] == [
@@ -97,11 +100,13 @@ def test_loss_only_mode_at_a_tiny_size(bench_run):
     np.testing.assert_allclose([c["loss"] for c in chunked], [c["loss"] for c in dense], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bench_imports_neither_tensorflow_nor_clu(bench_run):
     line = next(row for row in bench_run["stdout"].splitlines() if row.startswith("BANNED "))
     assert json.loads(line[len("BANNED "):]) == []
 
 
+@pytest.mark.slow
 def test_suite_summary_gives_the_table_rows_and_the_loss_share(bench_run):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import summarize_suite
@@ -118,6 +123,7 @@ def test_suite_summary_gives_the_table_rows_and_the_loss_share(bench_run):
             assert f"= {100 * share:.2f}% of the step" in text
 
 
+@pytest.mark.slow
 def test_gpu_suite_commands_parse():
     for sizes in ([], ["--tiny"]):
         out = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "--dry-run", *sizes], cwd=ROOT, check=True,
@@ -141,7 +147,7 @@ def test_torch_reference_matches_our_loss_and_model_size():
     torch = pytest.importorskip("torch")
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import torch_reference_step as ref
-    from test_losses import random_loss_inputs
+    from helpers import random_loss_inputs
 
     x = random_loss_inputs(2, 24, 24)
     labels = jax.nn.one_hot(jnp.arange(24) % 5, 5) * 0.7 + 0.3 * x["labels"][:, :5]
@@ -157,6 +163,7 @@ def test_torch_reference_matches_our_loss_and_model_size():
     assert torch_params == flax_params
 
 
+@pytest.mark.slow
 def test_the_pipeline_fed_step_is_skipped_with_a_message_without_tensorflow(tmp_path):
     """The GPU suite's input-pipeline case on a machine without TensorFlow: one line saying what is missing, a JSON
     that says "skipped", exit 0 (so the suite goes on), and no step built for nothing."""

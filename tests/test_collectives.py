@@ -30,6 +30,7 @@ def test_hlo_parser_reads_kinds_shapes_and_bytes():
     assert hlo_audit.summarize(found)["all-gather"] == {"count": 2, "bytes": 2 * 16 * 40 * 40 * 3 * 4 + 512}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("micro_batch_size", [0, 1])
 def test_eight_device_step_never_gathers_images(micro_batch_size):
     """Mixup-CutMix, the EMA key encoder + queue and a teacher: every path that touches images; dense, and in two
@@ -80,6 +81,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_eight_device_blocked_loss_scores_each_devices_own_anchors():
     """loss_block_size on a sharded batch: each block takes block_size / 8 rows of every device's shard, so no
     anchor is gathered, and each device's [rows, contrasts] working set is its share of one block. (Contiguous

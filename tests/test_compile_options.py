@@ -67,6 +67,7 @@ def test_bad_choice_is_a_config_error():
         validation.validate(make_tiny_config(cpu_convolutions="onednn"), num_devices=1)
 
 
+@pytest.mark.slow
 def test_trainers_compile_the_network_with_the_configured_library(monkeypatch):
     seen = []
 

@@ -9,7 +9,9 @@ import select
 import subprocess
 import sys
 
-from test_gcs import write_config
+import pytest
+
+from conftest import write_config
 
 from genscl_jax.runtime import console
 from genscl_jax.training import progress
@@ -88,6 +90,7 @@ def _run(args):
     return proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_a_run_prints_a_short_readable_console(tmp_path):
     out, err = _run(_main_args(tmp_path))
     lines = (out + err).splitlines()
@@ -107,6 +110,7 @@ def test_a_run_prints_a_short_readable_console(tmp_path):
     assert re.search(r"^pretrain  200 steps of 8 images; [\d,]+ parameters \([\d.]+ KiB\), table in ", err, re.M)
 
 
+@pytest.mark.slow
 def test_verbose_brings_the_libraries_back(tmp_path):
     args = _main_args(tmp_path, "--verbose", "--config.mode=pretrain", "--config.num_train_steps=10")
     _, err = _run(args)
@@ -116,6 +120,7 @@ def test_verbose_brings_the_libraries_back(tmp_path):
     assert "pretrain  step 10/10 (100%)" in err
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_live_bar(tmp_path):
     """stderr on a pseudo-terminal: tqdm's bar, redrawn in place, instead of progress lines."""
     leader, follower = pty.openpty()

@@ -23,6 +23,8 @@ from genscl_jax.trainers import linear_eval, teachers
 from genscl_jax.training import checkpointing
 from genscl_jax.workdirs import trained_network
 
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 

@@ -41,14 +41,16 @@ def fashion_args(tmp_path):
             str(tmp_path / "run")]
 
 
+@pytest.mark.slow
 def test_missing_fashion_mnist_files_are_one_line(tmp_path):
     proc, _ = run_main(fashion_args(tmp_path), env={"GENSCL_FASHION_MNIST_DIR": str(tmp_path / "nowhere")})
     assert_one_line_error(proc, "Fashion-MNIST idx files not found in", str(tmp_path / "nowhere"),
                           "apt-get install dataset-fashion-mnist")
 
 
+@pytest.mark.slow
 def test_a_truncated_idx_file_is_named_with_how_to_restore_it(tmp_path):
-    from test_fashion_mnist import write_tiny_fashion_mnist
+    from helpers import write_tiny_fashion_mnist
 
     source = tmp_path / "source"
     source.mkdir()
@@ -62,6 +64,7 @@ def test_a_truncated_idx_file_is_named_with_how_to_restore_it(tmp_path):
     assert "tfds build" not in last  # Not the advice for a missing download: the file is here, and damaged.
 
 
+@pytest.mark.slow
 def test_a_download_without_network_fails_in_seconds_with_how_to_prepare(tmp_path):
     """CIFAR-10 not prepared in data_dir, in a network namespace with only loopback: no request leaves the machine,
     and the run must not spend minutes in tfds's download retries."""
@@ -69,7 +72,7 @@ def test_a_download_without_network_fails_in_seconds_with_how_to_prepare(tmp_pat
     if problem:
         pytest.skip(f"needs a private network namespace: {problem}")
     offline = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
-    proc, seconds = run_main(["--config", "configs/cifar10_resnet50.py:runlocal", "--config.data_dir",
+    proc, seconds = run_main(["--config", "configs/cifar10_resnet50.py", "--config.data_dir",
                               str(tmp_path / "tfds"), "--workdir", str(tmp_path / "run")], prefix=offline)
     assert_one_line_error(proc, f"cifar10 is not prepared in {tmp_path / 'tfds'}", "www.cs.toronto.edu",
                           "`tfds build cifar10 --data_dir DIR`", "--config.data_dir=DIR")
@@ -105,10 +108,39 @@ def test_without_the_debian_package_and_offline_fashion_mnist_names_apt_get_firs
     config = defaults.base_config()
     config.dataset, config.data_dir = "fashion_mnist", str(tmp_path / "tfds")
     with pytest.raises(data.DataError) as error:
-        data.prepare(config)
+        data.readable_source(config)
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"fashion_mnist is not prepared in {tmp_path / 'tfds'} and cannot be prepared here "
                               "(its download server does not answer (offline)); run `apt-get install "
                               "dataset-fashion-mnist`"), message
     assert message.index("apt-get install dataset-fashion-mnist") < message.index("`tfds build fashion_mnist")
+
+
+def test_runlocal_runs_on_synthetic_data_where_only_a_download_would_prepare_the_dataset(monkeypatch):
+    """A recipe's `:runlocal` (config.synthetic_if_unprepared) swaps a dataset that needs a download for the synthetic
+    task, in a copy that config.json records; a prepared (or locally preparable) dataset, or any other run, is kept."""
+    from genscl_jax import data, runner
+    from genscl_jax.config import defaults, recipes
+    from genscl_jax.data import tfds_builders
+
+    class Unprepared:
+        def is_prepared(self):
+            return False
+
+    class PreparesOffline(Unprepared):
+        PREPARES_OFFLINE = True
+
+    assert tfds_builders.download_needed(Unprepared(), "/data") == ("not prepared in /data, and preparing it needs a "
+                                                                    "download")
+    assert tfds_builders.download_needed(PreparesOffline(), "/data") is None
+
+    config = recipes.apply_runlocal(defaults.base_config())
+    monkeypatch.setattr(data, "download_needed", lambda c: "not prepared in /data, and preparing it needs a download")
+    offline = runner._offline_dataset(config)
+    assert (offline.dataset, config.dataset) == ("synthetic", "cifar10")
+    config.synthetic_if_unprepared = False  # not a runlocal run: the dataset stays, and prepare() says what to do
+    assert runner._offline_dataset(config) is config
+    config.synthetic_if_unprepared = True
+    monkeypatch.setattr(data, "download_needed", lambda c: None)
+    assert runner._offline_dataset(config) is config

@@ -58,6 +58,7 @@ def test_builder_hooks_name_a_function():
         assert callable(getattr(importlib.import_module(module), function)), hook
 
 
+@pytest.mark.slow
 def test_the_entry_and_the_registry_import_no_tensorflow():
     """Facts of every dataset, tfds ones included, come without TensorFlow; only reading a tfds one loads it."""
     code = ("import sys\nfrom genscl_jax import data\nfrom genscl_jax.config import defaults\n"

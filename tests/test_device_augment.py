@@ -81,14 +81,14 @@ def test_hsv_round_trip():
 
 def test_device_ops_match_the_host_ops():
     tf = pytest.importorskip("tensorflow")
-    from genscl_jax.data import augment
+    from genscl_jax.data import augment_color
 
     x = np.asarray(images((16, 16, 3)))
-    pairs = [(device_augment._brightness, augment.adjust_brightness, 1.3),
-             (device_augment._contrast, augment.adjust_contrast, 0.7),
-             (device_augment._saturation, augment.adjust_saturation, 1.4),
-             (device_augment._hue, augment.adjust_hue, 0.08),
-             (device_augment._hue, augment.adjust_hue, -0.1)]
+    pairs = [(device_augment._brightness, augment_color.adjust_brightness, 1.3),
+             (device_augment._contrast, augment_color.adjust_contrast, 0.7),
+             (device_augment._saturation, augment_color.adjust_saturation, 1.4),
+             (device_augment._hue, augment_color.adjust_hue, 0.08),
+             (device_augment._hue, augment_color.adjust_hue, -0.1)]
     for device_op, host_op, factor in pairs:
         np.testing.assert_allclose(device_op(x, factor), host_op(tf.constant(x), factor).numpy(), atol=2e-6)
 
@@ -96,9 +96,9 @@ def test_device_ops_match_the_host_ops():
 @pytest.mark.parametrize("sigma, side", [(0.1, 224), (0.7, 64), (2.0, 224), (1.3, 41)])
 def test_device_blur_matches_the_host_blur(sigma, side):
     tf = pytest.importorskip("tensorflow")
-    from genscl_jax.data import augment as host, registry
+    from genscl_jax.data import augment_color as host, views
 
     x = np.asarray(images((side, side, 3), seed=side))
-    kernel_size = registry.blur_kernel_size(side)
+    kernel_size = views.blur_kernel_size(side)
     device = device_augment.gaussian_blur(jnp.asarray(x), jnp.float32(sigma), kernel_size)
     np.testing.assert_allclose(device, host.gaussian_blur(tf.constant(x), sigma, kernel_size).numpy(), atol=2e-6)

@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from genscl_jax.data import device_preprocess, registry
+from genscl_jax.data import device_preprocess, registry, views
 
 tf = pytest.importorskip("tensorflow")
 
-from genscl_jax.data import augment  # noqa: E402
+from genscl_jax.data import augment, augment_color, augment_geometry  # noqa: E402
 
 IMAGENET = registry.get("imagenet2012")
 
@@ -27,14 +27,14 @@ def photo(seed, shape=(60, 80, 3)):
 def float_pipeline_view(image, seed, image_size, *, color=False, blur_prob=0.0, crop_scale=(0.2, 1.0)):
     """One view as the pipeline made it before views left the host as uint8: augment_view's sub-seeds and ops, the
     crop cast to float32 and resized, every op in float32 [0, 1]."""
-    crop_seed, flip_seed, jitter_seed, gray_seed, blur_seed, _ = augment.split_seed(seed, 6)
-    crop = tf.cast(augment.random_crop(image, crop_seed, crop_scale), tf.float32)
+    crop_seed, flip_seed, jitter_seed, gray_seed, blur_seed, _ = augment_geometry.split_seed(seed, 6)
+    crop = tf.cast(augment_geometry.random_crop(image, crop_seed, crop_scale), tf.float32)
     view = tf.clip_by_value(tf.image.resize(crop, [image_size, image_size], antialias=False) / 255.0, 0.0, 1.0)
-    view = augment.random_flip(view, flip_seed)
+    view = augment_geometry.random_flip(view, flip_seed)
     if color:
-        view = augment.random_grayscale(augment.random_color_jitter(view, jitter_seed), gray_seed)
+        view = augment_color.random_grayscale(augment_color.random_color_jitter(view, jitter_seed), gray_seed)
     if blur_prob:
-        view = augment.random_gaussian_blur(view, blur_seed, blur_prob)
+        view = augment_color.random_gaussian_blur(view, blur_seed, blur_prob)
     return view
 
 
@@ -50,15 +50,22 @@ def test_normalize_is_the_dataset_statistics_on_the_0_1_scale():
         device_preprocess.normalize(pixels[..., :1], prep)
 
 
+def device_share(entry, policy, image_size=224, **plan_options):
+    plan = views.resolve(policy, entry, image_size=image_size, **plan_options)
+    return device_preprocess.for_plan(plan, IMAGENET.info)
+
+
 def test_what_the_host_leaves_to_the_device():
     info = IMAGENET.info
-    rule = functools.partial(device_preprocess.for_training, info=info, image_size=224)
-    assert rule(IMAGENET, policy="simclr", device_color_augment=True) == device_preprocess.Preprocessing(
-        info.mean, info.std, color_augment=True, blur_prob=0.5)
+    assert device_share(IMAGENET, "simclr", device_color_augment=True) == device_preprocess.Preprocessing(
+        info.mean, info.std, color=views.ColorJitter(), blur_prob=0.5)
     # CIFAR-sized views are never blurred; other policies' ops stay on the host; without the flag only normalising.
-    assert rule(registry.get("cifar10"), policy="simclr", device_color_augment=True).blur_prob == 0.0
+    assert device_share(registry.get("cifar10"), "simclr", device_color_augment=True).blur_prob == 0.0
     for policy, device in (("autoaugment", True), ("crop_flip", True), ("simclr", False)):
-        assert rule(IMAGENET, policy=policy, device_color_augment=device) == device_preprocess.Preprocessing.of(info)
+        assert device_share(IMAGENET, policy, device_color_augment=device) == device_preprocess.Preprocessing.of(info)
+    # The config's jitter reaches the device as it reaches the host.
+    weak = views.ColorJitter(strength=(0.1, 0.1, 0.1, 0.0), prob=0.5, grayscale_prob=0.0)
+    assert device_share(IMAGENET, "simclr", color=weak, device_color_augment=True).color == weak
 
 
 @pytest.mark.parametrize("image_size, crop_scale", [(32, (0.2, 1.0)), (224, (0.08, 1.0))])
@@ -66,28 +73,29 @@ def test_uint8_views_have_the_float_pipelines_crops_and_flips(image_size, crop_s
     """Crop + flip (simclr with colour on the device, crop_flip): the float pipeline's pixels, quantised once."""
     for index in range(12):
         image, seed = photo(index), tf.constant([index, 5])
-        new = augment.augment_view(image, seed, policy="crop_flip", image_size=image_size, crop_scale=crop_scale)
+        plan = views.resolve("crop_flip", IMAGENET, image_size=image_size, crop_scale=crop_scale)
+        new = augment.augment_view(image, seed, plan)
         old = float_pipeline_view(image, seed, image_size, crop_scale=crop_scale)
         assert new.dtype == tf.uint8
         # Rounded half up, like every view; a 1 only where float rounding decides an exact half.
-        difference = np.abs(new.numpy().astype(int) - augment.to_uint8(old).numpy().astype(int))
+        difference = np.abs(new.numpy().astype(int) - augment_geometry.to_uint8(old).numpy().astype(int))
         assert difference.max() <= 1 and (difference > 0).mean() < 1e-3, (index, (difference > 0).mean())
 
 
 def test_host_colour_views_are_the_float_pipelines_quantised():
     for index in range(8):
         image, seed = photo(index), tf.constant([index, 9])
-        new = augment.augment_view(image, seed, policy="simclr", image_size=48, blur_prob=0.5)
+        new = augment.augment_view(image, seed, views.resolve("simclr", IMAGENET, image_size=48))
         old = float_pipeline_view(image, seed, 48, color=True, blur_prob=0.5)
-        np.testing.assert_array_equal(new.numpy(), augment.to_uint8(old).numpy())
+        np.testing.assert_array_equal(new.numpy(), augment_geometry.to_uint8(old).numpy())
 
 
-def _view_statistics(views):
+def _view_statistics(images):
     """Per view [N, H, W, 3] in [0, 1]: brightness, contrast, colourfulness, grayscale or not, sharpness."""
-    luma = views @ np.array(registry.GRAY_WEIGHTS)
-    return {"brightness": views.mean(axis=(1, 2, 3)), "contrast": luma.std(axis=(1, 2)),
-            "colourfulness": (views.max(-1) - views.min(-1)).mean(axis=(1, 2)),
-            "gray": np.all(np.abs(views - views[..., :1]) < 2 / 255, axis=(1, 2, 3)).astype(float),
+    luma = images @ np.array(views.GRAY_WEIGHTS)
+    return {"brightness": images.mean(axis=(1, 2, 3)), "contrast": luma.std(axis=(1, 2)),
+            "colourfulness": (images.max(-1) - images.min(-1)).mean(axis=(1, 2)),
+            "gray": np.all(np.abs(images - images[..., :1]) < 2 / 255, axis=(1, 2, 3)).astype(float),
             "sharpness": np.abs(np.diff(luma, axis=2)).mean(axis=(1, 2))}
 
 
@@ -103,13 +111,14 @@ def test_device_colour_and_blur_have_the_host_distribution():
     (two-sample Kolmogorov-Smirnov at the 0.001 level), and differs clearly from no colour augmentation at all."""
     count, size = 480, 64
     host, crops = [], []
+    plan = views.resolve("simclr", IMAGENET, image_size=size, device_color_augment=True)
     for index in range(count):
         image, seed = photo(index % 60, (72, 96, 3)), tf.constant([index, 11])
-        host.append(augment.to_uint8(float_pipeline_view(image, seed, size, color=True, blur_prob=0.5)).numpy())
-        crops.append(augment.augment_view(image, seed, policy="simclr", image_size=size, color=False).numpy())
-    prep = device_preprocess.for_training(IMAGENET, IMAGENET.info, policy="simclr", image_size=size,
-                                          device_color_augment=True)
-    assert prep.color_augment and prep.blur_prob == 0.5
+        host_view = float_pipeline_view(image, seed, size, color=True, blur_prob=0.5)
+        host.append(augment_geometry.to_uint8(host_view).numpy())
+        crops.append(augment.augment_view(image, seed, plan).numpy())
+    prep = device_preprocess.for_plan(plan, IMAGENET.info)
+    assert prep.color is not None and prep.blur_prob == 0.5
     finish = jax.jit(functools.partial(device_preprocess.train_views, preprocessing=prep))
     normalised = np.asarray(finish(jax.random.PRNGKey(0), np.stack(crops)[:, None]))[:, 0]
     # Compared at the host's 8-bit precision (a gray view's colourfulness is then 0 on both sides).

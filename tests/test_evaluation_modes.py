@@ -4,11 +4,14 @@ import json
 
 import jax
 import numpy as np
+import pytest
 from conftest import make_tiny_config
 
 from genscl_jax import data, runner
 from genscl_jax.trainers import linear_eval
 from genscl_jax.training import checkpointing
+
+pytestmark = pytest.mark.slow  # trains a run or starts a process
 
 
 def test_supervised_mode_learns_and_reports_test_accuracy(tmp_path):

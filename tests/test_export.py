@@ -130,6 +130,7 @@ def pretrain_and_eval_dir(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_every_format_holds_the_pretrained_encoder(pretrain_and_eval_dir, tmp_path):
     module, variables = genscl_jax.load_encoder(pretrain_and_eval_dir)
     # The encoder linear evaluation trained on: the pretrain/ checkpoint's encoder subtree.
@@ -156,6 +157,7 @@ def test_every_format_holds_the_pretrained_encoder(pretrain_and_eval_dir, tmp_pa
     assert names["head.dense1.weight"].shape == (16, 32) and "conv1.weight" in names
 
 
+@pytest.mark.slow
 def test_a_supervised_encoder_is_the_network_without_fc(tmp_path):
     runner.run(make_tiny_config(mode="supervised", num_train_steps=2), str(tmp_path))
     module, variables = genscl_jax.load_encoder(str(tmp_path))
@@ -167,6 +169,7 @@ def test_a_supervised_encoder_is_the_network_without_fc(tmp_path):
     assert module.num_classes is None
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_is_read_from_its_config_json(tmp_path):
     config = make_tiny_config(num_train_steps=2)
     runner.run(config, str(tmp_path))
@@ -203,6 +206,7 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, setup, output, message):
     assert __import__("re").search(message, err), err
 
 
+@pytest.mark.slow
 def test_the_command_line_and_a_cheap_import(tmp_path):
     # `python -m genscl_jax.export` rejects a bad name before importing JAX; `import genscl_jax` imports nothing.
     proc = subprocess.run([sys.executable, "-m", "genscl_jax.export", "--workdir", str(tmp_path), "--output",
@@ -214,6 +218,7 @@ def test_the_command_line_and_a_cheap_import(tmp_path):
     subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_linear_evaluation_reads_every_workdir_kind_load_encoder_reads(pretrain_and_eval_dir, tmp_path):
     """A pretrain_and_eval workdir (its encoder is in pretrain/) is a pretrained_workdir like any other, read with
     the architecture it recorded: here the probe's own config names another model, which plays no part."""

@@ -8,23 +8,9 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from genscl_jax.data import fashion_mnist_offline as fmo  # noqa: E402
+from helpers import FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, write_tiny_fashion_mnist  # noqa: E402
 
-NUM_TRAIN, NUM_TEST = 20, 10
-
-
-def write_tiny_fashion_mnist(directory, num_train=NUM_TRAIN, num_test=NUM_TEST, seed=0):
-    """Random images whose pixel (0, 0) is unique per example (train 100 + i, test 200 + i); label i % 10."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, count, base in (("train", num_train, 100), ("test", num_test, 200)):
-        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        images[:, 0, 0] = base + np.arange(count)
-        labels = (np.arange(count) % 10).astype(np.uint8)
-        image_file, label_file = fmo.SPLIT_FILES[split]
-        fmo.write_idx(os.path.join(directory, image_file), images)
-        fmo.write_idx(os.path.join(directory, label_file), labels)
-        arrays[split] = (images, labels)
-    return arrays
+NUM_TRAIN, NUM_TEST = FASHION_MNIST_TRAIN, FASHION_MNIST_TEST
 
 
 def test_idx_round_trip_and_bad_magic(tmp_path):

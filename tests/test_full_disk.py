@@ -15,6 +15,8 @@ import sys
 import pytest
 from conftest import last_line, mount_namespace_problem, write_config
 
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 

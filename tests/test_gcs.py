@@ -21,6 +21,8 @@ import urllib.parse
 import pytest
 from conftest import network_namespace_problem, write_config
 
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUCKET = "bucket"
 PORT = 4443  # a fresh namespace has every port free

@@ -13,61 +13,20 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from conftest import make_tiny_config  # noqa: E402
+from helpers import (CLASSES, class_image, clear_dataset_entries, folder_config, write_folder,  # noqa: E402,F401
+                     write_image)
 
 from genscl_jax import data, runner  # noqa: E402
-from genscl_jax.config import defaults  # noqa: E402
 from genscl_jax.config.validation import ConfigError, validate  # noqa: E402
-from genscl_jax.data import image_folder, registry, tf_pipeline, tf_stats  # noqa: E402
+from genscl_jax.data import image_folder, registry, tf_pipeline, tf_stats, views  # noqa: E402
 from genscl_jax.data.registry import DataError  # noqa: E402
-
-CLASSES = {"zebra": 4, "ant": 4, "cat": 4}  # Written in this order; labels must follow the sorted names.
-
-
-def class_image(label, index, size=16, channels=3):
-    """A distinct image per class (its own colour) with a little per-image noise: learnable, and exact in PNG."""
-    rng = np.random.default_rng(100 * label + index)
-    colour = np.array([60 + 90 * (label % 3), 40 * label + 30, 200 - 60 * label])[:channels]
-    image = colour + rng.integers(-20, 20, size=(size, size, channels))
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def write_image(path, image, fmt="png"):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    encoded = tf.io.encode_png(image) if fmt == "png" else tf.io.encode_jpeg(image)
-    tf.io.write_file(str(path), encoded)
-
-
-def write_folder(root, classes=CLASSES, test="test", channels=3, test_counts=2):
-    """root/train/CLASS/i.png and root/<test>/CLASS/i.jpg; returns {split: [(array, class name)]}."""
-    written = {"train": [], test: []}
-    for label, name in enumerate(sorted(classes)):
-        for i in range(classes[name]):
-            image = class_image(label, i, channels=channels)
-            write_image(os.path.join(root, "train", name, f"{i}.png"), image)
-            written["train"].append((image, name))
-        for i in range(test_counts):
-            image = class_image(label, 50 + i, channels=channels)
-            write_image(os.path.join(root, test, name, f"{i}.jpg"), image, fmt="jpeg")
-            written[test].append((image, name))
-    return written
-
-
-def folder_config(root, **overrides):
-    config = defaults.base_config()
-    config.dataset, config.data_dir = "image_folder", str(root)
-    for key, value in overrides.items():
-        config[key] = value
-    return config
-
 
 @pytest.fixture(autouse=True)
 def fresh_entries():
     """Every test starts as a new process would: no dataset entry cached from an earlier test."""
-    data._image_folder_entry.cache_clear()
-    data._tfds_entry.cache_clear()
+    clear_dataset_entries()
     yield
-    data._image_folder_entry.cache_clear()
-    data._tfds_entry.cache_clear()
+    clear_dataset_entries()
 
 
 def test_classes_are_the_sorted_folder_names_and_val_counts_as_test(tmp_path):
@@ -98,14 +57,14 @@ def test_statistics_are_measured_once_stored_and_read_back(tmp_path, monkeypatch
     assert stats_file.exists()
     written_at = stats_file.stat().st_mtime_ns
 
-    data._image_folder_entry.cache_clear()  # A second run, in a new process: it must read, not measure.
+    data.source._image_folder_entry.cache_clear()  # A second run, in a new process: it must read, not measure.
     monkeypatch.setattr(tf_stats, "folder_stats", lambda *a: pytest.fail("statistics measured a second time"))
     again = data.resolve(folder_config(tmp_path)).info
     assert (again.mean, again.std, again.channels) == (spec.mean, spec.std, spec.channels)
     assert stats_file.stat().st_mtime_ns == written_at
 
     # Statistics given in the config win, and need no measurement at all.
-    data._image_folder_entry.cache_clear()
+    data.source._image_folder_entry.cache_clear()
     given = data.resolve(folder_config(tmp_path, data_mean=(0.5,), data_std=(0.25,))).info
     assert (given.channels, given.mean, given.std) == (1, (0.5,), (0.25,))
 
@@ -115,7 +74,7 @@ def test_a_changed_folder_is_measured_again_and_gray_folders_have_one_channel(tm
     first = data.resolve(folder_config(tmp_path)).info
     assert first.channels == 1 and len(first.mean) == 1
     write_image(tmp_path / "train" / "ant" / "extra.png", np.full((16, 16, 1), 255, np.uint8))
-    data._image_folder_entry.cache_clear()
+    data.source._image_folder_entry.cache_clear()
     second = data.resolve(folder_config(tmp_path)).info
     assert second.num_train == first.num_train + 1 and second.mean[0] > first.mean[0]
 
@@ -143,6 +102,7 @@ def break_folder(root, case):
     raise ValueError(case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["empty folder", "class without images", "test class unknown to train",
                                   "unreadable image", "no test folder"])
 def test_bad_input_is_one_line_naming_the_path_before_training(tmp_path, case):
@@ -175,8 +135,8 @@ def test_folder_batches_cover_each_split_with_their_labels(tmp_path):
     written = write_folder(tmp_path)
     entry = data.resolve(folder_config(tmp_path)).entry
     train = tf_pipeline.create_train_iterator(
-        dataset=entry, data_dir=None, global_batch_size=4, image_size=8, policy="simclr", num_views=2, seed=0,
-        process_index=0, process_count=1)
+        dataset=entry, data_dir=None, global_batch_size=4, plan=views.resolve("simclr", entry, image_size=8),
+        num_views=2, seed=0, process_index=0, process_count=1)
     batches = [next(train) for _ in range(3)]  # One epoch of 12.
     assert batches[0]["image"].shape == (4, 2, 8, 8, 3)
     assert sorted(np.concatenate([b["label"] for b in batches])) == [0] * 4 + [1] * 4 + [2] * 4
@@ -203,8 +163,8 @@ def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
     shares, eval_counts = [], []
     for process in range(2):  # Global batch 4, local 2: 3 local steps are one epoch of the 6-file share.
         train = tf_pipeline.create_train_iterator(
-            dataset=entry, data_dir=None, global_batch_size=4, image_size=16, policy="none", num_views=1, seed=0,
-            process_index=process, process_count=2)
+            dataset=entry, data_dir=None, global_batch_size=4, plan=views.resolve("none", entry, image_size=16),
+            num_views=1, seed=0, process_index=process, process_count=2)
         shares.append(signature(np.concatenate([next(train)["image"][:, 0] for _ in range(3)])))
         evaluation = list(tf_pipeline.create_eval_iterator(
             dataset=entry, data_dir=None, global_batch_size=4, image_size=16, process_index=process, process_count=2))
@@ -214,6 +174,7 @@ def test_processes_read_disjoint_shares_of_a_folder(tmp_path):
     assert eval_counts == [(2, 3), (2, 3)]  # Every test image once; the same number of batches everywhere.
 
 
+@pytest.mark.slow
 def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     write_folder(tmp_path)
     data.resolve(folder_config(tmp_path))  # Measures (TensorFlow) and stores.
@@ -226,6 +187,7 @@ def test_stored_statistics_are_read_without_tensorflow(tmp_path):
     assert out.split() == ["3", "3"]
 
 
+@pytest.mark.slow
 def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tmp_path):
     write_folder(tmp_path / "images")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="pretrain_and_eval",
@@ -237,6 +199,7 @@ def test_an_image_folder_pretrains_with_knn_and_evaluates_linearly_end_to_end(tm
     assert (tmp_path / "images" / image_folder.STATS_FILE).exists()
 
 
+@pytest.mark.slow
 def test_an_image_folder_trains_supervised(tmp_path):
     write_folder(tmp_path / "images", test="val")
     config = make_tiny_config(dataset="image_folder", data_dir=str(tmp_path / "images"), mode="supervised",
@@ -246,19 +209,23 @@ def test_an_image_folder_trains_supervised(tmp_path):
 
 
 @pytest.mark.parametrize("name, num_classes, channels", [("mnist", 10, 1), ("cifar100", 100, 3)])
-def test_tfds_by_name_takes_classes_from_the_builder(tmp_path, name, num_classes, channels):
+def test_tfds_by_name_takes_classes_from_the_builder(tmp_path, name, num_classes, channels, monkeypatch):
     config = folder_config(tmp_path, dataset=f"tfds:{name}")
+    made = []
+    monkeypatch.setattr(tfds, "builder", lambda *args, make=tfds.builder, **kwargs: made.append(args) or make(
+        *args, **kwargs))
     with tfds.testing.mock_data(num_examples=6):
         entry = data.resolve(config).entry
         spec = data.resolve(config).info
         batch = next(tf_pipeline.create_train_iterator(
-            dataset=entry, data_dir=str(tmp_path), global_batch_size=4, image_size=32, policy="simclr",
-            num_views=2, seed=0, process_index=0, process_count=1))
+            dataset=entry, data_dir=str(tmp_path), global_batch_size=4,
+            plan=views.resolve("simclr", entry, image_size=32), num_views=2, seed=0, process_index=0, process_count=1))
     assert (spec.num_classes, spec.channels, spec.num_train) == (num_classes, channels, 6)
     assert entry.tfds_name == name and not entry.variable_size
     assert batch["image"].shape == (4, 2, 32, 32, channels)
     stored = tmp_path / "genscl_jax_stats"
     assert len(list(stored.rglob("train.json"))) == 1  # Measured once, stored in the data_dir.
+    assert made == [(name,)]  # One tfds builder serves the facts, the statistics and the batches.
 
 
 def test_an_unknown_tfds_name_is_one_line_with_the_closest_names(tmp_path):

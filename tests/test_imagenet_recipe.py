@@ -6,11 +6,11 @@ import re
 
 import numpy as np
 import pytest
-from test_config_validation import CONFIG_DIR, load_recipe
+from helpers import CONFIG_DIR, load_recipe
 
 from genscl_jax.config import defaults
 from genscl_jax.config.validation import CHOICES, validate
-from genscl_jax.data import augment
+from genscl_jax.data import views
 
 RECIPE = os.path.join(CONFIG_DIR, "imagenet_resnet50.py")
 # A value's comment must name one of these (configs/imagenet_resnet50.py defines the short names).
@@ -51,6 +51,7 @@ def test_recipe_is_supcon_imagenet_where_the_paper_is_silent():
     assert (config.weight_decay, config.num_epochs, config.warmup_epochs) == (1e-3, 350, 12.0)
     assert (config.momentum, config.warmup_start_lr, config.min_lr_factor) == (0.9, 0.0, 0.0)
     assert (config.augment, config.temperature, config.dtype) == ("autoaugment", 0.1, "bfloat16")
+    assert tuple(config.crop_scale) == (0.08, 1.0)  # hparams_flags.py crop_area_range
     # MoCo v2: a constant 0.999 momentum, a 65536-key queue, a 2048-2048-128 head.
     assert (config.moco.momentum, config.moco.momentum_cosine, config.moco.queue_size) == (0.999, False, 65536)
     assert (config.head.kind, config.head.hidden_dim, config.head.output_dim) == ("mlp", 2048, 128)
@@ -69,7 +70,7 @@ def test_runlocal_keeps_the_recipe_and_validates():
 
 
 def test_validation_accepts_exactly_the_augment_policies():
-    assert CHOICES["augment"] == augment.POLICIES and "autoaugment" in CHOICES["augment"]
+    assert CHOICES["augment"] == views.POLICIES and "autoaugment" in CHOICES["augment"]
     config = defaults.base_config()
     config.dataset, config.augment = "synthetic", "autoaugment"
     validate(config, num_devices=1)
@@ -80,9 +81,10 @@ def test_imagenet_pipeline_runs_autoaugment():
     from genscl_jax.data import registry
     from genscl_jax.data import tf_pipeline as ip
     with tfds.testing.mock_data(num_examples=8):
+        entry = registry.get("imagenet2012")
         iterator = ip.create_train_iterator(
-            dataset=registry.get("imagenet2012"), data_dir=None, global_batch_size=4, image_size=32,
-            policy="autoaugment", num_views=2, seed=0, process_index=0, process_count=1)
+            dataset=entry, data_dir=None, global_batch_size=4, plan=views.resolve("autoaugment", entry, image_size=32),
+            num_views=2, seed=0, process_index=0, process_count=1)
         batch = next(iterator)
     assert batch["image"].shape == (4, 2, 32, 32, 3) and batch["image"].dtype == np.uint8
     assert not np.array_equal(batch["image"][:, 0], batch["image"][:, 1])

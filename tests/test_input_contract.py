@@ -24,6 +24,8 @@ from genscl_jax.data import device_preprocess
 from genscl_jax.runtime import parallel
 from genscl_jax.workdirs import encoder, export, input_contract
 
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):

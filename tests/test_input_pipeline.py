@@ -13,7 +13,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from genscl_jax.data import registry, tfds_builders  # noqa: E402
+from genscl_jax.data import registry, tfds_builders, views  # noqa: E402
 from genscl_jax.data import tf_pipeline as ip  # noqa: E402
 from genscl_jax.data import fashion_mnist_offline as fmo  # noqa: E402
 
@@ -55,10 +55,16 @@ def take(iterator, count):
     return [next(iterator) for _ in range(count)]
 
 
+def train_iterator(*, dataset, image_size, policy, device_color_augment=False, **kwargs):
+    """tf_pipeline.create_train_iterator with `policy`'s view plan for `dataset`."""
+    plan = views.resolve(policy, dataset, image_size=image_size, device_color_augment=device_color_augment)
+    return ip.create_train_iterator(dataset=dataset, plan=plan, **kwargs)
+
+
 def fashion_train(data_dir, **kwargs):
     args = dict(dataset=registry.get("fashion_mnist"), data_dir=data_dir, global_batch_size=4, image_size=32,
                 policy="none", num_views=1, seed=0, process_index=0, process_count=1)
-    return ip.create_train_iterator(**{**args, **kwargs})
+    return train_iterator(**{**args, **kwargs})
 
 
 def test_dataset_table_and_errors(fashion_dir):
@@ -90,7 +96,7 @@ def check_pixels(images):
                                              ("imagenet2012", "randaugment")])
 def test_mock_train_batches(dataset, policy):
     with tfds.testing.mock_data(num_examples=8):
-        batches = take(ip.create_train_iterator(
+        batches = take(train_iterator(
             dataset=registry.get(dataset), data_dir=None, global_batch_size=4, image_size=32, policy=policy,
             num_views=2, seed=0, process_index=0, process_count=1), 3)
     num_classes = registry.get(dataset).info.num_classes
@@ -120,7 +126,7 @@ def test_device_color_augment_leaves_colour_and_blur_to_the_step():
     batches = {}
     for device in (False, True):
         with tfds.testing.mock_data(num_examples=8):
-            batches[device] = next(ip.create_train_iterator(
+            batches[device] = next(train_iterator(
                 dataset=registry.get("imagenet2012"), data_dir=None, global_batch_size=8, image_size=48,
                 policy="simclr", num_views=2, seed=0, process_index=0, process_count=1, device_color_augment=device))
     assert batches[True]["image"].dtype == batches[False]["image"].dtype == np.uint8
@@ -224,7 +230,7 @@ def test_eval_sees_every_example_once(fashion_dir, process_count, global_batch_s
 
 def test_missing_imagenet_names_the_files(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
-        ip.create_train_iterator(dataset=registry.get("imagenet2012"), data_dir=str(tmp_path), global_batch_size=2,
+        train_iterator(dataset=registry.get("imagenet2012"), data_dir=str(tmp_path), global_batch_size=2,
                                  image_size=32, policy="simclr", num_views=2, seed=0, process_index=0,
                                  process_count=1)
     message = str(error.value)
@@ -256,6 +262,7 @@ def test_benchmark_runs():
     assert "| simclr_device |" in input_pipeline_bench.markdown(result)
 
 
+@pytest.mark.slow
 def test_importing_does_not_import_tensorflow():
     code = ("import sys, genscl_jax, genscl_jax.data, genscl_jax.data.registry, genscl_jax.data.synthetic, "
             "genscl_jax.data.device_augment; assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
@@ -286,6 +293,7 @@ def _final(workdir):
     return summary, ckpt.restore_subtree(("params",))
 
 
+@pytest.mark.slow
 @pytest.mark.long(minutes=1)
 def test_kill_9_then_resume_gives_the_uninterrupted_run_on_the_tfds_pipeline(fashion_source, fashion_dir, tmp_path):
     import signal

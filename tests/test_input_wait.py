@@ -63,6 +63,7 @@ def run_loop(tmp_path, batches, num_steps=12):
     return result, logged
 
 
+@pytest.mark.slow
 def test_a_slow_input_pipeline_reads_near_one(tmp_path):
     def slow(start):
         batch = jnp.ones((64, 64))
@@ -76,6 +77,7 @@ def test_a_slow_input_pipeline_reads_near_one(tmp_path):
     assert result.input_wait_share > 0.9
 
 
+@pytest.mark.slow
 def test_a_prefetched_input_pipeline_reads_near_zero(tmp_path):
     ready = [jax.block_until_ready(jnp.full((256, 256), 0.01 * i)) for i in range(12)]
     result, logged = run_loop(tmp_path, lambda start: iter(ready[start:]))

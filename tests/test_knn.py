@@ -83,6 +83,7 @@ def test_memory_bank_drops_padding_and_respects_the_cap():
     assert list(np.asarray(labels)[np.asarray(valid)]) == list(range(6))
 
 
+@pytest.mark.slow
 def test_pretraining_logs_knn_and_probe_accuracy_on_one_schedule(tmp_path):
     config = make_tiny_config(eval_every_steps=2, **{"knn.enabled": True, "knn.k": 20, "knn.max_train_examples": 1000,
                                                       "online_probe.enabled": True})

@@ -15,6 +15,8 @@ import tarfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 LAUNCH = os.path.join(ROOT, "launch")
 SCRIPTS = ["tpu_vm.sh", "tpu_worker.sh", "gpu_single_node.sh", "slurm_multinode.sbatch", "slurm_submit.sh"]

@@ -16,11 +16,16 @@ LAYERS = {
     "data": {"runtime"},
     "training": {"runtime"},
     "workdirs": {"training", "models", "runtime"},
-    "trainers": {"training", "objectives", "models", "data", "workdirs", "runtime"},
+    # Whether a feature is on is said once (config.features, which imports nothing); the trainers ask it too.
+    "config.features": set(),
+    "trainers": {"training", "objectives", "models", "data", "workdirs", "runtime", "config.features"},
+    # A config's keys and their errors; the rerun policy (which keys a rerun may change).
+    "config.keys": {"config.defaults"}, "config.rerun": {"config.defaults", "config.keys", "config.features"},
     # Validation reads the allowed values from the code that implements them, so it sits above those layers.
-    "config.validation": {"config.defaults", "data", "models", "objectives", "training", "runtime"},
+    "config.validation": {"config.defaults", "config.keys", "config.features", "data", "models", "objectives",
+                          "training", "runtime"},
     "runner": {"config", "trainers", "training", "data", "workdirs", "runtime"},
-    "main": {"config", "runner"},
+    "main": {"config", "runner", "runtime"},  # runtime: it gives preemption the way to end the process
     # Command-line forwarders (`python -m genscl_jax.bench` ...), each to the one module it names.
     "bench": {"tools"}, "study": {"tools"}, "plan": {"tools"}, "export": {"workdirs"},
     # Tools use the library; the library never imports them.
@@ -33,11 +38,11 @@ LAYERS = {
 ALLOWED_LAZY = {
     # The tf.data pipeline (TensorFlow) is loaded only when a tfds dataset is read: synthetic runs, the bench and
     # a bare accelerator VM never import TensorFlow.
-    ("genscl_jax.data", "genscl_jax.data.tf_pipeline"),
+    ("genscl_jax.data.source", "genscl_jax.data.tf_pipeline"),
     # Likewise TensorFlow: measuring an image folder's statistics (once; later runs read them), and the facts of a
     # tfds:NAME dataset, which come from its tfds builder.
-    ("genscl_jax.data", "genscl_jax.data.tf_stats"), ("genscl_jax.data", "genscl_jax.data.tfds_by_name"),
-    ("genscl_jax.data", "genscl_jax.data.tfds_builders"),
+    ("genscl_jax.data.source", "genscl_jax.data.tf_stats"), ("genscl_jax.data.source", "genscl_jax.data.tfds_by_name"),
+    ("genscl_jax.data.source", "genscl_jax.data.tfds_builders"),
     # A registry hook, named by string so the registry itself imports nothing.
     ("genscl_jax.data.registry", "genscl_jax.data.fashion_mnist_offline"),
     # Only the mode that runs is imported: `--mode linear_eval` never builds the pretraining step, and clu's writers

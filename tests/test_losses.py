@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from genscl_jax.objectives import loss_chunked, losses
+from helpers import random_loss_inputs
 
 
 def reference_loss(z, y, zc=None, yc=None, tau=0.1, tau_base=0.07, normalization="label_sum", exclude_own=False):
@@ -232,16 +233,6 @@ def test_contrast_mask_equals_dropping_those_contrasts(normalization):
 # The blocked loss (loss_chunked): the same function as the dense one, in bounded memory.
 
 
-def random_loss_inputs(seed, n, m, dim=16, classes=7):
-    k = jax.random.split(jax.random.PRNGKey(seed), 5)
-    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    return dict(features=unit(jax.random.normal(k[0], (n, dim))),
-                labels=jax.nn.softmax(3 * jax.random.normal(k[1], (n, classes))),
-                contrast_features=unit(jax.random.normal(k[2], (m, dim))),
-                contrast_labels=jax.nn.softmax(3 * jax.random.normal(k[3], (m, classes))),
-                contrast_mask=jax.random.bernoulli(k[4], 0.7, (m,)))
-
-
 @pytest.mark.parametrize("contrasts,normalization", [("self", "label_sum"), ("queue", "count"),
                                                      ("masked_queue", "label_sum"), ("own_keys_queue", "label_sum")])
 def test_chunked_loss_equals_dense_loss_and_gradients(contrasts, normalization):
@@ -320,6 +311,7 @@ def test_mismatched_shapes_are_one_error_naming_both():
         losses.generalized_supcon_loss(z, jnp.arange(8), contrast_features=z, contrast_labels=np.eye(8))
 
 
+@pytest.mark.slow
 def test_package_level_import_of_the_losses_does_not_import_tensorflow():
     import subprocess
     import sys

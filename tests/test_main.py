@@ -14,6 +14,10 @@ from conftest import last_line, write_config
 
 from genscl_jax import runner
 from genscl_jax.config import defaults
+from genscl_jax.runtime import preemption
+from genscl_jax.training import checkpointing
+
+pytestmark = pytest.mark.slow  # trains a run or starts a process
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 # The ImageNet recipe's runlocal variant runs on synthetic data; these overrides make it tiny, and leave watching
@@ -118,10 +122,10 @@ def test_every_mode_the_config_knows_is_one_the_runner_runs():
     assert tuple(runner.MODES) == defaults.MODES
 
 
-def interruptible_main(*args):
+def interruptible_main(*args, **kwargs):
     """main(...) with Ctrl-C in its default state even when these tests run in a background job, which starts
     its children with SIGINT ignored (and an ignored SIGINT stays ignored)."""
-    return main(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return main(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def wait_for_line(proc, text, timeout=240):
@@ -256,3 +260,83 @@ def test_bad_command_lines_are_one_line(tmp_path, setup, message):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
     assert last_line(err).startswith(message.format(tmp=tmp_path)), err[-3000:]
+
+
+def read_summary(workdir):
+    with open(os.path.join(workdir, "summary.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+@pytest.mark.long(minutes=3)
+def test_sigterm_during_an_evaluation_abandons_it_saves_and_the_resume_redoes_it(tmp_path):
+    """SIGTERM while pretraining's periodic evaluation (kNN bank and test pass) runs: it is abandoned within a few
+    seconds, the step is saved with its evaluation marked as due, and the same command redoes that evaluation first
+    and finishes with the result of a run that was never stopped."""
+    config = write_config(tmp_path / "tiny.py", checkpoint_every_steps=4, eval_every_steps=2,
+                          # 1,024 batches of 2 per split: an evaluation of seconds, not one that ends before the signal
+                          eval_batch_size=2, **{"knn.enabled": True, "online_probe.enabled": True})
+    reference = main("--config", config, "--workdir", str(tmp_path / "reference"))
+    err = communicate_or_kill(reference, timeout=600)
+    assert reference.returncode == 0, err[-3000:]
+
+    workdir = str(tmp_path / "run")
+    args = ["--config", config, "--verbosity=1", "--workdir", workdir]  # its debug lines: the phases
+    proc = main(*args)
+    wait_for_line(proc, "pretrain: evaluating at step 2")
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.time()
+    err = communicate_or_kill(proc)
+    assert time.time() - signalled < 10, err[-3000:]
+    assert proc.returncode == 0 and "Preempted at step 2" in err, err[-3000:]
+    ckdir = os.path.join(workdir, "checkpoints")
+    assert sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) == [2]  # saved although not a checkpoint step
+    saved = checkpointing.Checkpointer(ckdir, read_only=True)
+    assert saved.metadata(2)["evaluation_due"] is True
+    saved.close()
+
+    resumed = main(*args)
+    err = communicate_or_kill(resumed, timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    after_resume = err[err.index("resumed from step 2"):]
+    assert "pretrain: evaluating at step 2" in after_resume.split("compiling the step")[0]  # before any new step
+    expected, summary = read_summary(tmp_path / "reference"), read_summary(workdir)
+    for key in ("final_loss", "knn_top1", "knn_best_top1", "probe_top1", "probe_best_top1"):
+        assert summary[key] == pytest.approx(expected[key], rel=1e-6), key
+
+
+def start_compiling_a_step_of_seconds(tmp_path):
+    """A run of the ResNet-18 runlocal size whose first step compiles for many seconds on a CPU (no compilation
+    cache), stopped at the console line that says the compilation starts."""
+    tmp_path.mkdir()
+    config = write_config(tmp_path / "compile.py", model="resnet18", width_multiplier=0.125, image_size=32)
+    env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
+    proc = interruptible_main("--config", config, "--verbosity=1", "--workdir", str(tmp_path / "run"), env=env)
+    wait_for_line(proc, "pretrain: compiling the step")
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.long(minutes=2)
+def test_ctrl_c_during_compilation_stops_promptly_and_a_second_one_at_once(tmp_path):
+    # The first Ctrl-C: nothing is unsaved while the first step compiles, so the run ends without waiting for it.
+    proc = start_compiling_a_step_of_seconds(tmp_path / "first")
+    proc.send_signal(signal.SIGINT)
+    signalled = time.time()
+    err = communicate_or_kill(proc)
+    assert time.time() - signalled < preemption.GRACE_SECONDS + 3, err[-3000:]
+    assert proc.returncode == 130, err[-3000:]
+    assert last_line(err) == "interrupted by Ctrl-C, with no trained step unsaved; the same command resumes"
+    assert not os.path.exists(tmp_path / "first" / "run" / "checkpoints" / "1")  # the step never ran
+
+    # The second Ctrl-C ends the process within two seconds, compilation or not.
+    proc = start_compiling_a_step_of_seconds(tmp_path / "second")
+    proc.send_signal(signal.SIGINT)
+    wait_for_line(proc, "Ctrl-C: saving a checkpoint")
+    proc.send_signal(signal.SIGINT)
+    signalled = time.time()
+    err = communicate_or_kill(proc)
+    assert time.time() - signalled < 2, err[-3000:]
+    assert proc.returncode == 130, err[-3000:]
+    assert last_line(err) == ("stopped at once by Ctrl-C, saving nothing more; the same command resumes from the "
+                              "newest checkpoint")

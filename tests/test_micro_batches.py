@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_tiny_config
-from test_pretrain_step import tiny_teacher
+from helpers import tiny_teacher
 
 from genscl_jax import data, models
 from genscl_jax.runtime import parallel
@@ -103,6 +103,7 @@ GENSCL = {"batch_size": 16, "moco.enabled": True, "moco.queue_size": 64, "mix.ki
           "online_probe.enabled": True}
 
 
+@pytest.mark.slow
 def test_micro_batched_step_is_the_dense_step_with_the_same_batch_norm_groups():
     """Mixup/CutMix, a teacher and the MoCo queue: loss terms, gradient norm, parameters, BatchNorm statistics,
     the optimizer's traces (after step 1: the gradients), the EMA encoder and the queue agree; remat changes nothing."""
@@ -115,6 +116,7 @@ def test_micro_batched_step_is_the_dense_step_with_the_same_batch_norm_groups():
     assert_same_steps(remat, micro, tolerance=1e-6)
 
 
+@pytest.mark.slow
 def test_micro_batch_of_the_whole_batch_is_the_dense_step_to_float32_rounding():
     """micro_batch_size equal to the batch is one micro-batch: the dense step. The one difference left is that the
     builder takes models/convolution.py's canonical gradient convolutions for any micro_batch_size on CPU; they
@@ -127,6 +129,7 @@ def test_micro_batch_of_the_whole_batch_is_the_dense_step_to_float32_rounding():
     assert_same_steps(whole, dense, tolerance=1e-6)
 
 
+@pytest.mark.slow
 def test_supervised_micro_batches_are_the_dense_step_with_the_same_groups():
     common = {"mode": "supervised", "batch_size": 16, "mix.kind": "cutmix"}
     dense = run(make_tiny_config(bn_group_size=4, **common), trainer_module=supervised)
@@ -148,6 +151,7 @@ def plan(per_device_batch, **flags):
     return step_bench.plan_step(bench.parse_args(argv))["memory_plan"]
 
 
+@pytest.mark.slow  # compiles the whole train step five times, up to batch 64: a short run's cost
 def test_memory_plan_grows_with_the_micro_batch_not_the_batch():
     dense, dense_4x = plan(16), plan(64)
     micro_4x = plan(64, micro_batch_size=16)  # 4 micro-batches of the per-device batch 16 above

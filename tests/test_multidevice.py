@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains a run or starts a process
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 

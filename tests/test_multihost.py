@@ -3,24 +3,17 @@ save and resume a checkpoint together, and only process 0 writes summaries."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import multihost_worker
+from helpers import ROOT, free_port
 import numpy as np
 import pytest
 
 from genscl_jax import runner
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
+pytestmark = pytest.mark.slow  # trains a run or starts a process
 
 def start(workdir, steps, env_extra):
     env = dict(os.environ, **env_extra)

@@ -5,6 +5,9 @@ import re
 
 import nbformat
 from nbclient import NotebookClient
+import pytest
+
+pytestmark = pytest.mark.slow  # trains a run or starts a process
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

@@ -5,14 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from conftest import make_tiny_config
+from helpers import assert_trees_equal, run_steps, tiny_teacher
 
 from genscl_jax import data, runner
 from genscl_jax.runtime import parallel
 from genscl_jax.trainers import online_probe, pretrain
 from genscl_jax.training import checkpointing, train_loop
-from test_pretrain_step import run_steps, tiny_teacher
-from test_train_loop import assert_trees_equal
 
 
 def test_the_probe_learns_separable_features_in_a_few_steps():
@@ -33,6 +33,7 @@ def test_the_probe_learns_separable_features_in_a_few_steps():
     assert float(jnp.mean(predicted == classes)) > 0.8
 
 
+@pytest.mark.slow
 def test_the_probe_and_the_diagnostics_never_change_the_encoder_update():
     states = {}
     for on in (True, False):
@@ -51,6 +52,7 @@ def test_the_probe_and_the_diagnostics_never_change_the_encoder_update():
     assert metrics_on["loss"] == metrics_off["loss"] and metrics_on["grad_norm"] == metrics_off["grad_norm"]
 
 
+@pytest.mark.slow
 def test_the_probe_tests_above_chance_within_a_few_steps_of_pretraining(tmp_path):
     # Synthetic data: each class a fixed template plus noise, linearly separable; chance is 1 / 10.
     config = make_tiny_config(num_train_steps=30, batch_size=16, eval_every_steps=15, checkpoint_every_steps=100,
@@ -60,6 +62,7 @@ def test_the_probe_tests_above_chance_within_a_few_steps_of_pretraining(tmp_path
     assert summary["probe_best_top1"] >= summary["probe_top1"] and "knn_top1" not in summary
 
 
+@pytest.mark.slow
 def test_a_resumed_run_has_the_probe_metrics_of_an_uninterrupted_one(tmp_path):
     config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=2, eval_every_steps=2,
                               **{"online_probe.enabled": True})
@@ -95,6 +98,7 @@ def test_a_resumed_run_has_the_probe_metrics_of_an_uninterrupted_one(tmp_path):
     assert_trees_equal(probe_of(tmp_path / "straight"), probe_of(tmp_path / "resumed"))
 
 
+@pytest.mark.slow
 def test_diagnostics_with_the_key_queue_and_a_teacher():
     config = make_tiny_config(**{"moco.enabled": True, "moco.queue_size": 48, "mix.kind": "mixup",
                                  "kd.alpha": 0.5, "kd.teacher": "in-memory"})

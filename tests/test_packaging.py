@@ -41,6 +41,7 @@ def test_safetensors_is_a_core_dependency():
         assert "safetensors" in requirement_names(tomllib.load(f)["project"]["dependencies"])
 
 
+@pytest.mark.slow
 def test_a_built_wheel_holds_every_module_and_imports_outside_the_checkout(tmp_path):
     """What `pip install .` / `pip install git+URL` install: every module of the checkout, importable from
     elsewhere (here: the wheel unpacked into a folder that is the only genscl_jax on the path)."""
@@ -64,6 +65,7 @@ def test_a_built_wheel_holds_every_module_and_imports_outside_the_checkout(tmp_p
     assert run.stdout.startswith(str(tmp_path / "site")), run.stdout
 
 
+@pytest.mark.slow
 def test_code_passes_the_lint_rules():
     ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
     if not os.path.exists(ruff):

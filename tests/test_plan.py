@@ -20,8 +20,9 @@ from genscl_jax.tools import accelerators, deviceless, hlo_audit, plan_steps
 
 _HOW = ("run: .ci/plan_venv && .venv-plan/bin/python -m pytest -p no:xdist tests/test_plan.py (the test venv plus "
         "libtpu and the CUDA plugin)")
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                                reason=f"libtpu (the plan-tpu extra) is not installed here; {_HOW}")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                 reason=f"libtpu (the plan-tpu extra) is not installed here; {_HOW}")]
 _NO_CUDA_PLUGIN = deviceless.compiler_problem("gpu")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

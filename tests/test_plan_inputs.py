@@ -43,6 +43,7 @@ def run_plan(tmp_path, *args):
                            *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_an_unknown_target_is_one_line_with_no_traceback(tmp_path):
     done = run_plan(tmp_path, "--target", "v5e-3")
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -10,9 +10,11 @@ import sys
 import threading
 
 import pytest
-from test_multihost import ROOT, free_port
+from helpers import ROOT, free_port
 
 from genscl_jax.training import checkpointing
+
+pytestmark = pytest.mark.slow  # trains a run or starts a process
 
 STEP_LOGGED = re.compile(r"^\w+  step ([\d,]+)/")  # process 0's progress line: "pretrain  step 7/100,000 (0%)  ..."
 NO_PERIODIC_CHECKPOINT = 1_000_000

@@ -12,7 +12,7 @@ from conftest import last_line, make_tiny_config, write_config
 
 import genscl_jax
 from genscl_jax import runner
-from genscl_jax.config import validation
+from genscl_jax.config import rerun, validation
 from genscl_jax.workdirs import export
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -23,6 +23,7 @@ def recorded(workdir):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_model_names_the_keys_and_keeps_the_workdir_usable(tmp_path):
     workdir = str(tmp_path / "run")
     runner.run(make_tiny_config(num_train_steps=2), workdir)
@@ -43,6 +44,7 @@ def test_a_rerun_with_another_model_names_the_keys_and_keeps_the_workdir_usable(
     assert export.main(["--workdir", workdir, "--output", str(tmp_path / "encoder.npz")]) == 0
 
 
+@pytest.mark.slow
 def test_a_rerun_may_change_run_length_logging_and_evaluation(tmp_path, caplog):
     workdir = str(tmp_path / "run")
     runner.run(make_tiny_config(num_train_steps=2), workdir)
@@ -60,15 +62,16 @@ def test_settings_of_a_feature_off_in_both_runs_may_change():
     base = make_tiny_config()
     changed = make_tiny_config(**{"kd.teacher_model": "resnet18", "moco.queue_size": 64,
                                   "linear_eval.learning_rate": 1.0})
-    assert set(validation.rerun_changes(base, changed)) == {"kd.teacher_model", "moco.queue_size",
+    assert set(rerun.rerun_changes(base, changed)) == {"kd.teacher_model", "moco.queue_size",
                                                            "linear_eval.learning_rate"}
     with pytest.raises(validation.ConfigError, match=r"moco.enabled False -> True"):
-        validation.rerun_changes(base, make_tiny_config(**{"moco.enabled": True}))
+        rerun.rerun_changes(base, make_tiny_config(**{"moco.enabled": True}))
     with pytest.raises(validation.ConfigError, match=r"linear_eval.learning_rate 5.0 -> 1.0"):
-        validation.rerun_changes(make_tiny_config(mode="pretrain_and_eval"),
+        rerun.rerun_changes(make_tiny_config(mode="pretrain_and_eval"),
                                  make_tiny_config(mode="pretrain_and_eval", **{"linear_eval.learning_rate": 1.0}))
 
 
+@pytest.mark.slow
 def test_the_command_line_says_it_in_one_line(tmp_path):
     config, workdir = write_config(tmp_path / "tiny.py", num_train_steps=2), str(tmp_path / "run")
     env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
@@ -95,6 +98,7 @@ def test_the_command_line_says_it_in_one_line(tmp_path):
     assert os.stat(os.path.join(workdir, "summary.json")).st_mtime_ns == summary_written
 
 
+@pytest.mark.slow
 def test_a_finished_workdir_answers_from_its_summary_without_running(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     config = make_tiny_config(num_train_steps=2)

@@ -18,6 +18,7 @@ METHODS = {"ce", "supcon", "genscl_mix", "genscl_mix_kd", "genscl_kd_strong", "g
 REPROBES = {"supcon_bn_recalibrated": "supcon", "genscl_mix_bn_recalibrated": "genscl_mix"}
 
 
+@pytest.mark.slow
 def test_the_recipe_loads_from_any_working_directory(tmp_path):
     """The study recipe imports the quickstart's (`from configs import quickstart`): that works from elsewhere too."""
     recipe = os.path.join(ROOT, "configs", "study_fashion_mnist.py")
@@ -81,6 +82,7 @@ def _summary_mtimes(runs_dir):
             for root, _, files in os.walk(runs_dir) if "summary.json" in files}
 
 
+@pytest.mark.slow
 @pytest.mark.long(minutes=6)
 def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the recorded argv names the recipe relative to the repository
@@ -132,3 +134,39 @@ def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch,
     assert "resumed from step 2" in (unfinished / "log.txt").read_text()
     rerun = {r["method"]: r for r in json.loads((results / "results.json").read_text())}
     assert rerun["genscl_mix"]["top1"] == by_method["genscl_mix"]["top1"]
+
+
+SCARCE_METHODS = {"ce", "supcon", "genscl_mix", "genscl_mix_half", "genscl_kd_strong", "genscl_mix_kd_strong"}
+
+
+def test_the_scarce_round_trains_every_row_on_the_subset_and_adds_the_epoch_curve(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = study.plan("configs/study_fashion_mnist.py:scarce", "w")
+    teacher, main = runs[0], [r for r in runs if r.phase == "main"]
+    curve = [r for r in runs if r.phase == "longer"]
+    assert teacher.phase == "teacher" and "--config.num_train_steps=960" in teacher.argv  # 4x the 240 steps
+    assert {r.method for r in main} == SCARCE_METHODS and len(main) == 3 * (len(SCARCE_METHODS) + 1)
+    for run in runs:  # every run reads the same recipe: 200 images per class, 16 epochs of 15 steps
+        assert run.argv[:2] == ["--config", "configs/study_fashion_mnist.py:scarce"]
+    config = study.load_recipe("configs/study_fashion_mnist.py:scarce")[0].get_config("scarce")
+    assert (config.train_subset, config.train_subset_seed, config.num_train_steps) == (200, 0, 240)
+    assert {(r.method, r.argv[-2]) for r in curve} == {
+        (method, f"--config.num_train_steps={steps}") for method in ("supcon", "genscl_mix")
+        for steps in (60, 120, 480)}
+
+
+@pytest.mark.long(minutes=5)
+def test_tiny_scarce_study_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    results = tmp_path / "results"
+    study.main(["--config", "configs/study_fashion_mnist.py:scarce,tiny", "--workdir", str(tmp_path / "runs"),
+                "--results", str(results)])
+    records = json.loads((results / "results.json").read_text())
+    main = {r["method"]: r for r in records if r["phase"] == "main"}
+    assert set(main) == SCARCE_METHODS and all(0.0 <= r["train_top1"] <= 1.0 for r in main.values())
+    assert {(r["method"], r["pretrain_steps"]) for r in records if r["phase"] == "longer"} == {
+        ("supcon", 1), ("genscl_mix", 1)}
+    summary = json.loads((tmp_path / "runs" / "supcon" / "seed0" / "summary.json").read_text())
+    assert (summary["train_images"], summary["num_classes"]) == (30, 10)
+    report = (results / "results.md").read_text()
+    assert "The probe on its own training images" in report and "epoch curve" in report

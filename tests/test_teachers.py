@@ -115,6 +115,7 @@ def test_without_torch_a_pth_fails_with_the_fix(tmp_path, monkeypatch):
         torch_conversion.load_state_dict(str(path))
 
 
+@pytest.mark.slow
 def test_teacher_from_a_supervised_run_end_to_end(tmp_path):
     teacher_dir, student_dir = str(tmp_path / "teacher"), str(tmp_path / "student")
     runner.run(make_tiny_config(mode="supervised", num_train_steps=2), teacher_dir)
@@ -152,6 +153,7 @@ def tiny_classifier_variables(num_classes):
                                                                train=False)))
 
 
+@pytest.mark.slow
 def test_a_teacher_for_other_classes_is_refused_naming_both(tmp_path):
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     fake_teacher_workdir(teacher_dir, make_tiny_config(mode="supervised", dataset="cifar100"),

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from genscl_jax.tools import environment
 
 # A fresh process: this test session imports TensorFlow elsewhere.
@@ -19,6 +21,7 @@ print(json.dumps({"env": env, "text": text, "tensorflow_loaded": "tensorflow" in
 """
 
 
+@pytest.mark.slow
 def test_facts_name_the_library_versions_without_importing_the_libraries():
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300, check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,5 +1,6 @@
 """The shared loop: resume equivalence, preemption, the NaN guard, checkpoint safety and the summary."""
 
+import functools
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import make_tiny_config
+from helpers import assert_trees_equal
 
 from genscl_jax import data, runner
 from genscl_jax.runtime import parallel
@@ -21,10 +23,6 @@ def params_of(workdir, step=None):
     return ckpt.restore_subtree(("params", "queue", "ema"), step=step)
 
 
-def assert_trees_equal(a, b):
-    jax.tree_util.tree_map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
-
-
 def loop(config, workdir, batches=None):
     trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config))
     if batches is not None:
@@ -33,9 +31,24 @@ def loop(config, workdir, batches=None):
                           log_every_steps=config.log_every_steps)
 
 
+def nan_images_at(step, then=lambda: None):
+    """Wraps trainer.batches: the batch of `step` (counted from 1) has NaN images; `then()` runs as it is handed
+    out."""
+    def wrap(batches):
+        def wrapped(start):
+            for i, batch in enumerate(batches(start)):
+                if start + i == step - 1:
+                    batch = dict(batch, image=batch["image"] * np.nan)
+                    then()
+                yield batch
+        return wrapped
+    return wrap
+
+
 MOCO = {"moco.enabled": True, "mix.kind": "mixup", "moco.queue_size": 32}
 
 
+@pytest.mark.slow
 def test_k_steps_then_crash_then_resume_equals_2k_steps(tmp_path):
     config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=2, **MOCO)
     straight = loop(config, tmp_path / "straight")
@@ -57,6 +70,7 @@ def test_k_steps_then_crash_then_resume_equals_2k_steps(tmp_path):
     assert_trees_equal(params_of(tmp_path / "straight"), params_of(tmp_path / "resumed"))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_a_rerun_finishes_identically(tmp_path):
     config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=100, **MOCO)
 
@@ -78,44 +92,30 @@ def test_sigterm_saves_and_a_rerun_finishes_identically(tmp_path):
     assert straight.steps == 4
 
 
+@pytest.mark.slow
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # Logging and checkpoints do not fall on step 4: the one-step-late check must catch it.
     config = make_tiny_config(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=100)
-
-    def poison_step_four(batches):
-        def wrapped(start):
-            for i, batch in enumerate(batches(start)):
-                if start + i == 3:  # the batch of step 4
-                    batch = dict(batch, image=batch["image"] * np.nan)
-                yield batch
-        return wrapped
-
     with pytest.raises(train_loop.NonFiniteLossError, match="loss is nan at step 4"):
-        loop(config, tmp_path, batches=poison_step_four)
+        loop(config, tmp_path, batches=nan_images_at(4))
     ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path))
     assert ckpt.latest_step() == 3
     restored = params_of(tmp_path)
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(restored["params"]))
 
 
+@pytest.mark.slow
 def test_preemption_right_after_a_nan_step_saves_nothing(tmp_path):
     """The preemption save happens before that step's loss was seen: it must be checked first."""
     config = make_tiny_config(num_train_steps=6, checkpoint_every_steps=100, log_every_steps=100)
-
-    def poison_step_three_then_preempt(batches):
-        def wrapped(start):
-            for i, batch in enumerate(batches(start)):
-                if i == 2:  # the batch of step 3; the loop then sees the SIGTERM before step 4
-                    batch = dict(batch, image=batch["image"] * np.nan)
-                    os.kill(os.getpid(), signal.SIGTERM)
-                yield batch
-        return wrapped
-
+    # The loop sees the SIGTERM, sent as the batch of step 3 is handed out, before step 4.
+    preempt = functools.partial(os.kill, os.getpid(), signal.SIGTERM)
     with pytest.raises(train_loop.NonFiniteLossError, match="loss is nan at step 3"):
-        loop(config, tmp_path, batches=poison_step_three_then_preempt)
+        loop(config, tmp_path, batches=nan_images_at(3, then=preempt))
     assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(tmp_path)).latest_step() is None
 
 
+@pytest.mark.slow
 def test_resume_restores_the_last_metrics_and_the_eval_state(tmp_path):
     """A resumed or finished-and-rerun run reports the same final loss, and eval hooks get their saved metrics."""
     config = make_tiny_config(num_train_steps=4, checkpoint_every_steps=2, log_every_steps=100)
@@ -168,6 +168,7 @@ def test_unreadable_checkpoint_metadata_still_restores_the_state(tmp_path):
     ckpt.close()
 
 
+@pytest.mark.slow
 def test_half_written_checkpoint_is_never_restored(tmp_path):
     config = make_tiny_config(num_train_steps=2)
     loop(config, tmp_path)
@@ -179,12 +180,14 @@ def test_half_written_checkpoint_is_never_restored(tmp_path):
     assert resumed.steps == 3
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_fails_with_a_clear_message(tmp_path):
     loop(make_tiny_config(num_train_steps=2), tmp_path)
     with pytest.raises(checkpointing.CheckpointError, match="does not match this run's state"):
         loop(make_tiny_config(num_train_steps=3, **{"head.output_dim": 16}), tmp_path)
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_fails_with_a_clear_message_and_is_left_in_place(tmp_path):
     loop(make_tiny_config(num_train_steps=2), tmp_path)
     step_dir = os.path.join(checkpointing.checkpoint_dir(tmp_path), "2")
@@ -198,6 +201,7 @@ def test_damaged_checkpoint_fails_with_a_clear_message_and_is_left_in_place(tmp_
     assert os.path.isdir(step_dir)  # nothing is deleted on the user's behalf
 
 
+@pytest.mark.slow
 def test_runner_writes_the_summary(tmp_path):
     config = make_tiny_config(num_train_steps=3, **MOCO)
     summary = runner.run(config, str(tmp_path))
@@ -245,3 +249,42 @@ def test_an_ignored_ctrl_c_stays_ignored():
         preemption.stop_listening()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.slow
+def test_a_stop_during_an_evaluation_abandons_it_saves_the_step_and_the_resume_redoes_it_first(tmp_path):
+    """SIGTERM while the periodic evaluation reads its batches (preemption.poll_batches): the rest of the evaluation
+    is skipped, the step is saved with the evaluation marked as due, and the resumed loop evaluates that step
+    before it trains on."""
+    import jax.numpy as jnp
+
+    from genscl_jax.runtime import preemption
+
+    evaluated, batches_read = [], []
+
+    def periodic_eval(state, step):
+        evaluated.append(step)
+        for batch in preemption.poll_batches(range(5)):
+            batches_read.append((step, batch))
+            if len(evaluated) == 1 and batch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # in the middle of the first evaluation
+        return {"w_at_eval": float(state["w"])}
+
+    def make_trainer():  # w counts the steps; every batch is 1
+        step = jax.jit(lambda state, batch: ({"w": state["w"] + batch}, {"loss": state["w"]}))
+        return train_loop.Trainer(
+            name="toy", state={"w": jnp.zeros(())}, train_step=step,
+            batches=lambda start: (jnp.ones(()) for _ in iter(int, 1)), total_steps=4, examples_per_step=1,
+            periodic_eval=periodic_eval, eval_every_steps=2)
+
+    first = train_loop.run(make_trainer(), str(tmp_path), checkpoint_every_steps=4, log_every_steps=1)
+    assert first.preempted and first.steps == 2
+    assert batches_read == [(2, 0), (2, 1)]  # abandoned after the batch during which the signal came
+    saved = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path)), read_only=True)
+    assert saved.latest_step() == 2 and saved.metadata(2)["evaluation_due"] is True
+    saved.close()
+
+    second = train_loop.run(make_trainer(), str(tmp_path), checkpoint_every_steps=4, log_every_steps=1)
+    assert not second.preempted and second.steps == 4
+    assert evaluated == [2, 2, 4]  # step 2's evaluation redone first, then the one of step 4
+    assert second.eval_metrics == {"w_at_eval": 4.0}

@@ -11,7 +11,7 @@ import ml_collections
 MODES = ("pretrain", "linear_eval", "supervised", "pretrain_and_eval")  # runner.run dispatches on these
 # What a rerun of a workdir that has checkpoints may change: how long it trains, how often it logs, checkpoints
 # and evaluates, and where it reads its data. Any other key changes what the checkpoints hold or how they were
-# trained, so a rerun with another value stops and asks for a new workdir (validation.rerun_changes).
+# trained, so a rerun with another value stops and asks for a new workdir (config/rerun.py: rerun_changes).
 RERUN_MAY_CHANGE = ("num_train_steps", "num_epochs", "linear_eval.num_epochs", "log_every_steps",
                     "checkpoint_every_steps", "keep_checkpoints", "preemption_check_every_steps", "eval_batch_size",
                     "eval_every_steps", "knn.*", "data_dir", "cpu_convolutions")
@@ -19,7 +19,7 @@ RERUN_MAY_CHANGE = ("num_train_steps", "num_epochs", "linear_eval.num_epochs", "
 
 def base_config() -> ml_collections.ConfigDict:
     """All keys with their defaults. A key with a fixed set of values lists them as "one of: a | b"; the lists
-    live with the code that implements them, config_validation checks against those, and a test checks that
+    live with the code that implements them, config/validation.py checks against those, and a test checks that
     these comments still say the same."""
     c = ml_collections.ConfigDict()
     c.mode = "pretrain"  # one of: pretrain | linear_eval | supervised | pretrain_and_eval
@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     # one of: cifar10 | cifar100 | imagenet2012 | fashion_mnist | synthetic | image_folder; or tfds:NAME
     c.dataset = "cifar10"
     c.data_dir = ""  # "" -> tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR); image_folder: its folder
+    # True (every recipe's `:runlocal`): a dataset read through tfds that is not prepared here, and could only be
+    # prepared with a download, is replaced by "synthetic" for this run, with a console line saying so.
+    c.synthetic_if_unprepared = False
     # image_folder and tfds:NAME only: the splits to train and evaluate on ("" -> train; test, else val /
     # validation); for tfds any split expression ("train[:90%]").
     c.train_split = ""
@@ -39,7 +42,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.data_std = ()
     c.image_size = 32
     c.channels = 0  # 0 -> the dataset's own channel count
-    c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none
+    # > 0: train on a labelled subset of this many training examples of each class (every training mode, the probes
+    # and the kNN bank read only it; epochs are passes over it), drawn with train_subset_seed, not the run's seed,
+    # so every method and run gets the same images. 0: the whole training split.
+    c.train_subset = 0
+    c.train_subset_seed = 0  # also picks a bounded kNN bank's examples (knn.max_train_examples)
+    c.augment = "simclr"  # one of: simclr | autoaugment | randaugment | crop_flip | none (data/views.py says what)
+    # The random resized crop's area range, as fractions of the image's (every policy but none): MoCo v2's and
+    # SupCon's PyTorch code's (0.2, 1); torchvision's default is (0.08, 1).
+    c.crop_scale = (0.2, 1.0)
+    # simclr's colour jitter (torchvision's ColorJitter strengths: brightness, contrast, saturation, hue), applied
+    # with color_jitter_prob, then grayscale with grayscale_prob: SimCLR's and SupCon's values.
+    c.color_jitter = (0.4, 0.4, 0.4, 0.1)
+    c.color_jitter_prob = 0.8
+    c.grayscale_prob = 0.2
     # simclr's colour jitter, grayscale and blur in the compiled step (every training mode); the host only decodes,
     # crops and flips, half its CPU per ImageNet image (BENCHMARKS.md section 7)
     c.device_color_augment = False
@@ -125,14 +141,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.linear_eval.decay_epochs = (60, 75, 90)
     c.linear_eval.decay_factor = 0.2
     c.linear_eval.augment = "crop_flip"  # one of: simclr | autoaugment | randaugment | crop_flip | none
+    c.linear_eval.crop_scale = (0.2, 1.0)  # as crop_scale, for linear evaluation's training views
     c.linear_eval.precompute_features = False
     # > 0: before features are extracted, the frozen encoder's BatchNorm running statistics are recomputed on this
     # many un-augmented training batches (batch_size images each, train mode, no gradient): the statistics it
     # trained with come from augmented (and maybe mixed) views, the features are taken of clean images. 0: off.
     c.linear_eval.recalibrate_batch_stats = 0
     # Watching pretraining (README "Watching a run"). Every eval_every_steps (below) and at the end: the kNN vote's
-    # test top-1 on the encoder's features, against a bank of the first knn.max_train_examples training examples
-    # (0: the whole training split), and the online probe's test top-1.
+    # test top-1 on the encoder's features, against a bank of at most knn.max_train_examples training examples (a
+    # class-balanced or evenly spread sample; 0: the whole training split), and the online probe's test top-1.
     c.knn = ml_collections.ConfigDict()
     c.knn.enabled = True
     c.knn.k = 200
@@ -150,8 +167,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Supervised cross-entropy training.
     c.label_smoothing = 0.0
 
-    # CPU only: which library runs the convolutions (compile_utils.py; BENCHMARKS.md section 1.3). Accelerators
-    # ignore it.
+    # CPU only: which library runs the convolutions (runtime/compile_options.py; BENCHMARKS.md section 1.3).
+    # Accelerators ignore it.
     c.cpu_convolutions = "eigen"  # one of: eigen | ynnpack (ynnpack: jaxlib 0.10's default)
 
     c.seed = 0

@@ -6,13 +6,13 @@ Every failure is one `ConfigError` line that names the key, what it got and what
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 from typing import Any
 
 from genscl_jax import models
-from genscl_jax.config import defaults
-from genscl_jax.data import registry
+from genscl_jax.config import defaults, features
+from genscl_jax.config.keys import ConfigError as ConfigError  # what every check raises (config/keys.py)
+from genscl_jax.config.keys import flatten, unknown_key_error
+from genscl_jax.data import registry, views
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses, mixing
 from genscl_jax.runtime import compile_options
@@ -28,8 +28,8 @@ CHOICES = {
     "head.kind": models.HEAD_KINDS,
     "optimizer": optimizers.OPTIMIZERS,
     "mix.kind": mixing.MIX_KINDS,
-    "augment": registry.POLICIES,
-    "linear_eval.augment": registry.POLICIES,
+    "augment": views.POLICIES,
+    "linear_eval.augment": views.POLICIES,
     "loss_normalization": losses.NORMALIZATIONS,
     "cpu_convolutions": compile_options.CPU_CONVOLUTIONS,
     "kd.teacher_model": models.MODEL_NAMES,
@@ -71,6 +71,7 @@ FRACTION, BELOW_ONE = Range(0, 1), Range(0, 1, high_inclusive=False)
 # key of defaults.base_config() is missing here).
 RANGES = {
     "image_size": POSITIVE, "channels": NON_NEGATIVE, "num_views": POSITIVE,
+    "train_subset": NON_NEGATIVE, "train_subset_seed": NON_NEGATIVE,
     "width_multiplier": POSITIVE, "head.hidden_dim": NON_NEGATIVE, "head.output_dim": POSITIVE,
     "batch_size": POSITIVE, "num_epochs": NON_NEGATIVE, "num_train_steps": NON_NEGATIVE,
     "learning_rate": POSITIVE, "momentum": BELOW_ONE, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
@@ -89,55 +90,16 @@ RANGES = {
     "knn.k": POSITIVE, "knn.temperature": POSITIVE,
     "knn.max_train_examples": NON_NEGATIVE,
     "label_smoothing": BELOW_ONE,
+    "color_jitter_prob": FRACTION, "grayscale_prob": FRACTION,
     "seed": NON_NEGATIVE,  # numpy's generators, which shuffle stored features, take no negative seed
     "checkpoint_every_steps": POSITIVE, "preemption_check_every_steps": POSITIVE, "keep_checkpoints": POSITIVE,
     "log_every_steps": POSITIVE, "eval_batch_size": POSITIVE, "eval_every_steps": NON_NEGATIVE,
 }
 
 
-class ConfigError(ValueError):
-    """A config value that cannot run; the message is one line naming the key and the fix."""
-
-
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    items = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if hasattr(value, "items"):
-            items.update(_flatten(value, name + "."))
-        else:
-            items[name] = value
-    return items
-
-
-# Keys that were replaced, and by what: their error says where the setting went.
-_MOVED = {"knn.every_steps": "config.eval_every_steps (one schedule for the kNN and the online probe; "
-                             "config.knn.enabled switches the kNN)"}
-
-
-def keys_named(leaf: str) -> list[str]:
-    """The dotted keys whose last part is `leaf` ("alpha" -> ["mix.alpha", "kd.alpha"])."""
-    return [k for k in _flatten(defaults.base_config()) if k.rsplit(".", 1)[-1] == leaf]
-
-
-def unknown_key_error(name: str) -> ConfigError | None:
-    """None if `name` ("linear_eval.batch_size") is a config key, else the one-line error, with the closest keys."""
-    known = list(_flatten(defaults.base_config()))
-    if name in known:
-        return None
-    if name in _MOVED:
-        return ConfigError(f"config.{name}: no longer a key; use {_MOVED[name]}")
-    leaf = name.rsplit(".", 1)[-1]
-    # The right key under another parent, else the closest spelling.
-    close = [k for k in known if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(name, known, n=1,
-                                                                                          cutoff=0.6)
-    hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
-    return ConfigError(f"config.{name}: unknown key{hint}; see genscl_jax/config/defaults.py for all keys")
-
-
 def _check_keys_and_types(config: Any) -> None:
-    known = _flatten(defaults.base_config())
-    given = _flatten(config)
+    known = flatten(defaults.base_config())
+    given = flatten(config)
     for name, value in given.items():
         error = unknown_key_error(name)
         if error:
@@ -168,11 +130,12 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
         raise ConfigError(f"the config file's get_config() returned {type(config).__name__}, not a "
                           "ml_collections.ConfigDict: start from genscl_jax.config.defaults.base_config()")
     _check_keys_and_types(config)
-    flat = _flatten(config)
+    flat = flatten(config)
     for name, allowed in CHOICES.items():
         _choice(name, flat[name], allowed)
     _check_ranges(flat)
     _check_decay_epochs(config.linear_eval.decay_epochs)
+    _check_views(config)
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_train_steps and config.num_epochs are both 0: set one of them")
     _check_batch(config, num_devices, num_processes)
@@ -180,7 +143,6 @@ def validate(config: Any, num_devices: int, num_processes: int = 1) -> None:
     _check_data(config)
     _check_kd(config)
     _check_moco(config)
-    _check_knn(config)
     if config.mode == "linear_eval" and not config.linear_eval.pretrained_workdir:
         raise ConfigError("config.linear_eval.pretrained_workdir is empty: mode linear_eval needs the workdir "
                           "of a pretraining run (or use mode pretrain_and_eval)")
@@ -258,14 +220,31 @@ def _check_decay_epochs(epochs: tuple) -> None:
                           "(60, 75, 90)")
 
 
+def _numbers(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in values)
+
+
+def _check_views(config: Any) -> None:
+    """The view plan's tuples (data/views.py): crop area ranges and colour jitter strengths."""
+    for key in ("crop_scale", "linear_eval.crop_scale"):
+        scale = tuple(config.linear_eval.crop_scale if key.startswith("linear_eval") else config.crop_scale)
+        if len(scale) != 2 or not _numbers(scale) or not 0 < scale[0] <= scale[1] <= 1:
+            raise ConfigError(f"config.{key}={scale}: give (low, high) area fractions with 0 < low <= high <= 1, "
+                              "e.g. (0.2, 1.0)")
+    jitter = tuple(config.color_jitter)
+    if len(jitter) != 4 or not _numbers(jitter) or min(jitter) < 0 or jitter[3] > 0.5:
+        raise ConfigError(f"config.color_jitter={jitter}: give (brightness, contrast, saturation, hue) strengths "
+                          ">= 0 with hue <= 0.5, e.g. (0.4, 0.4, 0.4, 0.1)")
+
+
 def _check_kd(config: Any) -> None:
-    if config.kd.alpha > 0 and not config.kd.teacher:
+    if features.distillation(config) and not config.kd.teacher:
         raise ConfigError("config.kd.alpha > 0 but config.kd.teacher is empty: give a teacher (a workdir of a "
                           "supervised run, or a .pth/.safetensors file) or set config.kd.alpha=0")
 
 
 def _check_moco(config: Any) -> None:
-    if not config.moco.enabled:
+    if not features.moco(config):
         return
     queue, batch = config.moco.queue_size, config.batch_size
     if queue % batch:
@@ -277,41 +256,3 @@ def _check_moco(config: Any) -> None:
                           f"step (num_views * batch_size); use at least {keys_per_step}")
 
 
-def _check_knn(config: Any) -> None:
-    if config.knn.enabled and config.knn.max_train_examples and config.dataset == registry.IMAGE_FOLDER:
-        raise ConfigError(f"config.knn.max_train_examples={config.knn.max_train_examples}: an image folder's "
-                          "training split is read class by class, so a bounded kNN bank would hold only its first "
-                          "classes; use 0 (the whole split) or config.knn.enabled=False")
-
-
-def rerun_changes(recorded: Any, config: Any) -> dict[str, tuple[Any, Any]]:
-    """{key: (recorded, new)} for every key in which `config` differs from the config a workdir's checkpoints were
-    trained with (its config.json), when all of them are keys a rerun may change (defaults.RERUN_MAY_CHANGE);
-    ConfigError naming the others, with both values, when not."""
-    old, new = _flatten(_as_json(recorded)), _flatten(_as_json(config))
-    changed = {k: (old[k], new[k]) for k in sorted(set(old) & set(new)) if old[k] != new[k]}
-    refused = {k: v for k, v in changed.items() if not _may_change(k, recorded, config)}
-    if refused:
-        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in refused.items())
-        raise ConfigError(f"this workdir's checkpoints were trained with another config: {listed} (its config.json); "
-                          "these keys change what is trained, so use a new --workdir (or rerun with the recorded "
-                          "values)")
-    return changed
-
-
-def _as_json(config: Any) -> dict[str, Any]:
-    """The config as config.json records it (tuples as lists, other values as their text), for comparing."""
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return json.loads(json.dumps(values, sort_keys=True, default=str))
-
-
-def _may_change(key: str, recorded: Any, config: Any) -> bool:
-    """A key a rerun may change: run length, logging, checkpointing, evaluation and where the data is; or a
-    setting of a feature that is off in both runs (a teacher with kd.alpha 0, the queue without MoCo, linear
-    evaluation in a mode that has none)."""
-    if any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in defaults.RERUN_MAY_CHANGE):
-        return True
-    group = key.split(".", 1)[0]
-    unused_in = {"kd": lambda c: not c.kd.alpha, "moco": lambda c: not c.moco.enabled,
-                 "linear_eval": lambda c: c.mode not in ("linear_eval", "pretrain_and_eval")}
-    return group in unused_in and all(unused_in[group](c) for c in (recorded, config))

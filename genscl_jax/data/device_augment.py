@@ -5,10 +5,10 @@ inside the compiled step (through genscl_jax.data.device_preprocess), as BYOL's 
 jitter and blur cost the host three times what decoding does (BENCHMARKS.md, "Host input pipeline"), and
 accelerators do them almost for free.
 
-The maths is genscl_jax.data.augment's (torchvision's ColorJitter, SimCLR's blur): brightness multiplies,
+The maths is genscl_jax.data.augment_color's (torchvision's ColorJitter, SimCLR's blur): brightness multiplies,
 contrast blends with the mean luma, saturation blends with the luma image, hue rotates in HSV; the four run in
 a random order per image; jitter is applied with `jitter_prob`, then grayscale with `grayscale_prob`, then a
-separable Gaussian blur (reflect padding, kernel a tenth of the side, sigma uniform in registry.BLUR_SIGMA) with
+separable Gaussian blur (reflect padding, kernel a tenth of the side, sigma uniform in views.BLUR_SIGMA) with
 `blur_prob`. Every image draws its own randomness.
 """
 
@@ -19,7 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from genscl_jax.data.registry import BLUR_SIGMA, GRAY_WEIGHTS, blur_kernel_size
+from genscl_jax.data.views import BLUR_SIGMA, GRAY_WEIGHTS, blur_kernel_size
 
 
 def _luma(image: jax.Array) -> jax.Array:

@@ -6,12 +6,12 @@ network (pretraining, supervised, linear evaluation, kNN, their evaluations) cal
 its top, inside the compiled program:
 
 - `train_views(key, views, preprocessing)`: a training batch's views [B, V, H, W, C] -> float32 network input:
-  SimCLR's colour jitter, grayscale and blur when the host left them to the device (`device_color_augment`), then
-  normalisation;
+  SimCLR's colour jitter, grayscale and blur when the view plan puts them on the device (`device_color_augment`),
+  then normalisation;
 - `normalize(images, preprocessing)`: evaluation images -> (images / 255 - mean) / std per channel.
 
-A `Preprocessing` says which of those run; `for_training` is the one rule, shared with the host pipeline
-(DataSource.train_batches), of what the host leaves to the device. JAX only: the bench and the steps import it on
+A `Preprocessing` says which of those run; `for_plan` reads it from the view plan the host pipeline reads too
+(genscl_jax.data.views), so the two halves agree. JAX only: the bench and the steps import it on
 machines without TensorFlow.
 """
 
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from genscl_jax.data import device_augment, registry
+from genscl_jax.data.views import ColorJitter, ViewPlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Preprocessing:
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    color_augment: bool = False  # SimCLR's colour jitter + grayscale, on the device
+    color: ColorJitter | None = None  # SimCLR's colour jitter + grayscale on the device (None: none)
     blur_prob: float = 0.0  # SimCLR's Gaussian blur with this probability per view, on the device
 
     @classmethod
@@ -42,17 +43,13 @@ class Preprocessing:
 
     @property
     def augments(self) -> bool:
-        return self.color_augment or self.blur_prob > 0
+        return self.color is not None or self.blur_prob > 0
 
 
-def for_training(entry: registry.Dataset, info: registry.DatasetInfo, *, policy: str, image_size: int,
-                 device_color_augment: bool) -> Preprocessing:
-    """What the step must do to training views of `entry` under `policy`: with device_color_augment, simclr's
-    colour jitter, grayscale and (for ImageNet-sized photos) blur move from the host to the device; the other
-    policies' ops have no device version and stay on the host."""
-    on_device = device_color_augment and policy == "simclr"
-    return dataclasses.replace(Preprocessing.of(info), color_augment=on_device,
-                               blur_prob=entry.blur_prob(policy, image_size) if on_device else 0.0)
+def for_plan(plan: ViewPlan, info: registry.DatasetInfo) -> Preprocessing:
+    """What the step must do to views made by the host's half of `plan`: its device share (colour jitter, grayscale
+    and blur with device_color_augment), then normalisation with `info`'s statistics."""
+    return dataclasses.replace(Preprocessing.of(info), color=plan.device_color, blur_prob=plan.device_blur_prob)
 
 
 def normalize(images: jax.Array, preprocessing: Preprocessing) -> jax.Array:
@@ -71,8 +68,11 @@ def train_views_with_keys(keys: jax.Array, views: jax.Array, preprocessing: Prep
     micro-batch of views is augmented exactly as in the whole batch."""
     if not preprocessing.augments:
         return normalize(views, preprocessing)
+    color = preprocessing.color or ColorJitter()  # its values unused when there is no colour jitter
     unit = device_augment.augment_with_keys(keys, views.astype(jnp.float32) / 255.0,
-                                            color=preprocessing.color_augment, blur_prob=preprocessing.blur_prob)
+                                            color=preprocessing.color is not None, blur_prob=preprocessing.blur_prob,
+                                            jitter_strength=color.strength, jitter_prob=color.prob,
+                                            grayscale_prob=color.grayscale_prob)
     return _normalize_unit(unit, preprocessing)
 
 

@@ -145,6 +145,7 @@ class FashionMnistOffline(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Built from the original idx files in a local directory."}
+    PREPARES_OFFLINE = True  # tfds_builders.download_needed: preparing it reads local files only
 
     def __init__(self, *, source_dir: str | os.PathLike | None = None, **kwargs):
         self._source_dir = resolve_source_dir(source_dir)

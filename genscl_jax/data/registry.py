@@ -1,4 +1,4 @@
-"""The datasets genscl_jax reads, and the augmentation policies it runs: names and facts, no TensorFlow.
+"""The datasets genscl_jax reads: names and facts, no TensorFlow (augmentation is genscl_jax.data.views').
 
 One entry per dataset: its DatasetInfo (what a trainer needs to know: classes, split sizes, channels,
 normalisation statistics, split names) and how it is read. A new dataset is one entry in DATASETS. Reading:
@@ -18,25 +18,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-# Host augmentation policies of the tf.data pipeline (genscl_jax.data.augment implements them).
-POLICIES = ("simclr", "autoaugment", "randaugment", "crop_flip", "none")
 READERS = ("synthetic", "tfds", "image_folder")
 IMAGE_FOLDER = "image_folder"
 TFDS_PREFIX = "tfds:"
 # The evaluation split (a tfds split, or an image folder's folder) when config.test_split names none: the first
 # of these the dataset has.
 TEST_SPLITS = ("test", "validation", "val")
-# Grayscale weights of ITU-R 601 luma, the ones torchvision and tf.image.rgb_to_grayscale use; the host (augment)
-# and the device (device_augment) colour augmentations share them.
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-# SimCLR's Gaussian blur, shared by the host (augment) and the device (device_augment): sigma uniform in this range,
-# a kernel about a tenth of the view's side.
-BLUR_SIGMA = (0.1, 2.0)
-
-
-def blur_kernel_size(side: int) -> int:
-    """The odd blur kernel of a `side` px view (23 taps at 224 px, 1, i.e. no blur, below 40 px)."""
-    return 2 * (side // 20) + 1
 
 
 class DataError(RuntimeError):
@@ -108,12 +95,9 @@ class Dataset:
     label_key: str = "label"
     # Reader "image_folder": its genscl_jax.data.image_folder.FolderLayout (files and labels of every split).
     folder: Any = None
-
-    def blur_prob(self, policy: str, image_size: int) -> float:
-        """SimCLR's Gaussian blur probability for this dataset's `policy` views: 0.5 for ImageNet-sized photos, as
-        SimCLR and MoCo v2 blur them; none at CIFAR sizes, where blur only destroys the views."""
-        photos = self.stored_as_jpeg or (self.variable_size and image_size > 64)
-        return 0.5 if policy == "simclr" and photos else 0.0
+    # The training examples read (config.train_subset; a bounded kNN bank), a genscl_jax.data.subset.Selection of
+    # example keys (tfds) or positions (an image folder's files, the synthetic task's examples); None: all of them.
+    train_selection: Any = None
 
 
 # CIFAR statistics are the ones of SupCon's and the GenSCL authors' code (their std is the commonly copied

@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genscl_jax.data import registry
 from genscl_jax.runtime import compile_options
@@ -35,8 +36,32 @@ def _train_batch(key, *, batch_size, image_size, channels, num_classes, num_view
     labels = jax.random.randint(label_key, (batch_size,), 0, num_classes)
     examples = _class_templates(num_classes, image_size, channels)[labels]
     base = examples + noise * jax.random.normal(base_key, examples.shape)
-    views = base[:, None] + 0.5 * noise * jax.random.normal(
-        view_key, (batch_size, num_views, image_size, image_size, channels))
+    return _views_of(base, labels, view_key, flip_key, num_views=num_views, noise=noise)
+
+
+# A selection of the training split (config.train_subset) draws from a fixed set of examples: position i has class
+# i % num_classes and its own noise keyed by i under this key, the same in every run whatever its seed.
+_POSITIONS_KEY = 4321
+
+
+def position_labels(num_examples: int, num_classes: int):
+    """The classes of the training split's first `num_examples` positions (numpy, for a selection)."""
+    return np.arange(num_examples, dtype=np.int64) % num_classes
+
+
+def _positions_batch(key, positions, *, image_size, channels, num_classes, num_views, noise):
+    """The views of the examples at `positions` [B] (the selection's, drawn for this step)."""
+    view_key, flip_key = jax.random.split(key)
+    labels = positions % num_classes
+    noise_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(_POSITIONS_KEY), i))(positions)
+    examples = _class_templates(num_classes, image_size, channels)[labels]
+    base = examples + noise * jax.vmap(lambda k: jax.random.normal(k, examples.shape[1:]))(noise_keys)
+    return _views_of(base, labels, view_key, flip_key, num_views=num_views, noise=noise)
+
+
+def _views_of(base, labels, view_key, flip_key, *, num_views, noise):
+    batch_size = base.shape[0]
+    views = base[:, None] + 0.5 * noise * jax.random.normal(view_key, (batch_size, num_views) + base.shape[1:])
     flip = jax.random.bernoulli(flip_key, 0.5, (batch_size, num_views, 1, 1, 1))
     views = jnp.where(flip, views[:, :, :, ::-1], views)
     return {"image": _as_pixels(views), "label": labels.astype(jnp.int32)}
@@ -53,7 +78,7 @@ def _as_pixels(standardised: jax.Array) -> jax.Array:
 def _compiled_generator(sharding, **static):
     # Generated directly in its final layout: with a batch sharding each device makes only its own rows, which is
     # also what lets several processes share one global synthetic batch.
-    # Elementwise work only: compiled cheaply (see compile_utils), it is as fast and compiles in a fraction.
+    # Elementwise work only: compiled cheaply (see runtime/compile_options.py), as fast, compiled in a fraction.
     out_shardings = None if sharding is None else {"image": sharding, "label": sharding}
     return compile_options.compile_cheaply(functools.partial(_train_batch, **static), jax.random.PRNGKey(0),
                                          out_shardings=out_shardings)
@@ -67,11 +92,48 @@ def train_batch(seed: int, step: int, *, batch_size: int, image_size: int, num_c
     return generate(jax.random.fold_in(jax.random.PRNGKey(seed), step))
 
 
-def train_iterator(seed: int, start_step: int = 0, **kwargs):
+def train_iterator(seed: int, start_step: int = 0, selection=None, **kwargs):
+    """Global training batches from `start_step` on; with a selection (a subset.Selection of positions) its examples,
+    every epoch in a (seed, epoch)-permuted order, batches running on across epoch boundaries."""
     step = start_step
     while True:
-        yield train_batch(seed, step, **kwargs)
+        if selection is None:
+            yield train_batch(seed, step, **kwargs)
+        else:
+            yield selection_batch(seed, step, selection.keys, **kwargs)
         step += 1
+
+
+def selection_batch(seed: int, step: int, positions, *, batch_size: int, image_size: int, num_classes: int,
+                    channels: int = 3, num_views: int = 2, noise: float = 0.5, sharding=None):
+    """The training batch of `step` drawn from the selection's `positions`: example j of the batch is number
+    (step * batch_size + j) of the endless stream of epochs, each a (seed, epoch) permutation of the selection."""
+    stream = step * batch_size + jnp.arange(batch_size)
+    epochs, within = jnp.divmod(stream, len(positions))
+    order = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), e),
+                                                      len(positions)))(epochs)
+    chosen = jnp.asarray(positions)[jnp.take_along_axis(order, within[:, None], axis=1)[:, 0]]
+    generate = _compiled_positions(sharding, image_size=image_size, channels=channels, num_classes=num_classes,
+                                   num_views=num_views, noise=noise)
+    return generate(jax.random.fold_in(jax.random.PRNGKey(seed), step), chosen)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_positions(sharding, **static):
+    out_shardings = None if sharding is None else {"image": sharding, "label": sharding}
+    return jax.jit(functools.partial(_positions_batch, **static), out_shardings=out_shardings)
+
+
+def selection_eval_batches(positions, *, batch_size: int, image_size: int, num_classes: int, channels: int = 3,
+                           noise: float = 0.5, sharding=None):
+    """The selection's examples (one fixed view of each), in padded batches {"image", "label", "mask"}."""
+    generate = _compiled_positions(sharding, image_size=image_size, channels=channels, num_classes=num_classes,
+                                   num_views=1, noise=noise)
+    for start in range(0, len(positions), batch_size):
+        chunk = jnp.asarray(positions[start:start + batch_size])
+        padded = jnp.pad(chunk, (0, batch_size - len(chunk)))
+        batch = generate(jax.random.PRNGKey(0), padded)
+        yield _as_eval_batch(batch, len(chunk))
 
 
 def eval_batches(seed: int, *, num_examples: int, batch_size: int, image_size: int, num_classes: int,

@@ -1,6 +1,6 @@
 """tfds builders: which builder serves a dataset, and preparing it, with errors that say what to do.
 
-A run prepares its dataset once, up front (genscl_jax.data.prepare): a dataset that is not prepared and cannot
+A run prepares its dataset once, up front (genscl_jax.data.readable_source): a dataset that is not prepared and cannot
 be prepared from here (manual files missing, download server unreachable) is a one-line DataError in seconds
 rather than after minutes of tfds retries. The tf.data pipeline (tf_pipeline) and tfds:NAME entries
 (tfds_by_name) load their builders through here.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import io
 import os
@@ -25,11 +26,18 @@ from genscl_jax.data.registry import DataError, DataFilesMissing
 from genscl_jax.runtime import console
 
 
-
 def make_builder(tfds_name: str, data_dir: str | None, hook: str = ""):
     """The tfds builder of `tfds_name`, prepared or not: `hook`'s ("module:function", a registry entry's builder),
-    else tfds.builder's. A name tfds does not know is a DataError."""
+    else tfds.builder's. A name tfds does not know is a DataError.
+
+    Made once per process and name: checking that a dataset can be prepared, preparing it, reading a tfds:NAME
+    dataset's facts and reading its examples all use the one builder (tfds reads its metadata files for each)."""
     console.drop_benign_warnings()  # tfds's "Variant folder ... has no dataset_info.json", once per folder listed
+    return _make_builder_once(tfds_name, data_dir, hook)  # one cache key however the arguments were passed
+
+
+@functools.lru_cache(maxsize=None)
+def _make_builder_once(tfds_name: str, data_dir: str | None, hook: str):
     if hook:
         module, function = hook.split(":")
         return getattr(importlib.import_module(module), function)(tfds_name, data_dir)
@@ -86,7 +94,7 @@ def check_can_prepare(builder, data_dir: str | None, entry: registry.Dataset | N
     entry's) are missing, or its download server does not answer (network_probe), where tfds would spend minutes
     retrying.
 
-    A run calls this once, up front (genscl_jax.data.prepare); the readers do not, so tfds's test mocks, which
+    A run calls this once, up front (genscl_jax.data.readable_source); the readers do not, so tfds's test mocks, which
     leave every builder unprepared, never meet the probe.
     """
     if builder.is_prepared():
@@ -99,6 +107,16 @@ def check_can_prepare(builder, data_dir: str | None, entry: registry.Dataset | N
     reason = network_probe.unreachable_reason(urls[0]) if urls else None
     if reason:
         raise DataError(_not_prepared_message(builder, data_dir, f"its download server {reason}", entry))
+
+
+def download_needed(builder, data_dir: str | None, entry: registry.Dataset | None = None) -> str | None:
+    """Why `builder` can be read here only after a download (one phrase), or None: it is prepared, or prepares from
+    local files (the offline Fashion-MNIST builder, a registry entry's manual files in place). Asks no server."""
+    if builder.is_prepared() or getattr(builder, "PREPARES_OFFLINE", False):
+        return None
+    if entry is not None and entry.manual_files and _manual_files_present(entry, data_dir):
+        return None
+    return f"not prepared in {default_data_dir(data_dir)}, and preparing it needs a download"
 
 
 def load_builder(entry: registry.Dataset, data_dir: str | None):

@@ -29,15 +29,21 @@ def ema_update(ema_tree: Any, online_tree: Any, momentum: jax.Array) -> Any:
         lambda e, o: (momentum * e + (1.0 - momentum) * o).astype(e.dtype), ema_tree, online_tree)
 
 
+# The queue's field holding each label source's distributions: the step's labels["mixed"] (the ground truth after
+# mixing) are stored as "labels", its labels["teacher"] as "teacher_labels". The names are the checkpoints' (a
+# queue is part of the saved state), so they stay as they were; this table is where the two meet.
+QUEUE_FIELDS = {"mixed": "labels", "teacher": "teacher_labels"}
+
+
 def empty_queue(size: int, dim: int, num_classes: int, with_teacher_labels: bool) -> dict[str, jax.Array]:
     queue = {
         "keys": jnp.zeros((size, dim), jnp.float32),
-        "labels": jnp.zeros((size, num_classes), jnp.float32),
+        QUEUE_FIELDS["mixed"]: jnp.zeros((size, num_classes), jnp.float32),
         "pointer": jnp.zeros((), jnp.int32),
         "count": jnp.zeros((), jnp.int32),
     }
     if with_teacher_labels:
-        queue["teacher_labels"] = jnp.zeros((size, num_classes), jnp.float32)
+        queue[QUEUE_FIELDS["teacher"]] = jnp.zeros((size, num_classes), jnp.float32)
     return queue
 
 

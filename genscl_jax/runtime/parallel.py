@@ -70,7 +70,7 @@ def jit_train_step(step: Callable, mesh: Mesh, *, num_replicated_args: int = 0,
                    compiler_options: dict[str, Any] | None = None):
     """The one jit of every trainer's step(state, batch, *extra): the state replicated and donated, the batch
     sharded on its leading axis, `num_replicated_args` extra arguments (e.g. teacher variables) replicated; the
-    new state and the metrics come back replicated. `compiler_options`: compile_utils.model_jit_options's."""
+    new state and the metrics come back replicated. `compiler_options`: compile_options.model_jit_options's."""
     replicated_, sharded = replicated(mesh), batch_sharded(mesh)
     return jax.jit(step, in_shardings=(replicated_, sharded) + (replicated_,) * num_replicated_args,
                    out_shardings=replicated_, donate_argnums=(0,), compiler_options=compiler_options or None)

@@ -1,7 +1,7 @@
 """The pretraining step fed by the product's host input pipeline: `python -m genscl_jax.bench --input jpeg`.
 
 The bench's default input (one batch of noise, reused) times the device alone; this mode shows whether the host
-keeps up. Every step takes a new batch from DataSource.train_batches over an image folder of synthetic 375x500
+keeps up. Every step takes a new batch from DataSource.training_input over an image folder of synthetic 375x500
 JPEGs (genscl_jax.tools.synthetic_photos): the training pipeline itself (tf.data reads, decodes, crops and flips
 simclr views as uint8; with --color-augment the step does colour jitter, grayscale and blur; the step always
 normalises), laid out on the mesh as training lays it out. In the same process the same compiled step is then
@@ -26,6 +26,7 @@ import jax
 
 from genscl_jax import data
 from genscl_jax.config import defaults
+from genscl_jax.data import device_preprocess
 from genscl_jax.tools import synthetic_photos
 
 NEEDS = ("tensorflow", "tensorflow_datasets")
@@ -40,6 +41,7 @@ def folder_source(args: argparse.Namespace, folder: str) -> data.DataSource:
     config = defaults.base_config()
     config.dataset, config.data_dir, config.image_size, config.seed = "image_folder", folder, args.image_size, args.seed
     config.data_mean, config.data_std = (0.5,) * 3, (0.25,) * 3
+    config.augment, config.device_color_augment, config.num_views = "simclr", args.color_augment, args.num_views
     synthetic_photos.write_image_folder(folder, num_images=args.input_images, seed=args.seed)
     return data.resolve(config)
 
@@ -67,11 +69,12 @@ def bench_pipeline_step(args: argparse.Namespace, make_bench: Callable[..., Any]
         return {"mode": "pipeline_step", "skipped": reason}
     folder = args.input_dir or os.path.join(tempfile.gettempdir(), f"genscl_jax_synthetic_photos_{args.seed}")
     source = folder_source(args, folder)
-    preprocessing = source.train_preprocessing("simclr", args.color_augment)
+    # The step is made before its mesh exists here, so its preprocessing is read from the plan directly.
+    preprocessing = device_preprocess.for_plan(source.views.train, source.info)
     bench = make_bench(args, preprocessing=preprocessing)
     compiled, compile_seconds = bench.compile(bench.training_compiler_options())
-    batches = source.train_batches(bench.mesh, start_step=0, batch_size=bench.global_batch, augment="simclr",
-                                   num_views=args.num_views, device_color_augment=args.color_augment)
+    batches = source.training_input(bench.mesh, source.views.train, batch_size=bench.global_batch,
+                                    num_views=args.num_views).batches(0)
     state, teacher_variables = bench.fresh_state(), bench.teacher_variables
     state, *_ = _timed(compiled, state, teacher_variables, lambda: next(batches), max(args.warmup, 1))
     steps = args.steps * args.repeats
@@ -82,7 +85,8 @@ def bench_pipeline_step(args: argparse.Namespace, make_bench: Callable[..., Any]
     return {
         "mode": "pipeline_step", "global_batch": bench.global_batch, "steps": steps,
         "compile_s": round(compile_seconds, 3), "input_images": args.input_images, "folder": folder,
-        "preprocessing": {"color_augment": preprocessing.color_augment, "blur_prob": preprocessing.blur_prob},
+        "preprocessing": {"device_color_augment": preprocessing.color is not None,
+                          "blur_prob": preprocessing.blur_prob},
         "images_per_s": round(images / wall, 2), "step_only_images_per_s": round(images / step_wall, 2),
         "input_wait_share": round(waiting / wall, 4),
         "host_cpu_s_per_image": cpu / images, "host_cpus": os.cpu_count(),
@@ -94,7 +98,7 @@ def lines(r: dict[str, Any]) -> list[str]:
     if "skipped" in r:
         return [f"pipeline step: skipped: {r['skipped']}"]
     return [f"pipeline step: global batch {r['global_batch']}, {r['steps']} steps, colour on the device: "
-            f"{r['preprocessing']['color_augment']} (blur p {r['preprocessing']['blur_prob']})",
+            f"{r['preprocessing']['device_color_augment']} (blur p {r['preprocessing']['blur_prob']})",
             f"  images/s end to end {r['images_per_s']:.1f} vs step only {r['step_only_images_per_s']:.1f}; "
             f"waiting for input {100 * r['input_wait_share']:.1f}% of the time; host "
             f"{1e3 * r['host_cpu_s_per_image']:.2f} CPU-ms per image ({r['host_cpus']} CPUs); "

@@ -35,7 +35,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from genscl_jax import data
-from genscl_jax.config import recipes, validation
+from genscl_jax.config import keys, recipes, validation
 from genscl_jax.data import registry
 from genscl_jax.tools import accelerators, deviceless, hlo_audit, measure, plan_steps
 
@@ -69,7 +69,7 @@ def load_config(recipe: str, overrides: list[str]) -> Any:
     if problem:
         raise PlanError(f"config error: {problem}")
     for arg in overrides:
-        error = validation.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
+        error = keys.unknown_key_error(arg[len("--config."):].split("=", 1)[0])
         if error:
             raise PlanError(f"config error: {error}")
     recipes.make_recipe_importable(recipe)

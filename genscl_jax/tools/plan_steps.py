@@ -15,10 +15,12 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from genscl_jax import data
+from genscl_jax.config import features
+from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.tools import step_bench
-from genscl_jax.trainers import pretrain, supervised
+from genscl_jax.trainers import pretrain, step_settings, supervised
 from genscl_jax.training import optimizers
 from genscl_jax.training.train_state import train_state_initializer
 
@@ -48,10 +50,10 @@ def _lower_pretrain(config: Any, mesh: Mesh, source: data.DataSource) -> Lowered
     spec = source.info
     # The trainer loads config.kd.teacher's weights; their shapes are what the step compiles for.
     teacher = (step_bench.random_teacher(config, spec.num_classes, spec.channels, mesh, abstract=True)
-               if config.kd.alpha > 0 else None)
+               if features.distillation(config) else None)
     program = pretrain.build_program(
         config, mesh, spec, source.steps_per_epoch(config.batch_size),
-        preprocessing=source.train_preprocessing(config.augment, config.device_color_augment), teacher=teacher)
+        preprocessing=device_preprocess.for_plan(source.views.train, spec), teacher=teacher)
     lowered = program.jit().lower(program.state_shapes(), _batch(config, config.num_views, source),
                                   teacher.variables if teacher else None)
     return LoweredStep("pretrain", lowered, config.batch_size)
@@ -65,11 +67,10 @@ def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> Lower
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
     initializer = train_state_initializer(lambda rng: model.init(rng, sample, train=False), tx)
-    step = supervised.make_supervised_step(
-        model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind, mix_alpha=config.mix.alpha,
-        mix_prob=config.mix.prob, label_smoothing=config.label_smoothing,
-        preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
-        micro_batch_size=config.micro_batch_size, shard_rows=parallel.batch_sharded_constraint(mesh))
+    settings = step_settings.read(supervised.SupervisedSettings, config, num_classes=spec.num_classes,
+                                  preprocessing=device_preprocess.for_plan(source.views.train, spec))
+    step = supervised.make_supervised_step(model, tx, schedule, settings,
+                                           shard_rows=parallel.batch_sharded_constraint(mesh))
     options = compile_options.model_jit_options(config, platform).get("compiler_options")
     jitted = parallel.jit_train_step(step, mesh, compiler_options=options)
     state = jax.eval_shape(initializer, jax.random.PRNGKey(config.seed))

@@ -20,7 +20,7 @@ import numpy as np
 
 from genscl_jax import data
 from genscl_jax.config import defaults
-from genscl_jax.data import device_preprocess, registry
+from genscl_jax.data import device_preprocess, registry, views
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.tools import measure
 from genscl_jax.trainers import pretrain, teachers
@@ -97,7 +97,7 @@ class StepBenchmark:
         return random_teacher(self.config, self.num_classes, channels, self.mesh, abstract=abstract)
 
     def training_compiler_options(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """What the trainer compiles this step with (compile_utils: the CPU convolution library), then `extra`."""
+        """What the trainer compiles this step with (compile_options: the CPU convolution library), then `extra`."""
         return {**(self.program.compiler_options or {}), **(extra or {})}
 
     def compile(self, compiler_options: dict[str, Any] | None = None):
@@ -144,8 +144,8 @@ def step_preprocessing(args: argparse.Namespace, spec: data.DatasetInfo) -> devi
     """What the step does to its uint8 views, as for the dataset this shape stands for: ImageNet at 64 px and more
     (with --color-augment: colour jitter, grayscale and blur on the device), CIFAR below (no blur)."""
     entry = registry.get("imagenet2012" if args.image_size >= 64 else "cifar10")
-    return device_preprocess.for_training(entry, spec, policy="simclr", image_size=args.image_size,
-                                          device_color_augment=args.color_augment)
+    plan = views.resolve("simclr", entry, image_size=args.image_size, device_color_augment=args.color_augment)
+    return device_preprocess.for_plan(plan, spec)
 
 
 def random_batch(seed: int, global_batch: int, num_views: int, image_size: int, channels: int, num_classes: int,

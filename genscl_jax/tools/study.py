@@ -223,6 +223,8 @@ def _probe_record(run: Run, evaluated: Run) -> dict[str, Any] | None:
               "top1": summary["linear_eval_top1"], "top1_best": summary["linear_eval_best_top1"],
               "phase": run.phase, "workdir": evaluated.workdir, "pretrain_steps": trained["steps"],
               "wall_seconds": wall_seconds}
+    if "linear_eval_train_top1" in summary:  # the probe's top-1 on its own training images (a subset's gap)
+        record["train_top1"] = summary["linear_eval_train_top1"]
     if run.method == CE:
         record.update(classifier_top1=trained["test_top1"], train_argv=run.argv, train_workdir=run.workdir)
     if run.probe_of:

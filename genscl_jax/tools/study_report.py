@@ -66,6 +66,19 @@ def table(records: list[dict[str, Any]], phase: str = "main") -> str:
     return "\n".join(lines) + "\n"
 
 
+def overfitting(records: list[dict[str, Any]], phase: str = "main") -> str:
+    """Markdown: per method, the linear probe's top-1 on its own training images against the test top-1 (means over
+    seeds, in %): how much of what the encoder learnt holds only for the images it was trained on."""
+    lines = ["| method | probe's training top-1 | test top-1 | gap |", "|---|---:|---:|---:|"]
+    for method in _methods(records, phase):
+        rows = [r for r in records if r["phase"] == phase and r["method"] == method and "train_top1" in r]
+        if rows:
+            train, test = (statistics.mean(r[k] for r in rows) for k in ("train_top1", "top1"))
+            lines.append(f"| {METHOD_LABELS.get(method, method)} | {100 * train:.2f} | {100 * test:.2f} | "
+                         f"{100 * (train - test):.2f} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def teacher_line(records: list[dict[str, Any]]) -> str:
     """The shared strong teacher: its cost in steps, its own top-1 and its margin over the best student row."""
     teacher = next((r for r in records if r["phase"] == "teacher"), None)
@@ -105,8 +118,11 @@ def markdown(records: list[dict[str, Any]], config: str, workdir: str) -> str:
             "\"BatchNorm recalibrated\" row probes the encoders of its method's row (same runs, same seeds) after "
             "recomputing their BatchNorm statistics on clean training images.\n",
             table(records, "main"), teacher_line(records)]
+    gaps = overfitting(records)
+    if gaps:
+        text += ["\n## The probe on its own training images\n", gaps]
     if any(r["phase"] == "longer" for r in records):
-        text += ["\n## Longer budgets (one seed)\n", table(records, "longer")]
+        text += ["\n## Longer budgets, the epoch curve (one seed)\n", table(records, "longer")]
     else:
         text.append("\nLonger budget: not measured.\n")
     text += [f"\n## Environment\n\n- runs' wall time, summed: {hours:.2f} h ({wall_time_by_part(records)})",
@@ -143,7 +159,11 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
     main = [r for r in records if r["phase"] == "main"]
     methods = _methods(records, "main")
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, (ax_top1, ax_gen, ax_ce) = plt.subplots(1, 3, figsize=(13, 3.8), dpi=72)
+    curve = [r for r in records if r["phase"] == "longer"]
+    fig, axes = plt.subplots(1, 4 if curve else 3, figsize=(17 if curve else 13, 3.8), dpi=72)
+    ax_top1, ax_gen, ax_ce = axes[:3]
+    if curve:
+        _plot_curve(axes[3], curve, main, colours)
     for i, method in enumerate(methods):
         values = [100 * r["top1"] for r in main if r["method"] == method]
         ax_top1.scatter([i] * len(values), values, color=colours[method], s=18, zorder=3)
@@ -166,3 +186,18 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_curve(axis, curve: list[dict[str, Any]], main: list[dict[str, Any]], colours: dict[str, str]) -> None:
+    """Test top-1 against pretraining steps for the methods of the longer-budget runs, with the table's point of the
+    same seed (the curve's 1x)."""
+    for method in _methods(curve, "longer"):
+        seeds = {r["seed"] for r in curve if r["method"] == method}
+        points = sorted((r["pretrain_steps"], 100 * r["top1"]) for r in curve + main
+                        if r["method"] == method and r["seed"] in seeds and "probe_of" not in r)
+        axis.plot(*zip(*points), marker="o", color=colours.get(method), label=method)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("pretraining steps")
+    axis.set_ylabel("linear top-1 (%), final")
+    axis.set_title("test top-1 against pretraining length", fontsize=9)
+    axis.legend(fontsize=7)

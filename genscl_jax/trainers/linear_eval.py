@@ -27,7 +27,7 @@ from genscl_jax import data, models
 from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
-from genscl_jax.runtime import compile_options, parallel
+from genscl_jax.runtime import compile_options, parallel, preemption
 from genscl_jax.trainers import batch_norm_recalibration
 from genscl_jax.training import metrics, optimizers, progress, train_loop
 from genscl_jax.training.train_state import TrainState, create_train_state
@@ -61,8 +61,9 @@ class _Evaluator:
     `test_batches()` gives {"image", "label", "mask"} batches whose "image" `inputs_fn` turns into features: test
     images through the frozen encoder, or features stored once (then an evaluation costs only the classifier)."""
 
-    def __init__(self, config, platform, test_batches, inputs_fn, classifier):
+    def __init__(self, config, platform, test_batches, inputs_fn, classifier, train_batches=None):
         self.test_batches = test_batches
+        self.train_batches = train_batches  # stored training features: the probe's own training top-1 too
         self.best_top1 = 0.0
         self._logits = jax.jit(lambda params, inputs: classifier.apply({"params": params}, inputs_fn(inputs)),
                                **compile_options.model_jit_options(config, platform))
@@ -72,8 +73,13 @@ class _Evaluator:
         accuracy = metrics.classification_metrics(lambda inputs: self._logits(state.params, inputs),
                                                   self.test_batches())
         self.best_top1 = max(self.best_top1, accuracy["test_top1"])
-        return {"linear_eval_top1": accuracy["test_top1"], "linear_eval_top5": accuracy["test_top5"],
-                "linear_eval_best_top1": self.best_top1}
+        results = {"linear_eval_top1": accuracy["test_top1"], "linear_eval_top5": accuracy["test_top5"],
+                   "linear_eval_best_top1": self.best_top1}
+        if self.train_batches:  # how far the test top-1 is below the training one: a memorising encoder shows here
+            train = metrics.classification_metrics(lambda inputs: self._logits(state.params, inputs),
+                                                   self.train_batches)
+            results["linear_eval_train_top1"] = train["test_top1"]
+        return results
 
     def resume(self, saved_metrics: dict) -> None:
         """The best top-1 seen before a preemption still counts after the resume."""
@@ -99,12 +105,13 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
 
     # The encoder alone, compiled once for every precomputed split.
     encode = jax.jit(features_fn, **compile_options.model_jit_options(config, platform))
-    batches, step_input, steps_per_epoch = _training_data(config, mesh, source, network_features, encode)
+    batches, step_input, steps_per_epoch, stored_train = _training_data(config, mesh, source, network_features,
+                                                                        encode)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
-    if _precomputes(le):
+    if _precomputes(config, source):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
         stored = _stored_test_features(config, mesh, source, encode)
-        evaluator = _Evaluator(config, platform, lambda: stored, lambda x: x, classifier)
+        evaluator = _Evaluator(config, platform, lambda: stored, lambda x: x, classifier, stored_train)
         eval_every = steps_per_epoch
     else:
         evaluator = _Evaluator(config, platform, lambda: source.eval_batches(mesh, batch_size=config.eval_batch_size),
@@ -120,11 +127,19 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
     compiled = parallel.jit_train_step(
         step, mesh, compiler_options=compile_options.model_jit_options(config, platform).get("compiler_options"))
+    total_steps = max(int(le.num_epochs * steps_per_epoch), 1)
     return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
-                              total_steps=int(le.num_epochs * steps_per_epoch), examples_per_step=le.batch_size,
+                              total_steps=total_steps, examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,
-                              # About ten console lines, each after an evaluation (a new test top-1).
-                              report_every_steps=steps_per_epoch * max(int(le.num_epochs) // 10, 1))
+                              report_every_steps=_report_every_steps(le.num_epochs, steps_per_epoch, total_steps))
+
+
+def _report_every_steps(num_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """About ten console lines, each after an evaluation (a new test top-1); a run shorter than an epoch (runlocal's),
+    which evaluates only at its end, still shows ten."""
+    if total_steps < steps_per_epoch:
+        return max(total_steps // 10, 1)
+    return steps_per_epoch * max(int(num_epochs) // 10, 1)
 
 
 def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.Module, variables: dict) -> dict:
@@ -134,9 +149,10 @@ def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.
     num_batches = config.linear_eval.recalibrate_batch_stats
     if not num_batches:
         return variables
-    preprocessing = source.eval_preprocessing()  # the host sends uint8 pixels; normalised here as in evaluation
-    clean = (device_preprocess.normalize(batch["image"][:, 0], preprocessing) for batch in source.train_batches(
-        mesh, start_step=0, batch_size=config.batch_size, augment="none", num_views=1))
+    train = source.training_input(mesh, source.views.evaluation, batch_size=config.batch_size, num_views=1)
+    # The host sends uint8 pixels of the evaluation view; normalised here as in evaluation.
+    clean = (device_preprocess.normalize(batch["image"][:, 0], train.preprocessing)
+             for batch in preemption.poll_batches(train.batches(0)))
     logging.info("linear_eval: recomputing the encoder's BatchNorm statistics on %d clean training batches of %d",
                  num_batches, config.batch_size)
     return batch_norm_recalibration.recalibrate_batch_stats(encoder, parallel.replicate(variables, mesh), clean,
@@ -144,30 +160,50 @@ def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.
 
 
 def _training_data(config: Any, mesh: Mesh, source: data.DataSource, network_features, encode):
-    """(batches, step_input(key, batch) -> the classifier's inputs, steps per epoch): stored features (from
-    `encode`, the jitted encoder of evaluation images) when precomputing, else one augmented view per image,
-    finished on the device (device_preprocess.train_views) and through the frozen encoder (`network_features`)."""
+    """(batches, step_input(key, batch) -> the classifier's inputs, steps per epoch, the stored training features
+    as evaluation batches or None): stored features (from `encode`, the jitted encoder of evaluation images) when
+    precomputing, else one augmented view per image, finished on the device (device_preprocess.train_views) and
+    through the frozen encoder (`network_features`)."""
     le = config.linear_eval
-    if _precomputes(le):
+    if _precomputes(config, source):
         features, labels = _precompute(config, mesh, source, encode)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
         batches = _feature_batches(features, labels, le.batch_size, config.seed, mesh)
-        return batches, (lambda key, batch: batch["features"]), steps_per_epoch
+        stored_train = (_stored_batches(features, labels, config.eval_batch_size, mesh)
+                        if len(labels) <= TRAIN_TOP1_MAX_EXAMPLES else None)
+        return batches, (lambda key, batch: batch["features"]), steps_per_epoch, stored_train
 
-    preprocessing = source.train_preprocessing(le.augment, config.device_color_augment)
-
-    def batches(start_step):
-        return source.train_batches(mesh, start_step=start_step, batch_size=le.batch_size, augment=le.augment,
-                                    num_views=1, device_color_augment=config.device_color_augment)
+    train = source.training_input(mesh, source.views.linear_eval, batch_size=le.batch_size, num_views=1)
 
     def step_input(key, batch):
-        return network_features(device_preprocess.train_views(key, batch["image"], preprocessing)[:, 0])
+        return network_features(device_preprocess.train_views(key, batch["image"], train.preprocessing)[:, 0])
 
-    return batches, step_input, source.steps_per_epoch(le.batch_size)
+    return train.batches, step_input, source.steps_per_epoch(le.batch_size), None
 
 
-def _precomputes(le) -> bool:
-    return le.precompute_features and le.augment == "none"
+# The probe's training top-1 is measured on stored training features up to this many (a labelled subset, a small
+# dataset); beyond, keeping them on the devices too would cost more memory than the number is worth.
+TRAIN_TOP1_MAX_EXAMPLES = 100_000
+
+
+def _stored_batches(features, labels, batch_size: int, mesh: Mesh) -> list[dict[str, jax.Array]]:
+    """Stored features and labels as padded evaluation batches {"image": features, "label", "mask"}, on the mesh;
+    every process holds all rows and feeds its own share of each batch."""
+    share = batch_size // jax.process_count()
+    mine = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+    batches = []
+    for start in range(0, len(labels), batch_size):
+        rows = np.arange(start, start + batch_size)
+        valid = rows < len(labels)
+        rows = np.where(valid, rows, 0)[mine]
+        batches.append(parallel.global_batch_from_local(
+            {"image": features[rows], "label": labels[rows], "mask": valid[mine]}, mesh))
+    return batches
+
+
+def _precomputes(config: Any, source: data.DataSource) -> bool:
+    """Features are computed once when asked and the training views are the same every epoch."""
+    return config.linear_eval.precompute_features and not source.views.linear_eval.random
 
 
 def _stored_test_features(config, mesh, source, encode) -> list[dict[str, jax.Array]]:

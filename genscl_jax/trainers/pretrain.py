@@ -32,7 +32,7 @@ class PretrainProgram:
     teacher: teachers.Teacher | None
     probe: online_probe.OnlineProbe | None  # the online linear probe the step trains (config.online_probe)
     total_steps: int
-    compiler_options: dict[str, Any] | None  # what training compiles the step with (compile_utils)
+    compiler_options: dict[str, Any] | None  # what training compiles the step with (compile_options)
 
     def jit(self, compiler_options: dict[str, Any] | None = None):
         """The step jitted as training runs it; `compiler_options` replaces training's (the bench's variants)."""
@@ -45,23 +45,23 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
                   teacher: teachers.Teacher | None = None) -> PretrainProgram:
     """Model, optimizer, state and step for `config` on `mesh`, for data described by `spec` with
     `steps_per_epoch` steps of config.batch_size per epoch (epoch-based schedules), whose uint8 views the step
-    finishes with `preprocessing` (DataSource.train_preprocessing)."""
+    finishes with `preprocessing` (DataSource.training_input)."""
     total_steps = optimizers.total_train_steps(config, steps_per_epoch)
     platform = parallel.mesh_platform(mesh)  # every platform choice is the mesh's, not the host's
     model = model_builder.build_contrastive_model(config, training_platform=platform)
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     settings = pretrain_step.settings_from_config(config, spec.num_classes, total_steps, preprocessing)
-    if settings.uses_teacher and teacher is None:
+    if settings.distillation and teacher is None:
         teacher = teachers.load_teacher(config, spec.num_classes, spec.channels)
 
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
     make_queue = None
-    if config.moco.enabled:
+    if settings.moco:
         make_queue = functools.partial(momentum_encoder.empty_queue, config.moco.queue_size, config.head.output_dim,
-                                       spec.num_classes, settings.uses_teacher)
+                                       spec.num_classes, settings.distillation)
     probe = online_probe.from_config(config, spec.num_classes)
     initializer = train_state_initializer(lambda rng: model.init(rng, sample, train=False), tx,
-                                          with_ema=config.moco.enabled, make_queue=make_queue,
+                                          with_ema=settings.moco, make_queue=make_queue,
                                           make_probe=probe.init if probe else None)
     seed_key = jax.random.PRNGKey(config.seed)
     step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
@@ -79,21 +79,16 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, *,
                   teacher: teachers.Teacher | None = None) -> train_loop.Trainer:
     spec = source.info
-    preprocessing = source.train_preprocessing(config.augment, config.device_color_augment)
+    train = source.training_input(mesh, source.views.train, batch_size=config.batch_size, num_views=config.num_views)
     program = build_program(config, mesh, spec, source.steps_per_epoch(config.batch_size),
-                            preprocessing=preprocessing, teacher=teacher)
+                            preprocessing=train.preprocessing, teacher=teacher)
     state, total_steps, teacher, compiled = program.init_state(), program.total_steps, program.teacher, program.jit()
     teacher_variables = parallel.replicate(teacher.variables, mesh) if teacher else None
-
-    def batches(start_step: int):
-        return source.train_batches(mesh, start_step=start_step, batch_size=config.batch_size,
-                                    augment=config.augment, num_views=config.num_views,
-                                    device_color_augment=config.device_color_augment)
 
     # kNN and the online probe's test top-1, every config.eval_every_steps steps and at the end.
     evaluator = pretrain_eval.make_evaluator(config, mesh, program.model, source, program.probe)
     return train_loop.Trainer(
-        name="pretrain", state=state, train_step=lambda s, b: compiled(s, b, teacher_variables), batches=batches,
+        name="pretrain", state=state, train_step=lambda s, b: compiled(s, b, teacher_variables), batches=train.batches,
         total_steps=total_steps, examples_per_step=config.batch_size, periodic_eval=evaluator,
         eval_every_steps=config.eval_every_steps, resume_eval=evaluator.resume if evaluator else None)
 

@@ -1,8 +1,9 @@
 """Pretraining's periodic evaluation, every config.eval_every_steps and at the end: the kNN vote's and the online
 probe's test top-1 / top-5, from one eval-mode pass of the encoder over the test split, and the best of each so far.
 
-- kNN (config.knn): InstDisc's weighted vote (knn.py) over a memory bank of training features. The bank holds the
-  first config.knn.max_train_examples examples of the training split in its reading order (0: all of it);
+- kNN (config.knn): InstDisc's weighted vote (knn.py) over a memory bank of training features. The bank holds at
+  most config.knn.max_train_examples examples of the training split (0: all of it), a class-balanced or evenly
+  spread sample (DataSource.bank_batches);
   `knn_bank_size` says how many it held, so a bounded bank's accuracy reads as what it is.
 - Online probe (config.online_probe): its classifier, trained inside the step, on the test features.
 
@@ -77,7 +78,8 @@ class PretrainEvaluator:
         return self.best.update(results)
 
     def _memory_bank(self, state):
-        train = self.source.eval_batches(self.mesh, batch_size=self.config.eval_batch_size, split="train")
+        train = self.source.bank_batches(self.mesh, batch_size=self.config.eval_batch_size,
+                                         max_examples=self.config.knn.max_train_examples)
         return knn.build_memory_bank(state, self._bank_features, train, self.config.knn.max_train_examples)
 
     def resume(self, saved_metrics: dict[str, float]) -> None:

@@ -11,7 +11,8 @@ With `micro_batch_size` the three networks (teacher, EMA key encoder, student) r
 (training/micro_batches.py), the student's recomputed in the backward pass, while the loss still spans the whole
 batch (and the queue): the same function as the dense step whose BatchNorm groups are the micro-batches.
 
-No TensorFlow and no config library here: the benchmark imports this module on machines that have neither.
+No TensorFlow and no config library here (config.features imports nothing): the benchmark imports this module on
+machines that have neither.
 """
 
 from __future__ import annotations
@@ -25,40 +26,40 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genscl_jax.config import features
 from genscl_jax.data import device_preprocess
 from genscl_jax.objectives import diagnostics, loss_chunked, losses, momentum_encoder
-from genscl_jax.trainers import step_inputs
+from genscl_jax.trainers import step_inputs, step_settings
+from genscl_jax.trainers.step_settings import from_config
 from genscl_jax.trainers.online_probe import OnlineProbe
 from genscl_jax.training import optimizers
-from genscl_jax.training.micro_batches import MicroBatches
+from genscl_jax.training.micro_batches import MicroBatches, RowsOrBuilder
 from genscl_jax.training.train_state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainSettings:
-    """What the step needs to know besides the model and optimizer (all static under jit)."""
+    """What the step needs to know besides the model and optimizer (all static under jit): each field read from the
+    config where it says (step_settings.read), except the three the trainer gives."""
     num_classes: int
     total_steps: int
-    # What the step does to the batch's uint8 views first (DataSource.train_preprocessing).
+    # What the step does to the batch's uint8 views first (DataSource.training_input).
     preprocessing: device_preprocess.Preprocessing
-    temperature: float = 0.1
-    base_temperature: float = 0.07
-    loss_normalization: str = "label_sum"
-    loss_block_size: int = 0  # > 0: the loss in blocks of anchor rows (loss_chunked), for very large contrast sets
-    mix_kind: str = "none"
-    mix_alpha: float = 1.0
-    mix_prob: float = 1.0  # the chance that a view is mixed at all (1: every view, as in the paper)
-    kd_alpha: float = 0.0  # 0: no teacher; inf: teacher labels only
-    kd_temperature: float = 1.0
-    moco: bool = False
-    ema_momentum: float = 0.999
-    ema_momentum_cosine: bool = False
-    micro_batch_size: int = 0  # > 0: source images per micro-batch, over the global batch (0: the dense step)
-    diagnostics: bool = True  # the GenSCL diagnostics among the step's metrics
-
-    @property
-    def uses_teacher(self) -> bool:
-        return self.kd_alpha > 0
+    temperature: float = from_config("temperature")
+    base_temperature: float = from_config("base_temperature")
+    loss_normalization: str = from_config("loss_normalization")
+    # > 0: the loss in blocks of anchor rows (loss_chunked), for very large contrast sets
+    loss_block_size: int = from_config("loss_block_size")
+    mix: step_inputs.MixSettings = from_config(step_inputs.MixSettings.from_config)
+    distillation: bool = from_config(features.distillation)  # a teacher's labels in the loss
+    kd_alpha: float = from_config("kd.alpha", float)  # the teacher term's weight; inf: teacher labels only
+    kd_temperature: float = from_config("kd.temperature")
+    moco: bool = from_config(features.moco)
+    ema_momentum: float = from_config("moco.momentum")
+    ema_momentum_cosine: bool = from_config("moco.momentum_cosine")
+    # > 0: source images per micro-batch, over the global batch (0: the dense step)
+    micro_batch_size: int = from_config("micro_batch_size")
+    diagnostics: bool = from_config("diagnostics")  # the GenSCL diagnostics among the step's metrics
 
     @property
     def uses_mixed_labels(self) -> bool:
@@ -67,15 +68,8 @@ class PretrainSettings:
 
 def settings_from_config(config: Any, num_classes: int, total_steps: int,
                          preprocessing: device_preprocess.Preprocessing) -> PretrainSettings:
-    return PretrainSettings(
-        num_classes=num_classes, total_steps=total_steps, temperature=config.temperature,
-        base_temperature=config.base_temperature, loss_normalization=config.loss_normalization,
-        loss_block_size=config.loss_block_size,
-        mix_kind=config.mix.kind, mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
-        kd_alpha=float(config.kd.alpha),
-        kd_temperature=config.kd.temperature, moco=config.moco.enabled, ema_momentum=config.moco.momentum,
-        ema_momentum_cosine=config.moco.momentum_cosine,
-        preprocessing=preprocessing, diagnostics=config.diagnostics, micro_batch_size=config.micro_batch_size)
+    return step_settings.read(PretrainSettings, config, num_classes=num_classes, total_steps=total_steps,
+                              preprocessing=preprocessing)
 
 
 TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images) -> logits
@@ -93,21 +87,21 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
     The MoCo contrast set goes through it: anchors stay sharded, each device scores its rows against all contrasts.
     Left to itself, XLA shards the [keys; queue] set by rows and gathers it back, label matrix included: at the
     ImageNet recipe that was 5x the gradient all-reduce per device per step (BENCHMARKS.md, "Collective audit").
-    `shard_rows` keeps each micro-batch's images sharded by examples (step_inputs.StepInputs.shard_rows;
+    `shard_rows` keeps the mixed images sharded by examples (step_inputs.StepInputs.shard_rows;
     parallel.batch_sharded_constraint(mesh)).
     """
-    if settings.uses_teacher and teacher_fn is None:
+    if settings.distillation and teacher_fn is None:
         raise ValueError("kd_alpha > 0 needs a teacher_fn")
     s = settings
 
     def step(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any = None):
         batch_size, num_views = batch["image"].shape[:2]
         micro = MicroBatches.of(batch_size, s.micro_batch_size, views=num_views)
-        images, labels = prepare(state, batch, teacher_variables, micro)
-        contrasts = _key_contrasts(model, state, images, labels, replicate, micro) if s.moco else None
+        rows_or_builder, labels = network_inputs_and_labels(state, batch, teacher_variables, micro)
+        contrasts = _key_contrasts(model, state, rows_or_builder, labels, replicate, micro) if s.moco else None
 
         def loss_fn(params):
-            encoded, batch_stats = _encode(model, params, state.batch_stats, images, micro)
+            encoded, batch_stats = _encode(model, params, state.batch_stats, rows_or_builder, micro)
             terms = _loss_terms(encoded["projection"], labels, contrasts, s)
             return _combine(terms, s), (batch_stats, terms, encoded)
 
@@ -128,35 +122,37 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
             metrics.update(probe_metrics)
         return new_state, metrics
 
-    def prepare(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any, micro: MicroBatches):
-        """The networks' input (step_inputs.network_input: the whole batch's rows [B * V, H, W, C], batch-major,
-        or micro-batch k's rows on demand) and the rows' label distributions."""
+    def network_inputs_and_labels(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any,
+                                  micro: MicroBatches):
+        """The networks' input (step_inputs.rows_or_builder: the whole batch's rows [B * V, H, W, C], batch-major,
+        or a builder of micro-batch k's rows) and the rows' label distributions."""
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        inputs, mixed_labels = step_inputs.prepare(
-            aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro,
-            mix=step_inputs.MixSettings(s.mix_kind, s.mix_alpha, s.mix_prob), shard_rows=shard_rows)
-        images = step_inputs.network_input(inputs)
+        inputs, mixed_labels = step_inputs.inputs_and_labels(
+            aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro, mix=s.mix,
+            shard_rows=shard_rows)
+        rows_or_builder = step_inputs.rows_or_builder(inputs)
         labels = {"mixed": mixed_labels}
-        if s.uses_teacher:
-            logits = micro.map(lambda rows: teacher_fn(teacher_variables, rows), images)
+        if s.distillation:
+            logits = micro.map(lambda rows: teacher_fn(teacher_variables, rows), rows_or_builder)
             logits = jax.lax.stop_gradient(logits).astype(jnp.float32)
             labels["teacher"] = jax.nn.softmax(logits / s.kd_temperature, axis=-1)
-        return images, labels
+        return rows_or_builder, labels
 
     return step
 
 
-def _encode(model, params, batch_stats, images, micro: MicroBatches):
+def _encode(model, params, batch_stats, rows_or_builder: RowsOrBuilder, micro: MicroBatches):
     """The student's train-mode forward: ({"features", "projection"} of every row, updated BatchNorm statistics)."""
     def apply(params, rows):
         outputs, new_model_state = model.apply(
             {"params": params, "batch_stats": batch_stats}, rows, train=True, mutable=["batch_stats"])
         return outputs, new_model_state["batch_stats"]
 
-    return micro.forward_with_recompute(apply, params, images)
+    return micro.forward_with_recompute(apply, params, rows_or_builder)
 
 
-def _key_contrasts(model, state: TrainState, images, labels, replicate, micro: MicroBatches) -> dict[str, jax.Array]:
+def _key_contrasts(model, state: TrainState, rows_or_builder: RowsOrBuilder, labels, replicate,
+                   micro: MicroBatches) -> dict[str, jax.Array]:
     """The EMA encoder's keys of this batch's views, followed by the queue, with their labels and a mask.
 
     Key i is the key of anchor i's own view: the loss excludes it (exclude_self), as SupCon excludes the anchor
@@ -167,7 +163,7 @@ def _key_contrasts(model, state: TrainState, images, labels, replicate, micro: M
         outputs, _ = model.apply(state.ema, rows, train=True, mutable=["batch_stats"])
         return outputs["projection"]
 
-    keys = jax.lax.stop_gradient(micro.map(project, images)).astype(jnp.float32)
+    keys = jax.lax.stop_gradient(micro.map(project, rows_or_builder)).astype(jnp.float32)
     # The batch's keys and labels are gathered whole before they meet the (replicated) queue, so the contrast set
     # is built replicated; otherwise XLA builds it sharded by classes and gathers all [M, C] labels back.
     batch_keys, batch_labels = replicate((keys, labels))
@@ -176,10 +172,10 @@ def _key_contrasts(model, state: TrainState, images, labels, replicate, micro: M
         "batch_keys": keys,
         "features": jnp.concatenate([batch_keys, queue["keys"]]),
         "mask": jnp.concatenate([jnp.ones(keys.shape[0], bool), momentum_encoder.filled_mask(queue)]),
-        "mixed": jnp.concatenate([batch_labels["mixed"], queue["labels"]]),
     }
-    if "teacher" in labels:
-        contrasts["teacher"] = jnp.concatenate([batch_labels["teacher"], queue["teacher_labels"]])
+    for source in labels:  # "mixed", and "teacher" with distillation: the batch's, then the queue's
+        stored = queue[momentum_encoder.QUEUE_FIELDS[source]]
+        contrasts[source] = jnp.concatenate([batch_labels[source], stored])
     return replicate(contrasts)
 
 
@@ -197,7 +193,7 @@ def _loss_terms(projection, labels, contrasts, s: PretrainSettings) -> dict[str,
 
 
 def _label_sources(s: PretrainSettings) -> list[str]:
-    return (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.uses_teacher else [])
+    return (["mixed"] if s.uses_mixed_labels else []) + (["teacher"] if s.distillation else [])
 
 
 def _contrast_kwargs(contrasts, name: str) -> dict[str, Any]:
@@ -220,7 +216,7 @@ def _diagnostics(projection, labels, contrasts, queue, num_views: int, s: Pretra
         metrics.update({f"{key}{suffix}": value for key, value in values.items()})
     if s.moco:
         metrics["key_age"] = diagnostics.queue_key_age(queue, keys_per_step=projection.shape[0])
-    if s.uses_teacher:
+    if s.distillation:
         metrics["teacher_agreement"] = diagnostics.teacher_agreement(labels["teacher"], labels["mixed"])
     return metrics
 
@@ -230,7 +226,7 @@ def _combine(terms: dict[str, jax.Array], s: PretrainSettings) -> jax.Array:
     if not s.uses_mixed_labels:
         return terms["teacher"]
     total = terms["mixed"]
-    if s.uses_teacher:
+    if s.distillation:
         total = total + s.kd_alpha * terms["teacher"]
     return total
 
@@ -239,9 +235,8 @@ def _update_key_encoder(state: TrainState, contrasts, labels, s: PretrainSetting
     momentum = momentum_encoder.ema_momentum(state.step - 1, s.total_steps, s.ema_momentum, s.ema_momentum_cosine)
     online = {"params": state.params, "batch_stats": state.batch_stats}
     ema = momentum_encoder.ema_update(state.ema, online, momentum)
-    entries = {"keys": contrasts["batch_keys"], "labels": labels["mixed"]}
-    if "teacher_labels" in state.queue:
-        entries["teacher_labels"] = labels["teacher"]
+    entries = {"keys": contrasts["batch_keys"],
+               **{momentum_encoder.QUEUE_FIELDS[source]: value for source, value in labels.items()}}
     queue = momentum_encoder.enqueue(state.queue, entries)
     fill = queue["count"] / queue["keys"].shape[0]
     return state.replace(ema=ema, queue=queue), {"queue_fill": fill, "ema_momentum": momentum}

@@ -32,14 +32,21 @@ import jax.numpy as jnp
 
 from genscl_jax.data import device_augment, device_preprocess
 from genscl_jax.objectives import mixing
-from genscl_jax.training.micro_batches import MicroBatches
+from genscl_jax.training.micro_batches import MicroBatches, RowsOrBuilder
 
 
 @dataclasses.dataclass(frozen=True)
 class MixSettings:
+    """Mixup / CutMix of the views: `kind` (objectives/mixing.py), Beta(alpha, alpha) mixing ratios, and the chance
+    `prob` that a view is mixed at all (1: every view, as in the paper)."""
     kind: str = "none"
     alpha: float = 1.0
     prob: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> MixSettings:
+        """config.mix's settings (a step_settings source)."""
+        return cls(config.mix.kind, config.mix.alpha, config.mix.prob)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +102,12 @@ class StepInputs:
         return jnp.where(wrapped, jnp.roll(source, -(low + 1), axis=0), jnp.roll(source, -low, axis=0))
 
 
-def prepare(aug_key: jax.Array, mix_key: jax.Array, batch: dict[str, jax.Array], num_classes: int, *,
-            preprocessing: device_preprocess.Preprocessing, mix: MixSettings,
-            micro: MicroBatches, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x,
-            ) -> tuple[StepInputs, jax.Array]:
+def inputs_and_labels(aug_key: jax.Array, mix_key: jax.Array, batch: dict[str, jax.Array], num_classes: int, *,
+                      preprocessing: device_preprocess.Preprocessing, mix: MixSettings,
+                      micro: MicroBatches, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x,
+                      ) -> tuple[StepInputs, jax.Array]:
     """The batch's StepInputs and its label distributions [B * V, num_classes] (batch-major), which need no image.
-    `shard_rows`: StepInputs.shard_rows, what keeps a micro-batch's images sharded by examples."""
+    `shard_rows`: StepInputs.shard_rows, what keeps the mixed images sharded by examples."""
     views = batch["image"]
     batch_size, num_views, height, width = views.shape[:4]
     mixes = mixing.draw_view_mixes(mix_key, num_views, kind=mix.kind, alpha=mix.alpha, prob=mix.prob,
@@ -112,7 +119,7 @@ def prepare(aug_key: jax.Array, mix_key: jax.Array, batch: dict[str, jax.Array],
     return inputs, labels.reshape(batch_size * num_views, num_classes)
 
 
-def network_input(inputs: StepInputs) -> Any:
-    """What MicroBatches' passes take: the prepared whole batch for the dense step, else `inputs.rows`, which
-    each micro-batch's pass calls with its index."""
+def rows_or_builder(inputs: StepInputs) -> RowsOrBuilder:
+    """What MicroBatches' passes take: the prepared whole batch's rows (an array) for the dense step, else the
+    builder `inputs.rows`, which each micro-batch's pass calls with its index."""
     return inputs.rows(None) if inputs.micro.num == 1 else inputs.rows

@@ -9,6 +9,7 @@ its student uses.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -21,29 +22,41 @@ from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel
-from genscl_jax.trainers import step_inputs
+from genscl_jax.trainers import step_inputs, step_settings
+from genscl_jax.trainers.step_settings import from_config
 from genscl_jax.training import metrics, optimizers, train_loop
 from genscl_jax.training.micro_batches import MicroBatches
 from genscl_jax.training.train_state import TrainState, create_train_state
 
 
-def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                         num_classes: int, mix_kind: str, mix_alpha: float, label_smoothing: float,
-                         preprocessing: device_preprocess.Preprocessing, mix_prob: float = 1.0,
-                         micro_batch_size: int = 0, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x):
-    """step(state, batch) -> (state, metrics); `preprocessing`: what it does to the batch's uint8 views first
-    (DataSource.train_preprocessing); micro_batch_size > 0: the network runs over strided micro-batches of that
-    many source images, each recomputed in the backward pass (training/micro_batches.py); `shard_rows` keeps each
-    micro-batch's images sharded by examples (step_inputs.StepInputs.shard_rows)."""
+@dataclasses.dataclass(frozen=True)
+class SupervisedSettings:
+    """What the step needs besides the model and optimizer (static under jit), read from the config where each field
+    says (step_settings.read), except the two the trainer gives."""
+    num_classes: int
+    # What the step does to the batch's uint8 views first (DataSource.training_input).
+    preprocessing: device_preprocess.Preprocessing
+    mix: step_inputs.MixSettings = from_config(step_inputs.MixSettings.from_config)
+    label_smoothing: float = from_config("label_smoothing")
+    # > 0: the network runs over strided micro-batches of that many source images, each recomputed in the backward
+    # pass (training/micro_batches.py)
+    micro_batch_size: int = from_config("micro_batch_size")
+
+
+def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                         settings: SupervisedSettings, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x):
+    """step(state, batch) -> (state, metrics). `shard_rows` keeps the mixed images sharded by examples
+    (step_inputs.StepInputs.shard_rows; parallel.batch_sharded_constraint(mesh))."""
+    s = settings
+
     def step(state: TrainState, batch: dict[str, jax.Array]):
         key = jax.random.fold_in(state.rng, state.step)
         batch_size, num_views = batch["image"].shape[:2]
-        micro = MicroBatches.of(batch_size, micro_batch_size, views=num_views)
-        inputs, targets = step_inputs.prepare(jax.random.fold_in(key, 1), key, batch, num_classes,
-                                              preprocessing=preprocessing, micro=micro,
-                                              mix=step_inputs.MixSettings(mix_kind, mix_alpha, mix_prob),
-                                              shard_rows=shard_rows)
-        images = step_inputs.network_input(inputs)
+        micro = MicroBatches.of(batch_size, s.micro_batch_size, views=num_views)
+        inputs, targets = step_inputs.inputs_and_labels(jax.random.fold_in(key, 1), key, batch, s.num_classes,
+                                                        preprocessing=s.preprocessing, micro=micro, mix=s.mix,
+                                                        shard_rows=shard_rows)
+        rows_or_builder = step_inputs.rows_or_builder(inputs)
 
         def apply(params, rows):
             logits, new_model_state = model.apply({"params": params, "batch_stats": state.batch_stats}, rows,
@@ -51,8 +64,8 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
             return logits, new_model_state
 
         def loss_fn(params):
-            logits, new_model_state = micro.forward_with_recompute(apply, params, images)
-            loss = losses.soft_cross_entropy(logits, targets, label_smoothing)
+            logits, new_model_state = micro.forward_with_recompute(apply, params, rows_or_builder)
+            loss = losses.soft_cross_entropy(logits, targets, s.label_smoothing)
             return loss, (new_model_state["batch_stats"], logits)
 
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -72,13 +85,11 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
                                          platform=parallel.mesh_platform(mesh))
     tx, schedule = optimizers.optimizer_from_config(config, total_steps, steps_per_epoch)
     sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
+    train = source.training_input(mesh, source.views.train, batch_size=config.batch_size, num_views=1)
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
-    step = make_supervised_step(model, tx, schedule, num_classes=spec.num_classes, mix_kind=config.mix.kind,
-                                mix_alpha=config.mix.alpha, mix_prob=config.mix.prob,
-                                label_smoothing=config.label_smoothing,
-                                preprocessing=source.train_preprocessing(config.augment, config.device_color_augment),
-                                micro_batch_size=config.micro_batch_size,
-                                shard_rows=parallel.batch_sharded_constraint(mesh))
+    settings = step_settings.read(SupervisedSettings, config, num_classes=spec.num_classes,
+                                  preprocessing=train.preprocessing)
+    step = make_supervised_step(model, tx, schedule, settings, shard_rows=parallel.batch_sharded_constraint(mesh))
     options = compile_options.model_jit_options(config, parallel.mesh_platform(mesh))
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     test_preprocessing = source.eval_preprocessing()
@@ -86,17 +97,12 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
         {"params": state.params, "batch_stats": state.batch_stats},
         device_preprocess.normalize(images, test_preprocessing), train=False), **options)
 
-    def batches(start_step: int):
-        return source.train_batches(mesh, start_step=start_step, batch_size=config.batch_size,
-                                    augment=config.augment, num_views=1,
-                                    device_color_augment=config.device_color_augment)
-
     def test_accuracy(state: TrainState, step: int) -> dict[str, float]:
         del step
         test = source.eval_batches(mesh, batch_size=config.eval_batch_size)
         return metrics.classification_metrics(lambda images: evaluate(state, images), test)
 
-    return train_loop.Trainer(name="supervised", state=state, train_step=compiled, batches=batches,
+    return train_loop.Trainer(name="supervised", state=state, train_step=compiled, batches=train.batches,
                               total_steps=total_steps, examples_per_step=config.batch_size,
                               periodic_eval=test_accuracy, eval_every_steps=config.eval_every_steps)
 

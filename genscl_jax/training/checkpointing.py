@@ -64,7 +64,6 @@ class Checkpointer:
                                               item_handlers=ocp.StandardCheckpointHandler())
         self._in_flight: int | None = None  # the step of the asynchronous save not yet known to be complete
         self._save_failed = False
-        _quiet_orphaned_callbacks()  # before any failure: its echoes come while orbax is still unwinding
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -261,10 +260,11 @@ def _no_space_left(error: BaseException) -> bool:
     return False
 
 
-def _quiet_orphaned_callbacks() -> None:
+def quiet_orphaned_callbacks() -> None:
     """Drops the echoes of a failed restore or save (_ORPHANED_CALLBACK_NOISE), which come as unraisable exceptions
     and as asyncio's "Task exception was never retrieved" records; every other one still reaches the previous hook
-    or the log. Installed once per process."""
+    or the log. Process-wide (sys.unraisablehook), so the program installs it (runner.run), not a Checkpointer; a
+    second call changes nothing."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_orphaned_callbacks", False):
         return

@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 
 
-# A batch's rows [rows, ...], or k -> micro-batch k's rows (built when a pass needs them).
-Rows = Union[jax.Array, Callable[[jax.Array], jax.Array]]
+# What a pass over the micro-batches takes: the batch's rows [rows, ...] as an array, or a builder k -> micro-batch
+# k's rows (built when a pass needs them, so the whole batch's rows never exist at once).
+RowsOrBuilder = Union[jax.Array, Callable[[jax.Array], jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +51,11 @@ class MicroBatches:
                              "images")
         return cls(batch_size // micro_batch_size if micro_batch_size else 1, views)
 
-    def map(self, fn: Callable[[jax.Array], Any], x: Rows) -> Any:
+    def map(self, fn: Callable[[jax.Array], Any], x: RowsOrBuilder) -> Any:
         """fn(rows) -> a pytree of [rows, ...] arrays, computed one micro-batch at a time (no gradient is kept).
 
-        `x`: the batch's rows, or a function of a micro-batch's index that builds that micro-batch's rows (so the
-        whole batch's rows never exist at once; trainers/step_inputs.py)."""
+        `x`: the batch's rows, or a builder of a micro-batch's rows from its index (RowsOrBuilder;
+        trainers/step_inputs.py)."""
         if self.num == 1:
             return fn(x)
         xs, rows_of = self._scanned(x)
@@ -62,7 +63,7 @@ class MicroBatches:
         return jax.tree_util.tree_map(lambda y: merge(y, self.views), outputs)
 
     def forward_with_recompute(self, apply: Callable[[Any, jax.Array], tuple[Any, Any]], params: Any,
-                               x: Rows) -> tuple[Any, Any]:
+                               x: RowsOrBuilder) -> tuple[Any, Any]:
         """apply(params, rows) -> (outputs, running_stats), over micro-batches, differentiable in `params`.
 
         `outputs` is a pytree of [rows, ...] arrays, returned for the whole batch in its order; `running_stats`
@@ -79,7 +80,7 @@ class MicroBatches:
         return (jax.tree_util.tree_map(lambda y: merge(y, self.views), outputs),
                 jax.tree_util.tree_map(lambda s: jnp.mean(s, axis=0), stats))
 
-    def _scanned(self, x: Rows) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+    def _scanned(self, x: RowsOrBuilder) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
         """What a pass over the micro-batches scans (the split rows, or the micro-batch indices) and how one
         scanned element becomes that micro-batch's rows."""
         if callable(x):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
+from absl import logging
 
 from genscl_jax.runtime import console, preemption
 from genscl_jax.training import checkpointing, progress
@@ -61,14 +62,6 @@ def _host_scalars(metrics: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
-def _check_finite(metrics: dict[str, float], step: int, trainer: str) -> None:
-    for key in ("loss", "grad_norm"):
-        if key in metrics and not math.isfinite(metrics[key]):
-            raise NonFiniteLossError(
-                f"{trainer}: {key} is {metrics[key]} at step {step}; stopping. The last good checkpoint is kept; "
-                "lower the learning rate, use float32, or enable grad_clip_norm")
-
-
 def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_every_steps: int,
         keep_checkpoints: int = 3, writer: Any = None, report_progress: Any = None,
         preemption_check_every_steps: int = 1) -> LoopResult:
@@ -95,11 +88,15 @@ def run(trainer: Trainer, workdir: str, *, checkpoint_every_steps: int, log_ever
         if loop.stage is not None:
             loop.stage.close()
         ckpt.close()  # waits for an asynchronous save in flight, also when the run fails
+        preemption.unsaved_progress(False)  # every trained step is in a checkpoint now
     # The final state is always evaluated, also when this invocation only restored a finished run, so a rerun's
-    # summary carries the same metrics as the first.
+    # summary carries the same metrics as the first. A stop request abandons it: the rerun evaluates again.
     eval_metrics = loop.eval_metrics
     if trainer.periodic_eval and not preempted and loop.evaluated_step != step:
-        eval_metrics = loop.evaluate(state, step)
+        try:
+            eval_metrics = loop.evaluate(state, step)
+        except preemption.StopRequested:
+            preempted = True
     return LoopResult(state=state, steps=step, last_metrics=loop.last_metrics, eval_metrics=eval_metrics,
                       wall_seconds=time.time() - started,
                       # A rerun that trained nothing reports the throughput saved with the checkpoint.
@@ -124,11 +121,17 @@ class _Loop:
     saved_images_per_second: float = 0.0
     input_wait: InputWait = dataclasses.field(default_factory=InputWait)
     wait_metrics: dict = dataclasses.field(default_factory=dict)  # the last closed input-wait window's share
+    # A periodic evaluation that a stop request abandoned: saved with the checkpoint, redone first on resume.
+    evaluation_due: bool = False
 
     def run(self, state: Any, start: int) -> tuple[Any, int, bool]:
         trainer, step, pending = self.trainer, start, None
         with preemption.StopAgreement(self.preemption_check_every_steps) as stop:
+            if self.evaluation_due:
+                self._evaluate_or_abandon(state, start)  # the evaluation a stop abandoned, before any new step
             batches = trainer.batches(start)
+            if step < trainer.total_steps:
+                logging.debug("%s: compiling the step (runs with the first one)", trainer.name)
             while step < trainer.total_steps:
                 if stop.should_stop(step):
                     self._check_pending(pending)  # the state about to be saved must have a finite loss
@@ -137,9 +140,10 @@ class _Loop:
                     return state, step, True
                 state, metrics = trainer.train_step(state, self.input_wait.next_batch(batches))
                 step += 1
+                preemption.unsaved_progress(True)  # until the loop has ended and its saves are complete
                 # The previous step's metrics are checked now, one step late, so the device never waits for it.
                 if pending is not None:
-                    _check_finite(_host_scalars(pending[1]), pending[0], trainer.name)
+                    self._finite_metrics(*pending)
                 pending = (step, metrics)
                 self.throughput.done(sync=metrics)
                 if self.report_progress is not None:
@@ -150,20 +154,32 @@ class _Loop:
 
     def _check_pending(self, pending: tuple[int, dict] | None) -> None:
         if pending is not None:
-            self.last_metrics = _host_scalars(pending[1])
-            _check_finite(self.last_metrics, pending[0], self.trainer.name)
+            self.last_metrics = self._finite_metrics(*pending)
+
+    def _finite_metrics(self, step: int, metrics: dict) -> dict[str, float]:
+        """Step `step`'s metrics on the host, through the NaN guard: a non-finite loss or gradient norm stops the run
+        (NonFiniteLossError) before that step's state can be saved."""
+        host = _host_scalars(metrics)
+        for key in ("loss", "grad_norm"):
+            if key in host and not math.isfinite(host[key]):
+                raise NonFiniteLossError(
+                    f"{self.trainer.name}: {key} is {host[key]} at step {step}; stopping. The last good checkpoint "
+                    "is kept; lower the learning rate, use float32, or enable grad_clip_norm")
+        return host
 
     def resume_metrics(self, saved: dict) -> None:
         """Takes back what `_save` stored, so a resumed (or finished and rerun) run reports the same metrics."""
         self.last_metrics = dict(saved.get("last_metrics", {}))
         self.eval_metrics = dict(saved.get("eval_metrics", {}))
         self.saved_images_per_second = float(saved.get("images_per_second", 0.0))
+        self.evaluation_due = bool(saved.get("evaluation_due", False))
         if self.eval_metrics and self.trainer.resume_eval is not None:
             self.trainer.resume_eval(self.eval_metrics)
 
     def _save(self, step: int, state: Any) -> None:
         self.ckpt.save(step, state, {"last_metrics": self.last_metrics, "eval_metrics": self.eval_metrics,
-                                     "images_per_second": self.throughput.images_per_second()})
+                                     "images_per_second": self.throughput.images_per_second(),
+                                     "evaluation_due": self.evaluation_due})
 
     def _after_step(self, state: Any, step: int, metrics: dict) -> None:
         last = step == self.trainer.total_steps
@@ -172,14 +188,13 @@ class _Loop:
         reported = step % (self.trainer.report_every_steps or self.log_every_steps) == 0 or last
         if logged or reported:
             # A state is saved only after its own step's loss was seen to be finite.
-            self.last_metrics = _host_scalars(metrics)
-            _check_finite(self.last_metrics, step, self.trainer.name)
+            self.last_metrics = self._finite_metrics(step, metrics)
         if logged:
             self.wait_metrics = self.input_wait.close_window()  # the device has just caught up
             self._write(step, {**self.last_metrics, **self.wait_metrics,
                                "images_per_second": self.throughput.images_per_second()})
         if self.trainer.periodic_eval and self.trainer.eval_every_steps and step % self.trainer.eval_every_steps == 0:
-            self.evaluate(state, step)
+            self._evaluate_or_abandon(state, step)
         if reported:
             # The newest input-wait window's share and evaluation's metrics, too.
             self.stage.report(step, {**self.last_metrics, **self.wait_metrics, **self.eval_metrics})
@@ -193,10 +208,20 @@ class _Loop:
             self.input_wait.restart()
 
     def evaluate(self, state: Any, step: int) -> dict:
+        logging.debug("%s: evaluating at step %d", self.trainer.name, step)
         self.eval_metrics = self.trainer.periodic_eval(state, step)
         self.evaluated_step = step
+        self.evaluation_due = False
         self._write(step, self.eval_metrics)
         return self.eval_metrics
+
+    def _evaluate_or_abandon(self, state: Any, step: int) -> None:
+        """The periodic evaluation of `step`; abandoned at a stop request (preemption.poll_batches), which the next
+        stop check then answers, saving this step with the evaluation marked as due."""
+        try:
+            self.evaluate(state, step)
+        except preemption.StopRequested:
+            self.evaluation_due = True
 
     def _write(self, step: int, scalars: dict) -> None:
         if self.writer is not None:

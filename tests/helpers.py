@@ -1,0 +1,133 @@
+"""Helpers more than one test file uses (test files never import each other): a tiny teacher and a few compiled
+steps, tree equality, random loss inputs, a tiny Fashion-MNIST file set, the recipes, a free port."""
+
+import importlib
+import os
+import socket
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CONFIG_DIR = os.path.join(ROOT, "configs")
+FASHION_MNIST_TRAIN, FASHION_MNIST_TEST = 20, 10
+
+
+def tiny_teacher(config, num_classes=10, seed=3):
+    from genscl_jax import models
+    from genscl_jax.trainers import teachers
+
+    module = models.create_resnet("resnet10", stem="cifar", width_multiplier=0.0625, num_classes=num_classes)
+    variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, config.image_size, config.image_size, 3)),
+                            train=False)
+    return teachers.Teacher(module, variables)
+
+
+def run_steps(config, num_steps, teacher=None):
+    """The pretraining trainer of `config` and its state and metrics after `num_steps` steps."""
+    from genscl_jax import data
+    from genscl_jax.runtime import parallel
+    from genscl_jax.trainers import pretrain
+
+    trainer = pretrain.build_trainer(config, parallel.create_mesh(), data.resolve(config), teacher=teacher)
+    state, history = trainer.state, []
+    batches = trainer.batches(0)
+    for _ in range(num_steps):
+        state, metrics = trainer.train_step(state, next(batches))
+        history.append(jax.device_get(metrics))
+    return trainer, state, history
+
+
+def assert_trees_equal(a, b):
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def random_loss_inputs(seed, n, m, dim=16, classes=7):
+    k = jax.random.split(jax.random.PRNGKey(seed), 5)
+    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    return dict(features=unit(jax.random.normal(k[0], (n, dim))),
+                labels=jax.nn.softmax(3 * jax.random.normal(k[1], (n, classes))),
+                contrast_features=unit(jax.random.normal(k[2], (m, dim))),
+                contrast_labels=jax.nn.softmax(3 * jax.random.normal(k[3], (m, classes))),
+                contrast_mask=jax.random.bernoulli(k[4], 0.7, (m,)))
+
+
+def write_tiny_fashion_mnist(directory, num_train=FASHION_MNIST_TRAIN, num_test=FASHION_MNIST_TEST, seed=0):
+    """Random images whose pixel (0, 0) is unique per example (train 100 + i, test 200 + i); label i % 10."""
+    from genscl_jax.data import fashion_mnist_offline as fmo  # imports tensorflow_datasets
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count, base in (("train", num_train, 100), ("test", num_test, 200)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = base + np.arange(count)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        image_file, label_file = fmo.SPLIT_FILES[split]
+        fmo.write_idx(os.path.join(directory, image_file), images)
+        fmo.write_idx(os.path.join(directory, label_file), labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def load_recipe(name, arg=""):
+    return importlib.import_module(f"configs.{name[:-3]}").get_config(arg)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+# Image folders (dataset=image_folder) written by the tests: test_image_folder.py and test_train_subset.py.
+CLASSES = {"zebra": 4, "ant": 4, "cat": 4}  # Written in this order; labels must follow the sorted names.
+
+
+def class_image(label, index, size=16, channels=3):
+    """A distinct image per class (its own colour) with a little per-image noise: learnable, and exact in PNG."""
+    rng = np.random.default_rng(100 * label + index)
+    colour = np.array([60 + 90 * (label % 3), 40 * label + 30, 200 - 60 * label])[:channels]
+    image = colour + rng.integers(-20, 20, size=(size, size, channels))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_image(path, image, fmt="png"):
+    import tensorflow as tf
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    encoded = tf.io.encode_png(image) if fmt == "png" else tf.io.encode_jpeg(image)
+    tf.io.write_file(str(path), encoded)
+
+
+def write_folder(root, classes=CLASSES, test="test", channels=3, test_counts=2):
+    """root/train/CLASS/i.png and root/<test>/CLASS/i.jpg; returns {split: [(array, class name)]}."""
+    written = {"train": [], test: []}
+    for label, name in enumerate(sorted(classes)):
+        for i in range(classes[name]):
+            image = class_image(label, i, channels=channels)
+            write_image(os.path.join(root, "train", name, f"{i}.png"), image)
+            written["train"].append((image, name))
+        for i in range(test_counts):
+            image = class_image(label, 50 + i, channels=channels)
+            write_image(os.path.join(root, test, name, f"{i}.jpg"), image, fmt="jpeg")
+            written[test].append((image, name))
+    return written
+
+
+def folder_config(root, **overrides):
+    from genscl_jax.config import defaults
+
+    config = defaults.base_config()
+    config.dataset, config.data_dir = "image_folder", str(root)
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def clear_dataset_entries():
+    """Forget the dataset entries a process caches, so a test starts as a new process would."""
+    from genscl_jax import data
+
+    data.source._image_folder_entry.cache_clear()
+    data.source._tfds_entry.cache_clear()
