@@ -82,6 +82,12 @@ def replicated_constraint(mesh: Mesh):
     return lambda tree: jax.lax.with_sharding_constraint(tree, sharding)
 
 
+def batch_sharded_constraint(mesh: Mesh):
+    """Inside jit: array -> the same array laid out sharded by examples (its leading axis) over `mesh`."""
+    sharding = batch_sharded(mesh)
+    return lambda x: jax.lax.with_sharding_constraint(x, sharding)
+
+
 def global_batch_from_local(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles each process's share of the batch into one global array sharded on the leading axis."""
     sharding = batch_sharded(mesh)

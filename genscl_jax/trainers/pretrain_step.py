@@ -77,7 +77,8 @@ TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images)
 
 def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
                        settings: PretrainSettings, teacher_fn: TeacherFn | None = None,
-                       replicate: Callable[[Any], Any] = lambda tree: tree, probe: OnlineProbe | None = None):
+                       replicate: Callable[[Any], Any] = lambda tree: tree, probe: OnlineProbe | None = None,
+                       shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x):
     """Returns step(state, batch, teacher_variables) -> (state, metrics); jit it with the shardings you want.
 
     With `probe`, state.probe is its state (train_state_initializer's make_probe) and the step trains it.
@@ -86,6 +87,8 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
     The MoCo contrast set goes through it: anchors stay sharded, each device scores its rows against all contrasts.
     Left to itself, XLA shards the [keys; queue] set by rows and gathers it back, label matrix included: at the
     ImageNet recipe that was 5x the gradient all-reduce per device per step (BENCHMARKS.md, "Collective audit").
+    `shard_rows` keeps the mixed images sharded by examples (step_inputs.StepInputs.shard_rows;
+    parallel.batch_sharded_constraint(mesh)).
     """
     if settings.distillation and teacher_fn is None:
         raise ValueError("kd_alpha > 0 needs a teacher_fn")
@@ -125,7 +128,8 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         or a builder of micro-batch k's rows) and the rows' label distributions."""
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         inputs, mixed_labels = step_inputs.inputs_and_labels(
-            aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro, mix=s.mix)
+            aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro, mix=s.mix,
+            shard_rows=shard_rows)
         rows_or_builder = step_inputs.rows_or_builder(inputs)
         labels = {"mixed": mixed_labels}
         if s.distillation:

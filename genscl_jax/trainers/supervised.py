@@ -10,7 +10,7 @@ its student uses.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +44,9 @@ class SupervisedSettings:
 
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                         settings: SupervisedSettings):
-    """step(state, batch) -> (state, metrics)."""
+                         settings: SupervisedSettings, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x):
+    """step(state, batch) -> (state, metrics). `shard_rows` keeps the mixed images sharded by examples
+    (step_inputs.StepInputs.shard_rows; parallel.batch_sharded_constraint(mesh))."""
     s = settings
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
@@ -53,7 +54,8 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
         batch_size, num_views = batch["image"].shape[:2]
         micro = MicroBatches.of(batch_size, s.micro_batch_size, views=num_views)
         inputs, targets = step_inputs.inputs_and_labels(jax.random.fold_in(key, 1), key, batch, s.num_classes,
-                                                        preprocessing=s.preprocessing, micro=micro, mix=s.mix)
+                                                        preprocessing=s.preprocessing, micro=micro, mix=s.mix,
+                                                        shard_rows=shard_rows)
         rows_or_builder = step_inputs.rows_or_builder(inputs)
 
         def apply(params, rows):
@@ -87,7 +89,7 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     settings = step_settings.read(SupervisedSettings, config, num_classes=spec.num_classes,
                                   preprocessing=train.preprocessing)
-    step = make_supervised_step(model, tx, schedule, settings)
+    step = make_supervised_step(model, tx, schedule, settings, shard_rows=parallel.batch_sharded_constraint(mesh))
     options = compile_options.model_jit_options(config, parallel.mesh_platform(mesh))
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     test_preprocessing = source.eval_preprocessing()
