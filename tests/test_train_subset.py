@@ -14,7 +14,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from conftest import make_tiny_config  # noqa: E402
-from helpers import clear_dataset_entries, folder_config, write_folder  # noqa: E402
+from helpers import clear_dataset_entries, folder_config, write_folder, write_tiny_fashion_mnist  # noqa: E402
 
 from genscl_jax import data, runner  # noqa: E402
 from genscl_jax.config import defaults  # noqa: E402
@@ -32,13 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def fashion_dir(tmp_path_factory):
     """A data_dir holding the tiny Fashion-MNIST, prepared with the offline builder (while the module's tests run)."""
     source = tmp_path_factory.mktemp("fashion_source")
-    rng = np.random.default_rng(0)
-    for split, count, base in (("train", NUM_TRAIN, 100), ("test", 10, 200)):
-        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        images[:, 0, 0] = base + np.arange(count)
-        image_file, label_file = fmo.SPLIT_FILES[split]
-        fmo.write_idx(str(source / image_file), images)
-        fmo.write_idx(str(source / label_file), (np.arange(count) % 10).astype(np.uint8))
+    write_tiny_fashion_mnist(str(source), num_train=NUM_TRAIN, num_test=10)
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     with pytest.MonkeyPatch.context() as patch:  # the offline builder reads this module's files, never the network
         patch.setenv(fmo.SOURCE_DIR_ENV, str(source))
