@@ -13,6 +13,8 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from helpers import write_tiny_fashion_mnist  # noqa: E402
+
 from genscl_jax.data import registry, tfds_builders, views  # noqa: E402
 from genscl_jax.data import tf_pipeline as ip  # noqa: E402
 from genscl_jax.data import fashion_mnist_offline as fmo  # noqa: E402
@@ -25,13 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def fashion_source(tmp_path_factory):
     """A directory of tiny Fashion-MNIST idx files."""
     source = tmp_path_factory.mktemp("fashion_source")
-    rng = np.random.default_rng(0)
-    for split, count, base in (("train", NUM_TRAIN, 100), ("test", NUM_TEST, 200)):
-        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        images[:, 0, 0] = base + np.arange(count)
-        image_file, label_file = fmo.SPLIT_FILES[split]
-        fmo.write_idx(str(source / image_file), images)
-        fmo.write_idx(str(source / label_file), (np.arange(count) % 10).astype(np.uint8))
+    write_tiny_fashion_mnist(str(source), num_train=NUM_TRAIN, num_test=NUM_TEST)
     return source
 
 
