@@ -87,8 +87,11 @@ gpu_name() {
 }
 if (( PLAN_CHECK )) && [[ ${GENSCL_PLAN_CHECK:-on} != off ]]; then
   if [[ -z $PLAN_TARGET ]] && command -v nvidia-smi >/dev/null 2>&1; then
-    model=$(nvidia-smi -L | head -n 1) name=$(gpu_name "$model")
-    count=${NUM_GPUS:-$(nvidia-smi -L | grep -c '^GPU ' || true)}
+    # The listing is read whole, once: `nvidia-smi -L | head -n 1` closes the pipe early, and under pipefail the
+    # broken pipe (a traceback or exit 141 from nvidia-smi) turns a known model into a failed check.
+    listing=$(nvidia-smi -L 2>/dev/null || true)
+    model=${listing%%$'\n'*} name=$(gpu_name "$model")
+    count=${NUM_GPUS:-$(grep -c '^GPU ' <<< "$listing" || true)}
     [[ -z $name ]] || PLAN_TARGET="${name}x$count"
   fi
   [[ -n $PLAN_TARGET ]] || die "no GPU model the plan check knows here: give --plan-target (h100-80gbxN, h200xN, a100-80gbxN, a100-40gbxN, l4xN) or --skip-plan-check"

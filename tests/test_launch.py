@@ -71,7 +71,7 @@ if prog == "srun" and os.environ.get("FAKE_SRUN_EXEC"):  # run the task command,
     sys.exit(os.spawnvpe(os.P_WAIT, task[0], task, dict(os.environ, CUDA_VISIBLE_DEVICES="4,5,6,7")))
 if prog == "nvidia-smi":
     for i in range(int(os.environ.get("FAKE_GPUS", "8"))):
-        print(f"GPU {{i}}: NVIDIA H100 (UUID: GPU-{{i}})")
+        print(f"GPU {{i}}: {{os.environ.get('FAKE_GPU_MODEL', 'NVIDIA H100')}} (UUID: GPU-{{i}})")
 """
 
 
@@ -687,3 +687,12 @@ def test_gpu_launchers_check_the_gpus_they_name_or_see(fake):
     assert proc.returncode == 2 and "does not fit h100-80gbx8,hosts=2" in proc.stderr
     assert not [c for c in fake.calls() if c["prog"] == "sbatch"]
     one_error_line(fake.run("slurm_submit.sh", "--nodes", "2", "--workdir", "/shared/run", env=env), "--gpu-type")
+
+
+def test_the_gpu_launcher_reads_the_model_from_a_long_gpu_listing(fake):
+    # A listing longer than a pipe's buffer: reading only its first line (`nvidia-smi -L | head -n 1`) breaks the
+    # pipe under nvidia-smi, which the launcher (pipefail) then took for a failure, on a machine with a known model.
+    env = {**PLAN_ON, "GENSCL_PLAN_PYTHON": "python", "FAKE_GPUS": "3000", "FAKE_GPU_MODEL": "NVIDIA H100 80GB HBM3"}
+    proc = fake.run("gpu_single_node.sh", "--config", "configs/quickstart.py", "--workdir", "/x", "--dry-run", env=env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert fake.calls("python")[0]["argv"][4:6] == ["--target", "h100-80gbx3000"]
