@@ -31,8 +31,8 @@ RECALIBRATION_BATCHES = 200
 # seed for every run) for SCARCE_EPOCHS epochs, and the linear probe trains on those 2,000 images only and is tested
 # on the full 10,000-image test set. RESULTS.md says how the number of epochs was chosen (a pilot).
 SCARCE_PER_CLASS = 200
-SCARCE_EPOCHS = 16
-SCARCE_TEACHER_BUDGET = 4  # the teacher: CE on the same subset for 4x the epochs
+SCARCE_EPOCHS = 24
+SCARCE_TEACHER_BUDGET = 3  # the teacher: CE on the same subset for 3x the epochs
 # The epoch curve: SupCon and GenSCL + Mixup/CutMix, seed 0, at these multiples of SCARCE_EPOCHS (1x is the table).
 SCARCE_CURVE = (0.25, 0.5, 2.0)
 

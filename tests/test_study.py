@@ -144,15 +144,15 @@ def test_the_scarce_round_trains_every_row_on_the_subset_and_adds_the_epoch_curv
     runs = study.plan("configs/study_fashion_mnist.py:scarce", "w")
     teacher, main = runs[0], [r for r in runs if r.phase == "main"]
     curve = [r for r in runs if r.phase == "longer"]
-    assert teacher.phase == "teacher" and "--config.num_train_steps=960" in teacher.argv  # 4x the 240 steps
+    assert teacher.phase == "teacher" and "--config.num_train_steps=1080" in teacher.argv  # 3x the 360 steps
     assert {r.method for r in main} == SCARCE_METHODS and len(main) == 3 * (len(SCARCE_METHODS) + 1)
-    for run in runs:  # every run reads the same recipe: 200 images per class, 16 epochs of 15 steps
+    for run in runs:  # every run reads the same recipe: 200 images per class, 24 epochs of 15 steps
         assert run.argv[:2] == ["--config", "configs/study_fashion_mnist.py:scarce"]
     config = study.load_recipe("configs/study_fashion_mnist.py:scarce")[0].get_config("scarce")
-    assert (config.train_subset, config.train_subset_seed, config.num_train_steps) == (200, 0, 240)
+    assert (config.train_subset, config.train_subset_seed, config.num_train_steps) == (200, 0, 360)
     assert {(r.method, r.argv[-2]) for r in curve} == {
         (method, f"--config.num_train_steps={steps}") for method in ("supcon", "genscl_mix")
-        for steps in (60, 120, 480)}
+        for steps in (90, 180, 720)}
 
 
 @pytest.mark.long(minutes=5)
