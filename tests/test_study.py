@@ -155,6 +155,7 @@ def test_the_scarce_round_trains_every_row_on_the_subset_and_adds_the_epoch_curv
         for steps in (90, 180, 720)}
 
 
+@pytest.mark.slow
 @pytest.mark.long(minutes=5)
 def test_tiny_scarce_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)

@@ -12,7 +12,10 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 # What makes a test slow: a call that starts a process, or that trains (builds a trainer and runs its compiled
 # step, or runs the loop or the runner).
 PROCESS_CALLS = {("subprocess", "run"), ("subprocess", "Popen"), ("subprocess", "check_call"),
-                 ("subprocess", "check_output"), ("subprocess", "call"), ("runner", "run"), ("train_loop", "run")}
+                 ("subprocess", "check_output"), ("subprocess", "call"), ("runner", "run"), ("train_loop", "run"),
+                 # The study runs each of its runs as a process of the command line (its main too, after checking
+                 # its arguments: a long test of it is caught by test_every_long_test_is_slow).
+                 ("study", "run_study"), ("study", "execute")}
 TRAINING_ATTRIBUTES = {"build_trainer", "train_step"}
 TRAINING_NAMES = {"build_trainer", "run_steps", "NotebookClient"}
 
@@ -82,6 +85,17 @@ def test_every_test_that_trains_or_starts_a_process_is_marked_slow():
         unmarked += [f"{name}::{test} ({why})" for test, why in heavy_tests(tree).items() if test not in slow]
     assert not unmarked, ("mark these `@pytest.mark.slow` (or the file `pytestmark = pytest.mark.slow`), so the "
                           "fast tier stays fast: " + "; ".join(unmarked))
+
+
+def test_every_long_test_is_slow():
+    """`long(minutes)` orders the suite's tests of a minute or more: the fast tier must leave every one of them out."""
+    unmarked = []
+    for name in all_test_files():
+        tree = parse(name)
+        long = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)
+                and any("mark.long" in ast.unparse(d) for d in n.decorator_list)}
+        unmarked += [f"{name}::{test}" for test in sorted(long - marked_slow(tree))]
+    assert not unmarked, "mark these `@pytest.mark.slow` too: " + "; ".join(unmarked)
 
 
 def test_the_fast_tier_has_tests_in_most_files():
