@@ -112,11 +112,17 @@ def test_device_colour_and_blur_have_the_host_distribution():
     count, size = 480, 64
     host, crops = [], []
     plan = views.resolve("simclr", IMAGENET, image_size=size, device_color_augment=True)
-    for index in range(count):
-        image, seed = photo(index % 60, (72, 96, 3)), tf.constant([index, 11])
+
+    @tf.function  # traced once: eager ops one by one made this test the fast tier's slowest
+    def host_and_crop(image, seed):
         host_view = float_pipeline_view(image, seed, size, color=True, blur_prob=0.5)
-        host.append(augment_geometry.to_uint8(host_view).numpy())
-        crops.append(augment.augment_view(image, seed, plan).numpy())
+        return augment_geometry.to_uint8(host_view), augment.augment_view(image, seed, plan)
+
+    photos = [photo(index, (72, 96, 3)) for index in range(60)]
+    for index in range(count):
+        host_view, crop = host_and_crop(photos[index % 60], tf.constant([index, 11]))
+        host.append(host_view.numpy())
+        crops.append(crop.numpy())
     prep = device_preprocess.for_plan(plan, IMAGENET.info)
     assert prep.color is not None and prep.blur_prob == 0.5
     finish = jax.jit(functools.partial(device_preprocess.train_views, preprocessing=prep))
