@@ -5,6 +5,7 @@ BatchNorms far from identity, written as a workdir's checkpoint: a wrong name or
 Tiny real runs check that every mode's workdir gives its encoder.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -31,7 +32,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 def randomized(module, size, seed=0):
     """module's variables at init, with every BatchNorm's statistics, scale and bias drawn far from identity."""
-    variables = module.init(jax.random.PRNGKey(seed), np.zeros((1, size, size, 3), np.float32), train=False)
+    variables = jax.jit(functools.partial(module.init, train=False))(jax.random.PRNGKey(seed),
+                                                                     np.zeros((1, size, size, 3), np.float32))
     rng = np.random.default_rng(seed)
     draws = {"mean": lambda s: rng.normal(0.0, 0.2, s), "var": lambda s: rng.uniform(0.5, 2.0, s),
              "scale": lambda s: rng.uniform(0.5, 1.5, s)}
@@ -67,7 +69,8 @@ def test_exported_resnet18_gives_torchvisions_features_and_logits(tmp_path):
 
     module, variables = genscl_jax.load_encoder(str(tmp_path / "run"))
     assert module.num_classes is None and "fc" not in variables["params"]
-    features = np.asarray(module.apply(variables, images, train=False))
+    # Jitted: one compile of the network, where op by op compiles each of its layers' ops.
+    features = np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, images))
     assert export.main(["--workdir", str(tmp_path / "run"), "--output", str(tmp_path / "encoder.safetensors")]) == 0
     net = torchvision.models.resnet18()
     net.fc = torch.nn.Identity()
@@ -77,7 +80,7 @@ def test_exported_resnet18_gives_torchvisions_features_and_logits(tmp_path):
 
     # --with-head: the whole classifier, fc included, loads strictly into torchvision's resnet18.
     trained = trained_network.load_trained(str(tmp_path / "run"), with_head=True)
-    logits = np.asarray(trained.module.apply(trained.variables, images, train=False))
+    logits = np.asarray(jax.jit(functools.partial(trained.module.apply, train=False))(trained.variables, images))
     export.export(str(tmp_path / "run"), str(tmp_path / "classifier.safetensors"), with_head=True)
     net = torchvision.models.resnet18(num_classes=10)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(tmp_path / "classifier.safetensors").items()})
