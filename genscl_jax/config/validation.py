@@ -101,9 +101,8 @@ def _check_keys_and_types(config: Any) -> None:
     known = flatten(defaults.base_config())
     given = flatten(config)
     for name, value in given.items():
-        error = unknown_key_error(name)
-        if error:
-            raise error
+        if name not in known:  # the error's hints rebuild the defaults: only for a key that is not one
+            raise unknown_key_error(name)
         expected = type(known[name])
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
         if not ok or (expected is int and isinstance(value, bool)):
