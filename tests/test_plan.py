@@ -61,6 +61,23 @@ def test_the_tiny_pretraining_step_compiles_for_a_v5e_4_slice_and_fits(tmp_path)
     check_tiny_plan(tmp_path, "v5e-4", "TPU v5 lite")
 
 
+def test_pretrain_and_eval_compiles_the_linear_evaluations_programs_too(tmp_path):
+    """Its second stage: the encoder over an evaluation batch, and the classifier's step, which runs the frozen
+    encoder on its views (crop_flip, the default) or reads stored features (no augmentation, precomputed)."""
+    per_image = {}
+    for name, flags in (("views", ()), ("stored", ("--config.linear_eval.augment=none",
+                                                    "--config.linear_eval.precompute_features=True"))):
+        rc, _, result, stderr = plan(tmp_path, "v5e-4", "--config.mode=pretrain_and_eval", *flags, name=name)
+        assert rc == 0, stderr[-2000:]
+        steps = {step["step"]: step for step in result["steps"]}
+        assert list(steps) == ["pretrain", "linear_eval_features", "linear_eval"] and result["fits"]
+        assert (steps["linear_eval_features"]["global_batch"], steps["linear_eval"]["global_batch"]) == (64, 64)
+        per_image[name] = {k: s["flops_per_source_image"] for k, s in steps.items()}
+    features = per_image["views"]["linear_eval_features"]
+    assert features > 0 and per_image["views"]["linear_eval"] > features  # the encoder's forward, and the classifier
+    assert per_image["stored"]["linear_eval"] < features / 10  # the classifier alone
+
+
 @pytest.mark.skipif(_NO_CUDA_PLUGIN is not None, reason=f"{_NO_CUDA_PLUGIN}; or {_HOW}")
 def test_the_tiny_pretraining_step_compiles_for_two_h100s_and_fits(tmp_path):
     check_tiny_plan(tmp_path, "h100-80gbx2", "NVIDIA H100 80GB HBM3")

@@ -202,9 +202,6 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
     result["fits"] = all(s["fits"] for s in result["steps"])
     for step in result["steps"]:
         say(step_lines(step, memory))
-    if config.mode in plan_steps.NOT_BUILT:
-        result["not_compiled"] = plan_steps.NOT_BUILT[config.mode]
-        say(f"note: {config.mode}: {result['not_compiled']}")
     if not result["fits"] and not args.no_suggest:
         result["suggestion"], result["candidates"] = suggest(config, mesh, source, memory, say)
     return result

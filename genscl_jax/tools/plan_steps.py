@@ -3,11 +3,15 @@
 
 pretrain (and pretrain_and_eval's first stage): pretrain.build_program, the trainer's own program, with a teacher of
 random weights (shapes only) where the config uses one. supervised: the supervised trainer's step.
+pretrain_and_eval's second stage, the linear evaluation: its encoder over an evaluation batch (what precomputes the
+features, and evaluates without them) and linear_eval.build_program's classifier step, on stored features or on
+views through the frozen encoder, as the config's linear_eval keys choose.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -20,26 +24,30 @@ from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.tools import step_bench
-from genscl_jax.trainers import pretrain, step_settings, supervised
+from genscl_jax.trainers import linear_eval, pretrain, step_settings, supervised
 from genscl_jax.training import optimizers
 from genscl_jax.training.train_state import train_state_initializer
 
-# The modes whose steps are built here, and what each runs. Not yet built: the linear evaluation's step (a linear
-# classifier on frozen features, far smaller than pretraining's), which pretrain_and_eval also runs (NOT_BUILT).
-STEPS_OF_MODE = {"pretrain": ("pretrain",), "pretrain_and_eval": ("pretrain",), "supervised": ("supervised",)}
-NOT_BUILT = {"pretrain_and_eval": "the linear evaluation's step is not compiled yet"}
+# The modes whose steps are built here, and what each runs. The linear_eval mode reads its encoder's architecture
+# from a pretrained workdir; pretrain_and_eval runs the same linear evaluation on the config's own.
+STEPS_OF_MODE = {"pretrain": ("pretrain",), "pretrain_and_eval": ("pretrain", "linear_eval"),
+                 "supervised": ("supervised",)}
 
 
 @dataclasses.dataclass(frozen=True)
 class LoweredStep:
-    name: str  # "pretrain" or "supervised"
+    name: str  # "pretrain", "supervised", "linear_eval_features" or "linear_eval"
     lowered: Any  # jax.stages.Lowered, compiled with the trainer's own compiler options
     global_batch: int  # source images per step
 
 
 def lower_steps(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
     """The mode's training steps for `config` on `mesh`, lowered."""
-    return [_LOWER[name](config, mesh, source) for name in STEPS_OF_MODE[config.mode]]
+    lowered = []
+    for name in STEPS_OF_MODE[config.mode]:
+        steps = _LOWER[name](config, mesh, source)
+        lowered += steps if isinstance(steps, list) else [steps]
+    return lowered
 
 
 def _batch(config: Any, views: int, source: data.DataSource) -> dict[str, Any]:
@@ -77,4 +85,35 @@ def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> Lower
     return LoweredStep("supervised", jitted.lower(state, _batch(config, 1, source)), config.batch_size)
 
 
-_LOWER = {"pretrain": _lower_pretrain, "supervised": _lower_supervised}
+def _lower_linear_eval(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
+    spec, le = source.info, config.linear_eval
+    platform = parallel.mesh_platform(mesh)
+    encoder = model_builder.build_encoder(config).clone(dtype=model_builder.compute_dtype(config.dtype))
+    sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
+    frozen = _placed(jax.eval_shape(functools.partial(encoder.init, train=False), jax.random.PRNGKey(0), sample),
+                     parallel.replicated(mesh))
+    features = linear_eval.encoder_features(encoder, source.eval_preprocessing())
+    images = _placed(jax.ShapeDtypeStruct((config.eval_batch_size, config.image_size, config.image_size,
+                                           spec.channels), jnp.uint8), parallel.batch_sharded(mesh))
+    encode = jax.jit(features, **compile_options.model_jit_options(config, platform)).lower(frozen, images)
+
+    precomputes = linear_eval.precomputes(config, source)
+    train_preprocessing = None if precomputes else device_preprocess.for_plan(source.views.linear_eval, spec)
+    program = linear_eval.build_program(config, mesh, spec, encoder, source.steps_per_epoch(le.batch_size),
+                                        train_preprocessing=train_preprocessing)
+    if precomputes:
+        batch = {"features": jax.ShapeDtypeStruct((le.batch_size, program.feature_dim), jnp.float32),
+                 "label": jax.ShapeDtypeStruct((le.batch_size,), jnp.int32)}
+    else:
+        batch = step_bench.abstract_batch(le.batch_size, 1, config.image_size, spec.channels)
+    step = program.jit().lower(program.state_shapes(), batch, frozen)
+    return [LoweredStep("linear_eval_features", encode, config.eval_batch_size),
+            LoweredStep("linear_eval", step, le.batch_size)]
+
+
+def _placed(tree: Any, sharding: Any) -> Any:
+    """Abstract arrays (shapes and dtypes) laid out with `sharding`, as the trainer's inputs are."""
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+_LOWER = {"pretrain": _lower_pretrain, "supervised": _lower_supervised, "linear_eval": _lower_linear_eval}

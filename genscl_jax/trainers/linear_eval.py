@@ -2,8 +2,9 @@
 
 The paper's recipe is the default: SGD lr 5, momentum 0.9, no weight decay, 100 epochs, 5 warm-up epochs,
 lr x0.2 at epochs 60, 75 and 90, crop+flip training views, normalised test images. The encoder's variables
-are read from the pretraining workdir and passed to the step as constants: they are never updated and never
-written into this run's checkpoints. With `precompute_features` (and no training augmentation) the encoder runs
+are read from the pretraining workdir and passed to the compiled programs as a replicated argument (the same
+programs `python -m genscl_jax.plan` compiles, with their shapes only): they are never updated and never written
+into this run's checkpoints. With `precompute_features` (and no training augmentation) the encoder runs
 once over the training and test sets and the classifier trains on stored features, far faster on a CPU, and is
 evaluated every epoch (without it, ten times per run). The encoder may come from a pretraining run or from a
 supervised run (the CE baseline's probe: its network without the classifier). With
@@ -13,7 +14,9 @@ supervised run (the CE baseline's probe: its network without the classifier). Wi
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -30,7 +33,7 @@ from genscl_jax.objectives import losses
 from genscl_jax.runtime import compile_options, parallel, preemption
 from genscl_jax.trainers import batch_norm_recalibration
 from genscl_jax.training import metrics, optimizers, progress, train_loop
-from genscl_jax.training.train_state import TrainState, create_train_state
+from genscl_jax.training.train_state import TrainState, create_train_state, train_state_initializer
 from genscl_jax.workdirs import trained_network
 
 
@@ -86,6 +89,66 @@ class _Evaluator:
         self.best_top1 = max(self.best_top1, saved_metrics.get("linear_eval_best_top1", 0.0))
 
 
+def encoder_features(encoder: nn.Module, preprocessing: device_preprocess.Preprocessing) -> Callable:
+    """(frozen variables, uint8 evaluation images) -> the frozen encoder's pooled features of the normalised
+    images: what the linear evaluation precomputes features with (jitted with model_jit_options)."""
+    def features(frozen, images):
+        return jax.lax.stop_gradient(
+            encoder.apply(frozen, device_preprocess.normalize(images, preprocessing), train=False))
+
+    return features
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearEvalProgram:
+    """The classifier's step and what it runs on: what the trainer loops and what the plan compiles. The step takes
+    stored features ({"features", "label"}) when precomputing, else one uint8 view per image ({"image", "label"})
+    that it finishes and runs through the frozen encoder, whose variables are its third argument."""
+    step_fn: Callable  # (state, batch, frozen variables) -> (state, metrics)
+    mesh: Mesh
+    init_state: Callable[[], TrainState]
+    state_shapes: Callable[[], Any]
+    feature_dim: int
+    compiler_options: dict[str, Any] | None
+
+    def jit(self):
+        return parallel.jit_train_step(self.step_fn, self.mesh, num_replicated_args=1,
+                                       compiler_options=self.compiler_options)
+
+
+def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, encoder: nn.Module, steps_per_epoch: int, *,
+                  train_preprocessing: device_preprocess.Preprocessing | None) -> LinearEvalProgram:
+    """The classifier, its optimizer, state and step for `encoder`'s features; `train_preprocessing` None: the
+    step trains on precomputed features, else on views it finishes with it."""
+    le = config.linear_eval
+    platform = parallel.mesh_platform(mesh)
+    classifier = models.LinearClassifier(num_classes=spec.num_classes)
+    sample = jnp.zeros((1, config.image_size, config.image_size, spec.channels), jnp.float32)
+    feature_dim = jax.eval_shape(functools.partial(encoder.init_with_output, train=False),
+                                 jax.random.PRNGKey(0), sample)[0].shape[-1]
+    schedule = linear_schedule(config, steps_per_epoch)
+    tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
+
+    def init(rng):
+        return classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32))
+
+    if train_preprocessing is None:
+        def step_input(key, batch, frozen):
+            del key, frozen
+            return batch["features"]
+    else:
+        def step_input(key, batch, frozen):
+            views = device_preprocess.train_views(key, batch["image"], train_preprocessing)[:, 0]
+            return jax.lax.stop_gradient(encoder.apply(frozen, views, train=False))
+
+    return LinearEvalProgram(
+        step_fn=_make_step(classifier, tx, schedule, step_input, spec.num_classes), mesh=mesh,
+        init_state=lambda: create_train_state(init, tx, config.seed, mesh),
+        state_shapes=lambda: jax.eval_shape(train_state_initializer(init, tx), jax.random.PRNGKey(config.seed)),
+        feature_dim=feature_dim,
+        compiler_options=compile_options.model_jit_options(config, platform).get("compiler_options"))
+
+
 def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_variables: dict,
                   encoder: nn.Module | None = None) -> train_loop.Trainer:
     """The linear classifier's trainer on the frozen `encoder` (default: the one `config` describes) with
@@ -94,41 +157,26 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     platform = parallel.mesh_platform(mesh)
     encoder = (encoder or model_builder.build_encoder(config)).clone(dtype=model_builder.compute_dtype(config.dtype))
     frozen = parallel.replicate(_recalibrated(config, mesh, source, encoder, encoder_variables), mesh)
-
-    def network_features(inputs):  # normalised images -> frozen pooled features
-        return jax.lax.stop_gradient(encoder.apply(frozen, inputs, train=False))
-
-    test_preprocessing = source.eval_preprocessing()
-
-    def features_fn(images):  # evaluation batches' uint8 images -> features
-        return network_features(device_preprocess.normalize(images, test_preprocessing))
-
+    features = encoder_features(encoder, source.eval_preprocessing())
     # The encoder alone, compiled once for every precomputed split.
-    encode = jax.jit(features_fn, **compile_options.model_jit_options(config, platform))
-    batches, step_input, steps_per_epoch, stored_train = _training_data(config, mesh, source, network_features,
-                                                                        encode)
+    encode = functools.partial(jax.jit(features, **compile_options.model_jit_options(config, platform)), frozen)
+    batches, train_preprocessing, steps_per_epoch, stored_train = _training_data(config, mesh, source, encode)
+    program = build_program(config, mesh, spec, encoder, steps_per_epoch, train_preprocessing=train_preprocessing)
     classifier = models.LinearClassifier(num_classes=spec.num_classes)
-    if _precomputes(config, source):
+    if precomputes(config, source):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
         stored = _stored_test_features(config, mesh, source, encode)
         evaluator = _Evaluator(config, platform, lambda: stored, lambda x: x, classifier, stored_train)
         eval_every = steps_per_epoch
     else:
         evaluator = _Evaluator(config, platform, lambda: source.eval_batches(mesh, batch_size=config.eval_batch_size),
-                               features_fn, classifier)
+                               functools.partial(features, frozen), classifier)
         # Ten evaluations over the run (and one at the end): each one runs the encoder over the test set.
         eval_every = max(steps_per_epoch * max(int(le.num_epochs) // 10, 1), 1)
-    schedule = linear_schedule(config, steps_per_epoch)
-    tx = optax.chain(optax.add_decayed_weights(le.weight_decay), optax.sgd(schedule, momentum=le.momentum))
-    feature_dim = jax.eval_shape(features_fn, jnp.zeros((1, config.image_size, config.image_size, spec.channels),
-                                                       jnp.float32)).shape[-1]
-    state = create_train_state(
-        lambda rng: classifier.init(rng, jnp.zeros((1, feature_dim), jnp.float32)), tx, config.seed, mesh)
-    step = _make_step(classifier, tx, schedule, step_input, spec.num_classes)
-    compiled = parallel.jit_train_step(
-        step, mesh, compiler_options=compile_options.model_jit_options(config, platform).get("compiler_options"))
+    compiled = program.jit()
     total_steps = max(int(le.num_epochs * steps_per_epoch), 1)
-    return train_loop.Trainer(name="linear_eval", state=state, train_step=compiled, batches=batches,
+    return train_loop.Trainer(name="linear_eval", state=program.init_state(),
+                              train_step=lambda state, batch: compiled(state, batch, frozen), batches=batches,
                               total_steps=total_steps, examples_per_step=le.batch_size,
                               periodic_eval=evaluator, eval_every_steps=eval_every, resume_eval=evaluator.resume,
                               report_every_steps=_report_every_steps(le.num_epochs, steps_per_epoch, total_steps))
@@ -159,26 +207,22 @@ def _recalibrated(config: Any, mesh: Mesh, source: data.DataSource, encoder: nn.
                                                             num_batches, mesh)
 
 
-def _training_data(config: Any, mesh: Mesh, source: data.DataSource, network_features, encode):
-    """(batches, step_input(key, batch) -> the classifier's inputs, steps per epoch, the stored training features
-    as evaluation batches or None): stored features (from `encode`, the jitted encoder of evaluation images) when
-    precomputing, else one augmented view per image, finished on the device (device_preprocess.train_views) and
-    through the frozen encoder (`network_features`)."""
+def _training_data(config: Any, mesh: Mesh, source: data.DataSource, encode):
+    """(batches, the preprocessing the step finishes its views with or None, steps per epoch, the stored training
+    features as evaluation batches or None): stored features (from `encode`, the jitted encoder of evaluation
+    images) when precomputing, else one augmented view per image, which the step finishes on the device
+    (device_preprocess.train_views) and runs through the frozen encoder."""
     le = config.linear_eval
-    if _precomputes(config, source):
+    if precomputes(config, source):
         features, labels = _precompute(config, mesh, source, encode)
         steps_per_epoch = max(len(labels) // le.batch_size, 1)
         batches = _feature_batches(features, labels, le.batch_size, config.seed, mesh)
         stored_train = (_stored_batches(features, labels, config.eval_batch_size, mesh)
                         if len(labels) <= TRAIN_TOP1_MAX_EXAMPLES else None)
-        return batches, (lambda key, batch: batch["features"]), steps_per_epoch, stored_train
+        return batches, None, steps_per_epoch, stored_train
 
     train = source.training_input(mesh, source.views.linear_eval, batch_size=le.batch_size, num_views=1)
-
-    def step_input(key, batch):
-        return network_features(device_preprocess.train_views(key, batch["image"], train.preprocessing)[:, 0])
-
-    return train.batches, step_input, source.steps_per_epoch(le.batch_size), None
+    return train.batches, train.preprocessing, source.steps_per_epoch(le.batch_size), None
 
 
 # The probe's training top-1 is measured on stored training features up to this many (a labelled subset, a small
@@ -201,7 +245,7 @@ def _stored_batches(features, labels, batch_size: int, mesh: Mesh) -> list[dict[
     return batches
 
 
-def _precomputes(config: Any, source: data.DataSource) -> bool:
+def precomputes(config: Any, source: data.DataSource) -> bool:
     """Features are computed once when asked and the training views are the same every epoch."""
     return config.linear_eval.precompute_features and not source.views.linear_eval.random
 
@@ -212,8 +256,8 @@ def _stored_test_features(config, mesh, source, encode) -> list[dict[str, jax.Ar
 
 
 def _make_step(classifier: nn.Module, tx, schedule, step_input, num_classes: int):
-    def step(state: TrainState, batch):
-        features = step_input(jax.random.fold_in(state.rng, state.step), batch)
+    def step(state: TrainState, batch, frozen):
+        features = step_input(jax.random.fold_in(state.rng, state.step), batch, frozen)
         targets = jax.nn.one_hot(batch["label"], num_classes)
 
         def loss_fn(params):
