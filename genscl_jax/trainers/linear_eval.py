@@ -105,6 +105,7 @@ class LinearEvalProgram:
     stored features ({"features", "label"}) when precomputing, else one uint8 view per image ({"image", "label"})
     that it finishes and runs through the frozen encoder, whose variables are its third argument."""
     step_fn: Callable  # (state, batch, frozen variables) -> (state, metrics)
+    classifier: nn.Module
     mesh: Mesh
     init_state: Callable[[], TrainState]
     state_shapes: Callable[[], Any]
@@ -142,7 +143,7 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, encoder: nn.M
             return jax.lax.stop_gradient(encoder.apply(frozen, views, train=False))
 
     return LinearEvalProgram(
-        step_fn=_make_step(classifier, tx, schedule, step_input, spec.num_classes), mesh=mesh,
+        step_fn=_make_step(classifier, tx, schedule, step_input, spec.num_classes), classifier=classifier, mesh=mesh,
         init_state=lambda: create_train_state(init, tx, config.seed, mesh),
         state_shapes=lambda: jax.eval_shape(train_state_initializer(init, tx), jax.random.PRNGKey(config.seed)),
         feature_dim=feature_dim,
@@ -162,7 +163,7 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource, encoder_vari
     encode = functools.partial(jax.jit(features, **compile_options.model_jit_options(config, platform)), frozen)
     batches, train_preprocessing, steps_per_epoch, stored_train = _training_data(config, mesh, source, encode)
     program = build_program(config, mesh, spec, encoder, steps_per_epoch, train_preprocessing=train_preprocessing)
-    classifier = models.LinearClassifier(num_classes=spec.num_classes)
+    classifier = program.classifier
     if precomputes(config, source):
         # Stored test features make an evaluation cheap: every epoch, so the best top-1 is the best epoch's.
         stored = _stored_test_features(config, mesh, source, encode)
