@@ -43,18 +43,14 @@ class LoweredStep:
 
 def lower_steps(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
     """The mode's training steps for `config` on `mesh`, lowered."""
-    lowered = []
-    for name in STEPS_OF_MODE[config.mode]:
-        steps = _LOWER[name](config, mesh, source)
-        lowered += steps if isinstance(steps, list) else [steps]
-    return lowered
+    return [step for name in STEPS_OF_MODE[config.mode] for step in _LOWER[name](config, mesh, source)]
 
 
 def _batch(config: Any, views: int, source: data.DataSource) -> dict[str, Any]:
     return step_bench.abstract_batch(config.batch_size, views, config.image_size, source.info.channels)
 
 
-def _lower_pretrain(config: Any, mesh: Mesh, source: data.DataSource) -> LoweredStep:
+def _lower_pretrain(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
     spec = source.info
     # The trainer loads config.kd.teacher's weights; their shapes are what the step compiles for.
     teacher = (step_bench.random_teacher(config, spec.num_classes, spec.channels, mesh, abstract=True)
@@ -64,10 +60,10 @@ def _lower_pretrain(config: Any, mesh: Mesh, source: data.DataSource) -> Lowered
         preprocessing=device_preprocess.for_plan(source.views.train, spec), teacher=teacher)
     lowered = program.jit().lower(program.state_shapes(), _batch(config, config.num_views, source),
                                   teacher.variables if teacher else None)
-    return LoweredStep("pretrain", lowered, config.batch_size)
+    return [LoweredStep("pretrain", lowered, config.batch_size)]
 
 
-def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> LoweredStep:
+def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
     spec, steps_per_epoch = source.info, source.steps_per_epoch(config.batch_size)
     total_steps = optimizers.total_train_steps(config, steps_per_epoch)
     platform = parallel.mesh_platform(mesh)
@@ -82,7 +78,7 @@ def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> Lower
     options = compile_options.model_jit_options(config, platform).get("compiler_options")
     jitted = parallel.jit_train_step(step, mesh, compiler_options=options)
     state = jax.eval_shape(initializer, jax.random.PRNGKey(config.seed))
-    return LoweredStep("supervised", jitted.lower(state, _batch(config, 1, source)), config.batch_size)
+    return [LoweredStep("supervised", jitted.lower(state, _batch(config, 1, source)), config.batch_size)]
 
 
 def _lower_linear_eval(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
