@@ -23,6 +23,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, Tens
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Also show the libraries' INFO logging (orbax, tfds, TensorFlow, jax, "
                              "absl), every metric at each log step and the parameter table; absl's --verbosity too.")
 _INTERRUPTED = 128 + 2  # a shell's exit status for SIGINT, which scripts and schedulers read as "interrupted"
+_NOTHING_UNSAVED = "interrupted by Ctrl-C, with no trained step unsaved; the same command resumes"
 _STOPPED_AT_ONCE = "stopped at once by Ctrl-C, saving nothing more; the same command resumes from the newest checkpoint"
 
 
@@ -47,7 +48,10 @@ def main(argv):
         _exit_at_once(_STOPPED_AT_ONCE)
     at = f" at step {summary['steps']}" if summary.get("steps") is not None else ""
     if summary.get("interrupted"):
-        print(f"interrupted by Ctrl-C{at}, checkpoint saved; the same command resumes", file=sys.stderr)
+        if summary.get("steps"):
+            print(f"interrupted by Ctrl-C{at}, checkpoint saved; the same command resumes", file=sys.stderr)
+        else:  # taken before the first step of a fresh run (or in a stage with no loop): nothing needed saving
+            print(_NOTHING_UNSAVED, file=sys.stderr)
         sys.exit(_INTERRUPTED)
     if summary.get("preempted"):
         logging.warning("Preempted%s; the checkpoint is saved and a rerun resumes.", at)
@@ -67,7 +71,7 @@ def _exit_for_signal(why: str) -> None:
     if why == "second interrupt":
         _exit_at_once(_STOPPED_AT_ONCE)
     if why == "interrupted":
-        _exit_at_once("interrupted by Ctrl-C, with no trained step unsaved; the same command resumes")
+        _exit_at_once(_NOTHING_UNSAVED)
     logging.warning("Preempted, with no trained step unsaved; a rerun resumes.")
     _exit_at_once(None, status=0)
 

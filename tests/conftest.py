@@ -1,6 +1,7 @@
 """Shared test fixtures: tiny configs that exercise the real code paths in seconds on a 2-core CPU."""
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -128,6 +129,15 @@ def last_line(err):
     """The last line a command printed to stderr, start-up noise aside."""
     lines = [line for line in err.splitlines() if line.strip() and not any(n in line for n in STARTUP_NOISE)]
     return lines[-1] if lines else ""
+
+
+# The prefix of absl's and C++'s log lines (I1207 07:28:46.488179 140667 file.py:905] ...), shown at --verbosity=1.
+LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")
+
+
+def without_log_lines(err):
+    """`err` without its log lines: what the command itself printed, for a run with --verbosity=1."""
+    return "\n".join(line for line in err.splitlines() if not LOG_LINE.match(line))
 
 
 @pytest.fixture
