@@ -1,5 +1,6 @@
 """Process-wide hooks are the program's to install (runner.run), never a constructor's side effect."""
 
+import logging
 import sys
 import types
 
@@ -31,3 +32,23 @@ def test_the_runner_installs_the_hook_that_drops_only_orbax_echoes(tmp_path, mon
     hook(echo)
     hook(other)
     assert seen == [other]
+
+
+def _asyncio_record(message, error):
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, (type(error), error, None))
+
+
+def test_orbax_write_tasks_left_behind_by_a_failed_save_are_dropped_other_task_errors_are_not(monkeypatch):
+    """A full disk fails every fragment's write task; the save's own failure is the run's one line, and the tasks
+    nothing awaited any more reach asyncio's handler as "Task exception was never retrieved", when the garbage
+    collector finds them (test_full_disk's traceback, in some runs)."""
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    checkpointing.quiet_orphaned_callbacks()
+    full = ValueError("RESOURCE_EXHAUSTED: Error writing \"params.fc.kernel/0\" in OCDBT database: No space left")
+    orphan = _asyncio_record("Task exception was never retrieved\nfuture: <Task finished name='Task-556' coro=<async_"
+                             "serialize_from_host.<locals>.write_fragment() done, defined at /venv/lib/python3.11/"
+                             "site-packages/orbax/checkpoint/_src/serialization/serialization.py:188>>", full)
+    ours = _asyncio_record("Task exception was never retrieved\nfuture: <Task finished name='Task-7' coro=<read() "
+                           "done, defined at /work/genscl_jax/data/reader.py:10>>", full)
+    assert not logging.getLogger("asyncio").filter(orphan)
+    assert logging.getLogger("asyncio").filter(ours)

@@ -276,7 +276,16 @@ def quiet_orphaned_callbacks() -> None:
     hook.drops_orphaned_callbacks = True
     sys.unraisablehook = hook
     std_logging.getLogger("asyncio").addFilter(
-        lambda record: not (record.exc_info and _is_orphaned_callback_noise(record.exc_info[1])))
+        lambda record: not (record.exc_info and (_is_orphaned_callback_noise(record.exc_info[1])
+                                                 or _is_orphaned_orbax_task(record))))
+
+
+def _is_orphaned_orbax_task(record: std_logging.LogRecord) -> bool:
+    """asyncio's record of one of orbax's own write tasks that failed and that nothing awaited any more: the save
+    they belonged to has already failed, and that failure is the run's one line (a full disk: one per array
+    fragment, printed when the garbage collector finds the task, so in some runs and not others)."""
+    message = record.getMessage()
+    return message.startswith("Task exception was never retrieved") and "/orbax/checkpoint/" in message
 
 
 def _is_orphaned_callback_noise(error: BaseException | None) -> bool:
