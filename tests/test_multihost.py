@@ -22,7 +22,11 @@ def start(workdir, steps, env_extra):
 
 
 def finish(proc):
-    out, err = proc.communicate(timeout=600)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("a process did not finish in 10 minutes: " + proc.communicate()[1][-4000:]) from None
     assert proc.returncode == 0, err[-4000:]
     return json.loads(out.strip().splitlines()[-1])
 
@@ -33,7 +37,13 @@ def run_two_processes(workdir, steps):
     procs = [start(workdir, steps, {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu",
                                     "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
                                     "JAX_PROCESS_ID": str(i)}) for i in range(2)]
-    return [finish(p) for p in procs]
+    try:
+        return [finish(p) for p in procs]
+    finally:
+        for proc in procs:  # its partner failed or hung: a process left waiting would hold the cores for good
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 @pytest.mark.long(minutes=3)
