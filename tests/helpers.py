@@ -1,6 +1,7 @@
 """Helpers more than one test file uses (test files never import each other): a tiny teacher and a few compiled
 steps, tree equality, random loss inputs, a tiny Fashion-MNIST file set, the recipes, a free port."""
 
+import functools
 import importlib
 import os
 import socket
@@ -14,13 +15,19 @@ CONFIG_DIR = os.path.join(ROOT, "configs")
 FASHION_MNIST_TRAIN, FASHION_MNIST_TEST = 20, 10
 
 
+def jit_init(module, key, *inputs, **static):
+    """module.init(key, *inputs, **static) as one compiled program: an eager init compiles each of the network's
+    ops on its own (~100 for the tiny ResNet, several seconds where one jitted compile takes about one)."""
+    return jax.jit(functools.partial(module.init, **static))(key, *inputs)
+
+
 def tiny_teacher(config, num_classes=10, seed=3):
     from genscl_jax import models
     from genscl_jax.trainers import teachers
 
     module = models.create_resnet("resnet10", stem="cifar", width_multiplier=0.0625, num_classes=num_classes)
-    variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, config.image_size, config.image_size, 3)),
-                            train=False)
+    variables = jit_init(module, jax.random.PRNGKey(seed), jnp.zeros((1, config.image_size, config.image_size, 3)),
+                         train=False)
     return teachers.Teacher(module, variables)
 
 

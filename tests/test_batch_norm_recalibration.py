@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_tiny_config
+from helpers import jit_init
 
 from genscl_jax import data
 from genscl_jax.data import device_preprocess
@@ -20,7 +21,7 @@ _CONV_OF = {"bn_init": "conv_init", "bn1": "conv1", "bn2": "conv2", "proj_bn": "
 def _tiny_encoder_with_wrong_statistics():
     config = make_tiny_config()
     encoder = model_builder.build_encoder(config)
-    variables = encoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    variables = jit_init(encoder, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
     # Running statistics far from anything the images give: recalibration must not read them.
     wrong = jax.tree_util.tree_map(lambda x: jnp.full_like(x, 7.0), variables["batch_stats"])
     return config, encoder, {"params": variables["params"], "batch_stats": wrong}

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import make_tiny_config
+from helpers import jit_init
 
 from genscl_jax import data, runner
 from genscl_jax.trainers import linear_eval
@@ -58,7 +59,7 @@ def test_linear_eval_best_top1_survives_a_resume(tmp_path):
 
     config = make_tiny_config(eval_batch_size=256)
     encoder = model_builder.build_encoder(config)
-    variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
+    variables = jit_init(encoder, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
     trainer = linear_eval.build_trainer(config, parallel.create_mesh(), data.resolve(config), variables)
     trainer.resume_eval({"linear_eval_top1": 0.97, "linear_eval_best_top1": 0.97})
     metrics = trainer.periodic_eval(trainer.state, 0)  # an untrained classifier: far below 0.97
@@ -83,7 +84,7 @@ def test_linear_eval_reaches_logistic_regression_on_the_same_features(tmp_path):
     mesh = parallel.create_mesh()
     encoder = model_builder.build_encoder(config)
     sample = np.zeros((1, config.image_size, config.image_size, 3), np.float32)
-    variables = encoder.init(jax.random.PRNGKey(7), sample, train=False)
+    variables = jit_init(encoder, jax.random.PRNGKey(7), sample, train=False)
     before = jax.device_get(variables)
     trainer = linear_eval.build_trainer(config, mesh, data.resolve(config), variables)
     result = train_loop.run(trainer, str(tmp_path), checkpoint_every_steps=10_000, log_every_steps=100)
@@ -116,7 +117,7 @@ def test_linear_eval_on_precomputed_features_evaluates_every_epoch(tmp_path):
         "linear_eval.augment": "none", "linear_eval.precompute_features": True, "linear_eval.batch_size": 256,
         "linear_eval.num_epochs": 20.0, "linear_eval.warmup_epochs": 0.0, "linear_eval.decay_epochs": ()})
     encoder = model_builder.build_encoder(config)
-    variables = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
+    variables = jit_init(encoder, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
     trainer = linear_eval.build_trainer(config, parallel.create_mesh(), data.resolve(config), variables)
     evaluated = []
     evaluate = trainer.periodic_eval

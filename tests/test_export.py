@@ -62,10 +62,11 @@ def nchw(images):
 
 
 def test_exported_resnet18_gives_torchvisions_features_and_logits(tmp_path):
+    # 32 px: the ImageNet stem's stride 4 and the four stages leave 1x1 before the pooling, as 224 px leaves 7x7.
     config = make_tiny_config(mode="supervised", model="resnet18", width_multiplier=1.0, stem="imagenet",
-                              image_size=64)
-    fake_workdir(tmp_path / "run", config, randomized(models.create_resnet("resnet18", num_classes=10), 64))
-    images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+                              image_size=32)
+    fake_workdir(tmp_path / "run", config, randomized(models.create_resnet("resnet18", num_classes=10), 32))
+    images = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
 
     module, variables = genscl_jax.load_encoder(str(tmp_path / "run"))
     assert module.num_classes is None and "fc" not in variables["params"]
@@ -80,7 +81,8 @@ def test_exported_resnet18_gives_torchvisions_features_and_logits(tmp_path):
 
     # --with-head: the whole classifier, fc included, loads strictly into torchvision's resnet18.
     trained = trained_network.load_trained(str(tmp_path / "run"), with_head=True)
-    logits = np.asarray(jax.jit(functools.partial(trained.module.apply, train=False))(trained.variables, images))
+    fc = trained.variables["params"]["fc"]  # the classifier is the encoder's features through fc (no recompile)
+    logits = features @ np.asarray(fc["kernel"]) + np.asarray(fc["bias"])
     export.export(str(tmp_path / "run"), str(tmp_path / "classifier.safetensors"), with_head=True)
     net = torchvision.models.resnet18(num_classes=10)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(tmp_path / "classifier.safetensors").items()})
@@ -105,9 +107,9 @@ def test_cifar_stem_loads_into_torchvision_as_the_note_says(tmp_path):
     net.fc = torch.nn.Identity()
     net.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(tmp_path / "encoder.safetensors").items()})
     images = np.random.default_rng(2).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    features = jax.jit(functools.partial(encoder.apply, train=False))(variables, images)
     with torch.no_grad():
-        np.testing.assert_allclose(net.eval()(nchw(images)).numpy(),
-                                   np.asarray(encoder.apply(variables, images, train=False)), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(net.eval()(nchw(images)).numpy(), np.asarray(features), atol=1e-4, rtol=0)
 
 
 def test_resnet50_names_load_into_torchvision_and_convert_back_identically():
@@ -238,9 +240,8 @@ def test_linear_evaluation_reads_every_workdir_kind_load_encoder_reads(pretrain_
 
 def test_without_safetensors_the_export_says_what_to_install(tmp_path, capsys, monkeypatch):
     fake_workdir(tmp_path / "run", make_tiny_config(mode="supervised"),
-                 jax.tree_util.tree_map(np.asarray, dict(models.create_resnet(
-                     "resnet10", stem="cifar", width_multiplier=0.0625, num_classes=10).init(
-                     jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)), train=False))))
+                 jax.tree_util.tree_map(np.asarray, dict(randomized(models.create_resnet(
+                     "resnet10", stem="cifar", width_multiplier=0.0625, num_classes=10), 8))))
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # `from safetensors.numpy import save` fails
     assert export.main(["--workdir", str(tmp_path / "run"), "--output", str(tmp_path / "e.safetensors")]) == 2
     err = capsys.readouterr().err.strip()

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import jit_init
 
 from genscl_jax import models
 
@@ -35,7 +36,7 @@ def param_count(model, size=224):
 @pytest.fixture(scope="module")
 def tiny():
     model = models.ResNet(**TINY)
-    return model, model.init(key(), images(), train=False)
+    return model, jit_init(model, key(), images(), train=False)
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -168,7 +169,7 @@ def test_bfloat16_compute_keeps_float32_params_and_output(tiny):
 def test_zero_init_last_bn_makes_each_block_its_shortcut(tiny):
     _, default_variables = tiny
     model = models.ResNet(**TINY, zero_init_last_bn=True)
-    variables = model.init(key(), images(), train=False)
+    variables = jit_init(model, key(), images(), train=False)
     for name in ("stage1_block0", "stage2_block0"):
         np.testing.assert_array_equal(variables["params"][name]["bn2"]["scale"], 0.0)
         np.testing.assert_array_equal(default_variables["params"][name]["bn2"]["scale"], 1.0)
@@ -230,7 +231,7 @@ def test_contrastive_model_returns_features_and_projection(tiny):
     encoder, encoder_variables = tiny
     model = models.ContrastiveModel(encoder=encoder, head=models.ProjectionHead(hidden_dim=FEATURES, output_dim=8))
     x = images()
-    variables = model.init(key(), x, train=False)
+    variables = jit_init(model, key(), x, train=False)
     # The encoder subtree has the standalone encoder's layout, so pretrained encoder weights drop in.
     assert (jax.tree_util.tree_structure(variables["params"]["encoder"])
             == jax.tree_util.tree_structure(encoder_variables["params"]))

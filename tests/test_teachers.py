@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 from conftest import make_tiny_config
+from helpers import jit_init
 from safetensors.torch import save_file
 
 from genscl_jax import models, runner
@@ -149,7 +150,7 @@ def fake_teacher_workdir(workdir, recorded_config, variables):
 
 def tiny_classifier_variables(num_classes):
     module = models.create_resnet("resnet10", stem="cifar", width_multiplier=0.0625, num_classes=num_classes)
-    return jax.tree_util.tree_map(np.asarray, dict(module.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)),
+    return jax.tree_util.tree_map(np.asarray, dict(jit_init(module, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)),
                                                                train=False)))
 
 
