@@ -104,6 +104,19 @@ def test_key_age_equals_the_age_of_stamped_keys(size, keys_per_step):  # the wra
                                    np.mean(step - stamps[filled]), rtol=1e-6, err_msg=f"step {step}")
 
 
+def test_dominant_class_agreement_is_argmax_agreement_without_ties_and_counts_either_tied_class():
+    rng = np.random.default_rng(0)
+    scores, targets = rng.normal(size=(256, 10)), rng.dirichlet(np.ones(10), size=256)
+    expected = np.mean(scores.argmax(-1) == targets.argmax(-1))
+    assert float(diagnostics.dominant_class_agreement(scores, targets)) == pytest.approx(expected)
+    # Mixup at lambda 0.5: either of the two classes is the right answer (argmax would accept only the first).
+    half = jnp.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
+    predicted = jnp.array([[0.0, 2.0, 1.0], [2.0, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    assert float(diagnostics.dominant_class_agreement(predicted, half)) == pytest.approx(2 / 3)
+    # A top score shared by a dominant class and another is no agreement: an untrained, constant classifier scores 0.
+    assert float(diagnostics.dominant_class_agreement(jnp.zeros((2, 3)), jnp.eye(3)[:2])) == 0.0
+
+
 def test_teacher_agreement_counts_matching_top1_classes():
     teacher = jax.nn.one_hot(jnp.array([0, 1, 2, 2]), 3) * 0.8 + 0.05
     mixed = jnp.array([[0.6, 0.4, 0.0], [0.0, 0.3, 0.7], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])

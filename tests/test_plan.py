@@ -154,3 +154,20 @@ def test_the_gpu_step_with_mixing_and_moco_never_gathers_images(tmp_path, micro_
     # The partners still arrive, by collective-permute of one image per GPU per view; gradients are all-reduced.
     assert [c for c in found if c.kind == "collective-permute" and hlo_audit.image_shaped(c, image)]
     assert any(c.kind == "all-reduce" for c in found)
+
+
+def test_the_tpu_step_all_gathers_no_class_indices(tmp_path):
+    """The online probe's top-1 and the teacher agreement, written as argmaxes, made XLA:TPU all-gather an int32
+    [rows, classes] index array across the batch: 2 per step in this program, 179 at the ImageNet recipe's shape
+    (BENCHMARKS.md section 11.2). Their max-only form (diagnostics.dominant_class_agreement) stays on each chip's
+    rows. The ImageNet recipe's :runlocal size (probe and teacher on), where the tiny config showed none."""
+    hlo_dir = tmp_path / "hlo"
+    done = subprocess.run([sys.executable, "-m", "genscl_jax.plan", "--config", "configs/imagenet_resnet50.py:runlocal",
+                           "--config.mode=pretrain", "--target", "v5e-4", "--no-suggest", "--hlo-dir", str(hlo_dir)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}, cwd=REPO,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = hlo_audit.collectives((hlo_dir / "pretrain.hlo.txt").read_text())
+    indices = [c.describe() for c in found if c.kind == "all-gather" and any(d == "s32" for d, _ in c.shapes)]
+    assert not indices, indices
+    assert [c for c in found if c.kind == "all-gather"]  # the loss still gathers the projections and labels

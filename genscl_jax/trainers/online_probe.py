@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from genscl_jax import models
-from genscl_jax.objectives import losses
+from genscl_jax.objectives import diagnostics, losses
 from genscl_jax.training import optimizers
 
 
@@ -53,7 +53,7 @@ class OnlineProbe:
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(probe_state["params"])
         updates, opt_state = self.tx.update(grads, probe_state["opt_state"], probe_state["params"])
         params = optax.apply_updates(probe_state["params"], updates)
-        top1 = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
+        top1 = diagnostics.dominant_class_agreement(logits, targets)
         return {"params": params, "opt_state": opt_state}, {"probe_loss": loss, "probe_train_top1": top1}
 
 

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from genscl_jax import data
 from genscl_jax.data import device_preprocess
 from genscl_jax.models import model_builder
-from genscl_jax.objectives import losses
+from genscl_jax.objectives import diagnostics, losses
 from genscl_jax.runtime import compile_options, parallel
 from genscl_jax.trainers import step_inputs, step_settings
 from genscl_jax.trainers.step_settings import from_config
@@ -71,7 +71,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new_state = state.apply_gradients(grads, tx, batch_stats=batch_stats)
         # Accuracy against the dominant source label of each (possibly mixed) image.
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
+        accuracy = diagnostics.dominant_class_agreement(logits, targets)
         return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": optimizers.global_norm(grads),
                            "learning_rate": schedule(state.step)}
 
