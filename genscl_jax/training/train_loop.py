@@ -130,14 +130,14 @@ class _Loop:
             if self.evaluation_due:
                 self._evaluate_or_abandon(state, start)  # the evaluation a stop abandoned, before any new step
             batches = trainer.batches(start)
-            if step < trainer.total_steps:
-                logging.debug("%s: compiling the step (runs with the first one)", trainer.name)
             while step < trainer.total_steps:
                 if stop.should_stop(step):
                     self._check_pending(pending)  # the state about to be saved must have a finite loss
                     if step > start:
                         self._save(step, state)
                     return state, step, True
+                if step == start:  # after the first check: from this line on, the first request meets the compile
+                    logging.debug("%s: compiling the step (runs with the first one)", trainer.name)
                 state, metrics = trainer.train_step(state, self.input_wait.next_batch(batches))
                 step += 1
                 preemption.unsaved_progress(True)  # until the loop has ended and its saves are complete
