@@ -240,8 +240,7 @@ def test_linear_evaluation_reads_every_workdir_kind_load_encoder_reads(pretrain_
 
 def test_without_safetensors_the_export_says_what_to_install(tmp_path, capsys, monkeypatch):
     fake_workdir(tmp_path / "run", make_tiny_config(mode="supervised"),
-                 jax.tree_util.tree_map(np.asarray, dict(randomized(models.create_resnet(
-                     "resnet10", stem="cifar", width_multiplier=0.0625, num_classes=10), 8))))
+                 randomized(models.create_resnet("resnet10", stem="cifar", width_multiplier=0.0625, num_classes=10), 8))
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # `from safetensors.numpy import save` fails
     assert export.main(["--workdir", str(tmp_path / "run"), "--output", str(tmp_path / "e.safetensors")]) == 2
     err = capsys.readouterr().err.strip()

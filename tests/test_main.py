@@ -210,42 +210,36 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(tmp_path):
                               "newest checkpoint")
 
 
-# What main sees when the second Ctrl-C lands while flax builds a module: the KeyboardInterrupt comes out of code that
-# dataclasses made with exec(), which under `python -m` leaves CPython's "unhandled KeyboardInterrupt" flag set.
-_INTERRUPTED_INSIDE_EXEC = """
+def main_with_a_stub_runner(tmp_path, run_body):
+    """main.main under `python -m`, as the command line runs it, with runner.run replaced by `run_body` (an
+    expression): the finished process."""
+    (tmp_path / "stub_runner.py").write_text(f"""
 from absl import flags
 from genscl_jax import main, runner
-runner.run = lambda *args, **kwargs: exec("raise KeyboardInterrupt")
+runner.run = lambda *args, **kwargs: {run_body}
 flags.FLAGS(["main", "--workdir", "unused"])
 main.main(["main"])
-"""
+""")
+    return subprocess.run([sys.executable, "-m", "stub_runner"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)))
 
 
 def test_stopping_at_once_exits_130_also_when_the_interrupt_came_through_exec(tmp_path):
-    """The second-Ctrl-C test's flake, made certain: sys.exit(130) there ends the process by SIGINT (-2) instead."""
-    (tmp_path / "interrupted_inside_exec.py").write_text(_INTERRUPTED_INSIDE_EXEC)
-    proc = subprocess.run([sys.executable, "-m", "interrupted_inside_exec"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)))
+    """The second-Ctrl-C test's flake, made certain: sys.exit(130) there ends the process by SIGINT (-2) instead.
+    What main sees when the second Ctrl-C lands while flax builds a module: the KeyboardInterrupt comes out of code
+    that dataclasses made with exec(), which under `python -m` leaves CPython's "unhandled KeyboardInterrupt" flag
+    set."""
+    proc = main_with_a_stub_runner(tmp_path, 'exec("raise KeyboardInterrupt")')
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert last_line(proc.stderr) == ("stopped at once by Ctrl-C, saving nothing more; the same command resumes "
                                       "from the newest checkpoint")
 
 
-# A Ctrl-C that the training loop takes before its first step (a stop request that comes while the data or the
-# model is prepared): the loop saved nothing, and the line must not say it did.
-_INTERRUPTED_BEFORE_THE_FIRST_STEP = """
-from absl import flags
-from genscl_jax import main, runner
-runner.run = lambda *args, **kwargs: {"mode": "pretrain", "steps": 0, "preempted": True, "interrupted": True}
-flags.FLAGS(["main", "--workdir", "unused"])
-main.main(["main"])
-"""
-
-
 def test_a_ctrl_c_taken_before_the_first_step_does_not_claim_a_checkpoint(tmp_path):
-    (tmp_path / "interrupted_before_step_one.py").write_text(_INTERRUPTED_BEFORE_THE_FIRST_STEP)
-    proc = subprocess.run([sys.executable, "-m", "interrupted_before_step_one"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)))
+    """A Ctrl-C that the training loop takes before its first step (a stop request that comes while the data or the
+    model is prepared): the loop saved nothing, and the line must not say it did."""
+    proc = main_with_a_stub_runner(
+        tmp_path, '{"mode": "pretrain", "steps": 0, "preempted": True, "interrupted": True}')
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert last_line(proc.stderr) == "interrupted by Ctrl-C, with no trained step unsaved; the same command resumes"
 
