@@ -71,6 +71,16 @@ def test_a_missing_cuda_plugin_names_the_fix(monkeypatch):
     assert "CUDA plugin" in problem and 'pip install "jax[cuda12-local]==' in problem
 
 
+def test_a_recipe_and_its_overrides_load_from_a_python_call(monkeypatch):
+    # A notebook's or a test's call: the process's argv holds no --config.KEY flags (config_flags looked there).
+    monkeypatch.setattr(sys, "argv", ["python"])
+    config = plan.load_config(os.path.join(REPO, "configs/study_fashion_mnist.py:scarce,tiny"),
+                              ["--config.mode=supervised", "--config.seed=3"])
+    assert (config.mode, config.seed, config.train_subset) == ("supervised", 3, 3)
+    with pytest.raises(plan.PlanError, match="no_such_key"):
+        plan.load_config(os.path.join(REPO, "configs/quickstart.py"), ["--config.no_such_key=1"])
+
+
 def test_candidates_go_from_the_smallest_change_up():
     config = make_tiny_config(batch_size=64, num_views=2)
     found = plan.candidates(config, num_devices=4)

@@ -74,9 +74,12 @@ def load_config(recipe: str, overrides: list[str]) -> Any:
             raise PlanError(f"config error: {error}")
     recipes.make_recipe_importable(recipe)
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "recipe", flag_values=values, lock_config=True)
+    argv = ["plan", f"--config={recipe}", *overrides]
+    # sys_argv: config_flags otherwise finds the --config.KEY flags to accept in sys.argv, which holds them only when
+    # this is the command line (not a notebook's or a test's call).
+    config_flags.DEFINE_config_file("config", None, "recipe", flag_values=values, lock_config=True, sys_argv=argv)
     try:
-        values(["plan", f"--config={recipe}", *overrides])
+        values(argv)
     except Exception as e:  # noqa: BLE001 -- the recipe's own code runs here, and may raise anything
         raise PlanError(f"config error: {recipe}: {str(e).strip().splitlines()[-1]}") from None
     return values.config
