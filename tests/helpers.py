@@ -12,6 +12,7 @@ import numpy as np
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG_DIR = os.path.join(ROOT, "configs")
+PACKAGE_DIR = os.path.abspath(os.path.join(ROOT, "genscl_jax"))
 FASHION_MNIST_TRAIN, FASHION_MNIST_TEST = 20, 10
 
 
@@ -138,3 +139,34 @@ def clear_dataset_entries():
 
     data.source._image_folder_entry.cache_clear()
     data.source._tfds_entry.cache_clear()
+
+
+def execute_study_row_in_this_process(run):
+    """study.execute's work without its subprocess: the row's argv loaded as the command line loads it
+    (plan.load_config), runner.run in this process, the row's console and our INFO lines appended to
+    <workdir>/log.txt; returns its summary. A subprocess costs each row ~12 s of imports (TensorFlow's 8) on a 2-core
+    machine; the study tests run their rows here and keep one row's subprocess (study.execute) to show that the
+    recorded argv alone reproduces it."""
+    import contextlib
+    import logging
+
+    from absl import logging as absl_logging
+
+    from genscl_jax import runner
+    from genscl_jax.tools import plan
+
+    recipe, overrides = run.argv[1], run.argv[2:]
+    assert run.argv[0] == "--config" and all(a.startswith("--config.") for a in overrides), run.argv
+    config = plan.load_config(recipe, overrides)
+    os.makedirs(run.workdir, exist_ok=True)
+    verbosity = absl_logging.get_verbosity()
+    with open(os.path.join(run.workdir, "log.txt"), "a") as log, contextlib.redirect_stderr(log):
+        ours = logging.StreamHandler(log)
+        ours.addFilter(lambda record: record.pathname.startswith(PACKAGE_DIR))
+        logging.root.addHandler(ours)
+        absl_logging.set_verbosity(absl_logging.INFO)
+        try:
+            return runner.run(config, run.workdir, recipe=recipe)
+        finally:
+            absl_logging.set_verbosity(verbosity)
+            logging.root.removeHandler(ours)

@@ -1,6 +1,7 @@
 """The evidence study (genscl_jax.tools.study) end to end at toy scale: every method runs, results.json records an argv
 that reproduces its run, a rerun skips finished runs and resumes an unfinished one, KD's teachers are the same-seed CE
-run and the shared strong teacher, a re-probe reads its method's encoder."""
+run and the shared strong teacher, a re-probe reads its method's encoder. The rows run in the test's process
+(helpers.execute_study_row_in_this_process); one goes through study.execute's subprocess of the command line."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import execute_study_row_in_this_process
 
 from genscl_jax.tools import study
 
@@ -83,9 +85,12 @@ def _summary_mtimes(runs_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.long(minutes=6)
+@pytest.mark.long(minutes=3)
 def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the recorded argv names the recipe relative to the repository
+    # The rows run in this process (one import of TensorFlow, not twelve); one row below goes through study.execute.
+    in_a_subprocess = study.execute
+    monkeypatch.setattr(study, "execute", execute_study_row_in_this_process)
     runs_dir, results = tmp_path / "runs", tmp_path / "results"
     args = ["--config", RECIPE, "--workdir", str(runs_dir), "--results", str(results), "--no_longer"]
     study.main(args)
@@ -115,12 +120,11 @@ def test_tiny_study_end_to_end_reproducible_and_resumable(tmp_path, monkeypatch,
     report = (results / "results.md").read_text()
     assert "GenSCL + Mixup/CutMix" in report and "Strong teacher" in report and "16 steps" in report
 
-    # The recorded argv alone reproduces the run's top-1.
+    # The recorded argv alone reproduces the run's top-1, through the study's own subprocess of the command line.
     supcon = by_method["supcon"]
-    subprocess.run([sys.executable, "-m", "genscl_jax.main", *supcon["argv"], "--workdir", str(tmp_path / "again")],
-                   check=True, cwd=ROOT, capture_output=True)
-    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    again = in_a_subprocess(study.Run("supcon", 0, "main", str(tmp_path / "again"), supcon["argv"]))
     assert again["linear_eval_top1"] == supcon["top1"]
+    assert f"-m genscl_jax.main {' '.join(supcon['argv'])} --workdir" in (tmp_path / "again" / "log.txt").read_text()
 
     # A rerun skips finished runs and resumes an unfinished one (checkpoints there, no summary.json yet).
     unfinished = runs_dir / "genscl_mix" / "seed0"
@@ -156,9 +160,10 @@ def test_the_scarce_round_trains_every_row_on_the_subset_and_adds_the_epoch_curv
 
 
 @pytest.mark.slow
-@pytest.mark.long(minutes=5)
+@pytest.mark.long(minutes=1)
 def test_tiny_scarce_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(study, "execute", execute_study_row_in_this_process)
     results = tmp_path / "results"
     study.main(["--config", "configs/study_fashion_mnist.py:scarce,tiny", "--workdir", str(tmp_path / "runs"),
                 "--results", str(results)])
