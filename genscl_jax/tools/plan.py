@@ -11,7 +11,8 @@ host's JAX on CPU. Per device it prints:
     (accelerators.py: each chip's published memory, or --device-memory-gb), and whether it fits, by how much;
   - FLOPs per step and per source image: XLA's cost analysis of the compiled TPU program; the GPU compiler gives
     none, so there the pre-optimisation HLO's cost (the CPU client's HLO cost analysis, the whole global step)
-    divided by the device count;
+    divided by the device count. Both count a loop's body once, so a step that loops (micro-batches, the loss's
+    row blocks) is counted on its twin lowered with the loops off: the same arithmetic, one more lowering;
   - the collectives of the optimised program (kind, count, bytes per device per step; tools/hlo_audit.py);
   - the compile time on this machine, and a roofline lower bound on the step time (the larger of FLOPs / peak bf16
     FLOP/s and the arguments + outputs + temporaries / memory bandwidth, both per device), labelled as a bound:
@@ -112,21 +113,42 @@ def candidates(config: Any, num_devices: int) -> list[dict[str, Any]]:
     return found
 
 
-def compile_step(config: Any, mesh: Any, source: Any) -> list[dict[str, Any]]:
-    """Each of the mode's steps compiled for `mesh`: its figures (report_step) per step."""
-    results = []
+# Keys whose steps loop (lax.scan over micro-batches, over the loss's row blocks), with the value that unrolls them.
+_LOOPS_OFF = {"micro_batch_size": 0, "loss_block_size": 0}
+
+
+def compile_step(config: Any, mesh: Any, source: Any, *, loops_counted: bool = True) -> list[dict[str, Any]]:
+    """Each of the mode's steps compiled for `mesh`: its figures (report_step) per step. `loops_counted`: a looping
+    step's FLOPs from its loop-free twin (one more lowering); a candidate of suggest() needs only its memory."""
+    results, loop_free = [], _loop_free_flops(config, mesh, source) if loops_counted else {}
     for step in plan_steps.lower_steps(config, mesh, source):
         t0 = time.perf_counter()
         compiled = step.lowered.compile()
-        results.append(report_step(step, compiled, time.perf_counter() - t0, mesh.devices.size))
+        results.append(report_step(step, compiled, time.perf_counter() - t0, mesh.devices.size,
+                                   loop_free.get(step.name)))
     return results
 
 
-def report_step(step: Any, compiled: Any, compile_seconds: float, num_devices: int) -> dict[str, Any]:
+def _loop_free_flops(config: Any, mesh: Any, source: Any) -> dict[str, float]:
+    """Global FLOPs of each step lowered with its loops off (the same arithmetic, not compiled), where `config` loops.
+    XLA's cost analyses count a while loop's body once, so a micro-batched step's own count is low by the trip count
+    (BENCHMARKS.md 11.1)."""
+    if not any(config.get(key) for key in _LOOPS_OFF):
+        return {}
+    unrolled = with_changes(config, {k: v for k, v in _LOOPS_OFF.items() if config.get(k)})
+    return {step.name: _pre_optimisation_flops(step.lowered) for step in plan_steps.lower_steps(unrolled, mesh, source)}
+
+
+def report_step(step: Any, compiled: Any, compile_seconds: float, num_devices: int,
+                loop_free_flops: float | None = None) -> dict[str, Any]:
     plan = measure.memory_plan(compiled) or {}
     code = int(getattr(compiled.memory_analysis(), "generated_code_size_in_bytes", 0) or 0)
     flops, flops_source = measure.compiled_flops(compiled), "compiled.cost_analysis() (per device)"
-    if flops is None:
+    if loop_free_flops is not None:
+        flops, flops_source = loop_free_flops / num_devices, (
+            "the step lowered with micro_batch_size=0 and loss_block_size=0 (XLA counts a loop's body once), "
+            "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices")
+    elif flops is None:
         flops, flops_source = _pre_optimisation_flops(step.lowered) / num_devices, (
             "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices")
     found = hlo_audit.collectives(compiled.as_text())
@@ -214,7 +236,7 @@ def suggest(config: Any, mesh: Any, source: Any, memory: int, say) -> tuple[str 
     """The first candidate (smallest change first) whose every step fits, as --config. flags."""
     tried = []
     for changes in candidates(config, mesh.devices.size)[:MAX_CANDIDATES]:
-        steps = compile_step(with_changes(config, changes), mesh, source)
+        steps = compile_step(with_changes(config, changes), mesh, source, loops_counted=False)
         for step in steps:
             step.pop("hlo")
         planned = max(s["planned_bytes"] for s in steps)
