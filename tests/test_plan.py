@@ -18,7 +18,7 @@ from conftest import make_tiny_config, write_config
 from genscl_jax import data
 from genscl_jax.tools import accelerators, deviceless, hlo_audit, plan_steps
 
-_HOW = ("run: .ci/plan_venv && .venv-plan/bin/python -m pytest -p no:xdist tests/test_plan.py (the test venv plus "
+_HOW = ("run: .ci/plan_venv && .venv-plan/bin/python -m pytest -n 2 tests/test_plan.py (the test venv plus "
         "libtpu and the CUDA plugin)")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
@@ -84,6 +84,7 @@ def test_the_tiny_pretraining_step_compiles_for_two_h100s_and_fits(tmp_path):
 
 
 @pytest.mark.skipif(_NO_CUDA_PLUGIN is not None, reason=f"{_NO_CUDA_PLUGIN}; or {_HOW}")
+@pytest.mark.long(minutes=4)  # the refused plan, its candidates and the applied one: the file's longest
 def test_a_batch_too_large_for_the_memory_is_refused_with_a_suggestion_that_fits(tmp_path):
     flags = [f"--config.{k}={v}" for k, v in LARGE.items()]
     rc, _, dense, _ = plan(tmp_path, "h100-80gbx2", *flags, "--no-suggest", name="dense")
@@ -160,6 +161,7 @@ def test_the_gpu_step_with_mixing_and_moco_never_gathers_images_and_counts_every
     assert per_image[4] == pytest.approx(per_image[0], rel=1e-6), per_image  # a third of it before: the body once
 
 
+@pytest.mark.long(minutes=3)
 def test_the_tpu_step_all_gathers_no_class_indices(tmp_path):
     """The online probe's top-1 and the teacher agreement, written as argmaxes, made XLA:TPU all-gather an int32
     [rows, classes] index array across the batch: 2 per step in this program, 179 at the ImageNet recipe's shape
