@@ -107,3 +107,23 @@ def test_compute_ops_counts_convolutions_by_type_and_layout_and_the_layout_chang
     found = hlo_audit.compute_ops(hlo)
     assert found["convolution"] == {"bf16": 1} and found["conv_layouts"] == {"b01f_o01i->b01f": 1}
     assert found["dot"] == {"f32": 1} and found["transpose"] == {"f32": 1} and found["copy"] == {"bf16": 1}
+
+
+def test_standalone_transposes_are_the_gpus_own_transpose_kernels_with_their_bytes():
+    from genscl_jax.tools import hlo_audit
+
+    hlo = "\n".join([
+        "%wrapped_transpose_computation.3 (param_0: f32[3,3,64,128]) -> f32[128,3,3,64] {",
+        "  %param_0 = f32[3,3,64,128]{3,2,1,0} parameter(0)",
+        "  ROOT %t = f32[128,3,3,64]{3,2,1,0} transpose(%param_0), dimensions={3,0,1,2}",
+        "}",
+        "%fused_computation.9 (p: bf16[8,4,4,16]) -> bf16[8,16,4,4] {",
+        "  %p = bf16[8,4,4,16]{3,2,1,0} parameter(0)",
+        "  ROOT %u = bf16[8,16,4,4]{3,2,1,0} transpose(%p), dimensions={0,3,1,2}",  # fused: no pass of its own
+        "}",
+        "ENTRY %main (a: bf16[2,8]) -> bf16[8,2] {",
+        "  ROOT %v = bf16[8,2]{1,0} transpose(%a), dimensions={1,0}",  # the entry's: not a GPU kernel of its own
+        "}"])
+    (found,) = hlo_audit.standalone_transposes(hlo)
+    assert (found.dtype, found.dims, found.filter_layout) == ("f32", (128, 3, 3, 64), True)
+    assert found.bytes == 4 * 128 * 3 * 3 * 64

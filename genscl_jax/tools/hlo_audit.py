@@ -101,3 +101,38 @@ def compute_ops(hlo_text: str) -> dict[str, dict[str, int]]:
         if labels:
             found["conv_layouts"][labels.group(1)] = found["conv_layouts"].get(labels.group(1), 0) + 1
     return found
+
+
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_TRANSPOSE = re.compile(r"=\s*(\w+)\[([\d,]*)\]\{[^}]*\}\s+transpose\(.*?dimensions=\{([\d,]*)\}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Transpose:
+    dtype: str
+    dims: tuple[int, ...]  # the result's
+    permutation: tuple[int, ...]
+    bytes: int  # the result's; the kernel reads as many
+
+    @property
+    def filter_layout(self) -> bool:
+        """HWIO -> OHWI: a convolution's filter laid out for cuDNN (flax keeps kernels HWIO)."""
+        return self.permutation == (3, 0, 1, 2)
+
+
+def standalone_transposes(hlo_text: str) -> list[Transpose]:
+    """The transposes XLA:GPU runs as kernels of their own (in its `wrapped_transpose_computation`s): each is one pass
+    over its array. A transpose fused into another kernel (most of them) is part of that kernel's access pattern."""
+    found, computation = [], ""
+    for line in hlo_text.splitlines():
+        header = None if line.startswith(" ") else _COMPUTATION.match(line)
+        if header:
+            computation = header.group(1)
+            continue
+        match = _TRANSPOSE.search(line) if computation.startswith("wrapped_transpose") else None
+        if match:
+            dtype, dims, permutation = match.groups()
+            shape = tuple(int(d) for d in dims.split(",") if d)
+            found.append(Transpose(dtype, shape, tuple(int(p) for p in permutation.split(",") if p),
+                                   _nbytes(dtype, shape)))
+    return found
