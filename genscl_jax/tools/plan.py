@@ -113,8 +113,10 @@ def candidates(config: Any, num_devices: int) -> list[dict[str, Any]]:
     return found
 
 
-# Keys whose steps loop (lax.scan over micro-batches, over the loss's row blocks), with the value that unrolls them.
+# Keys whose steps loop (lax.scan over micro-batches, over the loss's row blocks), with the value that unrolls them,
+# and the steps they reach (the linear evaluation's programs never loop).
 _LOOPS_OFF = {"micro_batch_size": 0, "loss_block_size": 0}
+_LOOPING_STEPS = ("pretrain", "supervised")
 
 
 def compile_step(config: Any, mesh: Any, source: Any, *, loops_counted: bool = True) -> list[dict[str, Any]]:
@@ -136,7 +138,8 @@ def _loop_free_flops(config: Any, mesh: Any, source: Any) -> dict[str, float]:
     if not any(config.get(key) for key in _LOOPS_OFF):
         return {}
     unrolled = with_changes(config, {k: v for k, v in _LOOPS_OFF.items() if config.get(k)})
-    return {step.name: _pre_optimisation_flops(step.lowered) for step in plan_steps.lower_steps(unrolled, mesh, source)}
+    return {step.name: _pre_optimisation_flops(step.lowered)
+            for step in plan_steps.lower_steps(unrolled, mesh, source, kinds=_LOOPING_STEPS)}
 
 
 def report_step(step: Any, compiled: Any, compile_seconds: float, num_devices: int,

@@ -41,9 +41,11 @@ class LoweredStep:
     global_batch: int  # source images per step
 
 
-def lower_steps(config: Any, mesh: Mesh, source: data.DataSource) -> list[LoweredStep]:
-    """The mode's training steps for `config` on `mesh`, lowered."""
-    return [step for name in STEPS_OF_MODE[config.mode] for step in _LOWER[name](config, mesh, source)]
+def lower_steps(config: Any, mesh: Mesh, source: data.DataSource,
+                kinds: tuple[str, ...] | None = None) -> list[LoweredStep]:
+    """The mode's training steps for `config` on `mesh`, lowered; `kinds`: only those of STEPS_OF_MODE's kinds."""
+    return [step for name in STEPS_OF_MODE[config.mode] if kinds is None or name in kinds
+            for step in _LOWER[name](config, mesh, source)]
 
 
 def _batch(config: Any, views: int, source: data.DataSource) -> dict[str, Any]:
