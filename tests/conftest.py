@@ -32,7 +32,7 @@ try:
 except ImportError:
     pass
 
-from genscl_jax.config import defaults, recipes  # noqa: E402
+import helpers  # noqa: E402
 
 
 def pytest_configure(config):
@@ -64,21 +64,9 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -minutes(item))  # stable: file order within each length
 
 
-# Watching a run (the kNN evaluation and the online probe, on by default) is a third of a tiny run's compile time,
-# and most tests are about something else: the tiny configs leave it off, and the tests of it switch it on.
-WATCHING_OFF = {"knn.enabled": False, "online_probe.enabled": False}
-
-
-def make_tiny_config(**overrides):
-    """A synthetic-data pretraining config with the ~20k-parameter tiny ResNet at 8 px (recipes.shrink_to_tiny),
-    without the kNN evaluation and the online probe unless `overrides` switch them on."""
-    config = recipes.shrink_to_tiny(defaults.base_config())
-    config.learning_rate = 0.05
-    config.warmup_epochs = 0.0
-    return set_keys(config, {**WATCHING_OFF, **overrides})
-
-
-set_keys = recipes.set_keys  # tests import it from here
+# The tiny configs live in helpers.py, which imports no torch: the scripts tests run in subprocesses
+# (multihost_worker.py, multidevice_equivalence.py) build them from there and skip torch's 6 s import.
+WATCHING_OFF, make_tiny_config, set_keys = helpers.WATCHING_OFF, helpers.make_tiny_config, helpers.set_keys
 
 
 def network_namespace_problem(tools=("unshare", "ip")):

@@ -1,5 +1,6 @@
-"""Helpers more than one test file uses (test files never import each other): a tiny teacher and a few compiled
-steps, tree equality, random loss inputs, a tiny Fashion-MNIST file set, the recipes, a free port."""
+"""Helpers more than one test file uses (test files never import each other): the tiny configs, a tiny teacher and a
+few compiled steps, tree equality, random loss inputs, a tiny Fashion-MNIST file set, the recipes, a free port. It
+imports no torch (conftest does, for the weight-conversion tests), so the scripts tests run in subprocesses use it."""
 
 import functools
 import importlib
@@ -10,10 +11,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genscl_jax.config import defaults, recipes
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG_DIR = os.path.join(ROOT, "configs")
 PACKAGE_DIR = os.path.abspath(os.path.join(ROOT, "genscl_jax"))
 FASHION_MNIST_TRAIN, FASHION_MNIST_TEST = 20, 10
+
+# Watching a run (the kNN evaluation and the online probe, on by default) is a third of a tiny run's compile time,
+# and most tests are about something else: the tiny configs leave it off, and the tests of it switch it on.
+WATCHING_OFF = {"knn.enabled": False, "online_probe.enabled": False}
+
+
+def make_tiny_config(**overrides):
+    """A synthetic-data pretraining config with the ~20k-parameter tiny ResNet at 8 px (recipes.shrink_to_tiny),
+    without the kNN evaluation and the online probe unless `overrides` switch them on."""
+    config = recipes.shrink_to_tiny(defaults.base_config())
+    config.learning_rate = 0.05
+    config.warmup_epochs = 0.0
+    return set_keys(config, {**WATCHING_OFF, **overrides})
+
+
+set_keys = recipes.set_keys
 
 
 def jit_init(module, key, *inputs, **static):

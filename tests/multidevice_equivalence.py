@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, "tests")
-from conftest import make_tiny_config  # noqa: E402
+from helpers import make_tiny_config  # noqa: E402  (helpers imports no torch; conftest does)
 
 from genscl_jax import data  # noqa: E402
 from genscl_jax.runtime import parallel  # noqa: E402

@@ -99,7 +99,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_the_rerun_resumes_all(
 
 SIGTERM_DURING_SETUP = """
 import json, os, signal, sys
-from conftest import make_tiny_config
+from helpers import make_tiny_config
 from genscl_jax import runner
 from genscl_jax.config import validation
 

@@ -121,6 +121,28 @@ def test_no_test_file_imports_another():
     assert not found, found
 
 
+def test_scripts_run_in_subprocesses_import_no_torch():
+    """The scripts tests start as processes (a 2-process run's workers, the 8-device equivalence) take the tiny configs
+    from helpers.py: conftest.py imports torch and torchvision first (6 s of each process's start, for nothing)."""
+    scripts = [name for name in os.listdir(TESTS) if name.endswith(".py") and not name.startswith("test_")
+               and name not in ("conftest.py", "helpers.py")]
+    assert {"multihost_worker.py", "multidevice_equivalence.py"} <= set(scripts)
+    found, needle = [], "from conftest " + "import"  # split, so that this file's own string does not match
+    for name in [*scripts, *all_test_files()]:
+        for node in ast.walk(parse(name)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and needle in node.value:
+                found.append(f"{name}: a script in a string imports conftest")
+        if name in scripts:
+            found += [f"{name} imports conftest" for node in ast.walk(parse(name))
+                      if isinstance(node, ast.ImportFrom) and node.module == "conftest"]
+    assert not found, found
+    helpers_imports = {alias.name.split(".")[0] for node in ast.walk(parse("helpers.py"))
+                       if isinstance(node, ast.Import) for alias in node.names}
+    helpers_imports |= {(node.module or "").split(".")[0] for node in ast.walk(parse("helpers.py"))
+                        if isinstance(node, ast.ImportFrom)}
+    assert not helpers_imports & {"torch", "torchvision", "conftest"}, helpers_imports
+
+
 @pytest.mark.parametrize("source,expected", [
     ("import subprocess\ndef test_a():\n    subprocess.run(['true'])\n", {"test_a"}),
     ("def run(x):\n    return x.build_trainer()\n@pytest.fixture\ndef trained():\n    return run(1)\n"
