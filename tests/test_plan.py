@@ -100,6 +100,25 @@ def test_a_batch_too_large_for_the_memory_is_refused_with_a_suggestion_that_fits
     assert rc == 0 and applied["fits"] and applied["planned_bytes"] <= memory_gb * accelerators.GIB
 
 
+@pytest.mark.skipif(_NO_CUDA_PLUGIN is not None, reason=f"{_NO_CUDA_PLUGIN}; or {_HOW}")
+def test_a_linear_evaluation_too_large_for_the_memory_is_refused_with_its_own_suggestion(tmp_path):
+    """The training step fits and the linear evaluation's two programs do not (an encoder pass over 4,096 images at
+    once): the candidates are the linear evaluation's batches, compiled alone, not the training step's micro-batches,
+    which change nothing there."""
+    flags = ["--config.mode=pretrain_and_eval", "--config.eval_batch_size=4096", "--config.linear_eval.batch_size=4096",
+             "--config.width_multiplier=0.5", "--device-memory-gb=0.0390625"]  # 40 MiB per device
+    rc, lines, refused, stderr = plan(tmp_path, "h100-80gbx2", *flags, name="refused")
+    assert rc == 3, stderr[-2000:]
+    fits = {step["step"]: step["fits"] for step in refused["steps"]}
+    assert fits == {"pretrain": True, "linear_eval_features": False, "linear_eval": False}, refused["steps"]
+    assert {c["steps"] == ["linear_eval_features", "linear_eval"] for c in refused["candidates"]} == {True}
+    assert set(refused["suggestion"].split()) == {"--config.eval_batch_size=2048",
+                                                  "--config.linear_eval.batch_size=2048"}, refused["candidates"]
+    assert lines[-1] == f"does not fit; the smallest change that fits: {refused['suggestion']}"
+    rc, _, applied, stderr = plan(tmp_path, "h100-80gbx2", *flags, *refused["suggestion"].split(), name="applied")
+    assert rc == 0 and applied["fits"], stderr[-2000:]
+
+
 # Custom calls only XLA:CPU emits (its runtime's, YNNPACK's, XNNPACK's, oneDNN's).
 _CPU_ONLY = ("cpu", "ynn", "xnn", "onednn")
 

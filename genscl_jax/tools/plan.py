@@ -17,8 +17,9 @@ host's JAX on CPU. Per device it prints:
   - the compile time on this machine, and a roofline lower bound on the step time (the larger of FLOPs / peak bf16
     FLOP/s and the arguments + outputs + temporaries / memory bandwidth, both per device), labelled as a bound:
     neither compiler gives a usable time (libtpu's optimal_seconds can be negative).
-Where a step does not fit, it compiles candidates (micro-batches of halving size, then with remat="blocks") and
-names the first that fits as the `--config.` flags to add. Exit status 0 when every step fits, 3 when one does not,
+Where a step does not fit, it compiles candidates for that step alone (the training step: the loss in row blocks,
+micro-batches of halving size, then with remat="blocks"; the linear evaluation's: halving its batches) and names
+the first that fits as the `--config.` flags to add. Exit status 0 when every step fits, 3 when one does not,
 2 for a bad input (one line, before anything compiles).
 """
 
@@ -113,17 +114,41 @@ def candidates(config: Any, num_devices: int) -> list[dict[str, Any]]:
     return found
 
 
+def linear_eval_candidates(config: Any, num_devices: int, over: set[str]) -> list[dict[str, Any]]:
+    """Changes that lower the linear evaluation's memory, smallest first: halving batches of the programs in `over`
+    that do not fit (eval_batch_size: the encoder's pass over evaluation and stored-feature batches, which changes no
+    result; linear_eval.batch_size: the classifier's training batch), down to one example per device."""
+    keys_of = {"linear_eval_features": "eval_batch_size", "linear_eval": "linear_eval.batch_size"}
+    values = keys.flatten(config)
+    sizes = {keys_of[name]: values[keys_of[name]] for name in sorted(over) if name in keys_of}
+    found, halvings = [], 1
+    while sizes:
+        changes = {key: size // 2 ** halvings for key, size in sizes.items()}
+        if any(v < num_devices or v % num_devices for v in changes.values()):
+            break
+        found.append(changes)
+        halvings += 1
+    return found
+
+
+# Which kind of STEPS_OF_MODE each compiled step belongs to (the unit plan_steps lowers).
+KIND_OF_STEP = {"pretrain": "pretrain", "supervised": "supervised", "linear_eval_features": "linear_eval",
+                "linear_eval": "linear_eval"}
+
+
 # Keys whose steps loop (lax.scan over micro-batches, over the loss's row blocks), with the value that unrolls them,
 # and the steps they reach (the linear evaluation's programs never loop).
 _LOOPS_OFF = {"micro_batch_size": 0, "loss_block_size": 0}
 _LOOPING_STEPS = ("pretrain", "supervised")
 
 
-def compile_step(config: Any, mesh: Any, source: Any, *, loops_counted: bool = True) -> list[dict[str, Any]]:
-    """Each of the mode's steps compiled for `mesh`: its figures (report_step) per step. `loops_counted`: a looping
-    step's FLOPs from its loop-free twin (one more lowering); a candidate of suggest() needs only its memory."""
+def compile_step(config: Any, mesh: Any, source: Any, *, loops_counted: bool = True,
+                 kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Each of the mode's steps (of `kinds` only, if given) compiled for `mesh`: its figures (report_step) per step.
+    `loops_counted`: a looping step's FLOPs from its loop-free twin (one more lowering); a candidate of suggest()
+    needs only its memory."""
     results, loop_free = [], _loop_free_flops(config, mesh, source) if loops_counted else {}
-    for step in plan_steps.lower_steps(config, mesh, source):
+    for step in plan_steps.lower_steps(config, mesh, source, kinds=kinds):
         t0 = time.perf_counter()
         compiled = step.lowered.compile()
         results.append(report_step(step, compiled, time.perf_counter() - t0, mesh.devices.size,
@@ -231,25 +256,36 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
     for step in result["steps"]:
         say(step_lines(step, memory))
     if not result["fits"] and not args.no_suggest:
-        result["suggestion"], result["candidates"] = suggest(config, mesh, source, memory, say)
+        result["suggestion"], result["candidates"] = suggest(config, mesh, source, memory, result["steps"], say)
     return result
 
 
-def suggest(config: Any, mesh: Any, source: Any, memory: int, say) -> tuple[str | None, list[dict[str, Any]]]:
-    """The first candidate (smallest change first) whose every step fits, as --config. flags."""
-    tried = []
-    for changes in candidates(config, mesh.devices.size)[:MAX_CANDIDATES]:
-        steps = compile_step(with_changes(config, changes), mesh, source, loops_counted=False)
-        for step in steps:
-            step.pop("hlo")
-        planned = max(s["planned_bytes"] for s in steps)
-        tried.append({"flags": flags_of(changes), "planned_bytes": planned, "fits": planned <= memory,
-                      "compile_s": sum(s["compile_s"] for s in steps)})
-        say(f"  candidate {flags_of(changes)}: {_size(planned)} per device, "
-            f"{'fits' if planned <= memory else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
-        if planned <= memory:
-            return flags_of(changes), tried
-    return None, tried
+def suggest(config: Any, mesh: Any, source: Any, memory: int, steps: list[dict[str, Any]],
+            say) -> tuple[str | None, list[dict[str, Any]]]:
+    """For each kind of step that does not fit (the training step; the linear evaluation's programs), the first
+    candidate (smallest change first) that makes it fit, compiling only that kind's steps; together, as --config.
+    flags. None when a kind has no candidate that fits."""
+    over = {step["step"] for step in steps if not step["fits"]}
+    chosen, tried = {}, []
+    for kind in dict.fromkeys(KIND_OF_STEP[name] for name in over):
+        options = (linear_eval_candidates(config, mesh.devices.size, over) if kind == "linear_eval"
+                   else candidates(config, mesh.devices.size))
+        found = None
+        for changes in options[:MAX_CANDIDATES]:
+            compiled = compile_step(with_changes(config, changes), mesh, source, loops_counted=False, kinds=(kind,))
+            planned = max(step["planned_bytes"] for step in compiled)
+            tried.append({"flags": flags_of(changes), "steps": [step["step"] for step in compiled],
+                          "planned_bytes": planned, "fits": planned <= memory,
+                          "compile_s": sum(step["compile_s"] for step in compiled)})
+            say(f"  candidate {flags_of(changes)} ({kind}): {_size(planned)} per device, "
+                f"{'fits' if planned <= memory else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
+            if planned <= memory:
+                found = changes
+                break
+        if found is None:
+            return None, tried
+        chosen.update(found)
+    return flags_of(chosen), tried
 
 
 def _size(num_bytes: float) -> str:
