@@ -65,6 +65,18 @@ def test_a_missing_or_mismatched_compiler_is_one_line_naming_the_fix(tmp_path, m
     assert "\n" not in err and err.startswith("plan: ") and expected in err
 
 
+def test_any_libtpu_takes_a_libtpu_other_than_jaxs_pin_but_never_a_missing_one(monkeypatch):
+    real = deviceless._version
+    monkeypatch.setattr(deviceless, "_pinned_libtpu", lambda: "0.0.42")
+    monkeypatch.setattr(deviceless, "_version", lambda package: "0.0.52" if package == "libtpu" else real(package))
+    assert "pass --any-libtpu" in deviceless.compiler_problem("tpu")
+    assert deviceless.compiler_problem("tpu", any_libtpu=True) is None
+    args, _ = plan.parse_args(["--config", "c.py", "--target", "v6e-8", "--any-libtpu"])
+    assert args.any_libtpu
+    monkeypatch.setattr(deviceless, "_version", lambda package: None if package == "libtpu" else real(package))
+    assert "not installed" in deviceless.compiler_problem("tpu", any_libtpu=True)
+
+
 def test_a_missing_cuda_plugin_names_the_fix(monkeypatch):
     monkeypatch.setattr(deviceless, "_version", lambda package: None if "cuda" in package else "0.10.2")
     problem = deviceless.compiler_problem("gpu")

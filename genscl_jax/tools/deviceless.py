@@ -45,9 +45,10 @@ def requirements(platform: str) -> list[str]:
     return [f"jax-cuda12-plugin=={jaxlib}", f"jax-cuda12-pjrt=={jaxlib}"]
 
 
-def compiler_problem(platform: str) -> str | None:
+def compiler_problem(platform: str, any_libtpu: bool = False) -> str | None:
     """One line naming what is missing or mismatched for compiling for `platform`, and the command that fixes it;
-    None when the compiler is there."""
+    None when the compiler is there. `any_libtpu`: a libtpu other than the one jax pins is taken as it is (libtpu
+    0.0.52 loads in jax 0.10.2 and compiles the v6e programs its pinned 0.0.42.1 crashes on, BENCHMARKS.md 11.1)."""
     jax_version, jaxlib_version = _version("jax"), _version("jaxlib")
     fix = (f'{_INSTALL[platform].format(jax=jax_version)} (= pip install "genscl-jax[{_EXTRA[platform]}]" with '
            f"this jax)")
@@ -55,8 +56,9 @@ def compiler_problem(platform: str) -> str | None:
         installed, pinned = _version("libtpu"), _pinned_libtpu()
         if installed is None:
             return f"compiling for a TPU needs libtpu, which is not installed; run: {fix}"
-        if pinned and not (installed == pinned or installed.startswith(pinned + ".")):
-            return f"libtpu {installed} does not match jax {jax_version} (which pins libtpu {pinned}.*); run: {fix}"
+        if pinned and not (installed == pinned or installed.startswith(pinned + ".")) and not any_libtpu:
+            return (f"libtpu {installed} does not match jax {jax_version} (which pins libtpu {pinned}.*); run: {fix}, "
+                    f"or pass --any-libtpu to compile with libtpu {installed} as it is")
         return None
     plugin, pjrt = _version("jax-cuda12-plugin"), _version("jax-cuda12-pjrt")
     if plugin is None or pjrt is None:

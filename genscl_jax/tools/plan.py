@@ -58,6 +58,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         "chip's published memory")
     parser.add_argument("--hlo-dir", help="write each step's optimised HLO here (STEP.hlo.txt), for hlo_audit")
     parser.add_argument("--no-suggest", action="store_true", help="do not compile candidates when a step does not fit")
+    parser.add_argument("--any-libtpu", action="store_true", help="compile with the installed libtpu even where it is "
+                        "not the one jax pins (a newer libtpu compiles v6e programs jax 0.10.2's pin crashes on)")
     args, rest = parser.parse_known_args(argv)
     unknown = [a for a in rest if not a.startswith("--config.")]
     if unknown:
@@ -211,7 +213,7 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
         target = accelerators.parse_target(args.target)
     except accelerators.TargetError as e:
         raise PlanError(str(e)) from None
-    problem = deviceless.compiler_problem(target.platform)
+    problem = deviceless.compiler_problem(target.platform, any_libtpu=args.any_libtpu)
     if problem:
         raise PlanError(problem)
     config = load_config(args.config, overrides)
