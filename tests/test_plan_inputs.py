@@ -10,7 +10,7 @@ import pytest
 
 from conftest import make_tiny_config, write_config
 from genscl_jax.runtime import parallel
-from genscl_jax.tools import accelerators, deviceless, plan, plan_steps
+from genscl_jax.tools import accelerators, deviceless, plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,12 +110,6 @@ def test_the_linear_evaluations_candidates_halve_the_batches_that_do_not_fit():
     assert both[0] == {"eval_batch_size": 32, "linear_eval.batch_size": 16}
     assert both[-1] == {"eval_batch_size": 8, "linear_eval.batch_size": 4}  # one example per device, no fewer
     assert plan.linear_eval_candidates(config, 4, {"pretrain"}) == []
-
-
-def test_every_step_the_plan_compiles_has_a_kind_suggest_can_change():
-    """suggest() compiles a candidate for the kind of step that does not fit (plan_steps.lower_steps' `kinds`)."""
-    kinds = {kind for mode_kinds in plan_steps.STEPS_OF_MODE.values() for kind in mode_kinds}
-    assert set(plan.KIND_OF_STEP.values()) == kinds
 
 
 def test_the_platform_of_a_mesh_is_its_devices():

@@ -132,14 +132,15 @@ def test_scripts_run_in_subprocesses_import_no_torch():
         for node in ast.walk(parse(name)):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and needle in node.value:
                 found.append(f"{name}: a script in a string imports conftest")
-        if name in scripts:
-            found += [f"{name} imports conftest" for node in ast.walk(parse(name))
-                      if isinstance(node, ast.ImportFrom) and node.module == "conftest"]
+            elif name in scripts and isinstance(node, ast.ImportFrom) and node.module == "conftest":
+                found.append(f"{name} imports conftest")
     assert not found, found
-    helpers_imports = {alias.name.split(".")[0] for node in ast.walk(parse("helpers.py"))
-                       if isinstance(node, ast.Import) for alias in node.names}
-    helpers_imports |= {(node.module or "").split(".")[0] for node in ast.walk(parse("helpers.py"))
-                        if isinstance(node, ast.ImportFrom)}
+    helpers_imports = set()
+    for node in ast.walk(parse("helpers.py")):
+        if isinstance(node, ast.Import):
+            helpers_imports |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            helpers_imports.add((node.module or "").split(".")[0])
     assert not helpers_imports & {"torch", "torchvision", "conftest"}, helpers_imports
 
 

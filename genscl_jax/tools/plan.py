@@ -133,11 +133,6 @@ def linear_eval_candidates(config: Any, num_devices: int, over: set[str]) -> lis
     return found
 
 
-# Which kind of STEPS_OF_MODE each compiled step belongs to (the unit plan_steps lowers).
-KIND_OF_STEP = {"pretrain": "pretrain", "supervised": "supervised", "linear_eval_features": "linear_eval",
-                "linear_eval": "linear_eval"}
-
-
 # Keys whose steps loop (lax.scan over micro-batches, over the loss's row blocks), with the value that unrolls them,
 # and the steps they reach (the linear evaluation's programs never loop).
 _LOOPS_OFF = {"micro_batch_size": 0, "loss_block_size": 0}
@@ -182,7 +177,7 @@ def report_step(step: Any, compiled: Any, compile_seconds: float, num_devices: i
         flops, flops_source = _pre_optimisation_flops(step.lowered) / num_devices, (
             "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices")
     found = hlo_audit.collectives(compiled.as_text())
-    return {"step": step.name, "global_batch": step.global_batch,
+    return {"step": step.name, "kind": step.kind, "global_batch": step.global_batch,
             "memory_plan": {**plan, "code": code}, "planned_bytes": plan.get("total", 0) + code,
             "flops_per_step": flops, "flops_per_source_image": flops * num_devices / step.global_batch,
             "flops_source": flops_source,
@@ -269,10 +264,9 @@ def suggest(config: Any, mesh: Any, source: Any, memory: int, steps: list[dict[s
     flags. None when a kind has no candidate that fits."""
     over = {step["step"] for step in steps if not step["fits"]}
     chosen, tried = {}, []
-    for kind in dict.fromkeys(KIND_OF_STEP[name] for name in over):
+    for kind in dict.fromkeys(step["kind"] for step in steps if not step["fits"]):
         options = (linear_eval_candidates(config, mesh.devices.size, over) if kind == "linear_eval"
                    else candidates(config, mesh.devices.size))
-        found = None
         for changes in options[:MAX_CANDIDATES]:
             compiled = compile_step(with_changes(config, changes), mesh, source, loops_counted=False, kinds=(kind,))
             planned = max(step["planned_bytes"] for step in compiled)
@@ -282,11 +276,10 @@ def suggest(config: Any, mesh: Any, source: Any, memory: int, steps: list[dict[s
             say(f"  candidate {flags_of(changes)} ({kind}): {_size(planned)} per device, "
                 f"{'fits' if planned <= memory else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
             if planned <= memory:
-                found = changes
+                chosen.update(changes)
                 break
-        if found is None:
+        else:
             return None, tried
-        chosen.update(found)
     return flags_of(chosen), tried
 
 

@@ -39,13 +39,14 @@ class LoweredStep:
     name: str  # "pretrain", "supervised", "linear_eval_features" or "linear_eval"
     lowered: Any  # jax.stages.Lowered, compiled with the trainer's own compiler options
     global_batch: int  # source images per step
+    kind: str = ""  # the STEPS_OF_MODE kind that lowered it ("linear_eval" for both its programs): lower_steps
 
 
 def lower_steps(config: Any, mesh: Mesh, source: data.DataSource,
                 kinds: tuple[str, ...] | None = None) -> list[LoweredStep]:
     """The mode's training steps for `config` on `mesh`, lowered; `kinds`: only those of STEPS_OF_MODE's kinds."""
-    return [step for name in STEPS_OF_MODE[config.mode] if kinds is None or name in kinds
-            for step in _LOWER[name](config, mesh, source)]
+    return [dataclasses.replace(step, kind=kind) for kind in STEPS_OF_MODE[config.mode]
+            if kinds is None or kind in kinds for step in _LOWER[kind](config, mesh, source)]
 
 
 def _batch(config: Any, views: int, source: data.DataSource) -> dict[str, Any]:
