@@ -98,3 +98,37 @@ def test_eight_device_blocked_loss_scores_each_devices_own_anchors():
     assert blocked["gathers"] == dense["gathers"] == [], (blocked["gathers"], dense["gathers"])
     # Per device, dense holds several [64, 2048] float32 matrices (512 KiB each); a block, [8, 2048] ones.
     assert blocked["temp"] < dense["temp"] / 2, (blocked["temp"], dense["temp"])
+
+
+# ExampleLayout.rolled on 8 devices against jnp.roll: shifts inside a shard, across one and across several.
+ROLLED = """
+import json, jax, jax.numpy as jnp, numpy as np
+from genscl_jax.runtime import parallel
+from genscl_jax.tools import hlo_audit
+mesh = parallel.create_mesh()
+layout = parallel.ExampleLayout(mesh)
+out = {"equal": [], "kinds": []}
+for rows in (8, 24):
+    x = jax.device_put(jnp.arange(rows * 6, dtype=jnp.float32).reshape(rows, 2, 3), parallel.batch_sharded(mesh))
+    for shift in (0, 1, 2, 3, 4, 7, 8, 11, rows - 1, rows, rows + 5, -1):
+        rolled = jax.jit(lambda x: layout.rolled(x, shift))
+        same = np.array_equal(np.asarray(rolled(x)), np.roll(np.asarray(x), -shift, axis=0))
+        out["equal"].append([rows, shift, bool(same)])
+        out["kinds"] += [c.kind for c in hlo_audit.collectives(rolled.lower(x).compile().as_text())]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_eight_device_partners_are_rolled_by_collective_permutes_only():
+    """The mixing partners' roll (parallel.ExampleLayout.rolled) equals jnp.roll for shifts within a shard,
+    across shard boundaries and past the batch, and moves rows only by collective-permute (XLA's partitioner
+    resharded a jnp.roll of a sharded batch by all-to-all for GPUs: tests/test_plan.py checks that program)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    proc = subprocess.run([sys.executable, "-c", ROLLED], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(same for _, _, same in out["equal"]), [e for e in out["equal"] if not e[2]]
+    assert set(out["kinds"]) == {"collective-permute"}, out["kinds"]

@@ -156,10 +156,11 @@ def test_a_tpu_step_compiled_from_this_cpu_host_is_the_program_a_tpu_host_compil
 
 @pytest.mark.skipif(_NO_CUDA_PLUGIN is not None, reason=f"{_NO_CUDA_PLUGIN}; or {_HOW}")
 def test_the_gpu_step_with_mixing_and_moco_never_gathers_images_and_counts_every_micro_batch(tmp_path):
-    """Mixup-or-CutMix and MoCo, dense and in micro-batches of two images per GPU. XLA:GPU resolved the mixing
+    """Mixup-or-CutMix and MoCo, dense and in micro-batches of two images per GPU. The partners arrive by
+    collective-permute (parallel.ExampleLayout.rolled), never by all-to-all. XLA:GPU resolved the mixing
     `lax.cond` by all-gathering its mixed images onto every GPU (the micro-batch's, or in the dense step the whole
     batch's, after which the dense step ran replicated: BENCHMARKS.md section 11.2) until they were constrained to
-    stay sharded by examples (step_inputs.StepInputs.shard_rows). XLA's cost analysis counts the micro-batch loop's
+    stay sharded by examples (step_inputs.StepInputs.layout). XLA's cost analysis counts the micro-batch loop's
     body once: the plan counts the step's FLOPs with the loop off, so both report the same work per image."""
     image = (16, 16, 3)  # a size no activation or weight of the tiny network ends in
     per_image = {}
@@ -173,6 +174,8 @@ def test_the_gpu_step_with_mixing_and_moco_never_gathers_images_and_counts_every
         found = hlo_audit.collectives((hlo_dir / "pretrain.hlo.txt").read_text())
         gathered = [c.describe() for c in found if c.kind == "all-gather" and hlo_audit.image_shaped(c, image)]
         assert not gathered, (micro_batch_size, gathered)
+        # Nor are they resharded: a jnp.roll of the sharded batch went by all-to-all (6 dense, 18 micro-batched).
+        assert not [c.describe() for c in found if c.kind == "all-to-all"], micro_batch_size
         # The partners still arrive, by collective-permute of one image per GPU per view; gradients are all-reduced.
         assert [c for c in found if c.kind == "collective-permute" and hlo_audit.image_shaped(c, image)]
         assert any(c.kind == "all-reduce" for c in found)

@@ -186,12 +186,13 @@ def mix_views(rng, views, class_ids, num_classes: int, *, kind: str, alpha: floa
     return mix_view_images(views, mixes, kind), view_labels(mixes, class_ids, num_classes, kind)
 
 
-def mix_view_images(views, mixes: list[dict[str, jax.Array] | None], kind: str) -> jax.Array:
+def mix_view_images(views, mixes: list[dict[str, jax.Array] | None], kind: str, roll=partners) -> jax.Array:
     """The images of mix_views: views [B, V, H, W, C] mixed by `mixes` (draw_view_mixes), view v with view v of
-    its partners at partner_shift(B, v)."""
+    its partners at partner_shift(B, v). `roll(x, shift)`: what `partners` computes, laid out for a sharded batch
+    (runtime/parallel.ExampleLayout.rolled)."""
     batch_size = views.shape[0]
     # A Python loop, not vmap: each view's shift is a different static roll.
-    return jnp.stack([mix_images(views[:, v], partners(views[:, v], partner_shift(batch_size, v)), mix, kind)
+    return jnp.stack([mix_images(views[:, v], roll(views[:, v], partner_shift(batch_size, v)), mix, kind)
                       for v, mix in enumerate(mixes)], axis=1)
 
 

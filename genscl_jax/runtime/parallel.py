@@ -7,10 +7,13 @@ statistics and the contrast set of the loss span all devices and hosts without a
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -82,10 +85,49 @@ def replicated_constraint(mesh: Mesh):
     return lambda tree: jax.lax.with_sharding_constraint(tree, sharding)
 
 
-def batch_sharded_constraint(mesh: Mesh):
-    """Inside jit: array -> the same array laid out sharded by examples (its leading axis) over `mesh`."""
-    sharding = batch_sharded(mesh)
-    return lambda x: jax.lax.with_sharding_constraint(x, sharding)
+@dataclasses.dataclass(frozen=True)
+class ExampleLayout:
+    """Inside jit: how a step keeps arrays of examples [N, ...] sharded by examples over `mesh` (None: one device,
+    nothing to keep). The training steps' images go through it (trainers/step_inputs.py)."""
+    mesh: Mesh | None = None
+
+    def sharded(self, x: jax.Array) -> jax.Array:
+        """x laid out sharded by examples."""
+        return x if self.mesh is None else jax.lax.with_sharding_constraint(x, batch_sharded(self.mesh))
+
+    def rolled(self, x: jax.Array, shift: int) -> jax.Array:
+        """Row i of the result is row (i + shift) mod N of x (jnp.roll(x, -shift, axis=0)), sharded by examples.
+
+        Written per device: each device keeps the rows it has and receives the few it lacks from the device after it
+        by collective-permute (`shift` rows in all for a shift smaller than a shard). A jnp.roll over the sharded
+        axis leaves that to XLA's partitioner, which for GPUs resharded the whole batch along the image height by
+        all-to-all and back, 6 all-to-alls of 2354 MiB per GPU per step at the ImageNet recipe (BENCHMARKS.md 11.2).
+        """
+        if self.mesh is None or self.mesh.size == 1:
+            return jnp.roll(x, -shift, axis=0)
+        return jax.shard_map(functools.partial(_rolled_shard, shift=shift, num_shards=self.mesh.size),
+                             mesh=self.mesh, in_specs=PartitionSpec(DATA_AXIS),
+                             out_specs=PartitionSpec(DATA_AXIS))(x)
+
+
+ONE_DEVICE = ExampleLayout()  # the steps' default layout: nothing sharded, partners by jnp.roll
+
+
+def _rolled_shard(block: jax.Array, *, shift: int, num_shards: int) -> jax.Array:
+    """ExampleLayout.rolled on one device's rows [n, ...]: global row d * n + i takes row d * n + i + shift, i.e.
+    rows [r, n) of shard d + q and rows [0, r) of shard d + q + 1, where q, r = divmod(shift mod N, n)."""
+    rows = block.shape[0]
+    q, r = divmod(shift % (rows * num_shards), rows)
+
+    def from_shard_ahead(part: jax.Array, ahead: int) -> jax.Array:
+        if ahead % num_shards == 0:
+            return part
+        return jax.lax.ppermute(part, DATA_AXIS, [(j, (j - ahead) % num_shards) for j in range(num_shards)])
+
+    head = from_shard_ahead(block[r:], q)
+    if r == 0:
+        return head
+    return jnp.concatenate([head, from_shard_ahead(block[:r], q + 1)], axis=0)
 
 
 def global_batch_from_local(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -77,7 +77,7 @@ def _lower_supervised(config: Any, mesh: Mesh, source: data.DataSource) -> list[
     settings = step_settings.read(supervised.SupervisedSettings, config, num_classes=spec.num_classes,
                                   preprocessing=device_preprocess.for_plan(source.views.train, spec))
     step = supervised.make_supervised_step(model, tx, schedule, settings,
-                                           shard_rows=parallel.batch_sharded_constraint(mesh))
+                                           layout=parallel.ExampleLayout(mesh))
     options = compile_options.model_jit_options(config, platform).get("compiler_options")
     jitted = parallel.jit_train_step(step, mesh, compiler_options=options)
     state = jax.eval_shape(initializer, jax.random.PRNGKey(config.seed))

@@ -67,7 +67,7 @@ def build_program(config: Any, mesh: Mesh, spec: data.DatasetInfo, steps_per_epo
     step = pretrain_step.make_pretrain_step(model, tx, schedule, settings,
                                             teacher_fn=teacher.logits if teacher else None,
                                             replicate=parallel.replicated_constraint(mesh), probe=probe,
-                                            shard_rows=parallel.batch_sharded_constraint(mesh))
+                                            layout=parallel.ExampleLayout(mesh))
     return PretrainProgram(
         step_fn=step, model=model, mesh=mesh,
         init_state=lambda: compile_options.run_once(initializer, seed_key, out_shardings=parallel.replicated(mesh)),

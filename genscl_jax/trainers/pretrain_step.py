@@ -29,6 +29,7 @@ import optax
 from genscl_jax.config import features
 from genscl_jax.data import device_preprocess
 from genscl_jax.objectives import diagnostics, loss_chunked, losses, momentum_encoder
+from genscl_jax.runtime.parallel import ONE_DEVICE, ExampleLayout
 from genscl_jax.trainers import step_inputs, step_settings
 from genscl_jax.trainers.step_settings import from_config
 from genscl_jax.trainers.online_probe import OnlineProbe
@@ -78,7 +79,7 @@ TeacherFn = Callable[[Any, jax.Array], jax.Array]  # (teacher_variables, images)
 def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
                        settings: PretrainSettings, teacher_fn: TeacherFn | None = None,
                        replicate: Callable[[Any], Any] = lambda tree: tree, probe: OnlineProbe | None = None,
-                       shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x):
+                       layout: ExampleLayout = ONE_DEVICE):
     """Returns step(state, batch, teacher_variables) -> (state, metrics); jit it with the shardings you want.
 
     With `probe`, state.probe is its state (train_state_initializer's make_probe) and the step trains it.
@@ -87,8 +88,8 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
     The MoCo contrast set goes through it: anchors stay sharded, each device scores its rows against all contrasts.
     Left to itself, XLA shards the [keys; queue] set by rows and gathers it back, label matrix included: at the
     ImageNet recipe that was 5x the gradient all-reduce per device per step (BENCHMARKS.md, "Collective audit").
-    `shard_rows` keeps the mixed images sharded by examples (step_inputs.StepInputs.shard_rows;
-    parallel.batch_sharded_constraint(mesh)).
+    `layout` keeps the images sharded by examples and rolls their mixing partners per device
+    (step_inputs.StepInputs.layout; parallel.ExampleLayout(mesh)).
     """
     if settings.distillation and teacher_fn is None:
         raise ValueError("kd_alpha > 0 needs a teacher_fn")
@@ -129,7 +130,7 @@ def make_pretrain_step(model: Any, tx: optax.GradientTransformation, schedule: o
         aug_key, mix_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         inputs, mixed_labels = step_inputs.inputs_and_labels(
             aug_key, mix_key, batch, s.num_classes, preprocessing=s.preprocessing, micro=micro, mix=s.mix,
-            shard_rows=shard_rows)
+            layout=layout)
         rows_or_builder = step_inputs.rows_or_builder(inputs)
         labels = {"mixed": mixed_labels}
         if s.distillation:

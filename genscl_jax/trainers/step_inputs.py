@@ -14,10 +14,11 @@ micro-batch k those partners are micro-batch (k + s) mod K's images, moved by (k
 found in the uint8 batch and prepared with their own augmentation keys, exactly as in the whole batch. The
 randomness is drawn once per step for the whole batch (one key per view, a few scalars per view for mixing).
 
-The mixed views are constrained to stay sharded by examples (`shard_rows`): with MoCo on, XLA:GPU otherwise
+The mixed views are constrained to stay sharded by examples (`layout.sharded`): with MoCo on, XLA:GPU otherwise
 resolved the Mixup-or-CutMix `lax.cond` by gathering its mixed images onto every GPU, a micro-batch's (4 x 147 MiB
 per step at the ImageNet recipe on 8 x H100) or, in the dense step, the whole batch's, and then ran the networks on
-them replicated (BENCHMARKS.md section 11.2).
+them replicated (BENCHMARKS.md section 11.2). The partners are rolled per device (`layout.rolled`): a jnp.roll of
+the sharded batch was resharded by all-to-all on GPUs.
 
 JAX only: the bench builds the steps that use it.
 """
@@ -25,13 +26,14 @@ JAX only: the bench builds the steps that use it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from genscl_jax.data import device_augment, device_preprocess
 from genscl_jax.objectives import mixing
+from genscl_jax.runtime.parallel import ONE_DEVICE, ExampleLayout
 from genscl_jax.training.micro_batches import MicroBatches, RowsOrBuilder
 
 
@@ -58,15 +60,15 @@ class StepInputs:
     preprocessing: device_preprocess.Preprocessing
     mix_kind: str
     micro: MicroBatches
-    # Inside jit: images [N, ...] -> the same laid out sharded by examples (parallel.batch_sharded_constraint).
-    shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x
+    # How the images stay sharded by examples and how their partners are rolled (the default: one device).
+    layout: ExampleLayout = ONE_DEVICE
 
     def rows(self, k: jax.Array | int | None) -> jax.Array:
         """The network input [rows, H, W, C] (float32), batch-major (the views of an image adjacent): the whole
         batch for k None, else micro-batch k's rows in micro_batches.split's order."""
         if k is None:  # the dense step: prepare every view once, mix with the prepared views rolled
             prepared = device_preprocess.train_views_with_keys(self.view_keys, self.views, self.preprocessing)
-            views = self.shard_rows(mixing.mix_view_images(prepared, self.mixes, self.mix_kind))
+            views = self.layout.sharded(mixing.mix_view_images(prepared, self.mixes, self.mix_kind, self.layout.rolled))
         else:  # one micro-batch: its views and its partners' views, prepared from the uint8 batch
             keys, views = self._take(self.view_keys, k), self._take(self.views, k)
             prepared = device_preprocess.train_views_with_keys(keys, views, self.preprocessing)
@@ -77,7 +79,7 @@ class StepInputs:
                     partner = device_preprocess.train_views_with_keys(
                         self._micro_partners(self.view_keys[:, v], k, v),
                         self._micro_partners(self.views[:, v], k, v), self.preprocessing)
-                mixed.append(self.shard_rows(mixing.mix_images(prepared[:, v], partner, mix, self.mix_kind)))
+                mixed.append(self.layout.sharded(mixing.mix_images(prepared[:, v], partner, mix, self.mix_kind)))
             views = jnp.stack(mixed, axis=1)
         return views.reshape((-1,) + views.shape[2:])
 
@@ -99,22 +101,22 @@ class StepInputs:
         source = self._take(x, (k + shift) % num)
         low = shift // num
         wrapped = (k + shift) // num > low
-        return jnp.where(wrapped, jnp.roll(source, -(low + 1), axis=0), jnp.roll(source, -low, axis=0))
+        return jnp.where(wrapped, self.layout.rolled(source, low + 1), self.layout.rolled(source, low))
 
 
 def inputs_and_labels(aug_key: jax.Array, mix_key: jax.Array, batch: dict[str, jax.Array], num_classes: int, *,
                       preprocessing: device_preprocess.Preprocessing, mix: MixSettings,
-                      micro: MicroBatches, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x,
+                      micro: MicroBatches, layout: ExampleLayout = ONE_DEVICE,
                       ) -> tuple[StepInputs, jax.Array]:
     """The batch's StepInputs and its label distributions [B * V, num_classes] (batch-major), which need no image.
-    `shard_rows`: StepInputs.shard_rows, what keeps the mixed images sharded by examples."""
+    `layout`: StepInputs.layout, how the images stay sharded by examples (parallel.ExampleLayout(mesh))."""
     views = batch["image"]
     batch_size, num_views, height, width = views.shape[:4]
     mixes = mixing.draw_view_mixes(mix_key, num_views, kind=mix.kind, alpha=mix.alpha, prob=mix.prob,
                                    height=height, width=width)
     inputs = StepInputs(views=views, view_keys=device_augment.image_keys(aug_key, (batch_size, num_views)),
                         mixes=mixes, preprocessing=preprocessing, mix_kind=mix.kind, micro=micro,
-                        shard_rows=shard_rows)
+                        layout=layout)
     labels = mixing.view_labels(mixes, batch["label"], num_classes, mix.kind)
     return inputs, labels.reshape(batch_size * num_views, num_classes)
 

@@ -10,7 +10,7 @@ its student uses.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +44,9 @@ class SupervisedSettings:
 
 
 def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                         settings: SupervisedSettings, shard_rows: Callable[[jax.Array], jax.Array] = lambda x: x):
-    """step(state, batch) -> (state, metrics). `shard_rows` keeps the mixed images sharded by examples
-    (step_inputs.StepInputs.shard_rows; parallel.batch_sharded_constraint(mesh))."""
+                         settings: SupervisedSettings, layout: parallel.ExampleLayout = parallel.ONE_DEVICE):
+    """step(state, batch) -> (state, metrics). `layout` keeps the images sharded by examples and rolls their
+    mixing partners per device (step_inputs.StepInputs.layout; parallel.ExampleLayout(mesh))."""
     s = settings
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
@@ -55,7 +55,7 @@ def make_supervised_step(model: Any, tx: optax.GradientTransformation, schedule:
         micro = MicroBatches.of(batch_size, s.micro_batch_size, views=num_views)
         inputs, targets = step_inputs.inputs_and_labels(jax.random.fold_in(key, 1), key, batch, s.num_classes,
                                                         preprocessing=s.preprocessing, micro=micro, mix=s.mix,
-                                                        shard_rows=shard_rows)
+                                                        layout=layout)
         rows_or_builder = step_inputs.rows_or_builder(inputs)
 
         def apply(params, rows):
@@ -89,7 +89,7 @@ def build_trainer(config: Any, mesh: Mesh, source: data.DataSource) -> train_loo
     state = create_train_state(lambda rng: model.init(rng, sample, train=False), tx, config.seed, mesh)
     settings = step_settings.read(SupervisedSettings, config, num_classes=spec.num_classes,
                                   preprocessing=train.preprocessing)
-    step = make_supervised_step(model, tx, schedule, settings, shard_rows=parallel.batch_sharded_constraint(mesh))
+    step = make_supervised_step(model, tx, schedule, settings, layout=parallel.ExampleLayout(mesh))
     options = compile_options.model_jit_options(config, parallel.mesh_platform(mesh))
     compiled = parallel.jit_train_step(step, mesh, compiler_options=options.get("compiler_options"))
     test_preprocessing = source.eval_preprocessing()
