@@ -199,3 +199,17 @@ def test_the_tpu_step_all_gathers_no_class_indices(tmp_path):
     indices = [c.describe() for c in found if c.kind == "all-gather" and any(d == "s32" for d, _ in c.shapes)]
     assert not indices, indices
     assert [c for c in found if c.kind == "all-gather"]  # the loss still gathers the projections and labels
+
+
+def test_a_step_the_tpu_compiler_refuses_for_its_memory_is_reported_as_not_fitting(tmp_path):
+    """XLA:TPU does not return a plan for a program larger than the chip's memory: it refuses to compile it
+    (RESOURCE_EXHAUSTED). The dense ImageNet step on v4-8 and v5e-8 did so, and the plan stopped with that
+    traceback. It is the answer the plan exists to give: "does not fit", with the compiler's figure."""
+    rc, lines, result, stderr = plan(tmp_path, "v5e-1", "--config.mode=pretrain", "--config.batch_size=65536",
+                                     "--no-suggest")
+    assert rc == 3, stderr[-2000:]
+    step = result["steps"][0]
+    assert not result["fits"] and not step["fits"] and "RESOURCE_EXHAUSTED" in step["refused_by_compiler"]
+    assert step["planned_bytes"] > result["device_memory_bytes"]  # the compiler's own figure, read from its message
+    assert step["flops_per_step"] > 0 and step["collectives"] == []
+    assert any("does NOT fit: the compiler refused it" in line for line in lines), lines

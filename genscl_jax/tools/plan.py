@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from typing import Any, Sequence
@@ -147,10 +148,40 @@ def compile_step(config: Any, mesh: Any, source: Any, *, loops_counted: bool = T
     results, loop_free = [], _loop_free_flops(config, mesh, source) if loops_counted else {}
     for step in plan_steps.lower_steps(config, mesh, source, kinds=kinds):
         t0 = time.perf_counter()
-        compiled = step.lowered.compile()
+        try:
+            compiled = step.lowered.compile()
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            results.append(report_refused(step, str(e), time.perf_counter() - t0, mesh.devices.size,
+                                          loop_free.get(step.name)))
+            continue
         results.append(report_step(step, compiled, time.perf_counter() - t0, mesh.devices.size,
                                    loop_free.get(step.name)))
     return results
+
+
+# libtpu refuses to compile a program that cannot fit: "... the total memory required for HLO temporaries (20.61G)
+# exceeds available HBM (15.25G)". Its figure is after the compiler's own rematerialisation, so a lower bound.
+_REFUSAL_BYTES = re.compile(r"required for [^(]*\(([\d.]+)([KMGT]?)\)")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def report_refused(step: Any, message: str, compile_seconds: float, num_devices: int,
+                   loop_free_flops: float | None = None) -> dict[str, Any]:
+    """report_step's figures for a step the accelerator's compiler refused for its memory (XLA:TPU stops there
+    rather than returning a plan): the memory it said the step needs, FLOPs from the lowered program, no
+    collectives (there is no compiled program to read)."""
+    found = _REFUSAL_BYTES.search(message)
+    need = int(float(found.group(1)) * _UNITS[found.group(2)]) if found else None
+    flops = (loop_free_flops if loop_free_flops is not None else _pre_optimisation_flops(step.lowered)) / num_devices
+    reason = next((line.strip() for line in message.splitlines() if "RESOURCE_EXHAUSTED" in line), message)
+    return {"step": step.name, "kind": step.kind, "global_batch": step.global_batch,
+            "memory_plan": {"temp": need} if need else {}, "planned_bytes": need,
+            "refused_by_compiler": reason[:500], "flops_per_step": flops,
+            "flops_per_source_image": flops * num_devices / step.global_batch,
+            "flops_source": "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices",
+            "collectives": [], "compile_s": round(compile_seconds, 1), "hlo": ""}
 
 
 def _loop_free_flops(config: Any, mesh: Any, source: Any) -> dict[str, float]:
@@ -240,11 +271,11 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
               "steps": [], "suggestion": None}
     for step in steps:
         hlo = step.pop("hlo")
-        if args.hlo_dir:
+        if args.hlo_dir and hlo:
             os.makedirs(args.hlo_dir, exist_ok=True)
             with open(os.path.join(args.hlo_dir, f"{step['step']}.hlo.txt"), "w") as f:
                 f.write(hlo)
-        step["fits"] = step["planned_bytes"] <= memory
+        step["fits"] = step["planned_bytes"] is not None and step["planned_bytes"] <= memory
         step["roofline_lower_bound_s"] = roofline_seconds(step, target.chip)
         result["steps"].append(step)
     first = result["steps"][0]
@@ -269,9 +300,9 @@ def suggest(config: Any, mesh: Any, source: Any, memory: int, steps: list[dict[s
                    else candidates(config, mesh.devices.size))
         for changes in options[:MAX_CANDIDATES]:
             compiled = compile_step(with_changes(config, changes), mesh, source, loops_counted=False, kinds=(kind,))
-            planned = max(step["planned_bytes"] for step in compiled)
+            planned = max(step["planned_bytes"] or float("inf") for step in compiled)
             tried.append({"flags": flags_of(changes), "steps": [step["step"] for step in compiled],
-                          "planned_bytes": planned, "fits": planned <= memory,
+                          "planned_bytes": planned if planned != float("inf") else None, "fits": planned <= memory,
                           "compile_s": sum(step["compile_s"] for step in compiled)})
             say(f"  candidate {flags_of(changes)} ({kind}): {_size(planned)} per device, "
                 f"{'fits' if planned <= memory else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
@@ -292,6 +323,13 @@ def _size(num_bytes: float) -> str:
 
 def step_lines(step: dict[str, Any], memory: int) -> str:
     p = step["memory_plan"]
+    if "refused_by_compiler" in step:
+        return "\n".join([
+            f"{step['step']} step (global batch {step['global_batch']}), per device:",
+            f"  memory: does NOT fit: the compiler refused it ({step['refused_by_compiler']})",
+            f"  FLOPs: {step['flops_per_step']:.4g} per step, {step['flops_per_source_image'] / 1e9:.1f} GFLOP per "
+            f"source image ({step['flops_source']})",
+            f"  refused after {step['compile_s']:.0f} s of compiling here"])
     margin = memory - step["planned_bytes"]
     verdict = (f"fits, {_size(margin)} to spare" if margin >= 0 else f"does NOT fit, {_size(-margin)} over")
     collectives = ", ".join(f"{c['kind']} x{c['count']} {c['bytes'] / 2**20:.1f} MiB" for c in step["collectives"])
