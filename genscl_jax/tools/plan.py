@@ -275,7 +275,8 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
             os.makedirs(args.hlo_dir, exist_ok=True)
             with open(os.path.join(args.hlo_dir, f"{step['step']}.hlo.txt"), "w") as f:
                 f.write(hlo)
-        step["fits"] = step["planned_bytes"] is not None and step["planned_bytes"] <= memory
+        # A refused step never fits, whatever `memory` says: the compiler judged it against its own figure.
+        step["fits"] = "refused_by_compiler" not in step and step["planned_bytes"] <= memory
         step["roofline_lower_bound_s"] = roofline_seconds(step, target.chip)
         result["steps"].append(step)
     first = result["steps"][0]
@@ -300,7 +301,7 @@ def suggest(config: Any, mesh: Any, source: Any, memory: int, steps: list[dict[s
                    else candidates(config, mesh.devices.size))
         for changes in options[:MAX_CANDIDATES]:
             compiled = compile_step(with_changes(config, changes), mesh, source, loops_counted=False, kinds=(kind,))
-            planned = max(step["planned_bytes"] or float("inf") for step in compiled)
+            planned = max(float("inf") if "refused_by_compiler" in step else step["planned_bytes"] for step in compiled)
             tried.append({"flags": flags_of(changes), "steps": [step["step"] for step in compiled],
                           "planned_bytes": planned if planned != float("inf") else None, "fits": planned <= memory,
                           "compile_s": sum(step["compile_s"] for step in compiled)})
