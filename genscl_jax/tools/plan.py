@@ -174,14 +174,16 @@ def report_refused(step: Any, message: str, compile_seconds: float, num_devices:
     collectives (there is no compiled program to read)."""
     found = _REFUSAL_BYTES.search(message)
     need = int(float(found.group(1)) * _UNITS[found.group(2)]) if found else None
-    flops = (loop_free_flops if loop_free_flops is not None else _pre_optimisation_flops(step.lowered)) / num_devices
     reason = next((line.strip() for line in message.splitlines() if "RESOURCE_EXHAUSTED" in line), message)
-    return {"step": step.name, "kind": step.kind, "global_batch": step.global_batch,
+    return {**_step_figures(step, num_devices, compile_seconds, None, loop_free_flops),
             "memory_plan": {"temp": need} if need else {}, "planned_bytes": need,
-            "refused_by_compiler": reason[:500], "flops_per_step": flops,
-            "flops_per_source_image": flops * num_devices / step.global_batch,
-            "flops_source": "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices",
-            "collectives": [], "compile_s": round(compile_seconds, 1), "hlo": ""}
+            "refused_by_compiler": reason[:500], "collectives": [], "hlo": ""}
+
+
+def fits(step: dict[str, Any], memory: int) -> bool:
+    """Whether a compiled step's plan is within `memory` per device. A step the compiler refused never fits,
+    whatever `memory` says: the compiler judged it against its own figure."""
+    return "refused_by_compiler" not in step and step["planned_bytes"] <= memory
 
 
 def _loop_free_flops(config: Any, mesh: Any, source: Any) -> dict[str, float]:
@@ -199,21 +201,29 @@ def report_step(step: Any, compiled: Any, compile_seconds: float, num_devices: i
                 loop_free_flops: float | None = None) -> dict[str, Any]:
     plan = measure.memory_plan(compiled) or {}
     code = int(getattr(compiled.memory_analysis(), "generated_code_size_in_bytes", 0) or 0)
-    flops, flops_source = measure.compiled_flops(compiled), "compiled.cost_analysis() (per device)"
+    hlo = compiled.as_text()  # megabytes of text for a ResNet-50 step: made once
+    found = hlo_audit.collectives(hlo)
+    return {**_step_figures(step, num_devices, compile_seconds, measure.compiled_flops(compiled), loop_free_flops),
+            "memory_plan": {**plan, "code": code}, "planned_bytes": plan.get("total", 0) + code,
+            "collectives": [{"kind": kind, **v} for kind, v in hlo_audit.summarize(found).items()], "hlo": hlo}
+
+
+def _step_figures(step: Any, num_devices: int, compile_seconds: float, compiled_flops: float | None,
+                  loop_free_flops: float | None) -> dict[str, Any]:
+    """What report_step and report_refused both say of a step: its kind, batch, compile time and FLOPs per
+    device, from its loop-free twin where it loops, else the compiler's count, else the lowered program's."""
     if loop_free_flops is not None:
         flops, flops_source = loop_free_flops / num_devices, (
             "the step lowered with micro_batch_size=0 and loss_block_size=0 (XLA counts a loop's body once), "
             "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices")
-    elif flops is None:
+    elif compiled_flops is not None:
+        flops, flops_source = compiled_flops, "compiled.cost_analysis() (per device)"
+    else:
         flops, flops_source = _pre_optimisation_flops(step.lowered) / num_devices, (
             "pre-optimisation HLO, CPU client's HLO cost analysis, global step / devices")
-    found = hlo_audit.collectives(compiled.as_text())
     return {"step": step.name, "kind": step.kind, "global_batch": step.global_batch,
-            "memory_plan": {**plan, "code": code}, "planned_bytes": plan.get("total", 0) + code,
             "flops_per_step": flops, "flops_per_source_image": flops * num_devices / step.global_batch,
-            "flops_source": flops_source,
-            "collectives": [{"kind": kind, **v} for kind, v in hlo_audit.summarize(found).items()],
-            "compile_s": round(compile_seconds, 1), "hlo": compiled.as_text()}
+            "flops_source": flops_source, "compile_s": round(compile_seconds, 1)}
 
 
 def _pre_optimisation_flops(lowered: Any) -> float:
@@ -275,8 +285,7 @@ def plan(args: argparse.Namespace, overrides: list[str], say=print) -> dict[str,
             os.makedirs(args.hlo_dir, exist_ok=True)
             with open(os.path.join(args.hlo_dir, f"{step['step']}.hlo.txt"), "w") as f:
                 f.write(hlo)
-        # A refused step never fits, whatever `memory` says: the compiler judged it against its own figure.
-        step["fits"] = "refused_by_compiler" not in step and step["planned_bytes"] <= memory
+        step["fits"] = fits(step, memory)
         step["roofline_lower_bound_s"] = roofline_seconds(step, target.chip)
         result["steps"].append(step)
     first = result["steps"][0]
@@ -301,13 +310,15 @@ def suggest(config: Any, mesh: Any, source: Any, memory: int, steps: list[dict[s
                    else candidates(config, mesh.devices.size))
         for changes in options[:MAX_CANDIDATES]:
             compiled = compile_step(with_changes(config, changes), mesh, source, loops_counted=False, kinds=(kind,))
-            planned = max(float("inf") if "refused_by_compiler" in step else step["planned_bytes"] for step in compiled)
+            planned = max(step["planned_bytes"] or 0 for step in compiled)
+            fit = all(fits(step, memory) for step in compiled)
+            refused = " (refused by the compiler)" if any("refused_by_compiler" in step for step in compiled) else ""
             tried.append({"flags": flags_of(changes), "steps": [step["step"] for step in compiled],
-                          "planned_bytes": planned if planned != float("inf") else None, "fits": planned <= memory,
+                          "planned_bytes": planned, "fits": fit,
                           "compile_s": sum(step["compile_s"] for step in compiled)})
-            say(f"  candidate {flags_of(changes)} ({kind}): {_size(planned)} per device, "
-                f"{'fits' if planned <= memory else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
-            if planned <= memory:
+            say(f"  candidate {flags_of(changes)} ({kind}): {_size(planned)} per device{refused}, "
+                f"{'fits' if fit else 'does not fit'} ({tried[-1]['compile_s']:.0f} s to compile)")
+            if fit:
                 chosen.update(changes)
                 break
         else:
@@ -323,24 +334,22 @@ def _size(num_bytes: float) -> str:
 
 
 def step_lines(step: dict[str, Any], memory: int) -> str:
+    header = f"{step['step']} step (global batch {step['global_batch']}), per device:"
+    flops = (f"  FLOPs: {step['flops_per_step']:.4g} per step, {step['flops_per_source_image'] / 1e9:.1f} GFLOP per "
+             f"source image ({step['flops_source']})")
+    if "refused_by_compiler" in step:  # no plan, no program: what the compiler said instead
+        return "\n".join([header, f"  memory: does NOT fit: the compiler refused it ({step['refused_by_compiler']})",
+                          flops, f"  refused after {step['compile_s']:.0f} s of compiling here"])
     p = step["memory_plan"]
-    if "refused_by_compiler" in step:
-        return "\n".join([
-            f"{step['step']} step (global batch {step['global_batch']}), per device:",
-            f"  memory: does NOT fit: the compiler refused it ({step['refused_by_compiler']})",
-            f"  FLOPs: {step['flops_per_step']:.4g} per step, {step['flops_per_source_image'] / 1e9:.1f} GFLOP per "
-            f"source image ({step['flops_source']})",
-            f"  refused after {step['compile_s']:.0f} s of compiling here"])
     margin = memory - step["planned_bytes"]
     verdict = (f"fits, {_size(margin)} to spare" if margin >= 0 else f"does NOT fit, {_size(-margin)} over")
     collectives = ", ".join(f"{c['kind']} x{c['count']} {c['bytes'] / 2**20:.1f} MiB" for c in step["collectives"])
     return "\n".join([
-        f"{step['step']} step (global batch {step['global_batch']}), per device:",
+        header,
         f"  memory: {_size(step['planned_bytes'])} of {_size(memory)}: {verdict} (arguments "
         f"{_size(p.get('argument', 0))}, outputs {_size(p.get('output', 0))}, aliased {_size(p.get('alias', 0))}, "
         f"temporaries {_size(p.get('temp', 0))}, code {_size(p.get('code', 0))})",
-        f"  FLOPs: {step['flops_per_step']:.4g} per step, {step['flops_per_source_image'] / 1e9:.1f} GFLOP per "
-        f"source image ({step['flops_source']})",
+        flops,
         f"  collectives: {collectives or 'none'}",
         f"  compiled in {step['compile_s']:.0f} s here; roofline lower bound "
         f"{step['roofline_lower_bound_s'] * 1e3:.1f} ms per step (a bound, not a time)"])
