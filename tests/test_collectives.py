@@ -1,13 +1,17 @@
 """The compiled 8-device pretraining step sends no image-sized traffic beyond one local shard: mixing partners
 come from a collective-permute, never from gathering the global image batch (benchmarks/collective_audit.py)."""
 
+import collections
 import json
 import os
 import subprocess
 import sys
+import types
 
+import jax
 import pytest
 
+from genscl_jax.runtime import parallel
 from genscl_jax.tools import hlo_audit
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -132,3 +136,26 @@ def test_eight_device_partners_are_rolled_by_collective_permutes_only():
     out = run_on_eight_devices(ROLLED)
     assert all(same for _, _, same in out["equal"]), [e for e in out["equal"] if not e[2]]
     assert set(out["kinds"]) == {"collective-permute"}, out["kinds"]
+
+
+
+FakeDevice = collections.namedtuple("FakeDevice", "id platform process_index")
+
+
+def _fake_array(platform, process_indices):
+    devices = {FakeDevice(n, platform, i) for n, i in enumerate(process_indices)}
+    return types.SimpleNamespace(sharding=types.SimpleNamespace(device_set=devices))
+
+
+def test_results_on_several_processes_cpu_devices_are_waited_for(monkeypatch):
+    """Two processes' CPU devices deadlocked in gloo with several evaluation programs in flight: evaluation loops
+    pass each result through parallel.settled, which waits there; on one process's CPU devices, or on GPUs and
+    TPUs of several processes, it returns at once (asynchronous dispatch kept)."""
+    waited = []
+    monkeypatch.setattr(jax, "block_until_ready", waited.append)
+    for platform, processes in (("cpu", [0, 0, 0, 0]), ("gpu", [0, 0, 1, 1]), ("tpu", [0, 1])):
+        tree = {"counts": _fake_array(platform, processes), "step": 3}
+        assert parallel.settled(tree) is tree
+    assert waited == []
+    tree = {"counts": _fake_array("cpu", [0, 0, 1, 1]), "step": 3}
+    assert parallel.settled(tree) is tree and waited == [tree]

@@ -61,6 +61,22 @@ def mesh_platform(mesh: Mesh) -> str:
     return mesh.devices.flat[0].platform
 
 
+def settled(tree: Any) -> Any:
+    """`tree`, waited for when its arrays live on the CPU devices of several processes; else returned at once.
+
+    Evaluation loops dispatch one program with collectives per batch (features gathered for the kNN bank, accuracy
+    counts summed over devices), none waiting for the one before. Between processes, CPU collectives go through
+    gloo, and with several such programs in flight the two processes of tests/test_multihost.py deadlocked in them
+    (2026-12-08, 3 of 3 runs on this 2-core machine with one other busy process: each process stuck in a different
+    program). The loops pass each result through here, so on CPU one such program runs at a time; GPUs and TPUs
+    order every device's programs and keep their asynchronous dispatch.
+    """
+    devices = {d for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "sharding") for d in x.sharding.device_set}
+    if devices and all(d.platform == "cpu" for d in devices) and len({d.process_index for d in devices}) > 1:
+        jax.block_until_ready(tree)
+    return tree
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

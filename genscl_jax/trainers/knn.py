@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 
+from genscl_jax.runtime import parallel
+
 BANK_CHUNK = 4096  # bank rows compared per scan step
 
 
@@ -66,7 +68,7 @@ def build_memory_bank(state: Any, features_fn: FeatureFn, batches: Iterable[dict
     """(features, labels, valid) of the training batches, concatenated on the mesh; at most `max_examples`."""
     features, labels, masks, seen = [], [], [], 0
     for batch in batches:
-        features.append(features_fn(state, batch["image"]))
+        features.append(parallel.settled(features_fn(state, batch["image"])))  # one gather at a time on CPU processes
         labels.append(batch["label"])
         masks.append(batch["mask"])
         seen += batch["label"].shape[0]

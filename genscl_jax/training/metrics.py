@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 
+from genscl_jax.runtime import parallel
+
 
 def accuracy_counts(scores: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
     """Number of masked-in rows whose label is the top-1 / among the top-5 classes of `scores` [B, C]."""
@@ -34,6 +36,7 @@ def sum_counts(counts: Iterable[Any]) -> Any:
     host once."""
     totals = None
     for batch_counts in counts:
+        batch_counts = parallel.settled(batch_counts)  # one such program at a time on CPU processes
         totals = batch_counts if totals is None else jax.tree_util.tree_map(jnp.add, totals, batch_counts)
     if totals is None:
         return {"top1": 0, "top5": 0, "count": 0}
