@@ -67,7 +67,7 @@ def settled(tree: Any) -> Any:
     Evaluation loops dispatch one program with collectives per batch (features gathered for the kNN bank, accuracy
     counts summed over devices), none waiting for the one before. Between processes, CPU collectives go through
     gloo, and with several such programs in flight the two processes of tests/test_multihost.py deadlocked in them
-    (2026-12-08, 3 of 3 runs on this 2-core machine with one other busy process: each process stuck in a different
+    (2026-12-08, 3 of 3 runs on this 2-core machine with other work beside them: each process stuck in a different
     program). The loops pass each result through here, so on CPU one such program runs at a time; GPUs and TPUs
     order every device's programs and keep their asynchronous dispatch.
     """
