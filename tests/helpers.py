@@ -5,7 +5,10 @@ imports no torch (conftest does, for the weight-conversion tests), so the script
 import functools
 import importlib
 import os
+import json
 import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -99,6 +102,17 @@ def write_tiny_fashion_mnist(directory, num_train=FASHION_MNIST_TRAIN, num_test=
 
 def load_recipe(name, arg=""):
     return importlib.import_module(f"configs.{name[:-3]}").get_config(arg)
+
+
+def run_on_eight_devices(*python_args):
+    """The JSON line that `python *python_args` (a script, or "-c", code) prints, run from the repository in a process
+    with 8 virtual CPU devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    proc = subprocess.run([sys.executable, *python_args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def free_port():

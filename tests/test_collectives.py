@@ -11,6 +11,8 @@ import types
 import jax
 import pytest
 
+from helpers import run_on_eight_devices
+
 from genscl_jax.runtime import parallel
 from genscl_jax.tools import hlo_audit
 
@@ -55,16 +57,6 @@ def test_eight_device_step_never_gathers_images(micro_batch_size):
     assert audit["totals"]["all-reduce"]["count"] > 0  # gradients and BatchNorm statistics are still reduced
 
 
-def run_on_eight_devices(script):
-    """The JSON line `script` prints, run in a process with 8 virtual CPU devices."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 # The blocked loss on 8 devices, anchors sharded by rows as in the step, against all-vs-all contrasts.
 BLOCKED_LOSS = """
 import json, jax, jax.numpy as jnp, numpy as np
@@ -100,7 +92,7 @@ def test_eight_device_blocked_loss_scores_each_devices_own_anchors():
     """loss_block_size on a sharded batch: each block takes block_size / 8 rows of every device's shard, so no
     anchor is gathered, and each device's [rows, contrasts] working set is its share of one block. (Contiguous
     blocks each lay on one device: every device gathered and scored every block.)"""
-    out = run_on_eight_devices(BLOCKED_LOSS)
+    out = run_on_eight_devices("-c", BLOCKED_LOSS)
     dense, blocked = out["dense"], out["blocked"]
     assert abs(blocked["value"] - dense["value"]) < 1e-5
     assert max(abs(a - b) for ra, rb in zip(blocked["grad"], dense["grad"]) for a, b in zip(ra, rb)) < 1e-6
@@ -133,10 +125,9 @@ def test_eight_device_partners_are_rolled_by_collective_permutes_only():
     """The mixing partners' roll (parallel.ExampleLayout.rolled) equals jnp.roll for shifts within a shard,
     across shard boundaries and past the batch, and moves rows only by collective-permute (XLA's partitioner
     resharded a jnp.roll of a sharded batch by all-to-all for GPUs: tests/test_plan.py checks that program)."""
-    out = run_on_eight_devices(ROLLED)
+    out = run_on_eight_devices("-c", ROLLED)
     assert all(same for _, _, same in out["equal"]), [e for e in out["equal"] if not e[2]]
     assert set(out["kinds"]) == {"collective-permute"}, out["kinds"]
-
 
 
 FakeDevice = collections.namedtuple("FakeDevice", "id platform process_index")
